@@ -1,0 +1,38 @@
+"""Test-wide setup.
+
+``TRITON_INTERPRET=1`` must be set before triton is first imported so that the Triton
+kernels run on the CPU through the interpreter; training code on the CPU still takes the
+PyTorch reference path unless a test forces ``backend="triton"``.
+"""
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture
+def nan_poison(monkeypatch):
+    """Fill every fresh floating-point ``torch.empty``/``empty_like`` with NaN.
+
+    A kernel that forgets to write part of its output then produces NaN there, which the
+    comparison against the reference catches.
+    """
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def poisoned(t):
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+        return t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poisoned(real_empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poisoned(real_empty_like(*a, **k)))
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_seed():
+    torch.manual_seed(0)
+    yield
