@@ -1,0 +1,90 @@
+"""Recurrent layers whose serial part runs through the kernel families.
+
+Each layer takes its input for a whole segment, ``x [T, B, I]``, and its carried state as a
+tuple of tensors, and returns ``(h [T, B, H], new_state)``. The input projections for all
+steps are one GEMM here; the serial recurrence goes to ``altgrad_triton.kernels`` with the
+layer's ``backend`` ("auto" picks Triton for CUDA tensors, the PyTorch reference on the
+CPU), so the layers and the trainer above them never branch on the backend.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import kernels
+
+
+def drop_weight(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """DropConnect on a weight matrix (AWD-LSTM's weight drop), fresh mask per call."""
+    return F.dropout(weight, p, training) if p > 0 else weight
+
+
+class QRNN(nn.Module):
+    """Quasi-recurrent layer (Bradbury et al. 2016) with fo-pooling.
+
+    Z, F, O = tanh/sigmoid/sigmoid of a linear map over the current input and, with
+    ``window=2``, the previous one; then c_t = f_t c_{t-1} + (1 - f_t) z_t, h_t = o_t c_t.
+    State: ``(c,)`` or, with ``window=2``, ``(c, x_last)`` where x_last is the last input of
+    the previous segment (it feeds the first step's window).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, window: int = 1,
+                 output_gate: bool = True, weight_drop: float = 0.0, backend: str = "auto"):
+        super().__init__()
+        if window not in (1, 2):
+            raise ValueError(f"QRNN window must be 1 or 2, got {window}")
+        self.input_size, self.hidden_size, self.window = input_size, hidden_size, window
+        self.output_gate, self.weight_drop, self.backend = output_gate, weight_drop, backend
+        gates = 3 if output_gate else 2
+        self.linear = nn.Linear(window * input_size, gates * hidden_size)
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> tuple:
+        c = torch.zeros(batch_size, self.hidden_size, device=device)
+        if self.window == 1:
+            return (c,)
+        return (c, torch.zeros(batch_size, self.input_size, device=device))
+
+    def forward(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        inp = x
+        if self.window == 2:
+            shifted = torch.cat([state[1].unsqueeze(0).to(x.dtype), x[:-1]], dim=0)
+            inp = torch.cat([x, shifted], dim=-1)
+        weight = drop_weight(self.linear.weight, self.weight_drop, self.training)
+        gates = F.linear(inp, weight, self.linear.bias).chunk(3 if self.output_gate else 2, -1)
+        z, f = torch.tanh(gates[0]), torch.sigmoid(gates[1])
+        o = torch.sigmoid(gates[2]) if self.output_gate else None
+        h, c = kernels.fo_pool(f, z, o, state[0].to(f.dtype), backend=self.backend)
+        return h, ((c,) if self.window == 1 else (c, x[-1]))
+
+
+class LSTM(nn.Module):
+    """LSTM layer: one GEMM for the input projection, the recurrence through the kernels.
+
+    Gate order i, f, g, o (PyTorch's). Weight drop applies to W_hh. State: ``(h, c)``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, weight_drop: float = 0.0,
+                 backend: str = "auto"):
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.weight_drop, self.backend = weight_drop, backend
+        self.w_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+        self.w_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        self.bias = nn.Parameter(torch.empty(4 * hidden_size))
+        bound = 1.0 / math.sqrt(hidden_size)
+        for p in (self.w_ih, self.w_hh, self.bias):
+            nn.init.uniform_(p, -bound, bound)
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> tuple:
+        return tuple(torch.zeros(batch_size, self.hidden_size, device=device) for _ in range(2))
+
+    def forward(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        gx = F.linear(x, self.w_ih, self.bias)
+        w_hh = drop_weight(self.w_hh, self.weight_drop, self.training).to(gx.dtype)
+        h0, c0 = (s.to(gx.dtype) for s in state)
+        hs, h, c = kernels.lstm_segment(gx, w_hh, h0, c0, backend=self.backend)
+        return hs, (h, c)

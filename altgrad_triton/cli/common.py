@@ -1,0 +1,20 @@
+"""What every entry point shares: one-line errors on stderr, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from ..errors import UserError
+
+
+def run_main(body: Callable[[], int | None]) -> int:
+    """Run a command body; a UserError becomes ``error: <message>`` and exit code 2."""
+    try:
+        return body() or 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("error: aborted", file=sys.stderr)
+        return 130

@@ -1,0 +1,108 @@
+"""The AWD-style recurrent language model: embedding, stacked cells, dropouts, tied decoder.
+
+The recurrent state is a flat tuple of tensors (every layer's carried tensors, in layer
+order), so the synthetic-gradient boundary can treat it as one vector per batch row
+without knowing which cell produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cells import LSTM, QRNN
+from .recipe import ModelConfig
+
+State = tuple[torch.Tensor, ...]
+
+
+def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Variational dropout: one mask per sequence, shared across time. x: [T, B, D]."""
+    if not training or p == 0:
+        return x
+    mask = x.new_empty(1, x.shape[1], x.shape[2]).bernoulli_(1 - p) / (1 - p)
+    return x * mask
+
+
+def embedding_dropout(embed: nn.Embedding, words: torch.Tensor, p: float,
+                      training: bool) -> torch.Tensor:
+    """Drop whole words: zero rows of the embedding matrix for this forward pass."""
+    weight = embed.weight
+    if training and p > 0:
+        mask = weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p) / (1 - p)
+        weight = weight * mask
+    return F.embedding(words, weight)
+
+
+@dataclass
+class LMOutput:
+    logits: torch.Tensor  # [T, B, V]
+    last_raw: torch.Tensor  # last layer's output before dropout (for TAR)
+    last_dropped: torch.Tensor  # after output dropout (for AR)
+    state: State  # final carried state, same layout as the input state
+
+
+class RNNLanguageModel(nn.Module):
+    """Stacked QRNN or LSTM language model with AWD-LSTM's regularisation."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig, backend: str = "auto"):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(vocab_size, cfg.emb_size)
+        sizes = [cfg.emb_size] + [cfg.hidden_size] * (cfg.layers - 1)
+        sizes.append(cfg.emb_size if cfg.tie_weights else cfg.hidden_size)
+        wd = cfg.dropout.weight
+        layers: list[nn.Module] = []
+        for i in range(cfg.layers):
+            if cfg.cell == "qrnn":
+                layers.append(QRNN(sizes[i], sizes[i + 1], window=cfg.window if i == 0 else 1,
+                                   output_gate=cfg.output_gate, weight_drop=wd, backend=backend))
+            else:
+                layers.append(LSTM(sizes[i], sizes[i + 1], weight_drop=wd, backend=backend))
+        self.layers = nn.ModuleList(layers)
+        self.decoder = nn.Linear(sizes[-1], vocab_size)
+        if cfg.tie_weights:
+            self.decoder.weight = self.embedding.weight
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        self._state_sizes = [len(layer.init_state(1)) for layer in self.layers]
+
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        """Zero state for ``batch_size`` rows, as a flat tuple."""
+        return tuple(t for layer in self.layers for t in layer.init_state(batch_size, device))
+
+    def _split(self, state: State) -> list[State]:
+        out, i = [], 0
+        for n in self._state_sizes:
+            out.append(tuple(state[i:i + n]))
+            i += n
+        return out
+
+    def forward(self, tokens: torch.Tensor, state: State) -> LMOutput:
+        """tokens: [T, B] word ids; state: flat tuple from ``init_state`` or a previous call."""
+        d = self.cfg.dropout
+        x = embedding_dropout(self.embedding, tokens, d.embedding, self.training)
+        x = locked_dropout(x, d.input, self.training)
+        new_state: list[torch.Tensor] = []
+        raw = x
+        for i, (layer, s) in enumerate(zip(self.layers, self._split(state), strict=True)):
+            raw, s_new = layer(x, s)
+            new_state.extend(s_new)
+            last = i == len(self.layers) - 1
+            x = locked_dropout(raw, d.output if last else d.hidden, self.training)
+        return LMOutput(self.decoder(x), raw, x, tuple(new_state))
+
+
+def lm_loss(out: LMOutput, targets: torch.Tensor, ar_alpha: float = 0.0,
+            tar_beta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training loss with AR/TAR, plain cross-entropy) for one segment; targets: [T, B]."""
+    ce = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]).float(), targets.reshape(-1))
+    loss = ce
+    if ar_alpha:
+        loss = loss + ar_alpha * out.last_dropped.float().pow(2).mean()
+    if tar_beta and out.last_raw.shape[0] > 1:
+        loss = loss + tar_beta * (out.last_raw[1:] - out.last_raw[:-1]).float().pow(2).mean()
+    return loss, ce

@@ -1,0 +1,63 @@
+"""What a person watching a run sees: a rich progress bar on a terminal, plain lines otherwise,
+and a summary table at the end. Nothing else in the package prints progress."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+class EpochProgress:
+    """Progress of one epoch: ``update(done, loss, tokens_per_s)`` after each segment."""
+
+    def __init__(self, console: Console, title: str, total: int, log_every: int):
+        self.console, self.title, self.total, self.log_every = console, title, total, log_every
+        self._bar: Progress | None = None
+        self._last_plain = 0
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> EpochProgress:
+        if self.console.is_terminal:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:,.0f} tok/s"),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=self.console, transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.title, total=self.total, loss=float("nan"),
+                                            tps=0.0)
+        return self
+
+    def update(self, done: int, loss: float, tokens_per_s: float) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, loss=loss, tps=tokens_per_s)
+        elif done - self._last_plain >= self.log_every or done == self.total:
+            self._last_plain = done
+            elapsed = time.perf_counter() - self._started
+            eta = elapsed / max(done, 1) * (self.total - done)
+            self.console.print(f"{self.title} {done}/{self.total} loss {loss:.3f} "
+                               f"{tokens_per_s:,.0f} tok/s eta {eta:.0f}s", highlight=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def make_console() -> Console:
+    """stdout console; plain text (no colour codes, no bar) when stdout is not a terminal."""
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def summary_table(title: str, rows: Iterable[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for k, v in rows:
+        table.add_row(k, v)
+    return table

@@ -1,0 +1,371 @@
+"""Recipes: TOML files turned into frozen, validated dataclasses.
+
+A recipe is the single source of every hyper-parameter. Each key is declared once below
+with its default, its allowed values and a one-line help text; validation reads those
+declarations, so a new key needs no extra checking code. Problems are collected, not
+raised one at a time: a user fixing a recipe sees every mistake in one go, each naming the
+dotted key, the value and what is allowed.
+
+Recipes may ``extends = "base.toml"`` (a path relative to the recipe) and are deep-merged
+over their base; command-line overrides ``key.sub=value`` are applied last, their values
+parsed as TOML (a bare word that is not valid TOML is taken as a string).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import UserError
+
+
+def opt(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,
+        le: float | None = None, lt: float | None = None) -> Any:
+    """Declare a recipe key: its default, help text and numeric bounds."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type, help: str) -> Any:
+    """Declare a nested recipe section."""
+    return field(default_factory=cls, metadata={"help": help})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    name: str = opt("run", "run name; the run directory is out_dir/name")
+    seed: int = opt(42, "random seed for weights, dropout, segment lengths and data order")
+    epochs: int = opt(1, "number of training epochs", ge=1)
+    out_dir: str = opt("runs", "directory that holds run directories")
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto = cuda when available")
+    backend: Literal["auto", "torch", "triton"] = opt(
+        "auto", "kernels: auto = Triton on CUDA, PyTorch reference on CPU")
+    dtype: Literal["float32", "bfloat16"] = opt(
+        "float32", "compute dtype on CUDA (bfloat16 = autocast); CPU always float32")
+    max_batches: int = opt(0, "cap on training segments per epoch, 0 = whole epoch", ge=0)
+    max_eval_batches: int = opt(0, "cap on evaluation segments, 0 = whole split", ge=0)
+    log_every: int = opt(20, "plain-text progress line every this many segments", ge=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    corpus: Literal["wikitext-2", "wikitext-103", "ptb", "wikitext-2-small", "text", "chars"] = opt(
+        "wikitext-2", "which corpus; text = your own WikiText-layout folder, chars = characters")
+    path: str = opt("", "folder (or file, for chars) holding the corpus; empty = download/cache")
+    cache_dir: str = opt("", "download cache; empty = $ALTGRAD_DATA_DIR or ~/.cache/altgrad-triton")
+    download: bool = opt(True, "download known corpora when absent")
+    batch_size: int = opt(20, "training batch size (columns of the token stream)", ge=1)
+    eval_batch_size: int = opt(10, "validation batch size", ge=1)
+    test_batch_size: int = opt(1, "test batch size", ge=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DropoutConfig:
+    input: float = opt(0.4, "locked dropout on the embedding output", ge=0, lt=1)
+    hidden: float = opt(0.3, "locked dropout between recurrent layers", ge=0, lt=1)
+    output: float = opt(0.4, "locked dropout on the last layer's output", ge=0, lt=1)
+    embedding: float = opt(0.1, "drops whole words from the embedding matrix", ge=0, lt=1)
+    weight: float = opt(0.1, "weight drop on recurrent weights (LSTM W_hh, QRNN linear)",
+                        ge=0, lt=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    cell: Literal["qrnn", "lstm"] = opt("qrnn", "recurrent cell")
+    emb_size: int = opt(400, "embedding size (= last layer size when tied)", ge=1)
+    hidden_size: int = opt(1550, "hidden units per layer (last layer = emb_size when tied)",
+                           ge=1)
+    layers: int = opt(4, "recurrent layers", ge=1)
+    tie_weights: bool = opt(True, "share the embedding and decoder weights")
+    window: int = opt(2, "QRNN convolution window of the first layer (1 above)", ge=1, le=2)
+    output_gate: bool = opt(True, "QRNN output gate")
+    dropout: DropoutConfig = section(DropoutConfig, "dropouts")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BpttConfig:
+    length: int = opt(200, "truncation length (segment length) of TBPTT", ge=1)
+    random_length: bool = opt(True, "AWD-LSTM's random segment length, lr scaled by len/bptt")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    name: Literal["adam", "sgd"] = opt("adam", "optimizer of the language model")
+    lr: float = opt(1e-3, "peak learning rate", gt=0)
+    weight_decay: float = opt(1.2e-6, "L2 weight decay", ge=0)
+    momentum: float = opt(0.0, "SGD momentum", ge=0, lt=1)
+    clip: float = opt(0.25, "gradient-norm clip, 0 = off", ge=0)
+    ar_alpha: float = opt(2.0, "activation regularisation on the last layer", ge=0)
+    tar_beta: float = opt(1.0, "temporal activation regularisation on the last layer", ge=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleConfig:
+    kind: Literal["constant", "cosine_restarts"] = opt(
+        "cosine_restarts", "constant lr, or cosine annealing with warm restarts (SGDR)")
+    periods: list[int] = opt([160, 160], "restart periods in epochs; the last one repeats")
+    lr_min: float = opt(0.0, "learning rate at the bottom of each cosine", ge=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlternationConfig:
+    start: Literal["real", "synthetic"] = opt("real", "gradient mode of epoch 1")
+    switch_epochs: list[int] = opt([], "epochs at whose start the mode switches")
+    switch_at_restarts: bool = opt(False, "switch mode at every warm restart")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyntheticConfig:
+    enabled: bool = opt(False, "train a synthesizer and use synthetic gradients")
+    synthesizer: Literal["elementwise", "mlp", "linear"] = opt(
+        "elementwise", "what predicts dL_future/d state")
+    cell: Literal["qrnn", "gru", "lstm"] = opt("qrnn", "cell of the element-wise synthesizer")
+    hidden: int = opt(50, "hidden units of the mlp / element-wise synthesizer", ge=1)
+    layers: int = opt(1, "hidden layers of the mlp synthesizer", ge=1)
+    dropout: float = opt(0.1, "dropout inside the synthesizer", ge=0, lt=1)
+    input_noise: float = opt(0.5, "sigma of the element-wise synthesizer's N(1, sigma) input "
+                             "noise", ge=0)
+    scale: float = opt(0.1, "weight of the synthetic gradient injected at the boundary", ge=0)
+    lr: float = opt(1e-3, "Adam learning rate of the synthesizer", gt=0)
+    fit_in_real: bool = opt(True, "keep fitting the synthesizer in real mode")
+    alternation: AlternationConfig = section(AlternationConfig, "SG/real alternation")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    run: RunConfig = section(RunConfig, "run")
+    data: DataConfig = section(DataConfig, "data")
+    model: ModelConfig = section(ModelConfig, "model")
+    bptt: BpttConfig = section(BpttConfig, "truncated BPTT")
+    optim: OptimConfig = section(OptimConfig, "optimizer and regularisation")
+    schedule: ScheduleConfig = section(ScheduleConfig, "learning-rate schedule")
+    synthetic: SyntheticConfig = section(SyntheticConfig, "synthetic gradients")
+
+
+# ---------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, str(tp))
+
+
+def _check_value(key: str, value: Any, tp: Any, meta: dict) -> tuple[Any, list[str]]:
+    """Coerce ``value`` to ``tp`` (int -> float only) and check bounds; return problems."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            return value, [f"{key}: must be {_type_name(tp)}, got {value!r}"]
+        return value, []
+    if origin is list:
+        if not isinstance(value, list):
+            return value, [f"{key}: must be {_type_name(tp)}, got {value!r}"]
+        item_tp = typing.get_args(tp)[0]
+        out, problems = [], []
+        for i, item in enumerate(value):
+            v, p = _check_value(f"{key}[{i}]", item, item_tp, meta)
+            out.append(v)
+            problems += p
+        return out, problems
+    ok = (isinstance(value, bool) if tp is bool
+          else isinstance(value, tp) and not isinstance(value, bool) if tp in (int, str)
+          else isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not ok:
+        return value, [f"{key}: must be {_type_name(tp)}, got {value!r}"]
+    if tp is float:
+        value = float(value)
+        if not math.isfinite(value):
+            return value, [f"{key}: must be a finite number, got {value!r}"]
+    if tp in (int, float):
+        for name, op, text in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
+                               ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
+            bound = meta.get(name)
+            if bound is not None and not op(float(value), float(bound)):
+                return value, [f"{key}: must be {text} {bound:g}, got {value!r}"]
+    return value, []
+
+
+def _build(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            valid = ", ".join(fields)
+            problems.append(f"{dotted}: unknown key{hint} (valid here: {valid})")
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                problems.append(f"{dotted}: must be a table [{dotted}], got {value!r}")
+                continue
+            kwargs[key] = _build(tp, value, f"{dotted}.", problems)
+        else:
+            kwargs[key], p = _check_value(dotted, value, tp, fields[key].metadata)
+            problems += p
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError):  # only after problems were recorded above
+        return cls()
+
+
+def _cross_checks(r: Recipe) -> list[str]:
+    """Checks that involve more than one key."""
+    problems = []
+    if r.schedule.kind == "cosine_restarts" and not r.schedule.periods:
+        problems.append("schedule.periods: must list at least one period for cosine_restarts")
+    for i, p in enumerate(r.schedule.periods):
+        if p < 1:
+            problems.append(f"schedule.periods[{i}]: must be >= 1, got {p}")
+    for i, e in enumerate(r.synthetic.alternation.switch_epochs):
+        if e < 2:
+            problems.append(f"synthetic.alternation.switch_epochs[{i}]: must be >= 2 (a switch "
+                            f"happens at the start of that epoch), got {e}")
+    if r.schedule.lr_min > r.optim.lr:
+        problems.append(f"schedule.lr_min: must be <= optim.lr ({r.optim.lr:g}), "
+                        f"got {r.schedule.lr_min:g}")
+    if r.data.corpus in ("text", "chars") and not r.data.path:
+        problems.append(f"data.path: corpus {r.data.corpus!r} needs a path to your data")
+    return problems
+
+
+def from_dict(data: dict) -> Recipe:
+    """Build and validate a recipe from a plain dict; raise UserError listing every problem."""
+    problems: list[str] = []
+    recipe = _build(Recipe, data, "", problems)
+    if not problems:
+        problems = _cross_checks(recipe)
+    if problems:
+        raise UserError("invalid recipe: " + "; ".join(problems))
+    return recipe
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a recipe file, following ``extends`` chains, as one merged dict."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        raise UserError(f"{path}: 'extends' loops back to itself")
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read recipe ({e.__class__.__name__}: {e})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: TOML syntax error: {e}") from None
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise UserError(f"{path}: extends must be a path string, got {base!r}")
+    return _merge(read_toml(path.parent / base, (*_seen, path.resolve())), data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value parsed as TOML, or the bare string)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"override {text!r}: expected key.sub=value, e.g. optim.lr=3e-4")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides to a recipe dict (returns a new dict)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        patch: dict = {parts[-1]: value}
+        for part in reversed(parts[:-1]):
+            patch = {part: patch}
+        data = _merge(data, patch)
+    return data
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, merge, override and validate a recipe file."""
+    return from_dict(apply_overrides(read_toml(path), list(overrides)))
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def to_dict(recipe: Recipe) -> dict:
+    """The recipe as nested plain dicts (what ``from_dict`` reads back)."""
+    return dataclasses.asdict(recipe)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return str(v)
+
+
+def to_toml(recipe: Recipe) -> str:
+    """Render the resolved recipe as TOML, each key followed by its help text."""
+    lines: list[str] = []
+
+    def emit(obj: Any, name: str) -> None:
+        scalars = [f for f in dataclasses.fields(obj) if not dataclasses.is_dataclass(
+            getattr(obj, f.name))]
+        tables = [f for f in dataclasses.fields(obj) if dataclasses.is_dataclass(
+            getattr(obj, f.name))]
+        if name:
+            lines.append(f"\n[{name}]")
+        for f in scalars:
+            lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}"
+                         f"  # {f.metadata.get('help', '')}")
+        for f in tables:
+            emit(getattr(obj, f.name), f"{name}.{f.name}" if name else f.name)
+
+    emit(recipe, "")
+    return "\n".join(lines).lstrip() + "\n"
+
+
+def model_shape(recipe: Recipe) -> dict:
+    """The keys that fix the shapes of the saved weights (checked when resuming)."""
+    m = recipe.model
+    shape = {f"model.{k}": getattr(m, k) for k in
+             ("cell", "emb_size", "hidden_size", "layers", "tie_weights", "window",
+              "output_gate")}
+    shape["data.corpus"] = recipe.data.corpus
+    s = recipe.synthetic
+    shape["synthetic.enabled"] = s.enabled
+    if s.enabled:
+        shape.update({f"synthetic.{k}": getattr(s, k) for k in
+                      ("synthesizer", "cell", "hidden", "layers")})
+    return shape

@@ -1,0 +1,238 @@
+"""Synthetic gradients at the truncation boundary (DNI), and the synthesizers.
+
+For segment k with starting state s_k and final state s_{k+1} (every carried tensor of the
+RNN, joined into one vector per batch row):
+
+1. ``start``: s_k becomes a leaf that requires grad; the synthesizer's prediction
+   g_hat(s_k) is computed now and kept (with its graph to the synthesizer's weights).
+2. the caller runs the segment and computes its loss L_k.
+3. ``backward``: real mode backwards L_k; synthetic mode backwards
+   ``L_k + scale * <g_hat(s_{k+1}).detach(), s_{k+1}>`` in the same single pass, so the
+   segment's weights also receive the predicted gradient from beyond the cut.
+4. ``fit``: s_k.grad -- the gradient that reached the start of the segment, bootstrapped
+   with g_hat(s_{k+1}) in synthetic mode -- is the regression target for g_hat(s_k);
+   the synthesizer takes one step of its own optimizer on the SG loss kernel.
+
+The synthesizer's last layer starts at zero, so synthetic mode starts as plain TBPTT.
+Nothing here knows about language models: any RNN whose state is a tensor or a tuple of
+tensors with a batch dimension works (see ``SyntheticBoundary``).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import kernels
+from .recipe import SyntheticConfig
+
+State = tuple[torch.Tensor, ...]
+Carry = torch.Tensor | tuple[torch.Tensor, ...] | None
+
+
+def join_state(state: State, batch_dim: int = 0) -> torch.Tensor:
+    """Every tensor of the state flattened per batch row and concatenated: [B, D].
+
+    The result is at least float32 (a bf16 state is joined in fp32; a float64 one stays so).
+    """
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in state), torch.float32)
+    return torch.cat([t.movedim(batch_dim, 0).flatten(1).to(dtype) for t in state], dim=1)
+
+
+class Synthesizer(nn.Module):
+    """Predicts dL_future/ds for a joined state s [B, D].
+
+    ``forward(s, carry) -> (g_hat [B, D], new_carry)``: a synthesizer with a recurrent state
+    of its own (the element-wise one) gets it as ``carry`` and returns the next one, so
+    the boundary decides when it advances; stateless synthesizers pass ``None`` through.
+    """
+
+    def forward(self, s: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, Carry]:
+        raise NotImplementedError
+
+
+class LinearSynthesizer(Synthesizer):
+    """g_hat = W s + b, zero-initialised (DNI)."""
+
+    def __init__(self, state_size: int):
+        super().__init__()
+        self.out = nn.Linear(state_size, state_size)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, s: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, Carry]:
+        return self.out(s), carry
+
+
+class MLPSynthesizer(Synthesizer):
+    """A ReLU MLP on the joined state; the output layer is zero-initialised."""
+
+    def __init__(self, state_size: int, hidden: int, layers: int, dropout: float = 0.0):
+        super().__init__()
+        sizes = [state_size] + [hidden] * layers
+        body: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+            body += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+        self.body = nn.Sequential(*body)
+        self.out = nn.Linear(hidden, state_size)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, s: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, Carry]:
+        return self.out(self.body(s)), carry
+
+
+class ElementwiseSynthesizer(Synthesizer):
+    """The authors' synthesizer: every scalar of the state through a tiny recurrent net.
+
+    Each of the B*D scalars is its own input sequence (input size 1, one step per
+    boundary), multiplied by N(1, sigma) noise in training, through a QRNN, GRU or LSTM
+    cell of ``hidden`` units whose state is the carry (kept across boundaries, reset each
+    epoch), dropout on its output, and a zero-initialised linear map back to one scalar.
+    The QRNN cell runs as one Triton kernel for all scalars (``kernels.elementwise``).
+    """
+
+    def __init__(self, cell: str = "qrnn", hidden: int = 50, dropout: float = 0.1,
+                 input_noise: float = 0.5, backend: str = "auto"):
+        super().__init__()
+        if cell not in ("qrnn", "gru", "lstm"):
+            raise ValueError(f"element-wise synthesizer cell must be qrnn, gru or lstm, got {cell}")
+        self.cell_kind, self.hidden, self.dropout = cell, hidden, dropout
+        self.input_noise, self.backend = input_noise, backend
+        if cell == "qrnn":
+            bound = 1.0  # fan-in of 1
+            self.w = nn.Parameter(torch.empty(3, hidden).uniform_(-bound, bound))
+            self.b = nn.Parameter(torch.zeros(3, hidden))
+        else:
+            self.rnn = nn.GRUCell(1, hidden) if cell == "gru" else nn.LSTMCell(1, hidden)
+        self.v = nn.Parameter(torch.zeros(hidden))
+        self.b_out = nn.Parameter(torch.zeros(1))
+
+    def _zero_carry(self, n: int, like: torch.Tensor) -> Carry:
+        c = like.new_zeros(n, self.hidden)
+        return (c, c.clone()) if self.cell_kind == "lstm" else c
+
+    def forward(self, s: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, Carry]:
+        x = s.reshape(-1)
+        if carry is None:
+            carry = self._zero_carry(x.shape[0], x)
+        if self.training and self.input_noise > 0:
+            x = x * torch.empty_like(x).normal_(1.0, self.input_noise)
+        mask = None
+        if self.training and self.dropout > 0:
+            keep = 1.0 - self.dropout
+            mask = x.new_empty(x.shape[0], self.hidden).bernoulli_(keep) / keep
+        if self.cell_kind == "qrnn":
+            y, c = kernels.elementwise_qrnn_synth(x, carry, self.w, self.b, self.v, self.b_out,
+                                                  mask, backend=self.backend)
+            return y.view_as(s), c
+        if self.cell_kind == "gru":
+            h = new_carry = self.rnn(x[:, None], carry)
+        else:
+            new_carry = self.rnn(x[:, None], carry)
+            h = new_carry[0]
+        if mask is not None:
+            h = h * mask
+        return (h @ self.v + self.b_out).view_as(s), new_carry
+
+
+def make_synthesizer(cfg: SyntheticConfig, state_size: int, backend: str = "auto") -> Synthesizer:
+    """The synthesizer a recipe asks for, for a joined state of ``state_size`` per row."""
+    if cfg.synthesizer == "linear":
+        return LinearSynthesizer(state_size)
+    if cfg.synthesizer == "mlp":
+        return MLPSynthesizer(state_size, cfg.hidden, cfg.layers, cfg.dropout)
+    return ElementwiseSynthesizer(cfg.cell, cfg.hidden, cfg.dropout, cfg.input_noise, backend)
+
+
+def _detach(carry: Carry) -> Carry:
+    if carry is None:
+        return None
+    if isinstance(carry, torch.Tensor):
+        return carry.detach()
+    return tuple(c.detach() for c in carry)
+
+
+@dataclass
+class SGStats:
+    """How well g_hat(s_k) matched its target at one boundary.
+
+    0-d tensors on the model's device, so reading them costs no host sync until the trainer
+    averages them at a log line.
+    """
+
+    loss: torch.Tensor
+    cos: torch.Tensor  # mean over batch rows of cos(g_hat, target)
+    norm_ratio: torch.Tensor  # |g_hat| / |target| over the whole batch
+
+
+class SyntheticBoundary:
+    """Injects synthetic gradients at segment boundaries and trains the synthesizer.
+
+    Use per segment: ``s = boundary.start(s, mode)``; run the RNN from ``s`` to ``final``
+    and compute ``loss``; ``boundary.backward(loss, final, mode)``; then
+    ``stats = boundary.fit()``; then step the RNN's optimizer. ``optimizer=None`` keeps
+    the synthesizer frozen (an oracle in tests, or a pre-trained one).
+    ``fit_in_real=False`` skips the synthesizer entirely in real mode.
+    """
+
+    def __init__(self, synthesizer: Synthesizer, optimizer: torch.optim.Optimizer | None,
+                 scale: float, *, fit_in_real: bool = True, batch_dim: int = 0,
+                 backend: str = "auto"):
+        self.synthesizer, self.optimizer, self.scale = synthesizer, optimizer, scale
+        self.fit_in_real, self.batch_dim, self.backend = fit_in_real, batch_dim, backend
+        self.carry: Carry = None
+        self._leaf: State = ()
+        self._pred: torch.Tensor | None = None
+        self._next_carry: Carry = None
+
+    def reset(self) -> None:
+        """Forget the synthesizer's own carried state (at the start of each epoch)."""
+        self.carry = None
+
+    def active(self, mode: str) -> bool:
+        return mode == "synthetic" or self.fit_in_real
+
+    def start(self, state: State | torch.Tensor, mode: str) -> State:
+        """Detach the carried state into a leaf that requires grad; keep g_hat(s_k)."""
+        state = (state,) if isinstance(state, torch.Tensor) else tuple(state)
+        self._leaf = tuple(t.detach().requires_grad_(self.active(mode)) for t in state)
+        self._pred = None
+        if self.active(mode):
+            s = join_state(self._leaf, self.batch_dim).detach()
+            self._pred, self._next_carry = self.synthesizer(s, self.carry)
+        return self._leaf
+
+    def backward(self, loss: torch.Tensor, final: State | torch.Tensor, mode: str) -> None:
+        """One backward pass: the loss, plus scale * <g_hat(s_{k+1}), s_{k+1}> if synthetic."""
+        if mode == "synthetic" and self.scale > 0:
+            final = (final,) if isinstance(final, torch.Tensor) else tuple(final)
+            s_next = join_state(final, self.batch_dim)
+            with torch.no_grad():
+                g_next, _ = self.synthesizer(s_next.detach(), self._next_carry)
+            loss = loss + self.scale * (g_next.detach() * s_next).sum()
+        loss.backward()
+
+    def fit(self) -> SGStats | None:
+        """Regress g_hat(s_k) on s_k.grad and step the synthesizer; None when inactive."""
+        if self._pred is None:
+            return None
+        target = join_state(tuple(t.grad if t.grad is not None else torch.zeros_like(t)
+                                  for t in self._leaf), self.batch_dim)
+        pred = self._pred
+        sg_loss = kernels.sg_mse_loss(pred, target, backend=self.backend)
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            sg_loss.backward()
+            self.optimizer.step()
+        self.carry = _detach(self._next_carry)
+        self._pred = None
+        with torch.no_grad():
+            p, t = pred.detach().float(), target.float()
+            cos = F.cosine_similarity(p, t, dim=1, eps=1e-30).mean()
+            ratio = p.norm() / t.norm().clamp_min(1e-30)
+            return SGStats(sg_loss.detach(), cos, ratio)
