@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -30,7 +31,7 @@ class EpochProgress:
                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                 console=self.console, transient=True)
             self._bar.start()
-            self._task = self._bar.add_task(self.title, total=self.total, loss=float("nan"),
+            self._task = self._bar.add_task(escape(self.title), total=self.total, loss=float("nan"),
                                             tps=0.0)
         return self
 
@@ -42,7 +43,7 @@ class EpochProgress:
             elapsed = time.perf_counter() - self._started
             eta = elapsed / max(done, 1) * (self.total - done)
             self.console.print(f"{self.title} {done}/{self.total} loss {loss:.3f} "
-                               f"{tokens_per_s:,.0f} tok/s eta {eta:.0f}s", highlight=False)
+                               f"{tokens_per_s:,.0f} tok/s eta {eta:.0f}s", markup=False)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

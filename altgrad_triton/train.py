@@ -262,7 +262,8 @@ class Trainer:
         if self._stop_requested:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self._stop_requested = True
-        self.console.print("stopping after this segment (Ctrl-C again to abort without saving)")
+        self.console.print("stopping after this segment (Ctrl-C again to abort without saving)",
+                           markup=False)
 
     def _run_epoch(self, plan: EpochPlan) -> None:
         sums = self.train_epoch(plan)
@@ -292,7 +293,7 @@ class Trainer:
             f"epoch {plan.epoch} [{plan.mode}] lr {plan.lr:.2e} train ppl "
             f"{metrics['train_ppl']:.1f} val ppl {metrics['val_ppl']:.1f} "
             f"{metrics['tokens_per_s']:,.0f} tok/s"
-            + (f" sg_cos {metrics['sg_cos']:.3f}" if sg_n else ""), highlight=False)
+            + (f" sg_cos {metrics['sg_cos']:.3f}" if sg_n else ""), markup=False)
 
     def finish(self) -> dict[str, Any]:
         """Test the best checkpoint; write results.json and print the summary table."""

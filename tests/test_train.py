@@ -1,0 +1,129 @@
+"""End-to-end training on a tiny corpus: outputs, exact resume, interruption, NaN stop."""
+
+import json
+
+import pytest
+import torch
+
+from altgrad_triton import checkpoint
+from altgrad_triton.errors import UserError
+from altgrad_triton.train import Trainer, TrainingStopped
+from tests.helpers import tiny_corpus, tiny_recipe
+
+SYNTH = {"enabled": True, "synthesizer": "elementwise", "hidden": 6,
+         "alternation": {"start": "real", "switch_epochs": [2], "switch_at_restarts": True}}
+RESTARTS = {"kind": "cosine_restarts", "periods": [1, 2]}
+
+
+def metrics(run_dir):
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:  # wall-clock fields differ between runs
+        r.pop("seconds")
+        r.pop("tokens_per_s")
+    return rows
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    return tiny_corpus(tmp_path / "data")
+
+
+def test_training_writes_metrics_checkpoints_and_results(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=SYNTH, schedule=RESTARTS)
+    results = Trainer(r, tmp_path / "runs" / "tiny").fit()
+    run = tmp_path / "runs" / "tiny"
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    # switch epoch 2 is also a restart: one switch, not two that cancel
+    assert [row["mode"] for row in rows] == ["real", "synthetic"]
+    for key in ("lr", "train_loss", "train_ppl", "val_loss", "val_ppl", "tokens_per_s",
+                "seconds", "sg_loss", "sg_cos", "sg_norm_ratio"):
+        assert all(row[key] is not None for row in rows), key
+    assert rows[1]["val_loss"] < rows[0]["val_loss"] < 3.0  # 16 words + eos: ln 17 = 2.83
+    for tag in ("best", "last"):
+        for f in ("model.safetensors", "synthesizer.safetensors", "meta.json", "trainer.pt"):
+            assert (run / "checkpoints" / tag / f).exists()
+    assert (run / "recipe.toml").exists()
+    assert results["test_ppl"] < 17 and json.loads((run / "results.json").read_text())
+
+
+@pytest.mark.parametrize("synthetic", [False, True])
+def test_resume_continues_exactly(corpus_dir, tmp_path, synthetic):
+    extra = {"synthetic": SYNTH, "schedule": RESTARTS} if synthetic else {}
+    straight = tiny_recipe(corpus_dir, tmp_path / "a", run={"epochs": 4}, **extra)
+    Trainer(straight, tmp_path / "a" / "tiny").fit()
+
+    first = tiny_recipe(corpus_dir, tmp_path / "b", run={"epochs": 2}, **extra)
+    Trainer(first, tmp_path / "b" / "tiny").fit()
+    more = tiny_recipe(corpus_dir, tmp_path / "b", run={"epochs": 4}, **extra)
+    resumed = Trainer(more, tmp_path / "b" / "tiny")
+    resumed.restore("last")
+    resumed.fit()
+    assert metrics(tmp_path / "b" / "tiny") == metrics(tmp_path / "a" / "tiny")
+
+
+def test_interrupted_epoch_resumes_exactly(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "a", synthetic=SYNTH, schedule=RESTARTS)
+    Trainer(r, tmp_path / "a" / "tiny").fit()
+
+    r = tiny_recipe(corpus_dir, tmp_path / "b", synthetic=SYNTH, schedule=RESTARTS)
+    trainer = Trainer(r, tmp_path / "b" / "tiny")
+    calls = {"n": 0}
+    real_segment = trainer._segment
+
+    def segment_then_ctrl_c(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 80:  # epoch 1 has 65 segments: this is inside epoch 2
+            trainer._on_sigint(2, None)
+        return real_segment(*args, **kwargs)
+
+    trainer._segment = segment_then_ctrl_c
+    with pytest.raises(TrainingStopped, match="interrupted at epoch 2") as e:
+        trainer.fit()
+    assert e.value.exit_code == 130
+    again = Trainer(r, tmp_path / "b" / "tiny")
+    again.restore("last")
+    assert again.sums.segment > 0 and again.state is not None
+    again.fit()
+    assert metrics(tmp_path / "b" / "tiny") == metrics(tmp_path / "a" / "tiny")
+
+
+def test_non_finite_loss_stops_and_keeps_best(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 3})
+    trainer = Trainer(r, tmp_path / "runs" / "tiny")
+    trainer._run_epoch(trainer.plan(1))
+    best = (tmp_path / "runs/tiny/checkpoints/best/model.safetensors").read_bytes()
+    with torch.no_grad():
+        trainer.model.decoder.bias.fill_(float("nan"))
+    with pytest.raises(TrainingStopped, match=r"non-finite loss .* at epoch 2, segment 1") as e:
+        trainer._run_epoch(trainer.plan(2))
+    assert e.value.exit_code == 1
+    assert (tmp_path / "runs/tiny/checkpoints/best/model.safetensors").read_bytes() == best
+
+
+def test_resume_with_different_model_shape_is_refused(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 1})
+    Trainer(r, tmp_path / "runs" / "tiny").fit()
+    other = tiny_recipe(corpus_dir, tmp_path / "runs", model={"hidden_size": 24, "layers": 3})
+    with pytest.raises(UserError, match=r"model.hidden_size: checkpoint 16 vs recipe 24.*"
+                                        r"|model.layers"):
+        Trainer(other, tmp_path / "runs" / "tiny").restore("last")
+
+
+def test_checkpoint_survives_a_cut_off_save(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 1})
+    Trainer(r, tmp_path / "runs" / "tiny").fit()
+    last = tmp_path / "runs/tiny/checkpoints/last"
+    # a save cut off after renaming the old checkpoint aside, before the new one landed
+    last.rename(last.parent / ".last.old")
+    assert checkpoint.find(last) == last.parent / ".last.old"
+    meta, weights, _, state = checkpoint.load(last)
+    assert meta["epoch"] == 2 and "embedding.weight" in weights and state["epoch"] == 2
+
+
+def test_corrupt_checkpoint_is_a_user_error(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 1})
+    Trainer(r, tmp_path / "runs" / "tiny").fit()
+    (tmp_path / "runs/tiny/checkpoints/last/model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="checkpoint is corrupt"):
+        Trainer(r, tmp_path / "runs" / "tiny").restore("last")
