@@ -99,6 +99,13 @@ class Trainer:
                                               fit_in_real=s.fit_in_real,
                                               backend=recipe.run.backend)
         self.train_data = data.batchify(self.corpus.train, d.batch_size).to(self.device)
+        c = self.corpus
+        self.console.print(
+            f"{c.name}: vocabulary {len(c.vocab):,}, train {len(c.train):,} / valid "
+            f"{len(c.valid):,} / test {len(c.test):,} {'characters' if c.level == 'char' else 'tokens'}"
+            + "".join(f", {n:,} {split} words mapped to <unk>" for split, n in c.unk_counts.items()
+                      if n) + f"; model {sum(p.numel() for p in self.model.parameters()):,} "
+            f"parameters on {self.device}", markup=False)
         self.epoch = 1  # next epoch to run
         self.best_val = math.inf
         self.sums = EpochSums()
@@ -201,7 +208,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 inputs, targets = data.get_segment(self.train_data, start, seq_len)
                 ce, self.state, stats = self._segment(inputs, targets, self.state, plan, seq_len)
-                ce_value = float(ce)
+                values = torch.stack([ce.float()] + ([] if stats is None else [
+                    stats.loss.float(), stats.cos.float(), stats.norm_ratio.float()])).tolist()
+                ce_value = values[0]
                 if not math.isfinite(ce_value):
                     raise TrainingStopped(f"non-finite loss ({ce_value}) at epoch {plan.epoch}, "
                                           f"segment {sums.segment + 1}; best checkpoint kept "
@@ -211,9 +220,9 @@ class Trainer:
                 sums.tokens += n
                 sums.loss += ce_value * n
                 sums.seconds += time.perf_counter() - t0
-                if stats is not None:
-                    for k in ("loss", "cos", "norm_ratio"):
-                        sums.sg[k] += float(getattr(stats, k))
+                if stats is not None:  # one host transfer per segment, above
+                    for k, v in zip(("loss", "cos", "norm_ratio"), values[1:], strict=True):
+                        sums.sg[k] += v
                     sums.sg["n"] += 1
                 bar.update(sums.segment, sums.loss / sums.tokens, sums.tokens / sums.seconds)
                 if self._stop_requested:
@@ -279,6 +288,8 @@ class Trainer:
             "sg_cos": sums.sg["cos"] / sg_n if sg_n else None,
             "sg_norm_ratio": sums.sg["norm_ratio"] / sg_n if sg_n else None,
         }
+        if self.corpus.level == "char":  # bits per character, the usual char-level unit
+            metrics["train_bpc"], metrics["val_bpc"] = train_loss / math.log(2), val / math.log(2)
         improved = val < self.best_val
         metrics["best"] = improved
         self.epoch += 1
@@ -305,6 +316,9 @@ class Trainer:
         results = {"best_val_loss": self.best_val, "best_val_ppl": _ppl(self.best_val),
                    "test_loss": test, "test_ppl": _ppl(test), "epochs": len(rows),
                    "seconds": sum(r["seconds"] for r in rows)}
+        if self.corpus.level == "char":
+            results["best_val_bpc"] = self.best_val / math.log(2)
+            results["test_bpc"] = test / math.log(2)
         (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
         self.console.print(summary_table(f"{self.recipe.run.name}: {self.run_dir}", [
             ("best val ppl", f"{results['best_val_ppl']:.2f}"),
