@@ -1,0 +1,57 @@
+"""Data for the trainer: corpora, vocabulary, batches and segments, generated copy tasks.
+
+The public API lives here; the submodules split it by concern:
+
+* :mod:`.vocab` -- :class:`Vocabulary` (checkpointable token table);
+* :mod:`.corpora` -- :func:`load_corpus`, :class:`Corpus`, :func:`derive_wikitext2_small`;
+* :mod:`.download` -- :func:`download_corpus` (sha256-verified, atomic, cached);
+* :mod:`.batching` -- :func:`batchify`, :func:`segment_lengths`, :func:`get_segment`;
+* :mod:`.copy_task` -- :func:`copy_task_batch` for copy / repeat-copy.
+
+Only :mod:`altgrad_triton.errors` is imported from the rest of the package.
+"""
+
+from .batching import Segment, batchify, get_segment, segment_lengths
+from .copy_task import (
+    COPY_VOCABULARY,
+    CopyTaskBatch,
+    CopyToken,
+    copy_task_batch,
+    copy_task_length,
+)
+from .corpora import CORPORA, SPLITS, Corpus, derive_wikitext2_small, load_corpus
+from .download import (
+    CACHE_ENV,
+    SOURCES,
+    CorpusSource,
+    RemoteFile,
+    download_corpus,
+    resolve_cache_dir,
+)
+from .vocab import EOS, UNK, Vocabulary
+
+__all__ = [
+    "CACHE_ENV",
+    "CORPORA",
+    "COPY_VOCABULARY",
+    "EOS",
+    "SOURCES",
+    "SPLITS",
+    "UNK",
+    "CopyTaskBatch",
+    "CopyToken",
+    "Corpus",
+    "CorpusSource",
+    "RemoteFile",
+    "Segment",
+    "Vocabulary",
+    "batchify",
+    "copy_task_batch",
+    "copy_task_length",
+    "derive_wikitext2_small",
+    "download_corpus",
+    "get_segment",
+    "load_corpus",
+    "resolve_cache_dir",
+    "segment_lengths",
+]
