@@ -1,13 +1,15 @@
 """Test-wide setup.
 
-``TRITON_INTERPRET=1`` must be set before triton is first imported so that the Triton
-kernels run on the CPU through the interpreter; training code on the CPU still takes the
-PyTorch reference path unless a test forces ``backend="triton"``.
+Without a GPU, ``TRITON_INTERPRET=1`` is set before triton is first imported so that the
+Triton kernels run on the CPU through the interpreter; training code on the CPU still takes
+the PyTorch reference path unless a test forces ``backend="triton"``. On a machine with an
+NVIDIA device the variable is left alone, so ``pytest tests/gpu`` compiles real kernels.
 """
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
