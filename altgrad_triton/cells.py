@@ -32,8 +32,16 @@ class QRNN(nn.Module):
     the previous segment (it feeds the first step's window).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, *, window: int = 1,
-                 output_gate: bool = True, weight_drop: float = 0.0, backend: str = "auto"):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        window: int = 1,
+        output_gate: bool = True,
+        weight_drop: float = 0.0,
+        backend: str = "auto",
+    ):
         super().__init__()
         if window not in (1, 2):
             raise ValueError(f"QRNN window must be 1 or 2, got {window}")
@@ -67,8 +75,9 @@ class LSTM(nn.Module):
     Gate order i, f, g, o (PyTorch's). Weight drop applies to W_hh. State: ``(h, c)``.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, *, weight_drop: float = 0.0,
-                 backend: str = "auto"):
+    def __init__(
+        self, input_size: int, hidden_size: int, *, weight_drop: float = 0.0, backend: str = "auto"
+    ):
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
         self.weight_drop, self.backend = weight_drop, backend

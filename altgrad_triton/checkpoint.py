@@ -31,8 +31,14 @@ def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
 
 
-def save(directory: Path, *, model: torch.nn.Module, synthesizer: torch.nn.Module | None,
-         meta: dict[str, Any], trainer_state: dict[str, Any]) -> None:
+def save(
+    directory: Path,
+    *,
+    model: torch.nn.Module,
+    synthesizer: torch.nn.Module | None,
+    meta: dict[str, Any],
+    trainer_state: dict[str, Any],
+) -> None:
     """Write a complete checkpoint to ``directory`` atomically (see the module docstring)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -64,13 +70,16 @@ def find(directory: Path) -> Path | None:
     return old if (old / "meta.json").exists() else None
 
 
-def load(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor],
-                                   dict[str, torch.Tensor] | None, dict[str, Any]]:
+def load(
+    directory: Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor] | None, dict[str, Any]]:
     """(meta, model tensors, synthesizer tensors or None, trainer state); UserError if broken."""
     found = find(directory)
     if found is None:
-        raise UserError(f"{directory}: no checkpoint there (expected meta.json, "
-                        "model.safetensors and trainer.pt)")
+        raise UserError(
+            f"{directory}: no checkpoint there (expected meta.json, "
+            "model.safetensors and trainer.pt)"
+        )
     try:
         meta = json.loads((found / "meta.json").read_text())
         model = load_file(str(found / "model.safetensors"))
@@ -78,12 +87,17 @@ def load(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor],
         synth = load_file(str(synth_path)) if synth_path.exists() else None
         state = torch.load(found / "trainer.pt", map_location="cpu", weights_only=False)
     except Exception as e:  # any unreadable part means the checkpoint is unusable
-        raise UserError(f"{found}: checkpoint is corrupt or incomplete "
-                        f"({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise UserError(
+            f"{found}: checkpoint is corrupt or incomplete "
+            f"({e.__class__.__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     return meta, model, synth, state
 
 
 def shape_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Keys whose values differ between a checkpoint's model shape and a recipe's."""
-    return [f"{k}: checkpoint {saved.get(k)!r} vs recipe {wanted.get(k)!r}"
-            for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k)]
+    return [
+        f"{k}: checkpoint {saved.get(k)!r} vs recipe {wanted.get(k)!r}"
+        for k in sorted(set(saved) | set(wanted))
+        if saved.get(k) != wanted.get(k)
+    ]

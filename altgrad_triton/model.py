@@ -27,8 +27,9 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * mask
 
 
-def embedding_dropout(embed: nn.Embedding, words: torch.Tensor, p: float,
-                      training: bool) -> torch.Tensor:
+def embedding_dropout(
+    embed: nn.Embedding, words: torch.Tensor, p: float, training: bool
+) -> torch.Tensor:
     """Drop whole words: zero rows of the embedding matrix for this forward pass."""
     weight = embed.weight
     if training and p > 0:
@@ -58,8 +59,16 @@ class RNNLanguageModel(nn.Module):
         layers: list[nn.Module] = []
         for i in range(cfg.layers):
             if cfg.cell == "qrnn":
-                layers.append(QRNN(sizes[i], sizes[i + 1], window=cfg.window if i == 0 else 1,
-                                   output_gate=cfg.output_gate, weight_drop=wd, backend=backend))
+                layers.append(
+                    QRNN(
+                        sizes[i],
+                        sizes[i + 1],
+                        window=cfg.window if i == 0 else 1,
+                        output_gate=cfg.output_gate,
+                        weight_drop=wd,
+                        backend=backend,
+                    )
+                )
             else:
                 layers.append(LSTM(sizes[i], sizes[i + 1], weight_drop=wd, backend=backend))
         self.layers = nn.ModuleList(layers)
@@ -77,7 +86,7 @@ class RNNLanguageModel(nn.Module):
     def _split(self, state: State) -> list[State]:
         out, i = [], 0
         for n in self._state_sizes:
-            out.append(tuple(state[i:i + n]))
+            out.append(tuple(state[i : i + n]))
             i += n
         return out
 
@@ -96,8 +105,9 @@ class RNNLanguageModel(nn.Module):
         return LMOutput(self.decoder(x), raw, x, tuple(new_state))
 
 
-def lm_loss(out: LMOutput, targets: torch.Tensor, ar_alpha: float = 0.0,
-            tar_beta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def lm_loss(
+    out: LMOutput, targets: torch.Tensor, ar_alpha: float = 0.0, tar_beta: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(training loss with AR/TAR, plain cross-entropy) for one segment; targets: [T, B]."""
     ce = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]).float(), targets.reshape(-1))
     loss = ce

@@ -25,14 +25,20 @@ class EpochProgress:
     def __enter__(self) -> EpochProgress:
         if self.console.is_terminal:
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
                 TextColumn("{task.completed}/{task.total}"),
                 TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:,.0f} tok/s"),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                console=self.console, transient=True)
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
             self._bar.start()
-            self._task = self._bar.add_task(escape(self.title), total=self.total, loss=float("nan"),
-                                            tps=0.0)
+            self._task = self._bar.add_task(
+                escape(self.title), total=self.total, loss=float("nan"), tps=0.0
+            )
         return self
 
     def update(self, done: int, loss: float, tokens_per_s: float) -> None:
@@ -42,8 +48,11 @@ class EpochProgress:
             self._last_plain = done
             elapsed = time.perf_counter() - self._started
             eta = elapsed / max(done, 1) * (self.total - done)
-            self.console.print(f"{self.title} {done}/{self.total} loss {loss:.3f} "
-                               f"{tokens_per_s:,.0f} tok/s eta {eta:.0f}s", markup=False)
+            self.console.print(
+                f"{self.title} {done}/{self.total} loss {loss:.3f} "
+                f"{tokens_per_s:,.0f} tok/s eta {eta:.0f}s",
+                markup=False,
+            )
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

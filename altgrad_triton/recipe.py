@@ -25,8 +25,15 @@ from typing import Any, Literal
 from .errors import UserError
 
 
-def opt(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,
-        le: float | None = None, lt: float | None = None) -> Any:
+def opt(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
     """Declare a recipe key: its default, help text and numeric bounds."""
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt}
     if isinstance(default, list):
@@ -47,9 +54,11 @@ class RunConfig:
     out_dir: str = opt("runs", "directory that holds run directories")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto = cuda when available")
     backend: Literal["auto", "torch", "triton"] = opt(
-        "auto", "kernels: auto = Triton on CUDA, PyTorch reference on CPU")
+        "auto", "kernels: auto = Triton on CUDA, PyTorch reference on CPU"
+    )
     dtype: Literal["float32", "bfloat16"] = opt(
-        "float32", "compute dtype on CUDA (bfloat16 = autocast); CPU always float32")
+        "float32", "compute dtype on CUDA (bfloat16 = autocast); CPU always float32"
+    )
     max_batches: int = opt(0, "cap on training segments per epoch, 0 = whole epoch", ge=0)
     max_eval_batches: int = opt(0, "cap on evaluation segments, 0 = whole split", ge=0)
     log_every: int = opt(20, "plain-text progress line every this many segments", ge=1)
@@ -58,7 +67,8 @@ class RunConfig:
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
     corpus: Literal["wikitext-2", "wikitext-103", "ptb", "wikitext-2-small", "text", "chars"] = opt(
-        "wikitext-2", "which corpus; text = your own WikiText-layout folder, chars = characters")
+        "wikitext-2", "which corpus; text = your own WikiText-layout folder, chars = characters"
+    )
     path: str = opt("", "folder (or file, for chars) holding the corpus; empty = download/cache")
     cache_dir: str = opt("", "download cache; empty = $ALTGRAD_DATA_DIR or ~/.cache/altgrad-triton")
     download: bool = opt(True, "download known corpora when absent")
@@ -73,16 +83,16 @@ class DropoutConfig:
     hidden: float = opt(0.3, "locked dropout between recurrent layers", ge=0, lt=1)
     output: float = opt(0.4, "locked dropout on the last layer's output", ge=0, lt=1)
     embedding: float = opt(0.1, "drops whole words from the embedding matrix", ge=0, lt=1)
-    weight: float = opt(0.1, "weight drop on recurrent weights (LSTM W_hh, QRNN linear)",
-                        ge=0, lt=1)
+    weight: float = opt(
+        0.1, "weight drop on recurrent weights (LSTM W_hh, QRNN linear)", ge=0, lt=1
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     cell: Literal["qrnn", "lstm"] = opt("qrnn", "recurrent cell")
     emb_size: int = opt(400, "embedding size (= last layer size when tied)", ge=1)
-    hidden_size: int = opt(1550, "hidden units per layer (last layer = emb_size when tied)",
-                           ge=1)
+    hidden_size: int = opt(1550, "hidden units per layer (last layer = emb_size when tied)", ge=1)
     layers: int = opt(4, "recurrent layers", ge=1)
     tie_weights: bool = opt(True, "share the embedding and decoder weights")
     window: int = opt(2, "QRNN convolution window of the first layer (1 above)", ge=1, le=2)
@@ -110,7 +120,8 @@ class OptimConfig:
 @dataclass(frozen=True, kw_only=True)
 class ScheduleConfig:
     kind: Literal["constant", "cosine_restarts"] = opt(
-        "cosine_restarts", "constant lr, or cosine annealing with warm restarts (SGDR)")
+        "cosine_restarts", "constant lr, or cosine annealing with warm restarts (SGDR)"
+    )
     periods: list[int] = opt([160, 160], "restart periods in epochs; the last one repeats")
     lr_min: float = opt(0.0, "learning rate at the bottom of each cosine", ge=0)
 
@@ -126,13 +137,15 @@ class AlternationConfig:
 class SyntheticConfig:
     enabled: bool = opt(False, "train a synthesizer and use synthetic gradients")
     synthesizer: Literal["elementwise", "mlp", "linear"] = opt(
-        "elementwise", "what predicts dL_future/d state")
+        "elementwise", "what predicts dL_future/d state"
+    )
     cell: Literal["qrnn", "gru", "lstm"] = opt("qrnn", "cell of the element-wise synthesizer")
     hidden: int = opt(50, "hidden units of the mlp / element-wise synthesizer", ge=1)
     layers: int = opt(1, "hidden layers of the mlp synthesizer", ge=1)
     dropout: float = opt(0.1, "dropout inside the synthesizer", ge=0, lt=1)
-    input_noise: float = opt(0.5, "sigma of the element-wise synthesizer's N(1, sigma) input "
-                             "noise", ge=0)
+    input_noise: float = opt(
+        0.5, "sigma of the element-wise synthesizer's N(1, sigma) input noise", ge=0
+    )
     scale: float = opt(0.1, "weight of the synthetic gradient injected at the boundary", ge=0)
     lr: float = opt(1e-3, "Adam learning rate of the synthesizer", gt=0)
     fit_in_real: bool = opt(True, "keep fitting the synthesizer in real mode")
@@ -159,7 +172,8 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, str(tp))
+        tp, str(tp)
+    )
 
 
 def _check_value(key: str, value: Any, tp: Any, meta: dict) -> tuple[Any, list[str]]:
@@ -180,9 +194,13 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict) -> tuple[Any, list[s
             out.append(v)
             problems += p
         return out, problems
-    ok = (isinstance(value, bool) if tp is bool
-          else isinstance(value, tp) and not isinstance(value, bool) if tp in (int, str)
-          else isinstance(value, (int, float)) and not isinstance(value, bool))
+    ok = (
+        isinstance(value, bool)
+        if tp is bool
+        else isinstance(value, tp) and not isinstance(value, bool)
+        if tp in (int, str)
+        else isinstance(value, (int, float)) and not isinstance(value, bool)
+    )
     if not ok:
         return value, [f"{key}: must be {_type_name(tp)}, got {value!r}"]
     if tp is float:
@@ -190,8 +208,12 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict) -> tuple[Any, list[s
         if not math.isfinite(value):
             return value, [f"{key}: must be a finite number, got {value!r}"]
     if tp in (int, float):
-        for name, op, text in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
-                               ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
+        for name, op, text in (
+            ("ge", float.__ge__, ">="),
+            ("gt", float.__gt__, ">"),
+            ("le", float.__le__, "<="),
+            ("lt", float.__lt__, "<"),
+        ):
             bound = meta.get(name)
             if bound is not None and not op(float(value), float(bound)):
                 return value, [f"{key}: must be {text} {bound:g}, got {value!r}"]
@@ -235,11 +257,14 @@ def _cross_checks(r: Recipe) -> list[str]:
             problems.append(f"schedule.periods[{i}]: must be >= 1, got {p}")
     for i, e in enumerate(r.synthetic.alternation.switch_epochs):
         if e < 2:
-            problems.append(f"synthetic.alternation.switch_epochs[{i}]: must be >= 2 (a switch "
-                            f"happens at the start of that epoch), got {e}")
+            problems.append(
+                f"synthetic.alternation.switch_epochs[{i}]: must be >= 2 (a switch "
+                f"happens at the start of that epoch), got {e}"
+            )
     if r.schedule.lr_min > r.optim.lr:
-        problems.append(f"schedule.lr_min: must be <= optim.lr ({r.optim.lr:g}), "
-                        f"got {r.schedule.lr_min:g}")
+        problems.append(
+            f"schedule.lr_min: must be <= optim.lr ({r.optim.lr:g}), got {r.schedule.lr_min:g}"
+        )
     if r.data.corpus in ("text", "chars") and not r.data.path:
         problems.append(f"data.path: corpus {r.data.corpus!r} needs a path to your data")
     return problems
@@ -340,15 +365,18 @@ def to_toml(recipe: Recipe) -> str:
     lines: list[str] = []
 
     def emit(obj: Any, name: str) -> None:
-        scalars = [f for f in dataclasses.fields(obj) if not dataclasses.is_dataclass(
-            getattr(obj, f.name))]
-        tables = [f for f in dataclasses.fields(obj) if dataclasses.is_dataclass(
-            getattr(obj, f.name))]
+        scalars = [
+            f for f in dataclasses.fields(obj) if not dataclasses.is_dataclass(getattr(obj, f.name))
+        ]
+        tables = [
+            f for f in dataclasses.fields(obj) if dataclasses.is_dataclass(getattr(obj, f.name))
+        ]
         if name:
             lines.append(f"\n[{name}]")
         for f in scalars:
-            lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}"
-                         f"  # {f.metadata.get('help', '')}")
+            lines.append(
+                f"{f.name} = {_toml_value(getattr(obj, f.name))}  # {f.metadata.get('help', '')}"
+            )
         for f in tables:
             emit(getattr(obj, f.name), f"{name}.{f.name}" if name else f.name)
 
@@ -359,13 +387,23 @@ def to_toml(recipe: Recipe) -> str:
 def model_shape(recipe: Recipe) -> dict:
     """The keys that fix the shapes of the saved weights (checked when resuming)."""
     m = recipe.model
-    shape = {f"model.{k}": getattr(m, k) for k in
-             ("cell", "emb_size", "hidden_size", "layers", "tie_weights", "window",
-              "output_gate")}
+    shape = {
+        f"model.{k}": getattr(m, k)
+        for k in (
+            "cell",
+            "emb_size",
+            "hidden_size",
+            "layers",
+            "tie_weights",
+            "window",
+            "output_gate",
+        )
+    }
     shape["data.corpus"] = recipe.data.corpus
     s = recipe.synthetic
     shape["synthetic.enabled"] = s.enabled
     if s.enabled:
-        shape.update({f"synthetic.{k}": getattr(s, k) for k in
-                      ("synthesizer", "cell", "hidden", "layers")})
+        shape.update(
+            {f"synthetic.{k}": getattr(s, k) for k in ("synthesizer", "cell", "hidden", "layers")}
+        )
     return shape

@@ -65,8 +65,11 @@ class AlternationPlan:
     def mode(self, epoch: int, lr_plan: CosineWarmRestarts) -> Mode:
         if not self.enabled:
             return "real"
-        switches = sum(1 for e in range(2, epoch + 1) if e in self.switch_epochs
-                       or (self.switch_at_restarts and lr_plan.is_restart(e)))
+        switches = sum(
+            1
+            for e in range(2, epoch + 1)
+            if e in self.switch_epochs or (self.switch_at_restarts and lr_plan.is_restart(e))
+        )
         flip = {"real": "synthetic", "synthetic": "real"}
         return self.start if switches % 2 == 0 else flip[self.start]
 
@@ -87,8 +90,12 @@ class TrainingPlan:
     alternation: AlternationPlan
 
     def __call__(self, epoch: int) -> EpochPlan:
-        return EpochPlan(epoch, self.lr_plan.lr(epoch), self.alternation.mode(epoch, self.lr_plan),
-                         self.lr_plan.is_restart(epoch))
+        return EpochPlan(
+            epoch,
+            self.lr_plan.lr(epoch),
+            self.alternation.mode(epoch, self.lr_plan),
+            self.lr_plan.is_restart(epoch),
+        )
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> TrainingPlan:
@@ -96,6 +103,10 @@ class TrainingPlan:
         periods = tuple(s.periods) if s.kind == "cosine_restarts" else ()
         return cls(
             CosineWarmRestarts(recipe.optim.lr, periods, s.lr_min),
-            AlternationPlan(a.start, tuple(a.switch_epochs), a.switch_at_restarts,
-                            enabled=recipe.synthetic.enabled),
+            AlternationPlan(
+                a.start,
+                tuple(a.switch_epochs),
+                a.switch_at_restarts,
+                enabled=recipe.synthetic.enabled,
+            ),
         )

@@ -96,8 +96,14 @@ class ElementwiseSynthesizer(Synthesizer):
     The QRNN cell runs as one Triton kernel for all scalars (``kernels.elementwise``).
     """
 
-    def __init__(self, cell: str = "qrnn", hidden: int = 50, dropout: float = 0.1,
-                 input_noise: float = 0.5, backend: str = "auto"):
+    def __init__(
+        self,
+        cell: str = "qrnn",
+        hidden: int = 50,
+        dropout: float = 0.1,
+        input_noise: float = 0.5,
+        backend: str = "auto",
+    ):
         super().__init__()
         if cell not in ("qrnn", "gru", "lstm"):
             raise ValueError(f"element-wise synthesizer cell must be qrnn, gru or lstm, got {cell}")
@@ -127,8 +133,9 @@ class ElementwiseSynthesizer(Synthesizer):
             keep = 1.0 - self.dropout
             mask = x.new_empty(x.shape[0], self.hidden).bernoulli_(keep) / keep
         if self.cell_kind == "qrnn":
-            y, c = kernels.elementwise_qrnn_synth(x, carry, self.w, self.b, self.v, self.b_out,
-                                                  mask, backend=self.backend)
+            y, c = kernels.elementwise_qrnn_synth(
+                x, carry, self.w, self.b, self.v, self.b_out, mask, backend=self.backend
+            )
             return y.view_as(s), c
         if self.cell_kind == "gru":
             h = new_carry = self.rnn(x[:, None], carry)
@@ -180,9 +187,16 @@ class SyntheticBoundary:
     ``fit_in_real=False`` skips the synthesizer entirely in real mode.
     """
 
-    def __init__(self, synthesizer: Synthesizer, optimizer: torch.optim.Optimizer | None,
-                 scale: float, *, fit_in_real: bool = True, batch_dim: int = 0,
-                 backend: str = "auto"):
+    def __init__(
+        self,
+        synthesizer: Synthesizer,
+        optimizer: torch.optim.Optimizer | None,
+        scale: float,
+        *,
+        fit_in_real: bool = True,
+        batch_dim: int = 0,
+        backend: str = "auto",
+    ):
         self.synthesizer, self.optimizer, self.scale = synthesizer, optimizer, scale
         self.fit_in_real, self.batch_dim, self.backend = fit_in_real, batch_dim, backend
         self.carry: Carry = None
@@ -221,8 +235,10 @@ class SyntheticBoundary:
         """Regress g_hat(s_k) on s_k.grad and step the synthesizer; None when inactive."""
         if self._pred is None:
             return None
-        target = join_state(tuple(t.grad if t.grad is not None else torch.zeros_like(t)
-                                  for t in self._leaf), self.batch_dim)
+        target = join_state(
+            tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in self._leaf),
+            self.batch_dim,
+        )
         pred = self._pred
         sg_loss = kernels.sg_mse_loss(pred, target, backend=self.backend)
         if self.optimizer is not None:

@@ -23,10 +23,20 @@ def tiny_corpus(root: Path, n_train: int = 300, seed: int = 0) -> Path:
 def tiny_recipe(data_dir: Path, out_dir: Path, **sections) -> recipes.Recipe:
     """A 1-layer 16-unit model on ``tiny_corpus``; ``sections`` patch any recipe keys."""
     base = {
-        "run": {"name": "tiny", "epochs": 2, "out_dir": str(out_dir), "device": "cpu",
-                "log_every": 1000},
-        "data": {"corpus": "text", "path": str(data_dir), "batch_size": 4,
-                 "eval_batch_size": 2, "test_batch_size": 2},
+        "run": {
+            "name": "tiny",
+            "epochs": 2,
+            "out_dir": str(out_dir),
+            "device": "cpu",
+            "log_every": 1000,
+        },
+        "data": {
+            "corpus": "text",
+            "path": str(data_dir),
+            "batch_size": 4,
+            "eval_batch_size": 2,
+            "test_batch_size": 2,
+        },
         "model": {"cell": "lstm", "emb_size": 16, "hidden_size": 16, "layers": 2},
         "bptt": {"length": 8},
         "optim": {"lr": 3e-3},

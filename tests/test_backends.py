@@ -17,16 +17,24 @@ def test_torch_and_triton_backends_train_identically(tmp_path, cell):
     rows = {}
     for backend in ("torch", "triton"):
         r = tiny_recipe(
-            data, tmp_path / backend,
+            data,
+            tmp_path / backend,
             run={"epochs": 2, "backend": backend, "max_batches": 3, "max_eval_batches": 2},
             model={"cell": cell, "hidden_size": 12, "emb_size": 12},
-            synthetic={"enabled": True, "synthesizer": "elementwise", "cell": "qrnn",
-                       "hidden": 5, "alternation": {"start": "synthetic"}},
+            synthetic={
+                "enabled": True,
+                "synthesizer": "elementwise",
+                "cell": "qrnn",
+                "hidden": 5,
+                "alternation": {"start": "synthetic"},
+            },
             data={"test_batch_size": 2},
         )
         Trainer(r, tmp_path / backend / "tiny").fit()
-        rows[backend] = [json.loads(x) for x in
-                         (tmp_path / backend / "tiny" / "metrics.jsonl").read_text().splitlines()]
+        rows[backend] = [
+            json.loads(x)
+            for x in (tmp_path / backend / "tiny" / "metrics.jsonl").read_text().splitlines()
+        ]
     assert [r["mode"] for r in rows["torch"]] == ["synthetic", "synthetic"]
     for a, b in zip(rows["torch"], rows["triton"], strict=True):
         for k in KEYS:

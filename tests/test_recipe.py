@@ -30,14 +30,24 @@ def test_paper_recipe_holds_the_paper_configuration():
     m = r.model
     assert (m.cell, m.layers, m.hidden_size, m.emb_size, m.window) == ("qrnn", 4, 1550, 400, 2)
     assert (r.optim.name, r.optim.lr, r.optim.weight_decay, r.optim.clip) == (
-        "adam", 1e-3, 1.2e-6, 0.25)
+        "adam",
+        1e-3,
+        1.2e-6,
+        0.25,
+    )
     assert (r.bptt.length, r.run.epochs, r.data.batch_size, r.run.seed) == (200, 320, 20, 42)
     d = m.dropout
     assert (d.input, d.hidden, d.output, d.embedding, d.weight) == (0.4, 0.2, 0.4, 0.1, 0.1)
     assert (r.optim.ar_alpha, r.optim.tar_beta) == (2.0, 1.0)
     s = r.synthetic
     assert (s.enabled, s.synthesizer, s.cell, s.hidden, s.scale, s.lr) == (
-        True, "elementwise", "qrnn", 50, 0.1, 1e-3)
+        True,
+        "elementwise",
+        "qrnn",
+        50,
+        0.1,
+        1e-3,
+    )
     assert r.schedule.periods == [5, 5, 10, 20, 40, 80, 160]
     assert s.alternation.switch_at_restarts and s.alternation.switch_epochs == [2]
     ptb = recipes.load(ROOT / "recipes" / "ptb.toml")
@@ -45,7 +55,9 @@ def test_paper_recipe_holds_the_paper_configuration():
 
 
 def test_all_problems_reported_at_once_with_dotted_keys(tmp_path):
-    p = write(tmp_path, """
+    p = write(
+        tmp_path,
+        """
 [optim]
 lr = -1
 lerning_rate = 3
@@ -54,7 +66,8 @@ cell = "gru"
 layers = "four"
 [model.dropout]
 input = 1.5
-""")
+""",
+    )
     with pytest.raises(UserError) as e:
         recipes.load(p)
     msg = str(e.value)
@@ -77,9 +90,17 @@ def test_unknown_key_suggests_closest(tmp_path):
 
 def test_overrides_parse_toml_and_bare_words(tmp_path):
     p = write(tmp_path, "[run]\nepochs = 2\n")
-    r = recipes.load(p, ["optim.lr=3e-4", "data.path=/tmp/wt2", "run.epochs=5",
-                         "schedule.periods=[2, 4]", "model.tie_weights=false",
-                         "data.corpus=text"])
+    r = recipes.load(
+        p,
+        [
+            "optim.lr=3e-4",
+            "data.path=/tmp/wt2",
+            "run.epochs=5",
+            "schedule.periods=[2, 4]",
+            "model.tie_weights=false",
+            "data.corpus=text",
+        ],
+    )
     assert r.optim.lr == 3e-4 and r.data.path == "/tmp/wt2" and r.run.epochs == 5
     assert r.schedule.periods == [2, 4] and r.model.tie_weights is False
     with pytest.raises(UserError, match="expected key.sub=value"):
@@ -121,8 +142,11 @@ def test_missing_and_unreadable_recipe(tmp_path):
 
 
 def test_cross_checks(tmp_path):
-    p = write(tmp_path, "[data]\ncorpus = 'text'\n[synthetic.alternation]\nswitch_epochs = [1]\n"
-                        "[schedule]\nkind = 'cosine_restarts'\nperiods = [0]\n")
+    p = write(
+        tmp_path,
+        "[data]\ncorpus = 'text'\n[synthetic.alternation]\nswitch_epochs = [1]\n"
+        "[schedule]\nkind = 'cosine_restarts'\nperiods = [0]\n",
+    )
     with pytest.raises(UserError) as e:
         recipes.load(p)
     msg = str(e.value)

@@ -61,9 +61,18 @@ PLANS = {
     "alt-rb5": (
         recipes.ScheduleConfig(kind="cosine_restarts", periods=RB5_PERIODS),
         recipes.AlternationConfig(start="real", switch_epochs=[2], switch_at_restarts=True),
-        modes_by_hand([(1, 1, "real"), (2, 5, "synthetic"), (6, 10, "real"),
-                       (11, 20, "synthetic"), (21, 40, "real"), (41, 80, "synthetic"),
-                       (81, 160, "real"), (161, 320, "synthetic")]),
+        modes_by_hand(
+            [
+                (1, 1, "real"),
+                (2, 5, "synthetic"),
+                (6, 10, "real"),
+                (11, 20, "synthetic"),
+                (21, 40, "real"),
+                (41, 80, "synthetic"),
+                (81, 160, "real"),
+                (161, 320, "synthetic"),
+            ]
+        ),
         RB5_STARTS,
         RB5_PERIODS,
     ),
@@ -94,7 +103,16 @@ def test_paper_plans_epoch_by_epoch(name):
 def test_restart_epochs_get_peak_lr_and_last_period_repeats():
     s = CosineWarmRestarts(1.0, (2, 3))
     assert [s.is_restart(e) for e in range(1, 10)] == [
-        False, False, True, False, False, True, False, False, True]
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+    ]
     assert s.lr(3) == 1.0 and s.lr(6) == 1.0
     assert s.lr(2) == pytest.approx(0.5)
 

@@ -21,15 +21,14 @@ NO_DROPOUT = DropoutConfig(input=0, hidden=0, output=0, embedding=0, weight=0)
 
 def small_model(cell):
     torch.manual_seed(1)
-    cfg = ModelConfig(cell=cell, emb_size=6, hidden_size=7, layers=2, window=2,
-                      dropout=NO_DROPOUT)
+    cfg = ModelConfig(cell=cell, emb_size=6, hidden_size=7, layers=2, window=2, dropout=NO_DROPOUT)
     return RNNLanguageModel(V, cfg, backend="torch").double()
 
 
 def data():
     g = torch.Generator().manual_seed(2)
     toks = torch.randint(0, V, (T1 + T2 + 1, B), generator=g)
-    return (toks[:T1], toks[1:T1 + 1]), (toks[T1:T1 + T2], toks[T1 + 1:T1 + T2 + 1])
+    return (toks[:T1], toks[1 : T1 + 1]), (toks[T1 : T1 + T2], toks[T1 + 1 : T1 + T2 + 1])
 
 
 def loss_of(model, out, targets):
@@ -37,8 +36,9 @@ def loss_of(model, out, targets):
 
 
 def grads(model):
-    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
-            for p in model.parameters()]
+    return [
+        p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()
+    ]
 
 
 class Oracle(Synthesizer):
@@ -102,16 +102,20 @@ def test_regression_target_is_autograd_gradient_of_loss_plus_injection(mode):
     out = model(x1, leaf)
     loss = loss_of(model, out, y1)
     s_next = join_state(out.state)
-    total = loss + (scale * (synth(s_next.detach(), None)[0].detach() * s_next).sum()
-                    if mode == "synthetic" else 0)
+    total = loss + (
+        scale * (synth(s_next.detach(), None)[0].detach() * s_next).sum()
+        if mode == "synthetic"
+        else 0
+    )
     expected = join_state(torch.autograd.grad(total, leaf, retain_graph=True))
     boundary.backward(loss, out.state, mode)
     target = join_state(tuple(t.grad for t in leaf))
     torch.testing.assert_close(target, expected, rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(pred, synth(join_state(s0), None)[0].detach())
     stats = boundary.fit()
-    torch.testing.assert_close(stats.loss.double(), (pred - target).pow(2).mean(),
-                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        stats.loss.double(), (pred - target).pow(2).mean(), rtol=1e-6, atol=0
+    )
 
 
 @pytest.mark.parametrize("kind", ["zero-init-linear", "zero-init-elementwise", "scale-0"])
@@ -182,13 +186,14 @@ def test_elementwise_cells_predict_per_scalar(cell):
     s2 = s.clone()
     s2[1, 2] += 1.0
     y2, _ = synth(s2, None)
-    changed = (y2 != y)
+    changed = y2 != y
     assert changed[1, 2] and changed.sum() == 1
 
 
 def test_make_synthesizer_from_recipe():
-    assert isinstance(make_synthesizer(SyntheticConfig(synthesizer="linear"), 10),
-                      LinearSynthesizer)
+    assert isinstance(
+        make_synthesizer(SyntheticConfig(synthesizer="linear"), 10), LinearSynthesizer
+    )
     mlp = make_synthesizer(SyntheticConfig(synthesizer="mlp", hidden=7, layers=2), 10)
     assert mlp(torch.randn(2, 10), None)[0].abs().sum() == 0  # zero-initialised output
 
@@ -199,8 +204,9 @@ def test_any_rnn_module_with_tuple_state_and_batch_dim_1():
     rnn = nn.LSTM(3, 5, num_layers=2)
     h = (torch.zeros(2, 4, 5), torch.zeros(2, 4, 5))
     synth = LinearSynthesizer(2 * 2 * 5)
-    boundary = SyntheticBoundary(synth, torch.optim.Adam(synth.parameters(), lr=1e-2), 0.1,
-                                 batch_dim=1)
+    boundary = SyntheticBoundary(
+        synth, torch.optim.Adam(synth.parameters(), lr=1e-2), 0.1, batch_dim=1
+    )
     for _ in range(3):
         h = boundary.start(h, "synthetic")
         out, h = rnn(torch.randn(7, 4, 3), h)

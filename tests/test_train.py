@@ -10,8 +10,12 @@ from altgrad_triton.errors import UserError
 from altgrad_triton.train import Trainer, TrainingStopped
 from tests.helpers import tiny_corpus, tiny_recipe
 
-SYNTH = {"enabled": True, "synthesizer": "elementwise", "hidden": 6,
-         "alternation": {"start": "real", "switch_epochs": [2], "switch_at_restarts": True}}
+SYNTH = {
+    "enabled": True,
+    "synthesizer": "elementwise",
+    "hidden": 6,
+    "alternation": {"start": "real", "switch_epochs": [2], "switch_at_restarts": True},
+}
 RESTARTS = {"kind": "cosine_restarts", "periods": [1, 2]}
 
 
@@ -36,8 +40,18 @@ def test_training_writes_metrics_checkpoints_and_results(corpus_dir, tmp_path):
     assert [row["epoch"] for row in rows] == [1, 2]
     # switch epoch 2 is also a restart: one switch, not two that cancel
     assert [row["mode"] for row in rows] == ["real", "synthetic"]
-    for key in ("lr", "train_loss", "train_ppl", "val_loss", "val_ppl", "tokens_per_s",
-                "seconds", "sg_loss", "sg_cos", "sg_norm_ratio"):
+    for key in (
+        "lr",
+        "train_loss",
+        "train_ppl",
+        "val_loss",
+        "val_ppl",
+        "tokens_per_s",
+        "seconds",
+        "sg_loss",
+        "sg_cos",
+        "sg_norm_ratio",
+    ):
         assert all(row[key] is not None for row in rows), key
     assert rows[1]["val_loss"] < rows[0]["val_loss"] < 3.0  # 16 words + eos: ln 17 = 2.83
     for tag in ("best", "last"):
@@ -105,8 +119,11 @@ def test_resume_with_different_model_shape_is_refused(corpus_dir, tmp_path):
     r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 1})
     Trainer(r, tmp_path / "runs" / "tiny").fit()
     other = tiny_recipe(corpus_dir, tmp_path / "runs", model={"hidden_size": 24, "layers": 3})
-    with pytest.raises(UserError, match=r"model.hidden_size: checkpoint 16 vs recipe 24.*"
-                                        r"|model.layers"):
+    with pytest.raises(
+        UserError,
+        match=r"model.hidden_size: checkpoint 16 vs recipe 24.*"
+        r"|model.layers",
+    ):
         Trainer(other, tmp_path / "runs" / "tiny").restore("last")
 
 
