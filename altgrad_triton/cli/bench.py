@@ -1,0 +1,148 @@
+"""``altgrad-bench``: time each kernel family against its baselines, forward, backward and
+both, and training tokens/s end to end; print tables and append rows to a CSV.
+
+    altgrad-bench                                # everything, appends to docs/benchmarks.csv
+    altgrad-bench --quick --csv out/bench.csv    # main shapes, sized for ~2 minutes
+    altgrad-bench --families fo_pool sg_loss --no-csv
+    altgrad-bench --train-slice 60               # train the WT2 QRNN ~60 s, print tokens/s
+
+Without a CUDA GPU it times the PyTorch reference paths on tiny shapes (CPU reference
+timings, not GPU figures) and writes a CSV only when --csv is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+from .common import run_main
+
+FAMILIES = ("fo_pool", "sg_loss", "elementwise", "lstm", "e2e")
+
+
+def _families(values: list[str]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        for name in filter(None, (x.strip() for x in v.split(","))):
+            if name == "all":
+                out += FAMILIES
+            elif name not in FAMILIES:
+                raise UserError(
+                    f"--families: unknown {name!r}; choose from {', '.join(FAMILIES)} or all"
+                )
+            else:
+                out.append(name)
+    return list(dict.fromkeys(out))
+
+
+def parser() -> argparse.ArgumentParser:
+    recipes_dir = Path(__file__).resolve().parents[2] / "recipes"
+    p = argparse.ArgumentParser(
+        prog="altgrad-bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="ratio = this row's time / ours (triton) at the same shape, dtype and direction "
+        "(> 1: ours is faster); for end-to-end rows ours' tokens/s / this row's. "
+        "% copy = achieved GB/s over the device-to-device copy bandwidth measured in "
+        "the same run. Details: docs/benchmarks.md.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer shapes, short do_bench (warmup 10 ms, rep 50 ms), torch.compile "
+        "of fo_pool at one shape, run last; a 75 s budget on a GPU",
+    )
+    p.add_argument(
+        "--families",
+        nargs="+",
+        default=["all"],
+        metavar="FAMILY",
+        help=f"which of {', '.join(FAMILIES)} (default all)",
+    )
+    p.add_argument(
+        "--csv",
+        default=None,
+        metavar="PATH",
+        help="append rows here (default on a GPU: docs/benchmarks.csv; on a CPU: "
+        "none unless given)",
+    )
+    p.add_argument("--no-csv", action="store_true", help="append no rows anywhere")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="altgrad-tune winners to apply first (default $ALTGRAD_TUNE_DIR or "
+        "~/.cache/altgrad-triton/tune)",
+    )
+    p.add_argument(
+        "--no-stored-winners",
+        action="store_true",
+        help="do not apply stored altgrad-tune winners (Triton autotunes instead)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no new measurement after this many seconds (default: 75 "
+        "with --quick on a GPU, else none); skipped rows are listed",
+    )
+    p.add_argument("--warmup", type=float, default=None, help="do_bench warmup, ms")
+    p.add_argument("--rep", type=float, default=None, help="do_bench repetition time, ms")
+    p.add_argument(
+        "--qrnn-recipe",
+        default=str(recipes_dir / "wt2.toml"),
+        help="the QRNN recipe for shapes and end-to-end rows (recipes/wt2.toml)",
+    )
+    p.add_argument(
+        "--lstm-recipe",
+        default=str(recipes_dir / "wt2-lstm.toml"),
+        help="the LSTM recipe for shapes and end-to-end rows (recipes/wt2-lstm.toml)",
+    )
+    p.add_argument(
+        "--e2e-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe override for the end-to-end runs (repeatable)",
+    )
+    p.add_argument(
+        "--e2e-mode",
+        choices=("synthetic", "real"),
+        default="synthetic",
+        help="gradient mode of the timed training segments (default synthetic)",
+    )
+    p.add_argument(
+        "--train-slice",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="only train the QRNN recipe for about this long and report tokens/s",
+    )
+    p.add_argument("--slice-backend", choices=("triton", "torch"), default="triton")
+    p.add_argument("--slice-dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument(
+        "--cpu", action="store_true", help="CPU reference mode even when a GPU is present"
+    )
+    return p
+
+
+def body(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.families = _families(args.families)
+    if args.csv is not None and args.no_csv:
+        raise UserError("--csv and --no-csv contradict each other")
+    if args.train_slice is not None and args.train_slice <= 0:
+        raise UserError(f"--train-slice must be > 0 seconds, got {args.train_slice:g}")
+    from .. import bench
+
+    return bench.run(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(lambda: body(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

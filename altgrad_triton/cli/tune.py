@@ -1,0 +1,187 @@
+"""``altgrad-tune``: time every candidate launch config of the kernels a recipe uses on this
+GPU and store the fastest per (device, Triton version, kernel, dtype, size bucket).
+
+    altgrad-tune recipes/wt2.toml
+    altgrad-tune recipes/wt2.toml run.dtype=bfloat16 --quick
+    altgrad-tune --shapes fo_pool:B=20,T=200,H=1550 sg_loss:N=109000 --dtype bfloat16
+    altgrad-tune recipes/wt2-lstm.toml --dry-run      # the launches and keys, no GPU needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+from .common import run_main
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="altgrad-tune",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Winners go to --cache-dir, else $ALTGRAD_TUNE_DIR, else "
+        "~/.cache/altgrad-triton/tune (winners.json); training applies the ones whose "
+        "device name, capability and Triton version match.\n\nShape specs: "
+        "fo_pool:B=,T=,H=[,O=0]  lstm:B=,T=,H=  sg_loss:N=  elementwise:N=[,U=50]; "
+        "each may add dtype=bfloat16; a kernel name (fo_pool_fwd, ...) in place of the "
+        "family keeps only that kernel.",
+    )
+    p.add_argument("recipe", nargs="?", help="recipe TOML whose training launches to tune")
+    p.add_argument("overrides", nargs="*", help="key.sub=value recipe overrides")
+    p.add_argument(
+        "--shapes",
+        nargs="+",
+        metavar="SPEC",
+        default=[],
+        help="launch shapes by hand instead of (or besides) a recipe",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float16", "bfloat16"),
+        help="dtype of --shapes specs without their own dtype= (default float32)",
+    )
+    p.add_argument(
+        "--kernels",
+        default="",
+        help="comma-separated kernel or family names to keep (default: all)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="at most 6 candidates per kernel, LSTM timed over <= 64 steps, "
+        "short do_bench (warmup 10 ms, rep 40 ms); sized to stay under a minute for "
+        "recipes/wt2.toml (40 launches: compile + ~0.1 s each)",
+    )
+    p.add_argument("--cache-dir", default=None, help="where winners.json lives")
+    p.add_argument("--warmup", type=float, default=None, help="do_bench warmup, ms (25)")
+    p.add_argument("--rep", type=float, default=None, help="do_bench repetition time, ms (100)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the launches, their override keys and candidate counts; no GPU",
+    )
+    p.add_argument("--no-save", action="store_true", help="time and print, do not store")
+    return p
+
+
+def _jobs(args: argparse.Namespace):
+    from .. import recipe as recipes
+    from .. import tune
+
+    jobs = []
+    overrides = list(args.overrides)
+    path = args.recipe
+    if path is not None and "=" in path and not Path(path).exists():
+        overrides.insert(0, path)
+        path = None
+    if overrides and path is None:
+        raise UserError("overrides need a recipe: altgrad-tune RECIPE key=value ...")
+    if path is not None:
+        shapes = tune.shapes_from_recipe(recipes.load(path, overrides))
+        jobs += tune.recipe_jobs(shapes, quick=args.quick)
+    default_dtype = tune.DTYPES[args.dtype]
+    for spec in args.shapes:
+        jobs += tune.parse_shape_spec(spec, default_dtype, quick=args.quick)
+    if not jobs and path is None and not args.shapes:
+        raise UserError("give a recipe (e.g. recipes/wt2.toml) or --shapes SPEC ...")
+    if args.kernels:
+        keep = {k.strip() for k in args.kernels.split(",") if k.strip()}
+        known = set(tune.FAMILY_KERNELS) | {k for v in tune.FAMILY_KERNELS.values() for k in v}
+        bad = sorted(keep - known)
+        if bad:
+            raise UserError(f"--kernels: unknown {bad}; known: {', '.join(sorted(known))}")
+        jobs = [j for j in jobs if j.kernel in keep or j.family in keep]
+    return jobs
+
+
+def body(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    import torch
+
+    from .. import tune
+    from ..kernels import _configs, interpreting
+
+    if not args.dry_run:
+        if not torch.cuda.is_available():
+            raise UserError(
+                "altgrad-tune needs a CUDA GPU and none is visible "
+                "(torch.cuda.is_available() is False); --dry-run lists the launches"
+            )
+        if interpreting():
+            raise UserError(
+                "TRITON_INTERPRET is set: the kernels would run on the CPU "
+                "interpreter; unset it (or export TRITON_INTERPRET=0) to tune"
+            )
+    from ..bench import make_console
+
+    console = make_console()
+    jobs = _jobs(args)
+    registered = set(_configs.kernels())
+    known = {k for v in tune.FAMILY_KERNELS.values() for k in v}
+    for name in sorted(registered - known):
+        console.print(
+            f"note: kernel {name!r} is registered but altgrad-tune has no launcher for it; skipped",
+            markup=False,
+        )
+    skipped = [j for j in jobs if j.kernel not in registered]
+    for j in skipped:
+        console.print(
+            f"note: {j.kernel} is not registered by the kernels package; skipped", markup=False
+        )
+    jobs = [j for j in jobs if j.kernel in registered]
+    probed = []
+    for j in jobs:
+        try:
+            j.key = tune.probe_key(j)
+        except RuntimeError as e:
+            console.print(f"note: {e}; skipped", markup=False)
+            continue
+        probed.append(j)
+    jobs = tune.unique_jobs(probed)
+    if not jobs:
+        raise UserError("nothing to tune: no launch of a registered kernel was selected")
+
+    if args.dry_run:
+        from rich.table import Table
+
+        table = Table(title="launches to tune (dry run)", title_justify="left")
+        for col in ("kernel", "shape", "dtype", "override key", "candidates"):
+            table.add_column(col)
+        for j in jobs:
+            n = len(tune.job_candidates(j, quick=args.quick))
+            table.add_row(j.kernel, j.shape, tune.dtype_name(j.dtype), str(tuple(j.key)), str(n))
+        console.print(table)
+        return 0
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    here = tune.present_device(device)
+    warmup = args.warmup if args.warmup is not None else (10.0 if args.quick else 25.0)
+    rep = args.rep if args.rep is not None else (40.0 if args.quick else 100.0)
+    timer = tune.gpu_timer(warmup, rep)
+    console.print(
+        f"altgrad-tune on {here.name} (sm_{here.capability[0]}{here.capability[1]}), "
+        f"torch {torch.__version__}, triton {here.triton}; do_bench warmup {warmup:g} "
+        f"ms, rep {rep:g} ms; {len(jobs)} launches",
+        markup=False,
+    )
+    results, winners, path = tune.tune_all(
+        jobs, device, here, timer, console, quick=args.quick,
+        path=None if args.no_save else tune.winners_path(args.cache_dir),
+    )  # fmt: skip
+    if any(r.aborted for r in results):
+        return 1
+    if not winners:
+        raise UserError("every candidate failed; nothing stored (see the tables above)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(lambda: body(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""altgrad-tune on a CPU: the no-GPU error, shapes from recipes, override keys, the sweep
+(under the Triton interpreter, with a wall-clock timer), and the winners file."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from altgrad_triton.kernels import _configs, interpreting
+
+from altgrad_triton import recipe as recipes
+from altgrad_triton import tune
+from altgrad_triton.cli import tune as tune_cli
+from altgrad_triton.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+WT2 = REPO / "recipes" / "wt2.toml"
+WT2_LSTM = REPO / "recipes" / "wt2-lstm.toml"
+HERE = tune.DeviceId("NVIDIA H100 80GB HBM3", (9, 0), "3.6.0")
+
+
+@pytest.fixture(autouse=True)
+def _no_overrides():
+    _configs.clear_overrides()
+    yield
+    _configs.clear_overrides()
+
+
+# ----------------------------------------------------------------------------- no GPU
+
+
+def test_tune_without_gpu_exits_2_with_one_line():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, "-m", "altgrad_triton.cli.tune", str(WT2)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and "GPU" in lines[0]
+    assert proc.stdout == ""
+
+
+def test_tune_main_without_gpu_in_process(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert tune_cli.main([str(WT2), "--quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a CUDA GPU" in err[0]
+
+
+def test_dry_run_lists_launches_and_keys_without_gpu(capsys):
+    assert tune_cli.main([str(WT2), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for text in (
+        "fo_pool_fwd",
+        "fo_pool_bwd",
+        "sg_loss",
+        "elementwise_fwd",
+        "elementwise_bwd",
+        "('float32', 32768)",
+        "('float32', 8192)",
+        "('float32', 131072, 64)",
+    ):
+        assert text in out, text
+
+
+def test_bad_shape_specs_are_one_line_errors(capsys):
+    assert tune_cli.main(["--shapes", "fo_pool:B=20,T=200", "--dry-run"]) == 2
+    assert "missing ['H']" in capsys.readouterr().err
+    assert tune_cli.main(["--shapes", "nope:N=3", "--dry-run"]) == 2
+    assert tune_cli.main(["--dry-run"]) == 2
+    assert tune_cli.main([str(WT2), "--kernels", "bogus", "--dry-run"]) == 2
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def test_shapes_from_wt2_recipe():
+    s = tune.shapes_from_recipe(recipes.load(WT2))
+    assert s.cell == "qrnn"
+    assert s.batch == 20 and s.bptt == 200
+    assert s.hidden == (1550, 1550, 1550, 400)
+    assert s.dtype == torch.float32
+    # joined state: layer 1 carries (c 1550, last input 400: window 2), layers 2-3 c 1550,
+    # layer 4 c 400 (tied to the 400-dim embedding)
+    assert s.state_size == 1550 + 400 + 1550 + 1550 + 400 == 5450
+    assert s.state_elements == 20 * 5450
+    assert s.synthetic and s.synthesizer == "elementwise" and s.synth_hidden == 50
+    bf16 = tune.shapes_from_recipe(recipes.load(WT2, ["run.dtype=bfloat16"]))
+    assert bf16.dtype == torch.bfloat16
+
+
+def test_shapes_from_wt2_lstm_recipe():
+    s = tune.shapes_from_recipe(recipes.load(WT2_LSTM))
+    assert s.cell == "lstm" and s.hidden == (1150, 1150, 400)
+    assert s.state_size == 2 * (1150 + 1150 + 400)  # (h, c) per layer
+
+
+def test_recipe_jobs_probe_the_launchers_keys():
+    jobs = tune.unique_jobs(tune.recipe_jobs(tune.shapes_from_recipe(recipes.load(WT2))))
+    got = [(j.kernel, j.key) for j in jobs]
+    assert got == [
+        ("fo_pool_fwd", ("float32", 32768)),  # B*H = 31,000
+        ("fo_pool_bwd", ("float32", 32768)),
+        ("fo_pool_fwd", ("float32", 8192)),  # 8,000
+        ("fo_pool_bwd", ("float32", 8192)),
+        ("elementwise_fwd", ("float32", 131072, 64)),  # N = 109,000; U=50 padded to 64
+        ("elementwise_bwd", ("float32", 131072, 64)),
+        ("sg_loss", ("float32", 131072)),
+    ]
+    lstm = tune.unique_jobs(
+        tune.recipe_jobs(
+            tune.shapes_from_recipe(recipes.load(WT2_LSTM, ["run.dtype=bfloat16"])), quick=True
+        )
+    )
+    assert [(j.kernel, j.key) for j in lstm][:4] == [
+        ("lstm_fwd", ("bfloat16", 32768)), ("lstm_bwd", ("bfloat16", 32768)),
+        ("lstm_fwd", ("bfloat16", 8192)), ("lstm_bwd", ("bfloat16", 8192)),
+    ]  # fmt: skip
+    assert lstm[0].shape == "B=20 T=64 H=1150"  # --quick: LSTM timed over 64 steps
+
+
+def test_shape_specs():
+    jobs = tune.parse_shape_spec("fo_pool:B=2,T=3,H=5,dtype=bfloat16", torch.float32)
+    assert [j.kernel for j in jobs] == ["fo_pool_fwd", "fo_pool_bwd"]
+    assert all(j.dtype == torch.bfloat16 for j in jobs)
+    only = tune.parse_shape_spec("elementwise_bwd:N=7", torch.float16)
+    assert [(j.kernel, j.dtype, j.shape) for j in only] == [
+        ("elementwise_bwd", torch.float16, "N=7 U=50")
+    ]
+    with pytest.raises(UserError, match="unknown"):
+        tune.parse_shape_spec("sg_loss:N=3,Q=4", torch.float32)
+    with pytest.raises(UserError, match="integers"):
+        tune.parse_shape_spec("sg_loss:N=x", torch.float32)
+
+
+def test_quick_candidates():
+    lstm = tune.lstm_jobs(20, 4, 32, torch.float32)[0]
+    quick = tune.job_candidates(lstm, quick=True)
+    assert quick and len(quick) <= tune.QUICK_CANDIDATES
+    assert {m["BLOCK_B"] for m in quick} == {32}  # the smallest block covering B=20
+    fo = tune.fo_pool_jobs(2, 3, 16, torch.float32)[0]
+    full = tune.job_candidates(fo)
+    assert full == _configs.candidates("fo_pool_fwd")
+    quick = tune.job_candidates(fo, quick=True)
+    assert len(quick) == min(len(full), tune.QUICK_CANDIDATES)
+    assert quick[0] == full[0] and quick[-1] == full[-1]
+
+
+# ----------------------------------------------------------------------------- sweeping
+
+
+def _wall_timer(fn):
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return min(times), min(times), max(times)
+
+
+@pytest.mark.skipif(not interpreting(), reason="runs the kernels through the interpreter")
+def test_sweep_forces_each_candidate_and_survives_a_failing_one():
+    job = tune.fo_pool_jobs(2, 3, 16, torch.float32)[0]
+    job.key = tune.probe_key(job)
+    assert job.key == ("float32", 32)
+    before = {"BLOCK": 64, "num_warps": 1, "num_stages": 1}
+    _configs.set_override("fo_pool_fwd", job.key, before)
+    good = [
+        {"BLOCK": 32, "num_warps": 1, "num_stages": 1},
+        {"BLOCK": 16, "num_warps": 1, "num_stages": 1},
+    ]
+    bad = {"BLOCK": 24, "num_warps": 1, "num_stages": 1}  # tl.arange needs a power of two
+    seen = []
+    result = tune.sweep(
+        job,
+        [good[0], bad, good[1]],
+        torch.device("cpu"),
+        _wall_timer,
+        progress=lambda j, t: seen.append(t.meta),
+    )
+    assert [t.meta for t in result.trials] == [good[0], bad, good[1]] == seen
+    assert [t.ok for t in result.trials] == [True, False, True]
+    assert result.trials[1].error  # the compile error, one line
+    assert "\n" not in result.trials[1].error
+    assert result.winner.meta in good
+    assert result.aborted is None
+    # the override in place before the sweep is back
+    assert _configs.get_override("fo_pool_fwd", job.key) == before
+    winners = tune.winners_from([result], HERE)
+    assert len(winners) == 1 and winners[0].meta == result.winner.meta
+    assert winners[0].candidates == 3 and winners[0].key == ("float32", 32)
+
+
+@pytest.mark.skipif(not interpreting(), reason="runs the kernels through the interpreter")
+def test_sweep_of_every_family_runs_under_the_interpreter():
+    jobs = (
+        tune.fo_pool_jobs(2, 2, 8, torch.float32)
+        + tune.lstm_jobs(2, 2, 16, torch.float32)
+        + tune.sg_loss_jobs(40)
+        + tune.elementwise_jobs(5, 3)
+    )
+    for job in tune.unique_jobs(jobs):
+        metas = tune.job_candidates(job, quick=True)[:1]
+        r = tune.sweep(job, metas, torch.device("cpu"), _wall_timer)
+        assert r.winner is not None, (job.label, [t.error for t in r.trials])
+
+
+# ----------------------------------------------------------------------------- winners file
+
+
+def _entry(**over):
+    meta = _configs.candidates("fo_pool_fwd")[0]
+    d = {
+        "device": HERE.name,
+        "capability": list(HERE.capability),
+        "triton": HERE.triton,
+        "kernel": "fo_pool_fwd",
+        "key": ["bfloat16", 32768],
+        "meta": meta,
+    }
+    d.update(over)
+    return d
+
+
+def test_winners_round_trip_and_merge(tmp_path):
+    path = tmp_path / "winners.json"
+    a = tune.Winner(
+        HERE.name,
+        HERE.capability,
+        HERE.triton,
+        "fo_pool_fwd",
+        ("float32", 32768),
+        {"BLOCK": 128, "num_warps": 1, "num_stages": 1},
+        median_ms=0.5,
+        shape="B=20 T=200 H=1550",
+    )
+    b = tune.Winner(
+        HERE.name,
+        HERE.capability,
+        HERE.triton,
+        "elementwise_fwd",
+        ("float32", 131072, 64),
+        {"BLOCK_N": 32, "num_warps": 4, "num_stages": 1},
+    )
+    tune.save_winners(path, [a, b])
+    assert tune.load_winners(path) == sorted([a, b], key=lambda w: str(w.identity()))
+    data = json.loads(path.read_text())
+    assert data["format"] == tune.FORMAT
+    e = next(e for e in data["entries"] if e["kernel"] == "fo_pool_fwd")
+    assert e["key"] == ["float32", 32768] and e["dtype"] == "float32" and e["bucket"] == 32768
+    assert e["capability"] == [9, 0] and e["triton"] == "3.6.0"
+    # saving again replaces the same identity and keeps the rest
+    a2 = tune.Winner(**{**a.__dict__, "meta": {"BLOCK": 256, "num_warps": 2, "num_stages": 1}})
+    other = tune.Winner(**{**a.__dict__, "device": "NVIDIA A100-SXM4-80GB", "capability": (8, 0)})
+    tune.save_winners(path, [a2, other])
+    got = {w.identity(): w for w in tune.load_winners(path)}
+    assert len(got) == 3
+    assert got[a.identity()].meta == a2.meta
+    assert got[b.identity()] == b and got[other.identity()] == other
+
+
+def test_apply_stored_winners_only_for_this_device_and_triton(tmp_path, monkeypatch):
+    cands = _configs.candidates("fo_pool_fwd")
+    entries = [
+        _entry(),  # applies
+        _entry(key=["float32", 8192], meta=cands[1]),  # applies
+        _entry(key=["float16", 1], device="NVIDIA A100-SXM4-80GB"),  # other GPU
+        _entry(key=["float16", 2], capability=[8, 0]),  # other capability
+        _entry(key=["float16", 4], triton="3.5.0"),  # other Triton
+        _entry(key=["float16", 8], kernel="no_such_kernel"),  # not registered
+        _entry(key=["float16", 16], meta={"BLOCK": 3, "num_warps": 1}),  # not a candidate
+    ]
+    (tmp_path / "winners.json").write_text(json.dumps({"format": tune.FORMAT, "entries": entries}))
+    monkeypatch.setattr(tune, "present_device", lambda device=None: HERE)
+    assert tune.apply_stored_winners(torch.device("cuda"), tmp_path) == 2
+    assert _configs.get_override("fo_pool_fwd", ("bfloat16", 32768)) == cands[0]
+    assert _configs.get_override("fo_pool_fwd", ("float32", 8192)) == cands[1]
+    for n in (1, 2, 4, 8, 16):
+        assert _configs.get_override("fo_pool_fwd", ("float16", n)) is None
+    # the same file seen from another device or Triton version applies nothing
+    _configs.clear_overrides()
+    for there in (
+        tune.DeviceId(HERE.name, (9, 0), "3.9.0"),
+        tune.DeviceId("NVIDIA H200", (9, 0), HERE.triton),
+    ):
+        monkeypatch.setattr(tune, "present_device", lambda device=None, t=there: t)
+        assert tune.apply_stored_winners("cuda", tmp_path) == 0
+    assert _configs.get_override("fo_pool_fwd", ("bfloat16", 32768)) is None
+
+
+def test_apply_stored_winners_without_cuda_or_file_or_with_garbage(tmp_path, monkeypatch):
+    if not torch.cuda.is_available():
+        (tmp_path / "winners.json").write_text(
+            json.dumps({"format": tune.FORMAT, "entries": [_entry()]})
+        )
+        assert tune.apply_stored_winners(torch.device("cuda"), tmp_path) == 0
+    assert tune.apply_stored_winners(torch.device("cpu"), tmp_path) == 0
+    monkeypatch.setattr(tune, "present_device", lambda device=None: HERE)
+    assert tune.apply_stored_winners("cuda", tmp_path / "empty") == 0  # no file
+    (tmp_path / "winners.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="not valid JSON"):
+        assert tune.apply_stored_winners("cuda", tmp_path) == 0
+    (tmp_path / "winners.json").write_text(json.dumps({"format": "v0", "entries": []}))
+    with pytest.warns(UserWarning, match="format"):
+        assert tune.apply_stored_winners("cuda", tmp_path) == 0
+
+
+def test_cache_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(tune.CACHE_ENV, raising=False)
+    assert tune.cache_dir() == tmp_path / "home" / ".cache" / "altgrad-triton" / "tune"
+    monkeypatch.setenv(tune.CACHE_ENV, str(tmp_path / "env"))
+    assert tune.cache_dir() == tmp_path / "env"
+    assert tune.cache_dir(tmp_path / "opt") == tmp_path / "opt"
+    assert tune.winners_path(tmp_path / "opt") == tmp_path / "opt" / "winners.json"
+
+
+@pytest.mark.skipif(not interpreting(), reason="runs the kernels through the interpreter")
+def test_tune_all_prints_tables_and_stores_the_winners(tmp_path):
+    from altgrad_triton.bench import make_console
+
+    jobs = tune.unique_jobs(
+        tune.parse_shape_spec("sg_loss:N=40", torch.float32)
+        + tune.parse_shape_spec("fo_pool_fwd:B=2,T=2,H=8", torch.float32)
+    )
+    console = make_console()
+    with console.capture() as cap:
+        results, winners, path = tune.tune_all(
+            jobs, torch.device("cpu"), HERE, _wall_timer, console, quick=True,
+            path=tune.winners_path(tmp_path),
+        )  # fmt: skip
+    out = cap.get()
+    assert "winner" in out and "sg_loss" in out and "fo_pool_fwd" in out
+    assert path == tmp_path / "winners.json"
+    stored = tune.load_winners(path)
+    assert {(w.kernel, w.key) for w in stored} == {
+        ("sg_loss", ("float32", 64)),
+        ("fo_pool_fwd", ("float32", 16)),
+    }
+    assert all(w.device == HERE.name and w.triton == HERE.triton for w in stored)
+    assert len(results) == 2 and len(winners) == 2
