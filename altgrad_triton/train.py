@@ -13,12 +13,18 @@
 The loop never branches on the kernel backend (the cells do), and the plan is a pure
 function of the epoch, so ``--resume`` continues exactly, even from an interrupted epoch:
 the checkpoint holds the position inside the epoch and every RNG state.
+
+Under torchrun (``distributed.py``) every rank runs this same loop on its share of the
+batch columns: the model is wrapped in DistributedDataParallel, the per-segment numbers
+and the evaluation sums are reduced over ranks, rank 0 alone writes files and prints, and a
+checkpoint gathers every rank's carried state and RNG state.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -28,6 +34,7 @@ from typing import Any
 import torch
 
 from . import checkpoint, data
+from . import distributed as ddp
 from .errors import UserError
 from .model import RNNLanguageModel, State, lm_loss
 from .progress import EpochProgress, make_console, summary_table
@@ -76,10 +83,17 @@ class Trainer:
     """Builds everything a recipe describes and trains it; see the module docstring."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, *, console: Any = None,
-                 corpus: data.Corpus | None = None):
+                 corpus: data.Corpus | None = None, dist: ddp.DistContext | None = None):
         self.recipe, self.run_dir = recipe, Path(run_dir)
-        self.console = console or make_console()
-        self.device = pick_device(recipe.run.device)
+        self.dist = dist if dist is not None else ddp.from_process_group()
+        ddp.check_divisible(recipe.data.batch_size, self.dist.world_size)
+        # only rank 0 prints (progress, summaries); the others write to nowhere
+        self.console = (console or make_console()) if self.dist.is_main else _silent_console()
+        self.device = ddp.device_for(pick_device(recipe.run.device), self.dist)
+        if self.device.type == "cuda":
+            from .tune import apply_stored_winners
+            n = apply_stored_winners(self.device)
+            self.console.print(f"altgrad-tune: {n} stored kernel config(s) applied", markup=False)
         torch.manual_seed(recipe.run.seed)
         d = recipe.data
         self.corpus = corpus or data.load_corpus(d.corpus, d.path or None, d.cache_dir or None,
@@ -98,14 +112,32 @@ class Trainer:
             self.boundary = SyntheticBoundary(synth, self.synth_optimizer, s.scale,
                                               fit_in_real=s.fit_in_real,
                                               backend=recipe.run.backend)
-        self.train_data = data.batchify(self.corpus.train, d.batch_size).to(self.device)
+        # every rank builds the same weights (same seed; DDP also broadcasts rank 0's), then
+        # ranks > 0 reseed so that each draws its own dropout masks
+        self.net = ddp.wrap_model(self.model, self.dist, self.device)  # what training calls
+        if self.synth_optimizer is not None and self.dist.enabled:
+            params = list(self.synthesizer.parameters())
+            self.synth_optimizer.register_step_pre_hook(
+                lambda *_: ddp.average_gradients(params, self.dist))
+        if self.dist.rank > 0:
+            torch.manual_seed(ddp.rank_seed(recipe.run.seed, self.dist.rank))
+        self.train_data = ddp.columns(data.batchify(self.corpus.train, d.batch_size),
+                                      self.dist).to(self.device)
         c = self.corpus
         self.console.print(
             f"{c.name}: vocabulary {len(c.vocab):,}, train {len(c.train):,} / valid "
-            f"{len(c.valid):,} / test {len(c.test):,} {'characters' if c.level == 'char' else 'tokens'}"
+            f"{len(c.valid):,} / test {len(c.test):,} "
+            f"{'characters' if c.level == 'char' else 'tokens'}"
             + "".join(f", {n:,} {split} words mapped to <unk>" for split, n in c.unk_counts.items()
                       if n) + f"; model {sum(p.numel() for p in self.model.parameters()):,} "
-            f"parameters on {self.device}", markup=False)
+            f"parameters on {self.device}"
+            + (f"; {self.dist.world_size} ranks, {d.batch_size // self.dist.world_size} batch "
+               "columns each" if self.dist.enabled else "")
+            + "".join(f"; {key} {size} does not divide by {self.dist.world_size} ranks: each "
+                      f"rank evaluates the whole {split} split"
+                      for key, size, split in (("data.eval_batch_size", d.eval_batch_size, "valid"),
+                                               ("data.test_batch_size", d.test_batch_size, "test"))
+                      if self.dist.enabled and size % self.dist.world_size), markup=False)
         self.epoch = 1  # next epoch to run
         self.best_val = math.inf
         self.sums = EpochSums()
@@ -117,16 +149,36 @@ class Trainer:
     def synthesizer(self) -> torch.nn.Module | None:
         return self.boundary.synthesizer if self.boundary else None
 
-    def _trainer_state(self) -> dict[str, Any]:
+    def _trainer_state(self) -> dict[str, Any] | None:
+        """The trainer state to checkpoint; with several ranks a collective, None off rank 0.
+
+        Every rank's carried state (and synthesizer carry) is gathered and joined in rank
+        order into the full-batch layout a single process would hold; every rank's RNG
+        states are kept in ``rank_rng`` (``rng``/``cuda_rng`` stay rank 0's).
+        """
         b = self.boundary
+        state = None if self.state is None else [t.detach().cpu() for t in self.state]
+        carry = _to_device(b.carry, "cpu") if b else None
+        cuda = self.device.type == "cuda"
+        if self.dist.enabled:
+            mine = {"state": state, "carry": carry, "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None}
+            ranks = ddp.all_gather_objects(mine, self.dist)
+            if not self.dist.is_main:
+                return None
+            state = ddp.join_rows([r["state"] for r in ranks])
+            state = None if state is None else list(state)
+            carry = ddp.join_rows([r["carry"] for r in ranks])
         return {
             "epoch": self.epoch, "best_val": self.best_val, "sums": self.sums.__dict__,
-            "state": None if self.state is None else [t.detach().cpu() for t in self.state],
-            "carry": b.carry if b else None,
+            "state": state,
+            "carry": carry,
             "optimizer": self.optimizer.state_dict(),
             "synth_optimizer": self.synth_optimizer.state_dict() if self.synth_optimizer else None,
             "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
+            "world_size": self.dist.world_size,
+            "rank_rng": [(r["rng"], r["cuda_rng"]) for r in ranks] if self.dist.enabled else None,
         }
 
     def _meta(self, metrics: dict | None) -> dict[str, Any]:
@@ -134,12 +186,19 @@ class Trainer:
                 "epoch": self.epoch, "metrics": metrics, "vocab": self.corpus.vocab.to_dict()}
 
     def save(self, tag: str, metrics: dict | None = None) -> None:
-        checkpoint.save(self.run_dir / "checkpoints" / tag, model=self.model,
-                        synthesizer=self.synthesizer, meta=self._meta(metrics),
-                        trainer_state=self._trainer_state())
+        """Checkpoint ``tag``; every rank calls it (it gathers), rank 0 alone writes."""
+        trainer_state = self._trainer_state()
+        if self.dist.is_main:
+            checkpoint.save(self.run_dir / "checkpoints" / tag, model=self.model,
+                            synthesizer=self.synthesizer, meta=self._meta(metrics),
+                            trainer_state=trainer_state)
 
     def restore(self, tag: str = "last") -> None:
-        """Load weights, optimizers, RNG and the in-epoch position from a checkpoint."""
+        """Load weights, optimizers, RNG and the in-epoch position from a checkpoint.
+
+        With several ranks every rank reads the checkpoint (the run directory must be
+        visible to all of them) and takes its own rows of the saved full-batch state.
+        """
         meta, weights, synth, st = checkpoint.load(self.run_dir / "checkpoints" / tag)
         diff = checkpoint.shape_mismatch(meta["model_shape"], model_shape(self.recipe))
         if diff:
@@ -149,15 +208,34 @@ class Trainer:
         if self.boundary is not None and synth is not None:
             self.boundary.synthesizer.load_state_dict(synth)
             self.synth_optimizer.load_state_dict(st["synth_optimizer"])
-            carry = st["carry"]
+            carry = ddp.share_rows(st["carry"], self.dist)
             self.boundary.carry = _to_device(carry, self.device)
         self.optimizer.load_state_dict(st["optimizer"])
         self.epoch, self.best_val = st["epoch"], st["best_val"]
         self.sums = EpochSums(**st["sums"])
-        self.state = None if st["state"] is None else tuple(t.to(self.device) for t in st["state"])
-        torch.set_rng_state(st["rng"])
-        if st["cuda_rng"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(st["cuda_rng"])
+        state = ddp.share_rows(None if st["state"] is None else tuple(st["state"]), self.dist)
+        self.state = None if state is None else tuple(t.to(self.device) for t in state)
+        self._restore_rng(st)
+
+    def _restore_rng(self, st: dict[str, Any]) -> None:
+        cuda = self.device.type == "cuda"
+        if not self.dist.enabled:
+            torch.set_rng_state(st["rng"])
+            if st["cuda_rng"] is not None and cuda:
+                torch.cuda.set_rng_state_all(st["cuda_rng"])
+            return
+        rank_rng = st.get("rank_rng")
+        if rank_rng is not None and len(rank_rng) == self.dist.world_size:
+            cpu_rng, cuda_rng = rank_rng[self.dist.rank]
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None and cuda:
+                torch.cuda.set_rng_state(cuda_rng, self.device)
+        elif self.dist.is_main:  # saved by another world size: rank 0 continues its stream
+            torch.set_rng_state(st["rng"])
+            if st["cuda_rng"] is not None and cuda:
+                torch.cuda.set_rng_state(st["cuda_rng"][0], self.device)
+        else:  # ... the others start fresh streams (exact resume needs the same world size)
+            torch.manual_seed(ddp.rank_seed(self.recipe.run.seed + self.epoch, self.dist.rank))
 
     # ------------------------------------------------------------------ one segment
     def _segment(self, inputs: torch.Tensor, targets: torch.Tensor, state: State,
@@ -170,8 +248,10 @@ class Trainer:
             state = self.boundary.start(state, plan.mode)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            out = self.model(inputs, state)
+            out = self.net(inputs, state)  # the model, or its DDP wrapper
             loss, ce = lm_loss(out, targets, r.optim.ar_alpha, r.optim.tar_beta)
+        if self.dist.enabled:  # this rank's share of the global mean; DDP sums the gradients
+            loss = loss / self.dist.world_size
         if self.boundary is not None:
             self.boundary.backward(loss, out.state, plan.mode)
             stats = self.boundary.fit()
@@ -197,7 +277,7 @@ class Trainer:
             segments = segments[: r.run.max_batches]
         self.model.train()
         if self.state is None:  # a fresh epoch (not resumed mid-way)
-            self.state = self.model.init_state(r.data.batch_size, self.device)
+            self.state = self.model.init_state(self.train_data.shape[1], self.device)
             self.sums = EpochSums()
             if self.boundary is not None:
                 self.boundary.reset()
@@ -208,14 +288,16 @@ class Trainer:
                 t0 = time.perf_counter()
                 inputs, targets = data.get_segment(self.train_data, start, seq_len)
                 ce, self.state, stats = self._segment(inputs, targets, self.state, plan, seq_len)
-                values = torch.stack([ce.float()] + ([] if stats is None else [
-                    stats.loss.float(), stats.cos.float(), stats.norm_ratio.float()])).tolist()
+                values = [ce.float()] + ([] if stats is None else [
+                    stats.loss.float(), stats.cos.float(), stats.norm_ratio.float()])
+                values = self._across_ranks(values)
                 ce_value = values[0]
                 if not math.isfinite(ce_value):
-                    raise TrainingStopped(f"non-finite loss ({ce_value}) at epoch {plan.epoch}, "
-                                          f"segment {sums.segment + 1}; best checkpoint kept "
-                                          f"in {self.run_dir / 'checkpoints' / 'best'}", exit_code=1)
-                n = targets.numel()
+                    raise TrainingStopped(
+                        f"non-finite loss ({ce_value}) at epoch {plan.epoch}, segment "
+                        f"{sums.segment + 1}; best checkpoint kept in "
+                        f"{self.run_dir / 'checkpoints' / 'best'}", exit_code=1)
+                n = targets.numel() * self.dist.world_size
                 sums.segment += 1
                 sums.tokens += n
                 sums.loss += ce_value * n
@@ -227,18 +309,43 @@ class Trainer:
                 bar.update(sums.segment, sums.loss / sums.tokens, sums.tokens / sums.seconds)
                 if self._stop_requested:
                     self.save("last")
+                    again = ("torchrun ... -m altgrad_triton.cli.train" if self.dist.enabled
+                             else "altgrad-train")
                     raise TrainingStopped(
                         f"interrupted at epoch {plan.epoch}, segment {sums.segment}; saved. "
-                        f"Continue with: altgrad-train --resume {self.run_dir}", exit_code=130)
+                        f"Continue with: {again} --resume {self.run_dir}", exit_code=130)
         self.state = None
         return sums
 
+    def _across_ranks(self, values: list[torch.Tensor]) -> list[float]:
+        """One host transfer of a segment's numbers; with several ranks, their mean.
+
+        The same all-reduce carries the Ctrl-C flag, so every rank stops (and saves) after
+        the same segment, and a non-finite loss on any rank stops all of them.
+        """
+        if not self.dist.enabled:
+            return torch.stack(values).tolist()
+        vec = torch.stack(values + [values[0].new_tensor(float(self._stop_requested))]).double()
+        *means, stop = (ddp.all_reduce_sum(vec, self.dist) / self.dist.world_size).tolist()
+        self._stop_requested = stop > 0
+        return means
+
     @torch.no_grad()
     def evaluate(self, split: torch.Tensor, batch_size: int) -> float:
-        """Mean cross-entropy per token over a split, state carried across segments."""
+        """Mean cross-entropy per token over a split, state carried across segments.
+
+        With several ranks and a batch size they divide, each rank evaluates its columns
+        of the same batchified split and the sums are all-reduced: the number a single
+        process gets. Otherwise (e.g. the usual test batch size 1) every rank evaluates the
+        whole split and rank 0's number is broadcast, so all ranks agree exactly.
+        """
         self.model.eval()
-        source = data.batchify(split, batch_size).to(self.device)
-        state = self.model.init_state(batch_size, self.device)
+        source = data.batchify(split, batch_size)
+        shared = self.dist.enabled and batch_size % self.dist.world_size == 0
+        if shared:
+            source = ddp.columns(source, self.dist)
+        source = source.to(self.device)
+        state = self.model.init_state(source.shape[1], self.device)
         segments = data.segment_lengths(source.shape[0], self.recipe.bptt.length, False, None)
         if self.recipe.run.max_eval_batches:
             segments = segments[: self.recipe.run.max_eval_batches]
@@ -251,14 +358,19 @@ class Trainer:
             state = out.state
             total += ce.double() * targets.numel()
             count += targets.numel()
+        if self.dist.enabled:
+            both = torch.stack([total, total.new_tensor(float(count))])
+            (ddp.all_reduce_sum if shared else ddp.broadcast)(both, self.dist)
+            total, count = both[0], int(both[1].item())
         return float(total) / max(count, 1)
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> dict[str, Any]:
         """Train from ``self.epoch`` to ``run.epochs``, then test the best checkpoint."""
         r = self.recipe
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "recipe.toml").write_text(to_toml(r))
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "recipe.toml").write_text(to_toml(r))
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             while self.epoch <= r.run.epochs:
@@ -297,9 +409,10 @@ class Trainer:
             self.best_val = val
             self.save("best", metrics)
         self.save("last", metrics)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-            f.flush()
+        if self.dist.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+                f.flush()
         self.console.print(
             f"epoch {plan.epoch} [{plan.mode}] lr {plan.lr:.2e} train ppl "
             f"{metrics['train_ppl']:.1f} val ppl {metrics['val_ppl']:.1f} "
@@ -307,10 +420,18 @@ class Trainer:
             + (f" sg_cos {metrics['sg_cos']:.3f}" if sg_n else ""), markup=False)
 
     def finish(self) -> dict[str, Any]:
-        """Test the best checkpoint; write results.json and print the summary table."""
-        _, weights, _, _ = checkpoint.load(self.run_dir / "checkpoints" / "best")
-        self.model.load_state_dict(weights)
+        """Test the best checkpoint; write results.json and print the summary table.
+
+        With several ranks rank 0 reads the checkpoint and broadcasts the weights, and every
+        rank returns rank 0's results.
+        """
+        if self.dist.is_main:
+            _, weights, _, _ = checkpoint.load(self.run_dir / "checkpoints" / "best")
+            self.model.load_state_dict(weights)
+        ddp.broadcast_module(self.model, self.dist)
         test = self.evaluate(self.corpus.test, self.recipe.data.test_batch_size)
+        if not self.dist.is_main:
+            return ddp.broadcast_object(None, self.dist)
         rows = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text()
                 .splitlines() if line.strip()]
         results = {"best_val_loss": self.best_val, "best_val_ppl": _ppl(self.best_val),
@@ -326,14 +447,21 @@ class Trainer:
             ("epochs", str(results["epochs"])),
             ("train time", f"{results['seconds']:.0f} s"),
         ]))
-        return results
+        return ddp.broadcast_object(results, self.dist)
+
+
+def _silent_console() -> Any:
+    """A console for ranks > 0: prints nowhere."""
+    from rich.console import Console
+
+    return Console(file=open(os.devnull, "w"), highlight=False)  # noqa: SIM115
 
 
 def _ppl(loss: float) -> float:
     return math.exp(min(loss, 50.0))
 
 
-def _to_device(carry: Any, device: torch.device) -> Any:
+def _to_device(carry: Any, device: torch.device | str) -> Any:
     if carry is None:
         return None
     if isinstance(carry, torch.Tensor):

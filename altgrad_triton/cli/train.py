@@ -3,13 +3,23 @@
     altgrad-train recipes/wt2-small.toml data.path=../shared/data/wikitext-2
     altgrad-train recipes/wt2.toml --dump-config
     altgrad-train --resume runs/wt2-small run.epochs=6
+
+Data-parallel on several GPUs or machines: start it with torchrun, e.g.
+
+    torchrun --nproc-per-node 4 -m altgrad_triton.cli.train recipes/wt2.toml
+
+Each rank trains data.batch_size / world-size columns of the batch (see
+``altgrad_triton/distributed.py``); rank 0 alone prints and writes the run directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from .. import recipe as recipes
 from ..errors import UserError
@@ -24,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. optim.lr=3e-4")
     p.add_argument("--dump-config", action="store_true", help="print the resolved recipe, exit")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.add_argument("--dist-timeout", metavar="SECONDS", type=float, default=None,
+                   help="under torchrun: how long a rank waits for the others in a collective "
+                        "before the job fails (default $ALTGRAD_DIST_TIMEOUT, else 600)")
     return p
 
 
@@ -50,18 +63,56 @@ def body(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     recipe, run_dir = resolve(args)
     if args.dump_config:
-        sys.stdout.write(recipes.to_toml(recipe))
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone
+            sys.stdout.write(recipes.to_toml(recipe))
         return 0
     if not args.resume and (run_dir / "checkpoints").exists():
         raise UserError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
                         "or pick another run.name=... or run.out_dir=...")
-    from ..train import Trainer  # torch import deferred so --help and errors stay fast
+    from .. import distributed  # torch import deferred so --help and errors stay fast
+    from ..train import Trainer, TrainingStopped, pick_device
 
-    trainer = Trainer(recipe, run_dir)
-    if args.resume:
-        trainer.restore("last")
-    trainer.fit()
+    # checked before joining the process group: every rank fails at once, nothing waits
+    distributed.check_divisible(recipe.data.batch_size, distributed.launched_world_size())
+    timeout = distributed.timeout_seconds(args.dist_timeout)
+
+    ctx = distributed.setup(pick_device(recipe.run.device), timeout)
+    if not ctx.enabled:
+        trainer = Trainer(recipe, run_dir)
+        if args.resume:
+            trainer.restore("last")
+        trainer.fit()
+        return 0
+    hint = (f"The last complete checkpoint is in {run_dir / 'checkpoints' / 'last'}; continue "
+            f"with: torchrun ... -m altgrad_triton.cli.train --resume {run_dir}")
+    previous = distributed.install_sigterm_message(ctx, hint)
+    try:
+        trainer = Trainer(recipe, run_dir, dist=ctx)
+        if args.resume:
+            trainer.restore("last")
+        trainer.fit()
+    except BaseException as e:
+        # on the way out with a message of our own: torchrun's SIGTERM adds nothing now
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if isinstance(e, TrainingStopped) and ctx.rank > 0:
+            return e.exit_code  # every rank stops at the same segment; rank 0 says why
+        if isinstance(e, distributed.PeerFailure | TrainingStopped):
+            raise
+        if isinstance(e, UserError):
+            raise _on_rank(e, ctx) from None
+        if isinstance(e, RuntimeError) and distributed.is_comm_failure(e):
+            raise distributed.peer_failure(e, ctx, hint) from None
+        raise
+    signal.signal(signal.SIGTERM, previous)
+    distributed.teardown()
     return 0
+
+
+def _on_rank(error: UserError, ctx: Any) -> UserError:
+    """The same error, its message naming the rank that raised it."""
+    out = UserError(f"rank {ctx.rank}: {error}")
+    out.exit_code = getattr(error, "exit_code", 2)  # type: ignore[attr-defined]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
