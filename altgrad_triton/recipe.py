@@ -62,6 +62,9 @@ class RunConfig:
     max_batches: int = opt(0, "cap on training segments per epoch, 0 = whole epoch", ge=0)
     max_eval_batches: int = opt(0, "cap on evaluation segments, 0 = whole split", ge=0)
     log_every: int = opt(20, "plain-text progress line every this many segments", ge=1)
+    threads: int = opt(
+        0, "CPU threads for PyTorch, 0 = its default; use 1 when several runs share the cores", ge=0
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

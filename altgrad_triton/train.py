@@ -94,6 +94,8 @@ class Trainer:
             from .tune import apply_stored_winners
             n = apply_stored_winners(self.device)
             self.console.print(f"altgrad-tune: {n} stored kernel config(s) applied", markup=False)
+        if recipe.run.threads:  # oversubscribed cores make small CPU ops 10-100x slower
+            torch.set_num_threads(recipe.run.threads)
         torch.manual_seed(recipe.run.seed)
         d = recipe.data
         self.corpus = corpus or data.load_corpus(d.corpus, d.path or None, d.cache_dir or None,
