@@ -38,3 +38,19 @@ def nan_poison(monkeypatch):
 def _deterministic_seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def triton_device(monkeypatch):
+    """Run a kernel test's Triton path where it can run: CPU tensors under the interpreter,
+    CUDA tensors on a GPU machine (tensor factories inside the test land on that device).
+    Every launch takes the single heuristic config, as under the interpreter: autotuning
+    every candidate for every tiny shape would take minutes (tests/gpu covers autotune)."""
+    from altgrad_triton.kernels import _configs, interpreting
+
+    device = "cpu" if interpreting() else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("TRITON_INTERPRET is off and no CUDA device can run the kernels")
+    monkeypatch.setattr(_configs, "interpreting", lambda: True)
+    with torch.device(device):
+        yield device

@@ -9,30 +9,13 @@ import sys
 
 import pytest
 import torch
-from altgrad_triton.kernels import _configs, interpreting
+from altgrad_triton.kernels import _configs
 from altgrad_triton.kernels.elementwise import (
     elementwise_qrnn_synth,
     elementwise_qrnn_synth_reference,
 )
 
 mod = sys.modules["altgrad_triton.kernels.elementwise"]  # the module, not the function
-
-# The Triton path runs on CPU tensors under the interpreter (no GPU: tests/conftest.py sets
-# TRITON_INTERPRET=1) and compiled on CUDA tensors on a machine with a GPU.
-DEVICE = "cpu" if interpreting() else "cuda"
-
-
-@pytest.fixture
-def triton_device(monkeypatch):
-    """Tensor factories inside the test land on DEVICE, and every launch takes the single
-    heuristic config as under the interpreter (autotuning every candidate for every tiny
-    shape would take minutes on a GPU; tests/gpu covers the autotuned path)."""
-    if DEVICE == "cuda" and not torch.cuda.is_available():
-        pytest.skip("TRITON_INTERPRET is off and no CUDA device can run the kernels")
-    monkeypatch.setattr(_configs, "interpreting", lambda: True)
-    with torch.device(DEVICE):
-        yield DEVICE
-
 
 # (atol, rtol) per dtype; weight gradients are sums over N rows in a different order
 TOL = {torch.float32: (2e-5, 1e-5), torch.float16: (3e-3, 3e-3)}

@@ -9,27 +9,10 @@ import sys
 
 import pytest
 import torch
-from altgrad_triton.kernels import _configs, interpreting
+from altgrad_triton.kernels import _configs
 from altgrad_triton.kernels.fo_pool import fo_pool, fo_pool_reference
 
 mod = sys.modules["altgrad_triton.kernels.fo_pool"]  # the module, not the function
-
-# The Triton path runs on CPU tensors under the interpreter (no GPU: tests/conftest.py sets
-# TRITON_INTERPRET=1) and compiled on CUDA tensors on a machine with a GPU.
-DEVICE = "cpu" if interpreting() else "cuda"
-
-
-@pytest.fixture
-def triton_device(monkeypatch):
-    """Tensor factories inside the test land on DEVICE, and every launch takes the single
-    heuristic config as under the interpreter (autotuning every candidate for every tiny
-    shape would take minutes on a GPU; tests/gpu covers the autotuned path)."""
-    if DEVICE == "cuda" and not torch.cuda.is_available():
-        pytest.skip("TRITON_INTERPRET is off and no CUDA device can run the kernels")
-    monkeypatch.setattr(_configs, "interpreting", lambda: True)
-    with torch.device(DEVICE):
-        yield DEVICE
-
 
 # (atol, rtol) per storage dtype; the kernels accumulate in fp32 like the reference, so
 # fp32 differs only by operation order; fp16 by the rounding of the stored outputs.

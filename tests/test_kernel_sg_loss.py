@@ -5,27 +5,10 @@ import sys
 
 import pytest
 import torch
-from altgrad_triton.kernels import _configs, interpreting
+from altgrad_triton.kernels import _configs
 from altgrad_triton.kernels.sg_loss import sg_mse_loss, sg_mse_loss_reference
 
 mod = sys.modules["altgrad_triton.kernels.sg_loss"]  # the module, not the function
-
-# The Triton path runs on CPU tensors under the interpreter (no GPU: tests/conftest.py sets
-# TRITON_INTERPRET=1) and compiled on CUDA tensors on a machine with a GPU.
-DEVICE = "cpu" if interpreting() else "cuda"
-
-
-@pytest.fixture
-def triton_device(monkeypatch):
-    """Tensor factories inside the test land on DEVICE, and every launch takes the single
-    heuristic config as under the interpreter (autotuning every candidate for every tiny
-    shape would take minutes on a GPU; tests/gpu covers the autotuned path)."""
-    if DEVICE == "cuda" and not torch.cuda.is_available():
-        pytest.skip("TRITON_INTERPRET is off and no CUDA device can run the kernels")
-    monkeypatch.setattr(_configs, "interpreting", lambda: True)
-    with torch.device(DEVICE):
-        yield DEVICE
-
 
 # (atol, rtol) per dtype: the loss is an fp32 sum in both; the gradient is stored in pred's
 # dtype and scaled by the upstream scalar.
