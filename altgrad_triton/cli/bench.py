@@ -1,4 +1,4 @@
-"""``altgrad-bench``: time each kernel family against its baselines, forward, backward and
+"""altgrad-bench: time each kernel family against its baselines, forward, backward and
 both, and training tokens/s end to end; print tables and append rows to a CSV.
 
     altgrad-bench                                # everything, appends to docs/benchmarks.csv

@@ -1,4 +1,4 @@
-"""``altgrad-train``: train a language model from a recipe, or resume a run.
+"""altgrad-train: train a language model from a recipe, or resume a run.
 
     altgrad-train recipes/wt2-small.toml data.path=../shared/data/wikitext-2
     altgrad-train recipes/wt2.toml --dump-config

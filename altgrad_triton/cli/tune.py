@@ -1,4 +1,4 @@
-"""``altgrad-tune``: time every candidate launch config of the kernels a recipe uses on this
+"""altgrad-tune: time every candidate launch config of the kernels a recipe uses on this
 GPU and store the fastest per (device, Triton version, kernel, dtype, size bucket).
 
     altgrad-tune recipes/wt2.toml
