@@ -152,8 +152,14 @@ def from_process_group() -> DistContext:
 
 
 def teardown() -> None:
-    """Leave the process group after a run that ended well."""
+    """Leave the process group after a run that ended well.
+
+    The barrier first: a rank that tears down while another still finishes its last
+    collective can take that rank's communication threads down with it (seen with gloo as
+    "terminate called without an active exception").
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
