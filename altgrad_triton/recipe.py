@@ -151,6 +151,9 @@ class SyntheticConfig:
     )
     scale: float = opt(0.1, "weight of the synthetic gradient injected at the boundary", ge=0)
     lr: float = opt(1e-3, "Adam learning rate of the synthesizer", gt=0)
+    target_scale: float = opt(
+        1.0, "synthesizer units: fitted to this x the gradient; 0 = tokens per segment", ge=0
+    )
     fit_in_real: bool = opt(True, "keep fitting the synthesizer in real mode")
     alternation: AlternationConfig = section(AlternationConfig, "SG/real alternation")
 

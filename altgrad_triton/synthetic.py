@@ -185,6 +185,12 @@ class SyntheticBoundary:
     ``stats = boundary.fit()``; then step the RNN's optimizer. ``optimizer=None`` keeps
     the synthesizer frozen (an oracle in tests, or a pre-trained one).
     ``fit_in_real=False`` skips the synthesizer entirely in real mode.
+
+    ``target_scale`` sets the synthesizer's units: it is fitted to ``target_scale`` times
+    the gradient and its output is divided by it before injection. The gradient of a
+    per-token mean loss is tiny (of order 1/tokens per segment), while Adam moves weights by
+    about its learning rate per step whatever the gradient's size; a scale of the tokens
+    per segment puts the targets where Adam's step sizes suit them. It changes nothing else.
     """
 
     def __init__(
@@ -195,10 +201,12 @@ class SyntheticBoundary:
         *,
         fit_in_real: bool = True,
         batch_dim: int = 0,
+        target_scale: float = 1.0,
         backend: str = "auto",
     ):
         self.synthesizer, self.optimizer, self.scale = synthesizer, optimizer, scale
         self.fit_in_real, self.batch_dim, self.backend = fit_in_real, batch_dim, backend
+        self.target_scale = target_scale
         self.carry: Carry = None
         self._leaf: State = ()
         self._pred: torch.Tensor | None = None
@@ -228,16 +236,20 @@ class SyntheticBoundary:
             s_next = join_state(final, self.batch_dim)
             with torch.no_grad():
                 g_next, _ = self.synthesizer(s_next.detach(), self._next_carry)
-            loss = loss + self.scale * (g_next.detach() * s_next).sum()
+            g_next = g_next.detach() / self.target_scale
+            loss = loss + self.scale * (g_next * s_next).sum()
         loss.backward()
 
     def fit(self) -> SGStats | None:
         """Regress g_hat(s_k) on s_k.grad and step the synthesizer; None when inactive."""
         if self._pred is None:
             return None
-        target = join_state(
-            tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in self._leaf),
-            self.batch_dim,
+        target = (
+            join_state(
+                tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in self._leaf),
+                self.batch_dim,
+            )
+            * self.target_scale
         )
         pred = self._pred
         sg_loss = kernels.sg_mse_loss(pred, target, backend=self.backend)

@@ -111,8 +111,10 @@ class Trainer:
             state_size = join_state(self.model.init_state(1)).shape[1]
             synth = make_synthesizer(s, state_size, recipe.run.backend).to(self.device)
             self.synth_optimizer = torch.optim.Adam(synth.parameters(), lr=s.lr)
+            tokens = recipe.data.batch_size * recipe.bptt.length  # per segment
             self.boundary = SyntheticBoundary(synth, self.synth_optimizer, s.scale,
                                               fit_in_real=s.fit_in_real,
+                                              target_scale=s.target_scale or tokens,
                                               backend=recipe.run.backend)
         # every rank builds the same weights (same seed; DDP also broadcasts rank 0's), then
         # ranks > 0 reseed so that each draws its own dropout masks

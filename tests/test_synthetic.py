@@ -52,8 +52,10 @@ class Oracle(Synthesizer):
         return self.g.to(s.dtype), carry
 
 
-@pytest.mark.parametrize("cell", ["lstm", "qrnn"])
-def test_oracle_synthetic_gradient_reproduces_full_bptt(cell):
+@pytest.mark.parametrize("cell, target_scale", [("lstm", 1.0), ("qrnn", 1.0), ("lstm", 700.0)])
+def test_oracle_synthetic_gradient_reproduces_full_bptt(cell, target_scale):
+    """target_scale only changes the synthesizer's units: an oracle in those units
+    (target_scale x the true gradient) injects exactly the true gradient."""
     model = small_model(cell)
     (x1, y1), (x2, y2) = data()
     s0 = tuple(t.double() for t in model.init_state(B))
@@ -69,7 +71,9 @@ def test_oracle_synthetic_gradient_reproduces_full_bptt(cell):
     g2 = join_state(torch.autograd.grad(l2, s2)).double()
     model.zero_grad()
 
-    boundary = SyntheticBoundary(Oracle(g2), None, scale=1.0)
+    boundary = SyntheticBoundary(
+        Oracle(g2 * target_scale), None, scale=1.0, target_scale=target_scale
+    )
     leaf = boundary.start(s0, "synthetic")
     out1 = model(x1, leaf)
     boundary.backward(loss_of(model, out1, y1), out1.state, "synthetic")
