@@ -108,7 +108,8 @@ def check_divisible(batch_size: int, world_size: int) -> None:
         raise UserError(
             f"data.batch_size: {batch_size} does not divide by the world size {world_size} "
             f"(each rank trains an equal share of the batch columns): use a multiple of "
-            f"{world_size}, e.g. data.batch_size={suggestion}")
+            f"{world_size}, e.g. data.batch_size={suggestion}"
+        )
 
 
 def setup(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
@@ -126,18 +127,22 @@ def setup(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistCon
     try:
         if device.type == "cuda":
             if local_rank >= torch.cuda.device_count():
-                raise UserError(f"local rank {local_rank} has no GPU: this node has "
-                                f"{torch.cuda.device_count()}; use --nproc-per-node "
-                                f"{torch.cuda.device_count()} or fewer")
+                raise UserError(
+                    f"local rank {local_rank} has no GPU: this node has "
+                    f"{torch.cuda.device_count()}; use --nproc-per-node "
+                    f"{torch.cuda.device_count()} or fewer"
+                )
             cuda = torch.device("cuda", local_rank)
             torch.cuda.set_device(cuda)
             dist.init_process_group("nccl", timeout=timeout, device_id=cuda)
         else:
             dist.init_process_group("gloo", timeout=timeout)
     except (RuntimeError, ValueError) as e:  # no rendezvous variables, nobody answering
-        raise PeerFailure(f"rank {rank}: could not join the process group of {world} ranks "
-                          f"at {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} "
-                          f"({_first_line(e)})") from None
+        raise PeerFailure(
+            f"rank {rank}: could not join the process group of {world} ranks "
+            f"at {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} "
+            f"({_first_line(e)})"
+        ) from None
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, timeout_s=timeout_s)
 
 
@@ -146,9 +151,12 @@ def from_process_group() -> DistContext:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
         return SINGLE
     timeout = DEFAULT_TIMEOUT_S
-    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                       local_rank=int(os.environ.get("LOCAL_RANK", dist.get_rank())),
-                       timeout_s=timeout)
+    return DistContext(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=int(os.environ.get("LOCAL_RANK", dist.get_rank())),
+        timeout_s=timeout,
+    )
 
 
 def teardown() -> None:
@@ -178,8 +186,11 @@ def rank_seed(seed: int, rank: int) -> int:
 # ---------------------------------------------------------------------------- failures
 
 
-_COMM_FAILURE = re.compile(r"gloo|nccl|connection (closed|reset|refused)|timed out|timeout|"
-                           r"pair closure|broken pipe|socket", re.IGNORECASE)
+_COMM_FAILURE = re.compile(
+    r"gloo|nccl|connection (closed|reset|refused)|timed out|timeout|"
+    r"pair closure|broken pipe|socket",
+    re.IGNORECASE,
+)
 
 
 def is_comm_failure(error: BaseException) -> bool:
@@ -195,7 +206,8 @@ def peer_failure(error: BaseException, ctx: DistContext, hint: str) -> PeerFailu
     return PeerFailure(
         f"rank {ctx.rank}: lost contact with the other ranks ({_first_line(error)}): another "
         f"rank failed or was stopped (see its message), or a collective waited more than "
-        f"{ctx.timeout_s:g} s (--dist-timeout, ${TIMEOUT_ENV}). {hint}")
+        f"{ctx.timeout_s:g} s (--dist-timeout, ${TIMEOUT_ENV}). {hint}"
+    )
 
 
 def install_sigterm_message(ctx: DistContext, hint: str) -> Any:
@@ -205,16 +217,20 @@ def install_sigterm_message(ctx: DistContext, hint: str) -> Any:
     """
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        sys.stderr.write(f"error: rank {ctx.rank}: terminated (SIGTERM): torchrun stops every "
-                         f"rank when one fails, or the job was cancelled. {hint}\n")
+        sys.stderr.write(
+            f"error: rank {ctx.rank}: terminated (SIGTERM): torchrun stops every "
+            f"rank when one fails, or the job was cancelled. {hint}\n"
+        )
         sys.stderr.flush()
         os._exit(128 + signal.SIGTERM)
 
     return signal.signal(signal.SIGTERM, on_sigterm)
 
 
-_NOISE = re.compile(r"Got the following error when running the callback: (\w+: )?|"
-                    r"\[[^\]\s]*\.(cc|cpp|h|hpp):\d+\] ")
+_NOISE = re.compile(
+    r"Got the following error when running the callback: (\w+: )?|"
+    r"\[[^\]\s]*\.(cc|cpp|h|hpp):\d+\] "
+)
 
 
 def _first_line(error: BaseException) -> str:
@@ -233,8 +249,9 @@ def share(t: torch.Tensor, ctx: DistContext, dim: int = 0) -> torch.Tensor:
         return t
     n = t.shape[dim]
     if n % ctx.world_size:
-        raise UserError(f"cannot split {n} rows over {ctx.world_size} ranks: use a world size "
-                        f"that divides {n}")
+        raise UserError(
+            f"cannot split {n} rows over {ctx.world_size} ranks: use a world size that divides {n}"
+        )
     size = n // ctx.world_size
     return t.narrow(dim, ctx.rank * size, size).contiguous()
 
@@ -321,7 +338,7 @@ def average_gradients(params: Iterable[torch.nn.Parameter], ctx: DistContext) ->
     offset = 0
     for p in params:
         n = p.grad.numel()
-        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
         offset += n
 
 
@@ -332,8 +349,7 @@ def _sum_hook(process_group, bucket):  # no annotations: DDP checks them
     return work.get_future().then(lambda fut: fut.value()[0])
 
 
-def wrap_model(model: torch.nn.Module, ctx: DistContext,
-               device: torch.device) -> torch.nn.Module:
+def wrap_model(model: torch.nn.Module, ctx: DistContext, device: torch.device) -> torch.nn.Module:
     """``model`` in DistributedDataParallel whose gradients are *summed* over ranks.
 
     The caller scales its per-rank loss by ``1/W`` (its share of the global mean); see the
@@ -345,7 +361,7 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext,
         return model
     ids = [device.index] if device.type == "cuda" else None
     ddp = torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=ids, output_device=ids[0] if ids else None,
-        find_unused_parameters=False)
+        model, device_ids=ids, output_device=ids[0] if ids else None, find_unused_parameters=False
+    )
     ddp.register_comm_hook(None, _sum_hook)
     return ddp

@@ -59,7 +59,9 @@ class RunConfig:
     dtype: Literal["float32", "bfloat16"] = opt(
         "float32", "compute dtype on CUDA (bfloat16 = autocast); CPU always float32"
     )
-    max_batches: int = opt(0, "cap on training segments per epoch, 0 = whole epoch", ge=0)
+    max_batches: int = opt(
+        0, "cap on training segments per epoch (a new window each epoch), 0 = whole epoch", ge=0
+    )
     max_eval_batches: int = opt(0, "cap on evaluation segments, 0 = whole split", ge=0)
     log_every: int = opt(20, "plain-text progress line every this many segments", ge=1)
     threads: int = opt(

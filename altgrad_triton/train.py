@@ -53,8 +53,10 @@ class TrainingStopped(UserError):
 
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("run.device: 'cuda' asked for but no CUDA device is available "
-                        "(use run.device=cpu or auto)")
+        raise UserError(
+            "run.device: 'cuda' asked for but no CUDA device is available "
+            "(use run.device=cpu or auto)"
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -75,15 +77,23 @@ class EpochSums:
     tokens: int = 0
     loss: float = 0.0  # cross-entropy x tokens
     seconds: float = 0.0
-    sg: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "cos": 0.0,
-                                                          "norm_ratio": 0.0, "n": 0})
+    sg: dict[str, float] = field(
+        default_factory=lambda: {"loss": 0.0, "cos": 0.0, "norm_ratio": 0.0, "n": 0}
+    )
 
 
 class Trainer:
     """Builds everything a recipe describes and trains it; see the module docstring."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, *, console: Any = None,
-                 corpus: data.Corpus | None = None, dist: ddp.DistContext | None = None):
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: Path,
+        *,
+        console: Any = None,
+        corpus: data.Corpus | None = None,
+        dist: ddp.DistContext | None = None,
+    ):
         self.recipe, self.run_dir = recipe, Path(run_dir)
         self.dist = dist if dist is not None else ddp.from_process_group()
         ddp.check_divisible(recipe.data.batch_size, self.dist.world_size)
@@ -92,16 +102,19 @@ class Trainer:
         self.device = ddp.device_for(pick_device(recipe.run.device), self.dist)
         if self.device.type == "cuda":
             from .tune import apply_stored_winners
+
             n = apply_stored_winners(self.device)
             self.console.print(f"altgrad-tune: {n} stored kernel config(s) applied", markup=False)
         if recipe.run.threads:  # oversubscribed cores make small CPU ops 10-100x slower
             torch.set_num_threads(recipe.run.threads)
         torch.manual_seed(recipe.run.seed)
         d = recipe.data
-        self.corpus = corpus or data.load_corpus(d.corpus, d.path or None, d.cache_dir or None,
-                                                 download=d.download)
-        self.model = RNNLanguageModel(len(self.corpus.vocab), recipe.model,
-                                      recipe.run.backend).to(self.device)
+        self.corpus = corpus or data.load_corpus(
+            d.corpus, d.path or None, d.cache_dir or None, download=d.download
+        )
+        self.model = RNNLanguageModel(len(self.corpus.vocab), recipe.model, recipe.run.backend).to(
+            self.device
+        )
         self.optimizer = make_optimizer(recipe, self.model.parameters())
         self.plan = TrainingPlan.from_recipe(recipe)
         self.boundary: SyntheticBoundary | None = None
@@ -112,36 +125,54 @@ class Trainer:
             synth = make_synthesizer(s, state_size, recipe.run.backend).to(self.device)
             self.synth_optimizer = torch.optim.Adam(synth.parameters(), lr=s.lr)
             tokens = recipe.data.batch_size * recipe.bptt.length  # per segment
-            self.boundary = SyntheticBoundary(synth, self.synth_optimizer, s.scale,
-                                              fit_in_real=s.fit_in_real,
-                                              target_scale=s.target_scale or tokens,
-                                              backend=recipe.run.backend)
+            self.boundary = SyntheticBoundary(
+                synth,
+                self.synth_optimizer,
+                s.scale,
+                fit_in_real=s.fit_in_real,
+                target_scale=s.target_scale or tokens,
+                backend=recipe.run.backend,
+            )
         # every rank builds the same weights (same seed; DDP also broadcasts rank 0's), then
         # ranks > 0 reseed so that each draws its own dropout masks
         self.net = ddp.wrap_model(self.model, self.dist, self.device)  # what training calls
         if self.synth_optimizer is not None and self.dist.enabled:
             params = list(self.synthesizer.parameters())
             self.synth_optimizer.register_step_pre_hook(
-                lambda *_: ddp.average_gradients(params, self.dist))
+                lambda *_: ddp.average_gradients(params, self.dist)
+            )
         if self.dist.rank > 0:
             torch.manual_seed(ddp.rank_seed(recipe.run.seed, self.dist.rank))
-        self.train_data = ddp.columns(data.batchify(self.corpus.train, d.batch_size),
-                                      self.dist).to(self.device)
+        self.train_data = ddp.columns(data.batchify(self.corpus.train, d.batch_size), self.dist).to(
+            self.device
+        )
         c = self.corpus
         self.console.print(
             f"{c.name}: vocabulary {len(c.vocab):,}, train {len(c.train):,} / valid "
             f"{len(c.valid):,} / test {len(c.test):,} "
             f"{'characters' if c.level == 'char' else 'tokens'}"
-            + "".join(f", {n:,} {split} words mapped to <unk>" for split, n in c.unk_counts.items()
-                      if n) + f"; model {sum(p.numel() for p in self.model.parameters()):,} "
+            + "".join(
+                f", {n:,} {split} words mapped to <unk>" for split, n in c.unk_counts.items() if n
+            )
+            + f"; model {sum(p.numel() for p in self.model.parameters()):,} "
             f"parameters on {self.device}"
-            + (f"; {self.dist.world_size} ranks, {d.batch_size // self.dist.world_size} batch "
-               "columns each" if self.dist.enabled else "")
-            + "".join(f"; {key} {size} does not divide by {self.dist.world_size} ranks: each "
-                      f"rank evaluates the whole {split} split"
-                      for key, size, split in (("data.eval_batch_size", d.eval_batch_size, "valid"),
-                                               ("data.test_batch_size", d.test_batch_size, "test"))
-                      if self.dist.enabled and size % self.dist.world_size), markup=False)
+            + (
+                f"; {self.dist.world_size} ranks, {d.batch_size // self.dist.world_size} batch "
+                "columns each"
+                if self.dist.enabled
+                else ""
+            )
+            + "".join(
+                f"; {key} {size} does not divide by {self.dist.world_size} ranks: each "
+                f"rank evaluates the whole {split} split"
+                for key, size, split in (
+                    ("data.eval_batch_size", d.eval_batch_size, "valid"),
+                    ("data.test_batch_size", d.test_batch_size, "test"),
+                )
+                if self.dist.enabled and size % self.dist.world_size
+            ),
+            markup=False,
+        )
         self.epoch = 1  # next epoch to run
         self.best_val = math.inf
         self.sums = EpochSums()
@@ -165,8 +196,12 @@ class Trainer:
         carry = _to_device(b.carry, "cpu") if b else None
         cuda = self.device.type == "cuda"
         if self.dist.enabled:
-            mine = {"state": state, "carry": carry, "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None}
+            mine = {
+                "state": state,
+                "carry": carry,
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
+            }
             ranks = ddp.all_gather_objects(mine, self.dist)
             if not self.dist.is_main:
                 return None
@@ -174,7 +209,9 @@ class Trainer:
             state = None if state is None else list(state)
             carry = ddp.join_rows([r["carry"] for r in ranks])
         return {
-            "epoch": self.epoch, "best_val": self.best_val, "sums": self.sums.__dict__,
+            "epoch": self.epoch,
+            "best_val": self.best_val,
+            "sums": self.sums.__dict__,
             "state": state,
             "carry": carry,
             "optimizer": self.optimizer.state_dict(),
@@ -186,16 +223,25 @@ class Trainer:
         }
 
     def _meta(self, metrics: dict | None) -> dict[str, Any]:
-        return {"recipe": to_dict(self.recipe), "model_shape": model_shape(self.recipe),
-                "epoch": self.epoch, "metrics": metrics, "vocab": self.corpus.vocab.to_dict()}
+        return {
+            "recipe": to_dict(self.recipe),
+            "model_shape": model_shape(self.recipe),
+            "epoch": self.epoch,
+            "metrics": metrics,
+            "vocab": self.corpus.vocab.to_dict(),
+        }
 
     def save(self, tag: str, metrics: dict | None = None) -> None:
         """Checkpoint ``tag``; every rank calls it (it gathers), rank 0 alone writes."""
         trainer_state = self._trainer_state()
         if self.dist.is_main:
-            checkpoint.save(self.run_dir / "checkpoints" / tag, model=self.model,
-                            synthesizer=self.synthesizer, meta=self._meta(metrics),
-                            trainer_state=trainer_state)
+            checkpoint.save(
+                self.run_dir / "checkpoints" / tag,
+                model=self.model,
+                synthesizer=self.synthesizer,
+                meta=self._meta(metrics),
+                trainer_state=trainer_state,
+            )
 
     def restore(self, tag: str = "last") -> None:
         """Load weights, optimizers, RNG and the in-epoch position from a checkpoint.
@@ -206,8 +252,10 @@ class Trainer:
         meta, weights, synth, st = checkpoint.load(self.run_dir / "checkpoints" / tag)
         diff = checkpoint.shape_mismatch(meta["model_shape"], model_shape(self.recipe))
         if diff:
-            raise UserError("cannot resume: the recipe's model differs from the checkpoint's: "
-                            + "; ".join(diff))
+            raise UserError(
+                "cannot resume: the recipe's model differs from the checkpoint's: "
+                + "; ".join(diff)
+            )
         self.model.load_state_dict(weights)
         if self.boundary is not None and synth is not None:
             self.boundary.synthesizer.load_state_dict(synth)
@@ -242,8 +290,14 @@ class Trainer:
             torch.manual_seed(ddp.rank_seed(self.recipe.run.seed + self.epoch, self.dist.rank))
 
     # ------------------------------------------------------------------ one segment
-    def _segment(self, inputs: torch.Tensor, targets: torch.Tensor, state: State,
-                 plan: EpochPlan, seq_len: int) -> tuple[torch.Tensor, State, Any]:
+    def _segment(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        state: State,
+        plan: EpochPlan,
+        seq_len: int,
+    ) -> tuple[torch.Tensor, State, Any]:
         r = self.recipe
         lr = plan.lr * seq_len / r.bptt.length if r.bptt.random_length else plan.lr
         for g in self.optimizer.param_groups:
@@ -275,10 +329,15 @@ class Trainer:
     def train_epoch(self, plan: EpochPlan) -> EpochSums:
         r = self.recipe
         gen = torch.Generator().manual_seed(r.run.seed * 100_003 + plan.epoch)
-        segments = data.segment_lengths(self.train_data.shape[0], r.bptt.length,
-                                        r.bptt.random_length, gen)
-        if r.run.max_batches:
-            segments = segments[: r.run.max_batches]
+        segments = data.segment_lengths(
+            self.train_data.shape[0], r.bptt.length, r.bptt.random_length, gen
+        )
+        if r.run.max_batches and r.run.max_batches < len(segments):
+            # a capped epoch takes the next window of consecutive segments each epoch, so
+            # that capped runs still see the whole split over their epochs
+            k = r.run.max_batches
+            first = (plan.epoch - 1) % (len(segments) // k) * k
+            segments = segments[first : first + k]
         self.model.train()
         if self.state is None:  # a fresh epoch (not resumed mid-way)
             self.state = self.model.init_state(self.train_data.shape[1], self.device)
@@ -288,19 +347,24 @@ class Trainer:
         sums = self.sums
         title = f"epoch {plan.epoch} [{plan.mode}]"
         with EpochProgress(self.console, title, len(segments), r.run.log_every) as bar:
-            for start, seq_len in segments[sums.segment:]:
+            for start, seq_len in segments[sums.segment :]:
                 t0 = time.perf_counter()
                 inputs, targets = data.get_segment(self.train_data, start, seq_len)
                 ce, self.state, stats = self._segment(inputs, targets, self.state, plan, seq_len)
-                values = [ce.float()] + ([] if stats is None else [
-                    stats.loss.float(), stats.cos.float(), stats.norm_ratio.float()])
+                values = [ce.float()] + (
+                    []
+                    if stats is None
+                    else [stats.loss.float(), stats.cos.float(), stats.norm_ratio.float()]
+                )
                 values = self._across_ranks(values)
                 ce_value = values[0]
                 if not math.isfinite(ce_value):
                     raise TrainingStopped(
                         f"non-finite loss ({ce_value}) at epoch {plan.epoch}, segment "
                         f"{sums.segment + 1}; best checkpoint kept in "
-                        f"{self.run_dir / 'checkpoints' / 'best'}", exit_code=1)
+                        f"{self.run_dir / 'checkpoints' / 'best'}",
+                        exit_code=1,
+                    )
                 n = targets.numel() * self.dist.world_size
                 sums.segment += 1
                 sums.tokens += n
@@ -313,11 +377,16 @@ class Trainer:
                 bar.update(sums.segment, sums.loss / sums.tokens, sums.tokens / sums.seconds)
                 if self._stop_requested:
                     self.save("last")
-                    again = ("torchrun ... -m altgrad_triton.cli.train" if self.dist.enabled
-                             else "altgrad-train")
+                    again = (
+                        "torchrun ... -m altgrad_triton.cli.train"
+                        if self.dist.enabled
+                        else "altgrad-train"
+                    )
                     raise TrainingStopped(
                         f"interrupted at epoch {plan.epoch}, segment {sums.segment}; saved. "
-                        f"Continue with: {again} --resume {self.run_dir}", exit_code=130)
+                        f"Continue with: {again} --resume {self.run_dir}",
+                        exit_code=130,
+                    )
         self.state = None
         return sums
 
@@ -387,8 +456,9 @@ class Trainer:
         if self._stop_requested:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self._stop_requested = True
-        self.console.print("stopping after this segment (Ctrl-C again to abort without saving)",
-                           markup=False)
+        self.console.print(
+            "stopping after this segment (Ctrl-C again to abort without saving)", markup=False
+        )
 
     def _run_epoch(self, plan: EpochPlan) -> None:
         sums = self.train_epoch(plan)
@@ -396,10 +466,16 @@ class Trainer:
         train_loss = sums.loss / max(sums.tokens, 1)
         sg_n = sums.sg["n"]
         metrics = {
-            "epoch": plan.epoch, "lr": plan.lr, "mode": plan.mode, "restart": plan.restart,
-            "train_loss": train_loss, "train_ppl": _ppl(train_loss),
-            "val_loss": val, "val_ppl": _ppl(val),
-            "tokens_per_s": sums.tokens / max(sums.seconds, 1e-9), "seconds": sums.seconds,
+            "epoch": plan.epoch,
+            "lr": plan.lr,
+            "mode": plan.mode,
+            "restart": plan.restart,
+            "train_loss": train_loss,
+            "train_ppl": _ppl(train_loss),
+            "val_loss": val,
+            "val_ppl": _ppl(val),
+            "tokens_per_s": sums.tokens / max(sums.seconds, 1e-9),
+            "seconds": sums.seconds,
             "sg_loss": sums.sg["loss"] / sg_n if sg_n else None,
             "sg_cos": sums.sg["cos"] / sg_n if sg_n else None,
             "sg_norm_ratio": sums.sg["norm_ratio"] / sg_n if sg_n else None,
@@ -421,7 +497,9 @@ class Trainer:
             f"epoch {plan.epoch} [{plan.mode}] lr {plan.lr:.2e} train ppl "
             f"{metrics['train_ppl']:.1f} val ppl {metrics['val_ppl']:.1f} "
             f"{metrics['tokens_per_s']:,.0f} tok/s"
-            + (f" sg_cos {metrics['sg_cos']:.3f}" if sg_n else ""), markup=False)
+            + (f" sg_cos {metrics['sg_cos']:.3f}" if sg_n else ""),
+            markup=False,
+        )
 
     def finish(self) -> dict[str, Any]:
         """Test the best checkpoint; write results.json and print the summary table.
@@ -436,21 +514,34 @@ class Trainer:
         test = self.evaluate(self.corpus.test, self.recipe.data.test_batch_size)
         if not self.dist.is_main:
             return ddp.broadcast_object(None, self.dist)
-        rows = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text()
-                .splitlines() if line.strip()]
-        results = {"best_val_loss": self.best_val, "best_val_ppl": _ppl(self.best_val),
-                   "test_loss": test, "test_ppl": _ppl(test), "epochs": len(rows),
-                   "seconds": sum(r["seconds"] for r in rows)}
+        rows = [
+            json.loads(line)
+            for line in (self.run_dir / "metrics.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+        results = {
+            "best_val_loss": self.best_val,
+            "best_val_ppl": _ppl(self.best_val),
+            "test_loss": test,
+            "test_ppl": _ppl(test),
+            "epochs": len(rows),
+            "seconds": sum(r["seconds"] for r in rows),
+        }
         if self.corpus.level == "char":
             results["best_val_bpc"] = self.best_val / math.log(2)
             results["test_bpc"] = test / math.log(2)
         (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
-        self.console.print(summary_table(f"{self.recipe.run.name}: {self.run_dir}", [
-            ("best val ppl", f"{results['best_val_ppl']:.2f}"),
-            ("test ppl", f"{results['test_ppl']:.2f}"),
-            ("epochs", str(results["epochs"])),
-            ("train time", f"{results['seconds']:.0f} s"),
-        ]))
+        self.console.print(
+            summary_table(
+                f"{self.recipe.run.name}: {self.run_dir}",
+                [
+                    ("best val ppl", f"{results['best_val_ppl']:.2f}"),
+                    ("test ppl", f"{results['test_ppl']:.2f}"),
+                    ("epochs", str(results["epochs"])),
+                    ("train time", f"{results['seconds']:.0f} s"),
+                ],
+            )
+        )
         return ddp.broadcast_object(results, self.dist)
 
 

@@ -30,12 +30,16 @@ from altgrad_triton.synthetic import ElementwiseSynthesizer, join_state  # noqa:
 from altgrad_triton.train import Trainer, TrainingStopped  # noqa: E402
 from tests.helpers import tiny_corpus, tiny_recipe  # noqa: E402
 
-NO_DROPOUT = {"dropout": {"input": 0.0, "hidden": 0.0, "output": 0.0, "embedding": 0.0,
-                          "weight": 0.0}}
+NO_DROPOUT = {
+    "dropout": {"input": 0.0, "hidden": 0.0, "output": 0.0, "embedding": 0.0, "weight": 0.0}
+}
 LINEAR_SG = {"enabled": True, "synthesizer": "linear", "alternation": {"start": "synthetic"}}
-ELEMENTWISE_SG = {"enabled": True, "synthesizer": "elementwise", "hidden": 6,
-                  "alternation": {"start": "real", "switch_epochs": [2],
-                                  "switch_at_restarts": True}}
+ELEMENTWISE_SG = {
+    "enabled": True,
+    "synthesizer": "elementwise",
+    "hidden": 6,
+    "alternation": {"start": "real", "switch_epochs": [2], "switch_at_restarts": True},
+}
 RESTARTS = {"kind": "cosine_restarts", "periods": [1, 2]}
 COLLECTIVE_TIMEOUT_S = 20  # per collective, in the two-rank runs
 LAUNCH_TIMEOUT_S = 120  # per torchrun launch, whatever happens
@@ -48,17 +52,23 @@ def scenarios(data: Path, out: Path) -> dict[str, recipes.Recipe]:
         # plain SGD without clipping: any error in the gradient's scale shows in the weights
         # (Adam and clipping would hide it); test batch 1 does not divide by 2 ranks: every
         # rank tests the whole split and rank 0's number is kept
-        "real": tiny_recipe(data, out / "real", run={"epochs": 1}, model=NO_DROPOUT,
-                            optim={"name": "sgd", "lr": 2.0, "clip": 0.0},
-                            data={"test_batch_size": 1}),
-        "synthetic": tiny_recipe(data, out / "synthetic", run={"epochs": 1}, model=NO_DROPOUT,
-                                 synthetic=LINEAR_SG),
+        "real": tiny_recipe(
+            data,
+            out / "real",
+            run={"epochs": 1},
+            model=NO_DROPOUT,
+            optim={"name": "sgd", "lr": 2.0, "clip": 0.0},
+            data={"test_batch_size": 1},
+        ),
+        "synthetic": tiny_recipe(
+            data, out / "synthetic", run={"epochs": 1}, model=NO_DROPOUT, synthetic=LINEAR_SG
+        ),
         # dropout on, element-wise synthesizer with noise: exact resume needs every rank's
         # carried state, synthesizer carry and RNG stream back
-        "straight": tiny_recipe(data, out / "straight", synthetic=ELEMENTWISE_SG,
-                                schedule=RESTARTS),
-        "resumed": tiny_recipe(data, out / "resumed", synthetic=ELEMENTWISE_SG,
-                               schedule=RESTARTS),
+        "straight": tiny_recipe(
+            data, out / "straight", synthetic=ELEMENTWISE_SG, schedule=RESTARTS
+        ),
+        "resumed": tiny_recipe(data, out / "resumed", synthetic=ELEMENTWISE_SG, schedule=RESTARTS),
     }
 
 
@@ -73,14 +83,32 @@ def free_port() -> int:
 
 def torchrun(*args: object, timeout: float = LAUNCH_TIMEOUT_S) -> subprocess.CompletedProcess:
     """``torchrun --nproc-per-node 2`` on 127.0.0.1, a free port, one CPU thread per rank."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
-           distributed.TIMEOUT_ENV: str(COLLECTIVE_TIMEOUT_S), "GLOO_SOCKET_IFNAME": "lo"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
-           "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(free_port()), "--max-restarts", "0", "--monitor-interval", "0.1",
-           *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=timeout)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        distributed.TIMEOUT_ENV: str(COLLECTIVE_TIMEOUT_S),
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "--max-restarts",
+        "0",
+        "--monitor-interval",
+        "0.1",
+        *map(str, args),
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
 def params(run_dir: Path, what: str = "model") -> dict[str, torch.Tensor]:
@@ -116,16 +144,25 @@ def assert_close_rows(got: list[dict], want: list[dict], rtol: float = 1e-5) -> 
 
 
 def test_batch_size_must_divide_by_world_size(tmp_path):
-    with pytest.raises(UserError, match=r"data\.batch_size: 4 does not divide by the world "
-                                        r"size 3 .* data\.batch_size=3"):
+    with pytest.raises(
+        UserError,
+        match=r"data\.batch_size: 4 does not divide by the world "
+        r"size 3 .* data\.batch_size=3",
+    ):
         distributed.check_divisible(4, 3)
     distributed.check_divisible(4, 2)
     # the CLI says so in one line before it joins any process group (nothing waits)
     r = tiny_recipe(tiny_corpus(tmp_path / "data"), tmp_path / "runs")
     (tmp_path / "r.toml").write_text(recipes.to_toml(r))
     env = {**os.environ, "WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"}
-    proc = subprocess.run([sys.executable, "-m", "altgrad_triton.cli.train", tmp_path / "r.toml"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "altgrad_triton.cli.train", tmp_path / "r.toml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: data.batch_size: 4 "), proc.stderr
@@ -201,8 +238,9 @@ def test_two_ranks_train_the_same_weights_as_one_process(two_rank_runs, name):
     assert_close_params(params(two), params(root / "single" / name / "tiny"))
     if name == "synthetic":
         assert params(two, "synthesizer")["out.weight"].abs().sum() > 0  # the SG was active
-        assert_close_params(params(two, "synthesizer"),
-                            params(root / "single" / name / "tiny", "synthesizer"))
+        assert_close_params(
+            params(two, "synthesizer"), params(root / "single" / name / "tiny", "synthesizer")
+        )
         assert metric_rows(two)[0]["mode"] == "synthetic"
     # train loss, SG loss and cos, val loss: the global numbers (sg_norm_ratio is a mean of
     # the per-rank ratios, so only close)

@@ -144,3 +144,22 @@ def test_corrupt_checkpoint_is_a_user_error(corpus_dir, tmp_path):
     (tmp_path / "runs/tiny/checkpoints/last/model.safetensors").write_bytes(b"garbage")
     with pytest.raises(UserError, match="checkpoint is corrupt"):
         Trainer(r, tmp_path / "runs" / "tiny").restore("last")
+
+
+def test_capped_epochs_walk_through_the_split(corpus_dir, tmp_path):
+    """run.max_batches takes a new window of consecutive segments each epoch."""
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 3, "max_batches": 20})
+    trainer = Trainer(r, tmp_path / "runs" / "tiny")
+    seen = []
+    real_segment = trainer._segment
+
+    def record(inputs, *args, **kwargs):
+        seen.append(inputs.clone())
+        return real_segment(inputs, *args, **kwargs)
+
+    trainer._segment = record
+    trainer.fit()
+    assert len(seen) == 60
+    firsts = [seen[0], seen[20], seen[40]]
+    assert not torch.equal(firsts[0][:5], firsts[1][:5])
+    assert not torch.equal(firsts[1][:5], firsts[2][:5])

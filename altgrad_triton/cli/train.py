@@ -28,15 +28,22 @@ from .common import run_main
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="altgrad-train", description=__doc__.split("\n\n")[0],
-        epilog="Overrides are key.sub=value, values parsed as TOML (bare words as strings).")
+        prog="altgrad-train",
+        description=__doc__.split("\n\n")[0],
+        epilog="Overrides are key.sub=value, values parsed as TOML (bare words as strings).",
+    )
     p.add_argument("recipe", nargs="?", help="recipe TOML file (optional with --resume)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. optim.lr=3e-4")
     p.add_argument("--dump-config", action="store_true", help="print the resolved recipe, exit")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
-    p.add_argument("--dist-timeout", metavar="SECONDS", type=float, default=None,
-                   help="under torchrun: how long a rank waits for the others in a collective "
-                        "before the job fails (default $ALTGRAD_DIST_TIMEOUT, else 600)")
+    p.add_argument(
+        "--dist-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=None,
+        help="under torchrun: how long a rank waits for the others in a collective "
+        "before the job fails (default $ALTGRAD_DIST_TIMEOUT, else 600)",
+    )
     return p
 
 
@@ -67,8 +74,10 @@ def body(argv: list[str] | None = None) -> int:
             sys.stdout.write(recipes.to_toml(recipe))
         return 0
     if not args.resume and (run_dir / "checkpoints").exists():
-        raise UserError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
-                        "or pick another run.name=... or run.out_dir=...")
+        raise UserError(
+            f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
+            "or pick another run.name=... or run.out_dir=..."
+        )
     from .. import distributed  # torch import deferred so --help and errors stay fast
     from ..train import Trainer, TrainingStopped, pick_device
 
@@ -83,8 +92,10 @@ def body(argv: list[str] | None = None) -> int:
             trainer.restore("last")
         trainer.fit()
         return 0
-    hint = (f"The last complete checkpoint is in {run_dir / 'checkpoints' / 'last'}; continue "
-            f"with: torchrun ... -m altgrad_triton.cli.train --resume {run_dir}")
+    hint = (
+        f"The last complete checkpoint is in {run_dir / 'checkpoints' / 'last'}; continue "
+        f"with: torchrun ... -m altgrad_triton.cli.train --resume {run_dir}"
+    )
     previous = distributed.install_sigterm_message(ctx, hint)
     try:
         trainer = Trainer(recipe, run_dir, dist=ctx)

@@ -1,0 +1,396 @@
+"""Tables and plots from run directories (what ``altgrad-report`` writes).
+
+A run directory is what ``altgrad-train`` leaves: ``metrics.jsonl`` (one line per epoch),
+``results.json`` once finished (best validation and test loss), ``recipe.toml``.
+
+Seeds: a run named ``<name>-s<seed>`` (``altgrad-suite`` names them so) is one seed of the
+recipe ``<name>``; runs are grouped by that name and every group gets the mean and the
+sample standard deviation (n - 1) over its seeds. A name without the suffix is a group of
+its own. Word-level corpora are reported in perplexity, character level (corpus "chars")
+in bits per character (loss / ln 2).
+
+Plots (matplotlib, the optional ``plot`` extra, imported only when plots are asked for):
+per group, validation perplexity (or bpc) per epoch, one line per seed, epochs trained in
+synthetic mode shaded and warm restarts marked by dashed lines, and sg_cos (cosine between
+the synthesizer's prediction and its target) per epoch; per corpus, the mean validation
+curve of every group.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import statistics
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+SEED_SUFFIX = re.compile(r"^(?P<name>.+)-s(?P<seed>\d+)$")
+LN2 = math.log(2.0)
+
+
+def split_seed(run_name: str) -> tuple[str, int | None]:
+    """``"wt2-bptt-s3"`` -> ``("wt2-bptt", 3)``; a name without ``-s<seed>`` -> (name, None)."""
+    m = SEED_SUFFIX.match(run_name)
+    return (m["name"], int(m["seed"])) if m else (run_name, None)
+
+
+def seeded_name(name: str, seed: int) -> str:
+    """The run name of one seed of a recipe (the inverse of :func:`split_seed`)."""
+    return f"{name}-s{seed}"
+
+
+@dataclass
+class Run:
+    """One run directory, read."""
+
+    path: Path
+    name: str
+    group: str
+    seed: int | None
+    corpus: str
+    epochs: list[dict]
+    results: dict | None
+
+    @property
+    def char_level(self) -> bool:
+        return self.corpus == "chars"
+
+    @property
+    def finished(self) -> bool:
+        return self.results is not None
+
+    def best_val_loss(self) -> float | None:
+        if self.results is not None:
+            return self.results["best_val_loss"]
+        losses = [e["val_loss"] for e in self.epochs if e.get("val_loss") is not None]
+        return min(losses) if losses else None
+
+    def test_loss(self) -> float | None:
+        return None if self.results is None else self.results.get("test_loss")
+
+    def seconds(self) -> float:
+        if self.results is not None and "seconds" in self.results:
+            return self.results["seconds"]
+        return sum(e.get("seconds", 0.0) for e in self.epochs)
+
+
+def metric(loss: float | None, char_level: bool) -> float | None:
+    """A mean cross-entropy (nats) as perplexity, or bits per character for char level."""
+    if loss is None:
+        return None
+    return loss / LN2 if char_level else math.exp(min(loss, 50.0))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    lines = path.read_text().splitlines()
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines):  # a run killed mid-write can leave a torn last line
+                break
+            raise UserError(f"{path}:{i}: not a JSON line") from None
+    return rows
+
+
+def read_run(path: Path) -> Run:
+    """Read one run directory (metrics.jsonl required; results.json, recipe.toml optional)."""
+    path = Path(path)
+    metrics = path / "metrics.jsonl"
+    if not metrics.exists():
+        raise UserError(f"{path}: not a run directory (no metrics.jsonl)")
+    corpus, name = "", path.name
+    recipe = path / "recipe.toml"
+    if recipe.exists():
+        try:
+            r = tomllib.loads(recipe.read_text())
+            corpus = r.get("data", {}).get("corpus", "")
+            name = r.get("run", {}).get("name", name) or name
+        except tomllib.TOMLDecodeError:
+            pass
+    results = None
+    if (path / "results.json").exists():
+        results = json.loads((path / "results.json").read_text())
+    group, seed = split_seed(name)
+    return Run(path, name, group, seed, corpus, _read_jsonl(metrics), results)
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """Run directories named, or found one or two levels below the folders named."""
+    runs: list[Run] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UserError(f"{p}: no such file or directory")
+        if (p / "metrics.jsonl").exists():
+            runs.append(read_run(p))
+            continue
+        found = sorted(
+            {m.parent for m in [*p.glob("*/metrics.jsonl"), *p.glob("*/*/metrics.jsonl")]}
+        )
+        if not found:
+            raise UserError(f"{p}: holds no run directories (no metrics.jsonl inside)")
+        runs += [read_run(d) for d in found]
+    return runs
+
+
+# ---------------------------------------------------------------------------- groups
+
+
+@dataclass
+class Group:
+    """Every seed of one recipe."""
+
+    name: str
+    corpus: str
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def char_level(self) -> bool:
+        return self.corpus == "chars"
+
+    def values(self, what: str) -> list[float]:
+        out = []
+        for r in self.runs:
+            if what == "val":
+                v = metric(r.best_val_loss(), self.char_level)
+            elif what == "test":
+                v = metric(r.test_loss(), self.char_level)
+            elif what == "epochs":
+                v = float(len(r.epochs))
+            elif what == "seconds":
+                v = r.seconds()
+            else:
+                raise ValueError(what)
+            if v is not None:
+                out.append(v)
+        return out
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Runs grouped by (corpus, name without seed suffix), sorted by corpus then name."""
+    groups: dict[tuple[str, str], Group] = {}
+    for r in runs:
+        g = groups.setdefault((r.corpus, r.group), Group(r.group, r.corpus))
+        g.runs.append(r)
+    for g in groups.values():
+        g.runs.sort(key=lambda r: (r.seed is None, r.seed or 0, r.name))
+    return [groups[k] for k in sorted(groups)]
+
+
+def mean_std(values: list[float]) -> tuple[float, float] | None:
+    """Mean and sample standard deviation (0 for one value); None for no values."""
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), std
+
+
+def fmt(values: list[float], digits: int) -> str:
+    ms = mean_std(values)
+    if ms is None:
+        return "-"
+    if len(values) == 1:
+        return f"{ms[0]:.{digits}f}"
+    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+
+
+def markdown_table(groups: list[Group]) -> str:
+    """One Markdown table per corpus: mean ± std over seeds of each group's results."""
+    out = []
+    for corpus in sorted({g.corpus for g in groups}):
+        gs = [g for g in groups if g.corpus == corpus]
+        char = gs[0].char_level
+        unit, digits = ("bpc", 3) if char else ("ppl", 2)
+        out.append(
+            f"**{corpus or 'unknown corpus'}** ({'bits per character' if char else 'perplexity'}"
+            "; mean ± sample std over seeds)"
+        )
+        out.append("")
+        out.append(
+            f"| run | seeds | finished | best val {unit} | test {unit} | epochs | train time (s) |"
+        )
+        out.append("|---|---|---|---|---|---|---|")
+        for g in gs:
+            seeds = ",".join(str(r.seed) for r in g.runs if r.seed is not None) or "-"
+            done = sum(r.finished for r in g.runs)
+            out.append(
+                f"| {g.name} | {seeds} | {done}/{len(g.runs)} | {fmt(g.values('val'), digits)}"
+                f" | {fmt(g.values('test'), digits)} | {fmt(g.values('epochs'), 1)} | "
+                f"{fmt(g.values('seconds'), 0)} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------- plot data
+
+
+def synthetic_spans(epochs: list[dict]) -> list[tuple[float, float]]:
+    """(start, end) x-ranges of consecutive synthetic-mode epochs, each epoch e as e±0.5."""
+    spans: list[tuple[float, float]] = []
+    for e in epochs:
+        if e.get("mode") != "synthetic":
+            continue
+        lo, hi = e["epoch"] - 0.5, e["epoch"] + 0.5
+        if spans and abs(spans[-1][1] - lo) < 1e-9:
+            spans[-1] = (spans[-1][0], hi)
+        else:
+            spans.append((lo, hi))
+    return spans
+
+
+def restart_epochs(epochs: list[dict]) -> list[int]:
+    return [e["epoch"] for e in epochs if e.get("restart")]
+
+
+def curve(run: Run, key: str = "val_loss") -> tuple[list[int], list[float]]:
+    """(epochs, values) of one per-epoch metric; val_loss is turned into ppl or bpc."""
+    xs, ys = [], []
+    for e in run.epochs:
+        v = e.get(key)
+        if v is None:
+            continue
+        xs.append(e["epoch"])
+        ys.append(metric(v, run.char_level) if key == "val_loss" else v)
+    return xs, ys
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
+
+
+def import_pyplot():
+    """matplotlib.pyplot with the Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_groups(groups: list[Group], plots_dir: Path) -> list[Path]:
+    """Write the PNGs; return their paths. Raises UserError when matplotlib is missing."""
+    plt = import_pyplot()
+    if plt is None:
+        raise UserError(
+            "plots need matplotlib, which is not installed: "
+            "pip install 'altgrad-triton[plot]' (tables were written)"
+        )
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for g in groups:
+        unit = "val bpc" if g.char_level else "val perplexity"
+        fig, (ax, ax2) = plt.subplots(
+            2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+        )
+        first = g.runs[0]
+        for lo, hi in synthetic_spans(first.epochs):
+            for a in (ax, ax2):
+                a.axvspan(lo, hi, color="tab:orange", alpha=0.15, lw=0)
+        for e in restart_epochs(first.epochs):
+            for a in (ax, ax2):
+                a.axvline(e - 0.5, color="grey", ls="--", lw=1)
+        for r in g.runs:
+            label = f"seed {r.seed}" if r.seed is not None else r.name
+            ax.plot(*curve(r), marker="o", ms=3, label=label)
+            xs, ys = curve(r, "sg_cos")
+            if xs:
+                ax2.plot(xs, ys, marker="o", ms=3, label=label)
+        ax.set_ylabel(unit)
+        ax.set_title(
+            f"{g.name} ({g.corpus}): shaded = synthetic-gradient epochs, dashed = warm restart",
+            fontsize=9,
+        )
+        ax.legend(fontsize=8)
+        ax2.set_ylabel("sg_cos")
+        ax2.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax2.grid(alpha=0.3)
+        fig.tight_layout()
+        path = plots_dir / f"{_slug(g.corpus)}--{_slug(g.name)}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    for corpus in sorted({g.corpus for g in groups}):
+        gs = [g for g in groups if g.corpus == corpus]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for g in gs:
+            by_epoch: dict[int, list[float]] = {}
+            for r in g.runs:
+                for x, y in zip(*curve(r), strict=True):
+                    by_epoch.setdefault(x, []).append(y)
+            xs = sorted(by_epoch)
+            ax.plot(
+                xs,
+                [statistics.fmean(by_epoch[x]) for x in xs],
+                marker="o",
+                ms=3,
+                label=f"{g.name} (n={len(g.runs)})",
+            )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("val bpc" if gs[0].char_level else "val perplexity")
+        ax.set_title(f"{corpus}: mean validation curve over seeds", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = plots_dir / f"{_slug(corpus)}--overview.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_report(
+    paths: list[str | Path],
+    out_dir: Path,
+    *,
+    markdown: Path | None = None,
+    plots_dir: Path | None = None,
+    plots: bool = True,
+    title: str = "Results",
+) -> tuple[Path, list[Path], str | None]:
+    """Tables (always) and plots (when asked and matplotlib is there).
+
+    Returns (markdown path, plot paths, a note when plots were skipped).
+    """
+    runs = find_runs(paths)
+    groups = group_runs(runs)
+    out_dir = Path(out_dir)
+    markdown = Path(markdown) if markdown else out_dir / "report.md"
+    plots_dir = Path(plots_dir) if plots_dir else out_dir / "plots"
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    text = [
+        f"# {title}",
+        "",
+        f"{len(runs)} runs in {len(groups)} groups.",
+        "",
+        markdown_table(groups),
+    ]
+    written: list[Path] = []
+    note = None
+    if plots:
+        try:
+            written = plot_groups(groups, plots_dir)
+        except UserError as e:
+            note = str(e)
+    if written:
+        text.append("")
+        for p in written:
+            rel = os.path.relpath(p, markdown.parent)
+            text.append(f"![{p.stem}]({rel})")
+            text.append("")
+    if note:
+        text.append(f"_No plots: {note}_")
+    markdown.write_text("\n".join(text).rstrip() + "\n")
+    return markdown, written, note

@@ -1,0 +1,154 @@
+"""A suite: every recipe of a folder, for every seed, one after the other, resumable.
+
+Recipes: every ``*.toml`` below the folder (sub-folders included, sorted by path), except
+files whose name starts with ``_``: those are bases that recipes ``extends`` and are never
+run themselves.
+
+Each (recipe, seed) becomes the run ``<out>/<run.name>-s<seed>`` (``run.name`` as the
+recipe resolves it, after the suite's overrides), trained with ``run.seed=<seed>``. Its
+status decides what the suite does with it:
+
+* ``done``: ``results.json`` exists -- skipped;
+* ``resume``: a ``checkpoints/`` folder but no ``results.json`` (interrupted) --
+  continued with ``altgrad-train --resume``;
+* ``run``: nothing yet -- trained from the start.
+
+So a suite stopped at any point is continued by running the same command again. Runs go
+through ``python -m altgrad_triton.cli.train`` as subprocesses (the same code path as
+``altgrad-train``; one process, one run, memory returned between runs).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import recipe as recipes
+from .errors import UserError
+from .report import seeded_name
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    recipe: Path
+    name: str  # <run.name>-s<seed>
+    seed: int
+    run_dir: Path
+    overrides: tuple[str, ...]  # everything passed to altgrad-train after the recipe
+
+    @property
+    def status(self) -> str:
+        if (self.run_dir / "results.json").exists():
+            return "done"
+        if (self.run_dir / "checkpoints").exists():
+            return "resume"
+        return "run"
+
+    def command(self) -> list[str]:
+        train = [sys.executable, "-m", "altgrad_triton.cli.train"]
+        if self.status == "resume":
+            return [*train, "--resume", str(self.run_dir)]
+        return [*train, str(self.recipe), *self.overrides]
+
+
+def find_recipes(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if folder.is_file():
+        return [folder]
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such recipe folder")
+    found = sorted(p for p in folder.rglob("*.toml") if not p.name.startswith("_"))
+    if not found:
+        raise UserError(f"{folder}: holds no recipes (*.toml not starting with '_')")
+    return found
+
+
+def plan(
+    folder: str | Path,
+    seeds: list[int],
+    out: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    only: str | None = None,
+) -> list[PlannedRun]:
+    """Every (recipe, seed) run, recipe-major; every recipe is validated first.
+
+    ``only``: a shell pattern (fnmatch) on run.name without the seed, e.g. ``"wt2-*-t10"``.
+    """
+    if not seeds:
+        raise UserError("--seeds: give at least one seed")
+    out = Path(out)
+    runs: list[PlannedRun] = []
+    names: dict[str, Path] = {}
+    for path in find_recipes(folder):
+        base = recipes.load(path, overrides)  # validates: a typo fails before any training
+        if base.run.name in names:
+            raise UserError(
+                f"{path}: run.name {base.run.name!r} is also the name of "
+                f"{names[base.run.name]}; give each recipe its own run.name"
+            )
+        names[base.run.name] = path
+        if only and not fnmatch.fnmatchcase(base.run.name, only):
+            continue
+        for seed in seeds:
+            name = seeded_name(base.run.name, seed)
+            extra = (*overrides, f"run.name={name}", f"run.seed={seed}", f"run.out_dir={out}")
+            recipes.load(path, extra)
+            runs.append(PlannedRun(path, name, seed, out / name, tuple(extra)))
+    if not runs:
+        raise UserError(f"--only {only!r}: matches no recipe's run.name in {folder}")
+    return runs
+
+
+def describe(runs: list[PlannedRun]) -> str:
+    counts = {s: sum(r.status == s for r in runs) for s in ("done", "resume", "run")}
+    lines = [
+        f"{len(runs)} runs: {counts['done']} done (skipped), {counts['resume']} to "
+        f"resume, {counts['run']} to run"
+    ]
+    for i, r in enumerate(runs, 1):
+        lines.append(f"  [{i:>3}/{len(runs)}] {r.status:<6} {r.name:<40} {r.recipe}")
+    return "\n".join(lines)
+
+
+def execute(
+    runs: list[PlannedRun],
+    *,
+    echo: Callable[[str], None] = print,
+    runner: Callable[[list[str]], int] | None = None,
+) -> list[PlannedRun]:
+    """Train every run that is not done, in order; return the ones that failed.
+
+    A run interrupted with Ctrl-C (exit code 130) stops the suite; another failure is
+    reported and the suite goes on with the next run.
+    """
+    runner = runner or (lambda cmd: subprocess.run(cmd).returncode)
+    failed: list[PlannedRun] = []
+    t_suite = time.perf_counter()
+    for i, r in enumerate(runs, 1):
+        status = r.status
+        tag = f"[{i}/{len(runs)}] {r.name}"
+        if status == "done":
+            echo(f"{tag}: done already, skipped")
+            continue
+        echo(
+            f"{tag}: {'resuming' if status == 'resume' else 'starting'} "
+            f"({time.perf_counter() - t_suite:.0f} s into the suite)"
+        )
+        t0 = time.perf_counter()
+        rc = runner(r.command())
+        if rc == 130:
+            raise UserError(
+                f"suite interrupted during {r.name}; run the same command again "
+                "to continue where it stopped"
+            )
+        if rc != 0:
+            echo(f"{tag}: FAILED with exit code {rc}")
+            failed.append(r)
+        else:
+            echo(f"{tag}: finished in {time.perf_counter() - t0:.0f} s")
+    return failed

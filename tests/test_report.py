@@ -1,0 +1,174 @@
+"""altgrad-report on fabricated run directories (no training)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+
+from altgrad_triton import report
+from altgrad_triton.cli import report as report_cli
+from altgrad_triton.errors import UserError
+
+
+def fake_run(
+    root,
+    name,
+    corpus,
+    val_losses,
+    *,
+    modes=None,
+    restarts=(),
+    test_loss=None,
+    sg_cos=None,
+    finished=True,
+):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "recipe.toml").write_text(f'[run]\nname = "{name}"\n\n[data]\ncorpus = "{corpus}"\n')
+    rows = []
+    for i, v in enumerate(val_losses, 1):
+        mode = modes[i - 1] if modes else "real"
+        rows.append(
+            {
+                "epoch": i,
+                "lr": 1e-3,
+                "mode": mode,
+                "restart": i in restarts,
+                "train_loss": v + 0.1,
+                "val_loss": v,
+                "val_ppl": math.exp(v),
+                "seconds": 10.0,
+                "sg_cos": sg_cos if mode == "synthetic" else None,
+            }
+        )
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if finished:
+        best = min(val_losses)
+        (d / "results.json").write_text(
+            json.dumps(
+                {
+                    "best_val_loss": best,
+                    "best_val_ppl": math.exp(best),
+                    "test_loss": test_loss if test_loss is not None else best + 0.05,
+                    "epochs": len(rows),
+                    "seconds": 10.0 * len(rows),
+                }
+            )
+        )
+    return d
+
+
+def test_split_seed_and_back():
+    assert report.split_seed("wt2-bptt-t10-s3") == ("wt2-bptt-t10", 3)
+    assert report.split_seed("plain") == ("plain", None)
+    assert report.split_seed("a-s") == ("a-s", None)
+    assert report.split_seed(report.seeded_name("x-sg", 12)) == ("x-sg", 12)
+
+
+def test_groups_over_seeds_with_mean_and_std(tmp_path):
+    fake_run(tmp_path, "wt2-a-s1", "wikitext-2-small", [5.0, 4.5], test_loss=4.6)
+    fake_run(tmp_path, "wt2-a-s2", "wikitext-2-small", [5.0, 4.7], test_loss=4.8)
+    fake_run(tmp_path, "wt2-b-s1", "wikitext-2-small", [5.2, 4.9], finished=False)
+    groups = report.group_runs(report.find_runs([tmp_path]))
+    assert [(g.name, len(g.runs)) for g in groups] == [("wt2-a", 2), ("wt2-b", 1)]
+    a = groups[0]
+    vals = a.values("val")
+    assert vals == pytest.approx([math.exp(4.5), math.exp(4.7)])
+    mean, std = report.mean_std(vals)
+    assert mean == pytest.approx(statistics.fmean(vals))
+    assert std == pytest.approx(statistics.stdev(vals))
+    # unfinished: best val from metrics.jsonl, no test
+    b = groups[1]
+    assert b.values("val") == pytest.approx([math.exp(4.9)])
+    assert b.values("test") == []
+
+
+def test_markdown_table_content(tmp_path):
+    fake_run(tmp_path, "wt2-a-s1", "wikitext-2-small", [5.0, 4.5], test_loss=4.6)
+    fake_run(tmp_path, "wt2-a-s2", "wikitext-2-small", [5.0, 4.7], test_loss=4.8)
+    fake_run(tmp_path, "sh-a-s1", "chars", [1.2, 1.1], test_loss=1.15)
+    text = report.markdown_table(report.group_runs(report.find_runs([tmp_path])))
+    vals = [math.exp(4.5), math.exp(4.7)]
+    expected = f"{statistics.fmean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+    row = next(line for line in text.splitlines() if line.startswith("| wt2-a |"))
+    assert expected in row
+    assert "| 1,2 | 2/2 |" in row
+    assert "best val ppl" in text and "best val bpc" in text
+    char_row = next(line for line in text.splitlines() if line.startswith("| sh-a |"))
+    assert f"{1.1 / math.log(2):.3f}" in char_row  # one seed: the value, no ±
+    assert "±" not in char_row.split("|")[4]
+
+
+def test_synthetic_spans_and_restarts():
+    modes = ["real", "synthetic", "synthetic", "real", "synthetic"]
+    epochs = [{"epoch": i, "mode": m, "restart": i in (3, 5)} for i, m in enumerate(modes, 1)]
+    assert report.synthetic_spans(epochs) == [(1.5, 3.5), (4.5, 5.5)]
+    assert report.restart_epochs(epochs) == [3, 5]
+
+
+def test_write_report_with_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = tmp_path / "runs"
+    modes = ["real", "synthetic", "synthetic", "real"]
+    fake_run(
+        runs,
+        "wt2-alt-s1",
+        "wikitext-2-small",
+        [5.0, 4.8, 4.7, 4.6],
+        modes=modes,
+        restarts=(3,),
+        sg_cos=0.2,
+    )
+    fake_run(
+        runs,
+        "wt2-alt-s2",
+        "wikitext-2-small",
+        [5.1, 4.9, 4.7, 4.5],
+        modes=modes,
+        restarts=(3,),
+        sg_cos=0.3,
+    )
+    md, plots, note = report.write_report([runs], tmp_path / "out")
+    assert note is None
+    assert {p.name for p in plots} == {
+        "wikitext-2-small--wt2-alt.png",
+        "wikitext-2-small--overview.png",
+    }
+    assert all(p.stat().st_size > 1000 for p in plots)
+    text = md.read_text()
+    assert "| wt2-alt |" in text and "](plots/wikitext-2-small--wt2-alt.png)" in text
+
+
+def test_missing_matplotlib_still_writes_tables(tmp_path, monkeypatch):
+    fake_run(tmp_path / "runs", "a-s1", "wikitext-2-small", [5.0])
+    monkeypatch.setattr(report, "import_pyplot", lambda: None)
+    md, plots, note = report.write_report([tmp_path / "runs"], tmp_path / "out")
+    assert plots == [] and "matplotlib" in note
+    assert "| a |" in md.read_text()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert report_cli.main([str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    with pytest.raises(UserError):
+        report.find_runs([tmp_path])  # exists, but holds no runs
+
+
+def test_cli_writes_markdown(tmp_path, capsys):
+    fake_run(tmp_path / "runs", "a-s1", "wikitext-2-small", [5.0, 4.0])
+    assert (
+        report_cli.main([str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--no-plots"]) == 0
+    )
+    assert "| a |" in (tmp_path / "o" / "report.md").read_text()
+    assert "| a |" in capsys.readouterr().out
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    d = fake_run(tmp_path, "a-s1", "wikitext-2-small", [5.0, 4.0], finished=False)
+    with open(d / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 3, "val_lo')
+    run = report.read_run(d)
+    assert len(run.epochs) == 2 and not run.finished

@@ -1,0 +1,115 @@
+"""altgrad-suite: planning, skip/resume logic, dry run (no training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from altgrad_triton import suite
+from altgrad_triton.cli import suite as suite_cli
+from altgrad_triton.errors import UserError
+
+BASE = """
+[run]
+name = "base"
+epochs = 1
+device = "cpu"
+[data]
+corpus = "text"
+path = "/nowhere"
+[model]
+cell = "lstm"
+emb_size = 8
+hidden_size = 8
+layers = 1
+[schedule]
+kind = "constant"
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    f = tmp_path / "recipes"
+    (f / "sub").mkdir(parents=True)
+    (f / "_base.toml").write_text(BASE)
+    (f / "a.toml").write_text('extends = "_base.toml"\nrun.name = "exp-a"\n')
+    (f / "sub" / "b.toml").write_text(
+        'extends = "../_base.toml"\nrun.name = "exp-b"\nbptt.length = 10\n'
+    )
+    return f
+
+
+def test_plan_names_seeds_and_skips_bases(folder, tmp_path):
+    runs = suite.plan(folder, [1, 2], tmp_path / "out", ["data.path=/data"])
+    assert [r.name for r in runs] == ["exp-a-s1", "exp-a-s2", "exp-b-s1", "exp-b-s2"]
+    r = runs[1]
+    assert r.seed == 2 and r.run_dir == tmp_path / "out" / "exp-a-s2"
+    assert r.overrides[0] == "data.path=/data"
+    assert "run.seed=2" in r.overrides and "run.name=exp-a-s2" in r.overrides
+    assert r.command()[-len(r.overrides) :] == list(r.overrides)
+
+
+def test_only_filters(folder, tmp_path):
+    runs = suite.plan(folder, [1], tmp_path / "out", only="*-b")
+    assert [r.name for r in runs] == ["exp-b-s1"]
+    with pytest.raises(UserError, match="matches no recipe"):
+        suite.plan(folder, [1], tmp_path / "out", only="zzz")
+
+
+def test_bad_recipe_fails_before_training(folder, tmp_path):
+    (folder / "c.toml").write_text('extends = "_base.toml"\nrun.name = "c"\noptim.lr = -1\n')
+    with pytest.raises(UserError, match="optim.lr"):
+        suite.plan(folder, [1], tmp_path / "out")
+
+
+def test_skip_and_resume(folder, tmp_path):
+    out = tmp_path / "out"
+    done = out / "exp-a-s1"
+    done.mkdir(parents=True)
+    (done / "results.json").write_text(json.dumps({"best_val_loss": 1.0}))
+    interrupted = out / "exp-b-s1"
+    (interrupted / "checkpoints" / "last").mkdir(parents=True)
+    runs = suite.plan(folder, [1, 2], out)
+    assert [r.status for r in runs] == ["done", "run", "resume", "run"]
+    assert runs[2].command()[-2:] == ["--resume", str(interrupted)]
+    calls = []
+    failed = suite.execute(runs, echo=lambda s: None, runner=lambda cmd: calls.append(cmd) or 0)
+    assert failed == []
+    assert len(calls) == 3  # the finished run was skipped
+    assert "--resume" in calls[1]
+
+
+def test_failure_continues_and_interrupt_stops(folder, tmp_path):
+    runs = suite.plan(folder, [1], tmp_path / "out")
+    assert [r.name for r in suite.execute(runs, echo=lambda s: None, runner=lambda cmd: 1)] == [
+        "exp-a-s1",
+        "exp-b-s1",
+    ]
+    with pytest.raises(UserError, match="same command again"):
+        suite.execute(runs, echo=lambda s: None, runner=lambda cmd: 130)
+
+
+def test_dry_run_lists_plan(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "exp-a-s3").mkdir(parents=True)
+    (out / "exp-a-s3" / "results.json").write_text("{}")
+    rc = suite_cli.main([str(folder), "--seeds", "3", "--out", str(out), "--dry-run"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "2 runs: 1 done (skipped), 0 to resume, 1 to run" in text
+    assert "exp-b-s3" in text
+    assert not (out / "exp-b-s3").exists()
+
+
+def test_missing_folder_is_one_line_error(tmp_path, capsys):
+    assert suite_cli.main([str(tmp_path / "none"), "--dry-run"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_evidence_recipes_resolve():
+    folder = Path(__file__).resolve().parents[1] / "recipes" / "evidence"
+    runs = suite.plan(folder, [1, 2, 3], "runs/evidence")
+    assert len(runs) == 60
+    assert len({r.name for r in runs}) == 60
