@@ -499,6 +499,29 @@ def _compile(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=False)
 
 
+def kernel_cases(
+    make: Callable, ours: Callable, reference: Callable, providers: Sequence[str]
+) -> list[Case]:
+    """The providers of a kernel family: ours (its Triton path), the PyTorch reference eager,
+    and ``torch.compile`` of the reference. ``make(impl)`` builds a case from a zero-argument
+    callable that returns the function to time (called lazily: compiling happens inside)."""
+    made = {
+        "triton": lambda: Case("triton", make(lambda: ours)),
+        "torch": lambda: Case("torch", make(lambda: reference), note="reference, eager"),
+        "compile": lambda: Case(
+            "compile",
+            make(lambda: _compile(reference)),
+            note="torch.compile(reference)",
+            compile=True,
+        ),
+    }
+    return [made[p]() for p in providers]
+
+
+def _gpu_providers(env: Env) -> list[str]:
+    return ["triton", "torch", "compile"] if env.gpu else ["torch"]
+
+
 def fo_pool_group(
     env: Env, batch: int, steps: int, hidden: int, dt: str, providers: Sequence[str]
 ) -> Group:
@@ -520,25 +543,15 @@ def fo_pool_group(
 
         return build
 
-    def ours():
-        return lambda *a: fo_pool(*a, backend="triton")
+    def ours(*a):
+        return fo_pool(*a, backend="triton")
 
-    made = {
-        "triton": lambda: Case("triton", make(ours)),
-        "torch": lambda: Case("torch", make(lambda: fo_pool_reference), note="reference, eager"),
-        "compile": lambda: Case(
-            "compile",
-            make(lambda: _compile(fo_pool_reference)),
-            note="torch.compile(reference)",
-            compile=True,
-        ),
-    }
     size = torch.finfo(dtype).bits // 8
     return Group(
         "fo_pool",
         f"B={batch} T={steps} H={hidden}",
         dt,
-        [made[p]() for p in providers],
+        kernel_cases(make, ours, fo_pool_reference, providers),
         bytes=fo_pool_bytes(steps, batch, hidden, size),
     )
 
@@ -571,22 +584,10 @@ def sg_loss_groups(env: Env, shapes: Shapes) -> list[Group]:
 
             return build
 
-        def ours():
-            return lambda p, t: sg_mse_loss(p, t, backend="triton")
+        def ours(p, t):
+            return sg_mse_loss(p, t, backend="triton")
 
-        cases = []
-        if env.gpu:
-            cases.append(Case("triton", make(ours)))
-        cases.append(Case("torch", make(lambda: sg_mse_loss_reference), note="reference, eager"))
-        if env.gpu:
-            cases.append(
-                Case(
-                    "compile",
-                    make(lambda: _compile(sg_mse_loss_reference)),
-                    note="torch.compile(reference)",
-                    compile=True,
-                )
-            )
+        cases = kernel_cases(make, ours, sg_mse_loss_reference, _gpu_providers(env))
         n = batch * dim
         groups.append(
             Group(
@@ -624,24 +625,10 @@ def elementwise_groups(env: Env, shapes: Shapes) -> list[Group]:
 
             return build
 
-        def ours():
-            return lambda *a: elementwise_qrnn_synth(*a, backend="triton")
+        def ours(*a):
+            return elementwise_qrnn_synth(*a, backend="triton")
 
-        cases = []
-        if env.gpu:
-            cases.append(Case("triton", make(ours)))
-        cases.append(
-            Case("torch", make(lambda: elementwise_qrnn_synth_reference), note="reference, eager")
-        )
-        if env.gpu:
-            cases.append(
-                Case(
-                    "compile",
-                    make(lambda: _compile(elementwise_qrnn_synth_reference)),
-                    note="torch.compile(reference)",
-                    compile=True,
-                )
-            )
+        cases = kernel_cases(make, ours, elementwise_qrnn_synth_reference, _gpu_providers(env))
         groups.append(
             Group(
                 "elementwise",
