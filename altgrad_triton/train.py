@@ -146,38 +146,38 @@ class Trainer:
         self.train_data = ddp.columns(data.batchify(self.corpus.train, d.batch_size), self.dist).to(
             self.device
         )
-        c = self.corpus
-        self.console.print(
-            f"{c.name}: vocabulary {len(c.vocab):,}, train {len(c.train):,} / valid "
-            f"{len(c.valid):,} / test {len(c.test):,} "
-            f"{'characters' if c.level == 'char' else 'tokens'}"
-            + "".join(
-                f", {n:,} {split} words mapped to <unk>" for split, n in c.unk_counts.items() if n
-            )
-            + f"; model {sum(p.numel() for p in self.model.parameters()):,} "
-            f"parameters on {self.device}"
-            + (
-                f"; {self.dist.world_size} ranks, {d.batch_size // self.dist.world_size} batch "
-                "columns each"
-                if self.dist.enabled
-                else ""
-            )
-            + "".join(
-                f"; {key} {size} does not divide by {self.dist.world_size} ranks: each "
-                f"rank evaluates the whole {split} split"
-                for key, size, split in (
-                    ("data.eval_batch_size", d.eval_batch_size, "valid"),
-                    ("data.test_batch_size", d.test_batch_size, "test"),
-                )
-                if self.dist.enabled and size % self.dist.world_size
-            ),
-            markup=False,
-        )
+        self.console.print(self._describe(), markup=False)
         self.epoch = 1  # next epoch to run
         self.best_val = math.inf
         self.sums = EpochSums()
         self.state: State | None = None  # carried state inside an interrupted epoch
         self._stop_requested = False
+
+    def _describe(self) -> str:
+        """The start-of-run line: corpus, model size, device and how the ranks share work."""
+        c, d, w = self.corpus, self.recipe.data, self.dist.world_size
+        unit = "characters" if c.level == "char" else "tokens"
+        parts = [
+            f"{c.name}: vocabulary {len(c.vocab):,}, train {len(c.train):,} / valid "
+            f"{len(c.valid):,} / test {len(c.test):,} {unit}"
+            + "".join(
+                f", {n:,} {split} words mapped to <unk>" for split, n in c.unk_counts.items() if n
+            ),
+            f"model {sum(p.numel() for p in self.model.parameters()):,} parameters on "
+            f"{self.device}",
+        ]
+        if self.dist.enabled:
+            parts.append(f"{w} ranks, {d.batch_size // w} batch columns each")
+            for key, size, split in (
+                ("data.eval_batch_size", d.eval_batch_size, "valid"),
+                ("data.test_batch_size", d.test_batch_size, "test"),
+            ):
+                if size % w:
+                    parts.append(
+                        f"{key} {size} does not divide by {w} ranks: each rank "
+                        f"evaluates the whole {split} split"
+                    )
+        return "; ".join(parts)
 
     # ------------------------------------------------------------------ state for checkpoints
     @property
