@@ -997,17 +997,22 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _check_header(path: Path) -> None:
+    """Refuse a CSV whose header is not ours: rows are appended, never rewritten."""
+    with path.open(newline="") as fh:
+        header = next(csv.reader(fh), [])
+    if tuple(header) != CSV_COLUMNS:
+        raise UserError(
+            f"{path}: its header is not altgrad-bench's columns "
+            f"({','.join(CSV_COLUMNS)}); pass another --csv"
+        )
+
+
 def check_csv(path: Path, *, create_parent: bool, console) -> Path | None:
     """Fail before measuring if ``path`` holds another header; the default path is dropped
     (with a note) when its folder does not exist here."""
     if path.exists() and path.stat().st_size > 0:
-        with path.open(newline="") as fh:
-            header = next(csv.reader(fh), [])
-        if tuple(header) != CSV_COLUMNS:
-            raise UserError(
-                f"{path}: its header is not altgrad-bench's columns "
-                f"({','.join(CSV_COLUMNS)}); pass another --csv"
-            )
+        _check_header(path)
     elif not path.parent.exists() and not create_parent:
         console.print(
             f"note: {path.parent}/ not found here, so no CSV is written (run from "
@@ -1023,13 +1028,7 @@ def append_csv(path: Path, rows: Sequence[Row], env: Env, *, create_parent: bool
     differs is refused (UserError), never rewritten."""
     path = Path(path)
     if path.exists() and path.stat().st_size > 0:
-        with path.open(newline="") as fh:
-            header = next(csv.reader(fh), [])
-        if tuple(header) != CSV_COLUMNS:
-            raise UserError(
-                f"{path}: its header is not altgrad-bench's columns "
-                f"({','.join(CSV_COLUMNS)}); pass another --csv"
-            )
+        _check_header(path)
         new = False
     else:
         if not path.parent.exists():
