@@ -157,6 +157,9 @@ class SyntheticConfig:
         1.0, "synthesizer units: fitted to this x the gradient; 0 = tokens per segment", ge=0
     )
     fit_in_real: bool = opt(True, "keep fitting the synthesizer in real mode")
+    context_tokens: int = opt(
+        0, "cDNI: also condition on the embeddings of the next N tokens (0 = state only)", ge=0
+    )
     alternation: AlternationConfig = section(AlternationConfig, "SG/real alternation")
 
 

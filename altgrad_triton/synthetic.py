@@ -16,6 +16,13 @@ RNN, joined into one vector per batch row):
 The synthesizer's last layer starts at zero, so synthetic mode starts as plain TBPTT.
 Nothing here knows about language models: any RNN whose state is a tensor or a tuple of
 tensors with a batch dimension works (see ``SyntheticBoundary``).
+
+A synthesizer may also see a *context* per boundary (``ConditionedSynthesizer``): the
+DNI paper's cDNI, which conditions on labels. For a language model the context is the
+embeddings of the first tokens after the boundary (``context_tokens``), which is what makes
+the gradient predictable at all: for a calibrated model the expected gradient of the next
+token's loss given the state alone, W^T (p - E[y | s]), is near zero, so a state-only
+synthesizer can only fit the model's miscalibration.
 """
 
 from __future__ import annotations
@@ -147,13 +154,43 @@ class ElementwiseSynthesizer(Synthesizer):
         return (h @ self.v + self.b_out).view_as(s), new_carry
 
 
-def make_synthesizer(cfg: SyntheticConfig, state_size: int, backend: str = "auto") -> Synthesizer:
-    """The synthesizer a recipe asks for, for a joined state of ``state_size`` per row."""
+class ConditionedSynthesizer(nn.Module):
+    """g_hat = base(s) + U c: any synthesizer plus a zero-initialised linear map of a context.
+
+    ``c`` [B, C] is what the caller knows about the far side of the boundary and the state
+    does not (cDNI's labels; for a language model the next tokens' embeddings). The term is
+    additive so it works with every base, the element-wise one included, and starts at zero
+    like the base's output layer.
+    """
+
+    def __init__(self, base: Synthesizer, context_size: int, state_size: int):
+        super().__init__()
+        self.base = base
+        self.context = nn.Linear(context_size, state_size, bias=False)
+        nn.init.zeros_(self.context.weight)
+
+    def forward(
+        self, s: torch.Tensor, carry: Carry, context: torch.Tensor
+    ) -> tuple[torch.Tensor, Carry]:
+        g, carry = self.base(s, carry)
+        return g + self.context(context.to(g.dtype)), carry
+
+
+def make_synthesizer(
+    cfg: SyntheticConfig, state_size: int, backend: str = "auto", context_size: int = 0
+) -> nn.Module:
+    """The synthesizer a recipe asks for, for a joined state of ``state_size`` per row.
+
+    ``context_size`` > 0 wraps it in a ``ConditionedSynthesizer`` for contexts of that width.
+    """
+    base: Synthesizer
     if cfg.synthesizer == "linear":
-        return LinearSynthesizer(state_size)
-    if cfg.synthesizer == "mlp":
-        return MLPSynthesizer(state_size, cfg.hidden, cfg.layers, cfg.dropout)
-    return ElementwiseSynthesizer(cfg.cell, cfg.hidden, cfg.dropout, cfg.input_noise, backend)
+        base = LinearSynthesizer(state_size)
+    elif cfg.synthesizer == "mlp":
+        base = MLPSynthesizer(state_size, cfg.hidden, cfg.layers, cfg.dropout)
+    else:
+        base = ElementwiseSynthesizer(cfg.cell, cfg.hidden, cfg.dropout, cfg.input_noise, backend)
+    return ConditionedSynthesizer(base, context_size, state_size) if context_size else base
 
 
 def _detach(carry: Carry) -> Carry:
@@ -182,7 +219,9 @@ class SyntheticBoundary:
 
     Use per segment: ``s = boundary.start(s, mode)``; run the RNN from ``s`` to ``final``
     and compute ``loss``; ``boundary.backward(loss, final, mode)``; then
-    ``stats = boundary.fit()``; then step the RNN's optimizer. ``optimizer=None`` keeps
+    ``stats = boundary.fit()``; then step the RNN's optimizer. A ``ConditionedSynthesizer``
+    also takes the context of each boundary: ``start(s, mode, context=c_k)`` and
+    ``backward(loss, final, mode, next_context=c_{k+1})``. ``optimizer=None`` keeps
     the synthesizer frozen (an oracle in tests, or a pre-trained one).
     ``fit_in_real=False`` skips the synthesizer entirely in real mode.
 
@@ -219,23 +258,39 @@ class SyntheticBoundary:
     def active(self, mode: str) -> bool:
         return mode == "synthetic" or self.fit_in_real
 
-    def start(self, state: State | torch.Tensor, mode: str) -> State:
+    def _predict(
+        self, s: torch.Tensor, carry: Carry, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, Carry]:
+        """g_hat and the synthesizer's next carry; a context goes to a conditioned one."""
+        if context is None:
+            return self.synthesizer(s, carry)
+        return self.synthesizer(s, carry, context)
+
+    def start(
+        self, state: State | torch.Tensor, mode: str, context: torch.Tensor | None = None
+    ) -> State:
         """Detach the carried state into a leaf that requires grad; keep g_hat(s_k)."""
         state = (state,) if isinstance(state, torch.Tensor) else tuple(state)
         self._leaf = tuple(t.detach().requires_grad_(self.active(mode)) for t in state)
         self._pred = None
         if self.active(mode):
             s = join_state(self._leaf, self.batch_dim).detach()
-            self._pred, self._next_carry = self.synthesizer(s, self.carry)
+            self._pred, self._next_carry = self._predict(s, self.carry, context)
         return self._leaf
 
-    def backward(self, loss: torch.Tensor, final: State | torch.Tensor, mode: str) -> None:
+    def backward(
+        self,
+        loss: torch.Tensor,
+        final: State | torch.Tensor,
+        mode: str,
+        next_context: torch.Tensor | None = None,
+    ) -> None:
         """One backward pass: the loss, plus scale * <g_hat(s_{k+1}), s_{k+1}> if synthetic."""
         if mode == "synthetic" and self.scale > 0:
             final = (final,) if isinstance(final, torch.Tensor) else tuple(final)
             s_next = join_state(final, self.batch_dim)
             with torch.no_grad():
-                g_next, _ = self.synthesizer(s_next.detach(), self._next_carry)
+                g_next, _ = self._predict(s_next.detach(), self._next_carry, next_context)
             g_next = g_next.detach() / self.target_scale
             loss = loss + self.scale * (g_next * s_next).sum()
         loss.backward()

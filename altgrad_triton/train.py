@@ -122,7 +122,9 @@ class Trainer:
         s = recipe.synthetic
         if s.enabled:
             state_size = join_state(self.model.init_state(1)).shape[1]
-            synth = make_synthesizer(s, state_size, recipe.run.backend).to(self.device)
+            context_size = s.context_tokens * recipe.model.emb_size
+            synth = make_synthesizer(s, state_size, recipe.run.backend, context_size)
+            synth = synth.to(self.device)
             self.synth_optimizer = torch.optim.Adam(synth.parameters(), lr=s.lr)
             tokens = recipe.data.batch_size * recipe.bptt.length  # per segment
             self.boundary = SyntheticBoundary(
@@ -292,18 +294,18 @@ class Trainer:
     # ------------------------------------------------------------------ one segment
     def _segment(
         self,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
+        start: int,
+        seq_len: int,
         state: State,
         plan: EpochPlan,
-        seq_len: int,
     ) -> tuple[torch.Tensor, State, Any]:
         r = self.recipe
+        inputs, targets = data.get_segment(self.train_data, start, seq_len)
         lr = plan.lr * seq_len / r.bptt.length if r.bptt.random_length else plan.lr
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         if self.boundary is not None:
-            state = self.boundary.start(state, plan.mode)
+            state = self.boundary.start(state, plan.mode, self._context(start))
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             out = self.net(inputs, state)  # the model, or its DDP wrapper
@@ -311,7 +313,7 @@ class Trainer:
         if self.dist.enabled:  # this rank's share of the global mean; DDP sums the gradients
             loss = loss / self.dist.world_size
         if self.boundary is not None:
-            self.boundary.backward(loss, out.state, plan.mode)
+            self.boundary.backward(loss, out.state, plan.mode, self._context(start + seq_len))
             stats = self.boundary.fit()
         else:
             loss.backward()
@@ -320,6 +322,21 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), r.optim.clip)
         self.optimizer.step()
         return ce.detach(), tuple(t.detach() for t in out.state), stats
+
+    def _context(self, row: int) -> torch.Tensor | None:
+        """The cDNI context of the boundary before ``row`` (None unless the recipe asks).
+
+        The embeddings of the next ``synthetic.context_tokens`` input tokens of each column,
+        [B, N * emb_size], detached: what the segment after the boundary will read, the
+        first of them its first input and the rest its first targets. Rows past the end of
+        the split repeat the last one.
+        """
+        n = self.recipe.synthetic.context_tokens
+        if self.boundary is None or n == 0:
+            return None
+        last = self.train_data.shape[0] - 1
+        ids = self.train_data[[min(row + i, last) for i in range(n)]]  # [N, B]
+        return self.model.embedding.weight.detach()[ids].transpose(0, 1).flatten(1)
 
     def _autocast(self) -> Any:
         enabled = self.device.type == "cuda" and self.recipe.run.dtype == "bfloat16"
@@ -349,8 +366,7 @@ class Trainer:
         with EpochProgress(self.console, title, len(segments), r.run.log_every) as bar:
             for start, seq_len in segments[sums.segment :]:
                 t0 = time.perf_counter()
-                inputs, targets = data.get_segment(self.train_data, start, seq_len)
-                ce, self.state, stats = self._segment(inputs, targets, self.state, plan, seq_len)
+                ce, self.state, stats = self._segment(start, seq_len, self.state, plan)
                 values = [ce.float()] + (
                     []
                     if stats is None
@@ -365,7 +381,7 @@ class Trainer:
                         f"{self.run_dir / 'checkpoints' / 'best'}",
                         exit_code=1,
                     )
-                n = targets.numel() * self.dist.world_size
+                n = seq_len * self.train_data.shape[1] * self.dist.world_size
                 sums.segment += 1
                 sums.tokens += n
                 sums.loss += ce_value * n

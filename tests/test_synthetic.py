@@ -7,6 +7,7 @@ from torch import nn
 from altgrad_triton.model import RNNLanguageModel, lm_loss
 from altgrad_triton.recipe import DropoutConfig, ModelConfig, SyntheticConfig
 from altgrad_triton.synthetic import (
+    ConditionedSynthesizer,
     ElementwiseSynthesizer,
     LinearSynthesizer,
     Synthesizer,
@@ -217,3 +218,62 @@ def test_any_rnn_module_with_tuple_state_and_batch_dim_1():
         boundary.backward(out.pow(2).mean(), h, "synthetic")
         stats = boundary.fit()
     assert torch.isfinite(stats.loss) and stats.norm_ratio > 0
+
+
+def conditioned_linear(d, c):
+    return ConditionedSynthesizer(LinearSynthesizer(d), c, d)
+
+
+def test_conditioned_synthesizer_starts_as_its_base():
+    base = ElementwiseSynthesizer(hidden=4, dropout=0.0, input_noise=0.0)
+    nn.init.normal_(base.v)
+    s, c = torch.randn(3, 5), torch.randn(3, 7)
+    synth = ConditionedSynthesizer(base, 7, 5)
+    torch.testing.assert_close(synth(s, None, c)[0], base(s, None)[0])
+    assert isinstance(
+        make_synthesizer(SyntheticConfig(), 5, context_size=7), ConditionedSynthesizer
+    )
+
+
+def test_conditioned_target_and_injection_use_each_boundarys_context():
+    """g_hat(s_k, c_k) is kept at start; backward injects g_hat(s_{k+1}, c_{k+1})."""
+    model = small_model("lstm")
+    (x1, y1), _ = data()
+    s0 = tuple(torch.randn_like(t).double() for t in model.init_state(B))
+    d = join_state(s0).shape[1]
+    synth = conditioned_linear(d, 4).double()
+    for p in synth.parameters():
+        nn.init.normal_(p, std=0.3)
+    c0, c1 = torch.randn(B, 4).double(), torch.randn(B, 4).double()
+    boundary = SyntheticBoundary(synth, None, scale=0.5)
+    leaf = boundary.start(s0, "synthetic", c0)
+    torch.testing.assert_close(boundary._pred.detach(), synth(join_state(s0), None, c0)[0].detach())
+    out = model(x1, leaf)
+    loss = loss_of(model, out, y1)
+    s_next = join_state(out.state)
+    g_next = synth(s_next.detach(), None, c1)[0].detach()
+    expected = join_state(
+        torch.autograd.grad(loss + 0.5 * (g_next * s_next).sum(), leaf, retain_graph=True)
+    )
+    boundary.backward(loss, out.state, "synthetic", c1)
+    torch.testing.assert_close(
+        join_state(tuple(t.grad for t in leaf)), expected, rtol=1e-10, atol=1e-14
+    )
+
+
+def test_only_a_conditioned_synthesizer_fits_a_gradient_the_state_does_not_determine():
+    """The cDNI case: the gradient is a function of what comes after the boundary."""
+    torch.manual_seed(4)
+    d, c = 6, 5
+    m = torch.randn(d, c)
+    cos = {}
+    for name, synth in (("state", LinearSynthesizer(d)), ("context", conditioned_linear(d, c))):
+        boundary = SyntheticBoundary(synth, torch.optim.Adam(synth.parameters(), lr=0.05), 1.0)
+        seen = []
+        for _ in range(300):
+            s, ctx = torch.randn(8, d), torch.randn(8, c)
+            leaf = boundary.start((s,), "real", ctx if name == "context" else None)
+            (leaf[0] * (ctx @ m.t())).sum().backward()  # grad = M ctx, whatever s is
+            seen.append(float(boundary.fit().cos))
+        cos[name] = sum(seen[-20:]) / 20
+    assert cos["context"] > 0.95 and abs(cos["state"]) < 0.2

@@ -16,6 +16,7 @@ SYNTH = {
     "hidden": 6,
     "alternation": {"start": "real", "switch_epochs": [2], "switch_at_restarts": True},
 }
+CONDITIONED = {**SYNTH, "synthesizer": "linear", "context_tokens": 2}
 RESTARTS = {"kind": "cosine_restarts", "periods": [1, 2]}
 
 
@@ -61,9 +62,9 @@ def test_training_writes_metrics_checkpoints_and_results(corpus_dir, tmp_path):
     assert results["test_ppl"] < 17 and json.loads((run / "results.json").read_text())
 
 
-@pytest.mark.parametrize("synthetic", [False, True])
+@pytest.mark.parametrize("synthetic", [None, SYNTH, CONDITIONED], ids=["real", "sg", "cdni"])
 def test_resume_continues_exactly(corpus_dir, tmp_path, synthetic):
-    extra = {"synthetic": SYNTH, "schedule": RESTARTS} if synthetic else {}
+    extra = {"synthetic": synthetic, "schedule": RESTARTS} if synthetic else {}
     straight = tiny_recipe(corpus_dir, tmp_path / "a", run={"epochs": 4}, **extra)
     Trainer(straight, tmp_path / "a" / "tiny").fit()
 
@@ -74,6 +75,23 @@ def test_resume_continues_exactly(corpus_dir, tmp_path, synthetic):
     resumed.restore("last")
     resumed.fit()
     assert metrics(tmp_path / "b" / "tiny") == metrics(tmp_path / "a" / "tiny")
+
+
+def test_context_is_the_embeddings_of_the_tokens_after_the_boundary(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path, synthetic=CONDITIONED)
+    trainer = Trainer(r, tmp_path / "tiny")
+    data, emb = trainer.train_data, trainer.model.embedding.weight.detach()
+    b, e = data.shape[1], emb.shape[1]
+    ctx = trainer._context(3)
+    assert ctx.shape == (b, 2 * e)
+    torch.testing.assert_close(ctx[:, :e], emb[data[3]])  # the segment's first input
+    torch.testing.assert_close(ctx[:, e:], emb[data[4]])  # ... and its first target
+    last = trainer._context(data.shape[0] - 1)  # past the end: the last row repeated
+    torch.testing.assert_close(last[:, e:], emb[data[-1]])
+    trainer.fit()
+    rows = metrics(tmp_path / "tiny")
+    assert [r["mode"] for r in rows] == ["real", "synthetic"]
+    assert all(r["sg_cos"] is not None for r in rows)
 
 
 def test_interrupted_epoch_resumes_exactly(corpus_dir, tmp_path):
@@ -153,13 +171,14 @@ def test_capped_epochs_walk_through_the_split(corpus_dir, tmp_path):
     seen = []
     real_segment = trainer._segment
 
-    def record(inputs, *args, **kwargs):
-        seen.append(inputs.clone())
-        return real_segment(inputs, *args, **kwargs)
+    def record(start, *args, **kwargs):
+        seen.append(start)
+        return real_segment(start, *args, **kwargs)
 
     trainer._segment = record
     trainer.fit()
     assert len(seen) == 60
-    firsts = [seen[0], seen[20], seen[40]]
-    assert not torch.equal(firsts[0][:5], firsts[1][:5])
-    assert not torch.equal(firsts[1][:5], firsts[2][:5])
+    windows = [seen[0:20], seen[20:40], seen[40:60]]
+    assert all(w == sorted(w) for w in windows)  # consecutive segments within an epoch
+    # each epoch draws its own lengths, so windows 2 and 3 start about 20 and 40 segments in
+    assert windows[0][0] == 0 < 10 * 8 < windows[1][0] < 30 * 8 < windows[2][0]
