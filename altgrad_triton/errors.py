@@ -7,3 +7,13 @@ exit code 2, no traceback. Everything else is a bug and keeps its traceback.
 
 class UserError(Exception):
     """A mistake in a recipe, an option, a path or a checkpoint, explained in one line."""
+
+
+def one_line(error: BaseException, limit: int = 160) -> str:
+    """``Type: first line of the message``, cut to ``limit`` characters: an error that a
+    table cell or a one-line report can hold (compiler errors run to pages)."""
+    lines = str(error).strip().splitlines()
+    first = lines[0] if lines else ""
+    if len(first) > limit:
+        first = first[: limit - 3] + "..."
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -73,6 +73,11 @@ class Run:
     def test_loss(self) -> float | None:
         return None if self.results is None else self.results.get("test_loss")
 
+    def mean_sg_cos(self) -> float | None:
+        """Mean sg_cos over the epochs that fitted a synthesizer (None for plain BPTT)."""
+        cos = [e["sg_cos"] for e in self.epochs if e.get("sg_cos") is not None]
+        return statistics.fmean(cos) if cos else None
+
     def seconds(self) -> float:
         if self.results is not None and "seconds" in self.results:
             return self.results["seconds"]
@@ -167,6 +172,8 @@ class Group:
                 v = float(len(r.epochs))
             elif what == "seconds":
                 v = r.seconds()
+            elif what == "sg_cos":
+                v = r.mean_sg_cos()
             else:
                 raise ValueError(what)
             if v is not None:
@@ -203,7 +210,12 @@ def fmt(values: list[float], digits: int) -> str:
 
 
 def markdown_table(groups: list[Group]) -> str:
-    """One Markdown table per corpus: mean ± std over seeds of each group's results."""
+    """One Markdown table per corpus: mean ± std over seeds of each group's results.
+
+    ``sg_cos`` is each run's mean over the epochs that fitted a synthesizer (real and
+    synthetic ones alike), then mean ± std over seeds: near 0, the synthetic gradient
+    carried no signal and the run was TBPTT plus noise.
+    """
     out = []
     for corpus in sorted({g.corpus for g in groups}):
         gs = [g for g in groups if g.corpus == corpus]
@@ -215,15 +227,17 @@ def markdown_table(groups: list[Group]) -> str:
         )
         out.append("")
         out.append(
-            f"| run | seeds | finished | best val {unit} | test {unit} | epochs | train time (s) |"
+            f"| run | seeds | finished | best val {unit} | test {unit} | sg_cos | epochs"
+            " | train time (s) |"
         )
-        out.append("|---|---|---|---|---|---|---|")
+        out.append("|---|---|---|---|---|---|---|---|")
         for g in gs:
             seeds = ",".join(str(r.seed) for r in g.runs if r.seed is not None) or "-"
             done = sum(r.finished for r in g.runs)
             out.append(
                 f"| {g.name} | {seeds} | {done}/{len(g.runs)} | {fmt(g.values('val'), digits)}"
-                f" | {fmt(g.values('test'), digits)} | {fmt(g.values('epochs'), 1)} | "
+                f" | {fmt(g.values('test'), digits)} | {fmt(g.values('sg_cos'), 3)}"
+                f" | {fmt(g.values('epochs'), 1)} | "
                 f"{fmt(g.values('seconds'), 0)} |"
             )
         out.append("")

@@ -175,3 +175,8 @@ def _python():
     import sys
 
     return sys.executable
+
+
+def test_cli_knows_the_same_families_as_the_benchmark():
+    """The CLI keeps its own copy so that --help does not import torch; it must not drift."""
+    assert bench_cli.FAMILIES == bench.FAMILIES

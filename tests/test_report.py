@@ -100,6 +100,16 @@ def test_markdown_table_content(tmp_path):
     char_row = next(line for line in text.splitlines() if line.startswith("| sh-a |"))
     assert f"{1.1 / math.log(2):.3f}" in char_row  # one seed: the value, no ±
     assert "±" not in char_row.split("|")[4]
+    assert row.split("|")[6].strip() == "-"  # no synthesizer, no sg_cos
+
+
+def test_sg_cos_column_averages_the_fitted_epochs_then_the_seeds(tmp_path):
+    modes = ["real", "synthetic", "synthetic"]
+    fake_run(tmp_path, "a-s1", "wikitext-2-small", [5.0, 4.9, 4.8], modes=modes, sg_cos=0.2)
+    fake_run(tmp_path, "a-s2", "wikitext-2-small", [5.0, 4.9, 4.8], modes=modes, sg_cos=0.4)
+    text = report.markdown_table(report.group_runs(report.find_runs([tmp_path])))
+    row = next(line for line in text.splitlines() if line.startswith("| a |"))
+    assert row.split("|")[6].strip() == f"0.300 ± {statistics.stdev([0.2, 0.4]):.3f}"
 
 
 def test_synthetic_spans_and_restarts():

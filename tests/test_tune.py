@@ -277,7 +277,7 @@ def test_apply_stored_winners_only_for_this_device_and_triton(tmp_path, monkeypa
         _entry(key=["float16", 16], meta={"BLOCK": 3, "num_warps": 1}),  # not a candidate
     ]
     (tmp_path / "winners.json").write_text(json.dumps({"format": tune.FORMAT, "entries": entries}))
-    monkeypatch.setattr(tune, "present_device", lambda device=None: HERE)
+    monkeypatch.setattr(tune.store, "present_device", lambda device=None: HERE)
     assert tune.apply_stored_winners(torch.device("cuda"), tmp_path) == 2
     assert _configs.get_override("fo_pool_fwd", ("bfloat16", 32768)) == cands[0]
     assert _configs.get_override("fo_pool_fwd", ("float32", 8192)) == cands[1]
@@ -289,7 +289,7 @@ def test_apply_stored_winners_only_for_this_device_and_triton(tmp_path, monkeypa
         tune.DeviceId(HERE.name, (9, 0), "3.9.0"),
         tune.DeviceId("NVIDIA H200", (9, 0), HERE.triton),
     ):
-        monkeypatch.setattr(tune, "present_device", lambda device=None, t=there: t)
+        monkeypatch.setattr(tune.store, "present_device", lambda device=None, t=there: t)
         assert tune.apply_stored_winners("cuda", tmp_path) == 0
     assert _configs.get_override("fo_pool_fwd", ("bfloat16", 32768)) is None
 
@@ -301,7 +301,7 @@ def test_apply_stored_winners_without_cuda_or_file_or_with_garbage(tmp_path, mon
         )
         assert tune.apply_stored_winners(torch.device("cuda"), tmp_path) == 0
     assert tune.apply_stored_winners(torch.device("cpu"), tmp_path) == 0
-    monkeypatch.setattr(tune, "present_device", lambda device=None: HERE)
+    monkeypatch.setattr(tune.store, "present_device", lambda device=None: HERE)
     assert tune.apply_stored_winners("cuda", tmp_path / "empty") == 0  # no file
     (tmp_path / "winners.json").write_text("{not json")
     with pytest.warns(UserWarning, match="not valid JSON"):

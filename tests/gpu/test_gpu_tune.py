@@ -50,7 +50,7 @@ def test_bench_families_run_their_gpu_providers(monkeypatch):
         qrnn_recipe=str(bench.QRNN_RECIPE), lstm_recipe=str(bench.LSTM_RECIPE),
         e2e_override=bench.CPU_TINY_OVERRIDES, e2e_mode="synthetic",
     )  # fmt: skip
-    monkeypatch.setattr(bench, "_compile", lambda fn: fn)  # compile time is not under test
+    monkeypatch.setattr(bench.families, "_compile", lambda fn: fn)  # compile time is not under test
     shapes = bench.Shapes(
         fo_pool=[(4, 16, 300)], fo_pool_dtypes=["bfloat16"], compile_all=True,
         state=[("tiny", 4, 500)], units=50, lstm_layer=[(4, 8, 128)], lstm_stack=[(4, 8, 128)],

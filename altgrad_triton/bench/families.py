@@ -1,0 +1,331 @@
+"""The kernel families' benchmark groups: their minimal traffic and flop counts, the
+shapes each family measures, and its providers (ours, the PyTorch reference,
+torch.compile, cuDNN) at each shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .measure import Case, Env, Forward, Group
+
+# ----------------------------------------------------------------------------- traffic
+
+
+def fo_pool_bytes(steps: int, batch: int, hidden: int, size: int) -> dict[str, float]:
+    """Minimal traffic of fo-pooling with an output gate (kernels/fo_pool.py's table): the
+    forward reads f, z, o, writes h and the fp32 c sequence, plus c0 / c_T per column; the
+    backward reads dh, f, z, o, c (fp32), writes df, dz, do, plus c0, dc_T, dc0."""
+    el, col = steps * batch * hidden, batch * hidden
+    fwd = el * (4 * size + 4) + col * 2 * size
+    bwd = el * (7 * size + 4) + col * 3 * size
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
+
+
+def sg_loss_bytes(n: int, size: int = 4) -> dict[str, float]:
+    """Forward reads pred and target and writes d loss / d pred; backward scales it."""
+    fwd, bwd = 3 * size * n, 2 * size * n
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
+
+
+def elementwise_bytes(n: int, units: int, size: int = 4) -> dict[str, float]:
+    """As in training (dropout mask, no gradient into the carry): forward reads x, c_prev,
+    mask and writes c, y; backward reads x, c_prev, mask, dy and writes dx."""
+    fwd = n * units * 3 * size + n * 2 * size
+    bwd = n * units * 2 * size + n * 3 * size
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
+
+
+def lstm_flops(steps: int, batch: int, hidden: int, layers: int = 1) -> dict[str, float]:
+    """Input and recurrent products (input size = hidden): 2 * T * B * 4H * (I + H) per layer
+    forward; the backward counted as twice that (data and weight gradients)."""
+    fwd = layers * 2.0 * steps * batch * 4 * hidden * (2 * hidden)
+    return {"fwd": fwd, "bwd": 2 * fwd, "fwd+bwd": 3 * fwd}
+
+
+# ----------------------------------------------------------------------------- families
+
+DTYPE_OF = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Shapes:
+    """What each family measures. ``full`` providers (ours, torch.compile, cuDNN) run only
+    where ``Env.gpu``; the CPU reference mode keeps the PyTorch paths."""
+
+    fo_pool: list[tuple[int, int, int]]  # (B, T, H)
+    fo_pool_dtypes: list[str]
+    compile_all: bool  # torch.compile at every fo_pool shape (else once, at the first, last)
+    state: list[tuple[str, int, int]]  # (model label, B, joined state size) for SG/synth
+    units: int  # element-wise synthesizer hidden units
+    lstm_layer: list[tuple[int, int, int]]  # (B, T, H), one layer
+    lstm_stack: list[tuple[int, int, int]]  # (B, T, H), 3 layers
+    lstm_best: list[tuple[int, int, int]]  # (B, T, H), fp16 single layer (cuDNN's best case)
+    lstm_modes: list[str]  # "bf16-autocast", "float32"
+    stack_reference: bool  # also the PyTorch reference for the 3-layer stack
+    e2e_models: list[tuple[str, str, list[str]]]  # (label, recipe path, dtypes)
+    e2e_warm: int
+    e2e_measure: int
+
+
+def plan_shapes(env: Env, quick: bool, args) -> Shapes:
+    """The paper's shapes on a GPU (fewer under ``quick``); tiny ones in CPU reference mode."""
+    from .. import recipe as recipes
+    from ..tune import shapes_from_recipe
+
+    if not env.gpu:
+        return Shapes(
+            fo_pool=[(2, 8, 16)], fo_pool_dtypes=["float32"], compile_all=False,
+            state=[("tiny", 4, 48)], units=8,
+            lstm_layer=[(2, 8, 16)], lstm_stack=[], lstm_best=[], lstm_modes=["float32"],
+            stack_reference=False,
+            e2e_models=[("tiny qrnn", args.qrnn_recipe, ["float32"]),
+                        ("tiny lstm", args.lstm_recipe, ["float32"])],
+            e2e_warm=2, e2e_measure=3,
+        )  # fmt: skip
+    state = []
+    for label, path in (("wt2 qrnn", args.qrnn_recipe), ("wt2 lstm", args.lstm_recipe)):
+        s = shapes_from_recipe(recipes.load(path))
+        state.append((label, s.batch, s.state_size))
+    units = recipes.load(args.qrnn_recipe).synthetic.hidden
+    if quick:
+        return Shapes(
+            fo_pool=[(20, 200, 1550), (20, 200, 400)], fo_pool_dtypes=["bfloat16", "float32"],
+            compile_all=False, state=state[:1], units=units,
+            lstm_layer=[(20, 200, 650), (20, 200, 1550), (80, 70, 1150)],
+            lstm_stack=[(80, 70, 1150)], lstm_best=[(20, 200, 1024)],
+            lstm_modes=["bf16-autocast"], stack_reference=False,
+            e2e_models=[("wt2 qrnn", args.qrnn_recipe, ["float32", "bfloat16"]),
+                        ("wt2 lstm", args.lstm_recipe, ["bfloat16"])],
+            e2e_warm=2, e2e_measure=3,
+        )  # fmt: skip
+    return Shapes(
+        fo_pool=[(20, 200, 1550), (20, 200, 400)], fo_pool_dtypes=["bfloat16", "float32"],
+        compile_all=True, state=state, units=units,
+        lstm_layer=[(b, t, h) for b in (20, 80) for h in (650, 1150, 1550) for t in (70, 200)],
+        lstm_stack=[(b, t, 1150) for b in (20, 80) for t in (70, 200)],
+        lstm_best=[(20, 200, 1024), (80, 70, 1024)],
+        lstm_modes=["bf16-autocast", "float32"], stack_reference=True,
+        e2e_models=[("wt2 qrnn", args.qrnn_recipe, ["float32", "bfloat16"]),
+                    ("wt2 lstm", args.lstm_recipe, ["float32", "bfloat16"])],
+        e2e_warm=3, e2e_measure=10,
+    )  # fmt: skip
+
+
+def _compile(fn: Callable) -> Callable:
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    return torch.compile(fn, dynamic=False)
+
+
+def kernel_cases(
+    make: Callable, ours: Callable, reference: Callable, providers: Sequence[str]
+) -> list[Case]:
+    """The providers of a kernel family: ours (its Triton path), the PyTorch reference eager,
+    and ``torch.compile`` of the reference. ``make(impl)`` builds a case from a zero-argument
+    callable that returns the function to time (called lazily: compiling happens inside)."""
+    made = {
+        "triton": lambda: Case("triton", make(lambda: ours)),
+        "torch": lambda: Case("torch", make(lambda: reference), note="reference, eager"),
+        "compile": lambda: Case(
+            "compile",
+            make(lambda: _compile(reference)),
+            note="torch.compile(reference)",
+            compile=True,
+        ),
+    }
+    return [made[p]() for p in providers]
+
+
+def _gpu_providers(env: Env) -> list[str]:
+    return ["triton", "torch", "compile"] if env.gpu else ["torch"]
+
+
+def fo_pool_group(
+    env: Env, batch: int, steps: int, hidden: int, dt: str, providers: Sequence[str]
+) -> Group:
+    """fo-pooling at one shape; f, z, o are strided views of one [T, B, 3H] projection, as
+    ``cells.QRNN`` passes them (so the kernels' strided path and autotune key are the
+    training ones)."""
+    from ..kernels import fo_pool, fo_pool_reference
+
+    dtype = DTYPE_OF[dt]
+
+    def make(impl):
+        def build():
+            proj = torch.rand(steps, batch, 3 * hidden, device=env.device).to(dtype)
+            f, z, o = (p.detach().requires_grad_() for p in proj.chunk(3, -1))
+            c0 = torch.randn(batch, hidden, device=env.device).to(dtype)
+            c0.requires_grad_()
+            fn = impl()
+            return (lambda: fn(f, z, o, c0)), [f, z, o, c0]
+
+        return build
+
+    def ours(*a):
+        return fo_pool(*a, backend="triton")
+
+    size = torch.finfo(dtype).bits // 8
+    return Group(
+        "fo_pool",
+        f"B={batch} T={steps} H={hidden}",
+        dt,
+        kernel_cases(make, ours, fo_pool_reference, providers),
+        bytes=fo_pool_bytes(steps, batch, hidden, size),
+    )
+
+
+def fo_pool_groups(env: Env, shapes: Shapes) -> list[Group]:
+    """Ours, the reference and (with ``compile_all``) torch.compile at every shape; without
+    it, torch.compile runs once at the end of the whole benchmark (:func:`run_families`)."""
+    groups = []
+    for batch, steps, hidden in shapes.fo_pool:
+        for dt in shapes.fo_pool_dtypes:
+            providers = (["triton"] if env.gpu else []) + ["torch"]
+            if env.gpu and shapes.compile_all:
+                providers.append("compile")
+            groups.append(fo_pool_group(env, batch, steps, hidden, dt, providers))
+    return groups
+
+
+def sg_loss_groups(env: Env, shapes: Shapes) -> list[Group]:
+    from ..kernels import sg_mse_loss, sg_mse_loss_reference
+
+    groups = []
+    for label, batch, dim in shapes.state:
+
+        def make(impl, batch=batch, dim=dim):
+            def build():
+                pred = torch.randn(batch, dim, device=env.device).requires_grad_()
+                target = torch.randn(batch, dim, device=env.device)
+                fn = impl()
+                return (lambda: (fn(pred, target),)), [pred]
+
+            return build
+
+        def ours(p, t):
+            return sg_mse_loss(p, t, backend="triton")
+
+        cases = kernel_cases(make, ours, sg_mse_loss_reference, _gpu_providers(env))
+        n = batch * dim
+        groups.append(
+            Group(
+                "sg_loss",
+                f"{label} B={batch} D={dim} (N={n})",
+                "float32",
+                cases,
+                bytes=sg_loss_bytes(n),
+            )
+        )
+    return groups
+
+
+def elementwise_groups(env: Env, shapes: Shapes) -> list[Group]:
+    from ..kernels import elementwise_qrnn_synth, elementwise_qrnn_synth_reference
+
+    units = shapes.units
+    groups = []
+    for label, batch, dim in shapes.state:
+        n = batch * dim
+
+        def make(impl, n=n):
+            def build():
+                dev = env.device
+                x = torch.randn(n, device=dev)
+                c_prev = torch.randn(n, units, device=dev) * 0.5
+                w = torch.randn(3, units, device=dev).requires_grad_()
+                b = (torch.randn(3, units, device=dev) * 0.1).requires_grad_()
+                v = (torch.randn(units, device=dev) * 0.1).requires_grad_()
+                b_out = torch.zeros(1, device=dev).requires_grad_()
+                mask = torch.empty(n, units, device=dev).bernoulli_(0.9) / 0.9
+                fn = impl()
+                # as in training: the state and the carry receive no gradient, only y is used
+                return (lambda: fn(x, c_prev, w, b, v, b_out, mask)[:1]), [w, b, v, b_out]
+
+            return build
+
+        def ours(*a):
+            return elementwise_qrnn_synth(*a, backend="triton")
+
+        cases = kernel_cases(make, ours, elementwise_qrnn_synth_reference, _gpu_providers(env))
+        groups.append(
+            Group(
+                "elementwise",
+                f"{label} N={n} U={units}",
+                "float32",
+                cases,
+                bytes=elementwise_bytes(n, units),
+            )
+        )
+    return groups
+
+
+def _lstm_make(
+    env: Env, kind: str, batch: int, steps: int, hidden: int, layers: int, mode: str
+) -> Callable[[], tuple[Forward, list[torch.Tensor]]]:
+    """kind: "ours" (cells.LSTM, backend triton), "reference" (cells.LSTM, backend torch),
+    "nn" (torch.nn.LSTM: cuDNN on a GPU). mode: "bf16-autocast", "float32", "float16"."""
+    from ..cells import LSTM
+
+    def build():
+        dev = env.device
+        store = torch.float16 if mode == "float16" else torch.float32
+        autocast = mode == "bf16-autocast"
+        x = torch.randn(steps, batch, hidden, device=dev, dtype=store).requires_grad_()
+        if kind == "nn":
+            net = torch.nn.LSTM(hidden, hidden, num_layers=layers).to(dev, store)
+            zeros = torch.zeros(layers, batch, hidden, device=dev, dtype=store)
+
+            def fwd():
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+                    out, _ = net(x, (zeros, zeros))
+                return (out,)
+
+            return fwd, [x, *net.parameters()]
+        backend = "triton" if kind == "ours" else "torch"
+        mods = [LSTM(hidden, hidden, backend=backend).to(dev, store) for _ in range(layers)]
+        zeros = torch.zeros(batch, hidden, device=dev, dtype=store)
+
+        def fwd():
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+                h = x
+                for m in mods:
+                    h, _ = m(h, (zeros, zeros))
+            return (h,)
+
+        return fwd, [x, *(p for m in mods for p in m.parameters())]
+
+    return build
+
+
+def lstm_groups(env: Env, shapes: Shapes) -> list[Group]:
+    nn_name = "cudnn" if env.device.type == "cuda" else "nn.LSTM"
+    kinds = {"triton": "ours", "torch": "reference", nn_name: "nn"}
+    groups = []
+
+    def add(label, batch, steps, hidden, layers, mode, providers):
+        cases = []
+        for p in providers:
+            note = {
+                "torch": "reference loop, eager",
+                nn_name: f"torch.nn.LSTM num_layers={layers}",
+            }.get(p, "")
+            make = _lstm_make(env, kinds[p], batch, steps, hidden, layers, mode)
+            cases.append(Case(p, make, note=note))
+        groups.append(
+            Group("lstm", label, mode, cases, flops=lstm_flops(steps, batch, hidden, layers))
+        )
+
+    ours = ["triton"] if env.gpu else []
+    for mode in shapes.lstm_modes:
+        for b, t, h in shapes.lstm_layer:
+            add(f"B={b} T={t} H={h} 1 layer", b, t, h, 1, mode, [*ours, nn_name, "torch"])
+        for b, t, h in shapes.lstm_stack:
+            providers = [*ours, nn_name] + (["torch"] if shapes.stack_reference else [])
+            add(f"B={b} T={t} H={h} 3 layers", b, t, h, 3, mode, providers)
+    for b, t, h in shapes.lstm_best:
+        add(f"B={b} T={t} H={h} 1 layer (cuDNN best case)", b, t, h, 1, "float16", [*ours, nn_name])
+    return groups

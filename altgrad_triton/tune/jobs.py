@@ -1,0 +1,314 @@
+"""Launches to tune: the shapes a recipe implies, one job per kernel launch at a shape,
+and the ``--shapes`` specs."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+
+QUICK_LSTM_STEPS = 64
+"""Sequence length of LSTM timings under ``--quick`` (the per-step config does not depend
+on T; the override key is dtype and B*H only)."""
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+FAMILY_KERNELS = {
+    "fo_pool": ("fo_pool_fwd", "fo_pool_bwd"),
+    "lstm": ("lstm_fwd", "lstm_bwd"),
+    "sg_loss": ("sg_loss",),
+    "elementwise": ("elementwise_fwd", "elementwise_bwd"),
+}
+"""Kernel families this package knows how to launch, and the kernel names each registers."""
+
+
+def _kmod(name: str):
+    """A kernel module (``altgrad_triton.kernels.fo_pool`` etc.; the package re-exports
+    functions under the same names, so attribute access would give the function)."""
+    return importlib.import_module(f"altgrad_triton.kernels.{name}")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class RecipeShapes:
+    """The launch shapes a recipe implies for training on a GPU."""
+
+    cell: str  # "qrnn" | "lstm"
+    batch: int
+    bptt: int
+    hidden: tuple[int, ...]  # output size of each recurrent layer
+    dtype: torch.dtype  # of the recurrent kernels (run.dtype: autocast bf16 or fp32)
+    state_size: int  # joined state per batch row (every carried tensor of every layer)
+    output_gate: bool = True
+    synthetic: bool = False
+    synthesizer: str = "elementwise"
+    synth_cell: str = "qrnn"
+    synth_hidden: int = 50
+
+    @property
+    def state_elements(self) -> int:
+        """Elements of the joined state for the whole batch: N of the SG loss/synthesizer."""
+        return self.batch * self.state_size
+
+
+def shapes_from_recipe(recipe) -> RecipeShapes:
+    """Layer sizes and the joined state size, from the model the recipe builds (on ``meta``).
+
+    The SG loss and the element-wise synthesizer always run in fp32 (the joined state is
+    promoted to fp32 and the boundary runs outside autocast); the recurrent kernels run in
+    ``run.dtype``.
+    """
+    from ..model import RNNLanguageModel
+    from ..synthetic import join_state
+
+    with torch.device("meta"):
+        model = RNNLanguageModel(2, recipe.model, "torch")
+    hidden = tuple(int(layer.hidden_size) for layer in model.layers)
+    state_size = int(join_state(model.init_state(1)).shape[1])
+    s = recipe.synthetic
+    return RecipeShapes(
+        cell=recipe.model.cell,
+        batch=recipe.data.batch_size,
+        bptt=recipe.bptt.length,
+        hidden=hidden,
+        dtype=DTYPES[recipe.run.dtype],
+        state_size=state_size,
+        output_gate=recipe.model.output_gate,
+        synthetic=s.enabled,
+        synthesizer=s.synthesizer,
+        synth_cell=s.cell,
+        synth_hidden=s.hidden,
+    )
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+@dataclass
+class Job:
+    """One launch to tune: ``make(device)`` allocates inputs there and returns a closure that
+    calls the kernel's launcher once (no explicit config: the override registry decides)."""
+
+    kernel: str
+    family: str
+    shape: str
+    dtype: torch.dtype
+    make: Callable[[torch.device], Callable[[], Any]]
+    batch: int | None = None  # for the LSTM's BLOCK_B pruning
+    key: tuple | None = None  # filled by probe_key
+
+    @property
+    def label(self) -> str:
+        return f"{self.kernel} {self.shape} {dtype_name(self.dtype)}"
+
+
+def _rand(shape, dtype, device, scale=1.0):
+    """Normal(0, scale) values in ``dtype`` (just an allocation on ``meta``)."""
+    if device.type == "meta":
+        return torch.empty(shape, dtype=dtype, device=device)
+    return torch.randn(shape, dtype=torch.float32, device=device).mul_(scale).to(dtype)
+
+
+def _gate(shape, dtype, device):
+    """Uniform(0, 1) values (gate activations) in ``dtype``."""
+    if device.type == "meta":
+        return torch.empty(shape, dtype=dtype, device=device)
+    return torch.rand(shape, device=device).to(dtype)
+
+
+def fo_pool_jobs(
+    batch: int, steps: int, hidden: int, dtype: torch.dtype, output_gate: bool = True
+) -> list[Job]:
+    """Forward and backward scan; f, z, o are chunks of one [T, B, 3H] projection (strided
+    views, as ``cells.QRNN`` passes them)."""
+    fp = _kmod("fo_pool")
+    n = 3 if output_gate else 2
+    shape = f"B={batch} T={steps} H={hidden}"
+
+    def gates(device):
+        proj = _gate((steps, batch, n * hidden), dtype, device)
+        parts = proj.chunk(n, -1)
+        return parts[0], parts[1], (parts[2] if output_gate else None)
+
+    def fwd(device):
+        f, z, o = gates(device)
+        c0 = _rand((batch, hidden), dtype, device)
+        return lambda: fp.fo_pool_forward(f, z, o, c0, save_c=True)
+
+    def bwd(device):
+        f, z, o = gates(device)
+        c0 = _rand((batch, hidden), dtype, device)
+        cseq = _rand((steps, batch, hidden), torch.float32, device)
+        dh = _rand((steps, batch, hidden), dtype, device)
+        return lambda: fp.fo_pool_backward(f, z, o, c0, cseq, dh, None, want_dc0=True)
+
+    return [
+        Job("fo_pool_fwd", "fo_pool", shape, dtype, fwd, batch),
+        Job("fo_pool_bwd", "fo_pool", shape, dtype, bwd, batch),
+    ]
+
+
+def lstm_jobs(batch: int, steps: int, hidden: int, dtype: torch.dtype) -> list[Job]:
+    """Forward and backward per-step kernels over a whole segment (``steps`` launches)."""
+    lm = _kmod("lstm")
+    shape = f"B={batch} T={steps} H={hidden}"
+    bound = hidden**-0.5
+
+    def weights(device):
+        w = _rand((4 * hidden, hidden), dtype, device, bound)
+        return w
+
+    def fwd(device):
+        gx = _rand((steps, batch, 4 * hidden), dtype, device)
+        w = weights(device)
+        h0 = _rand((batch, hidden), dtype, device, 0.5)
+        c0 = _rand((batch, hidden), dtype, device, 0.5)
+        return lambda: lm.lstm_segment_forward_triton(gx, w, h0, c0, save_for_backward=True)
+
+    def bwd(device):
+        w = weights(device)
+        h_all = _rand((steps + 1, batch, hidden), dtype, device, 0.5)
+        c_all = _rand((steps + 1, batch, hidden), torch.float32, device)
+        act = _gate((steps, batch, 4 * hidden), torch.float32, device)
+        dh = _rand((steps, batch, hidden), dtype, device)
+        return lambda: lm.lstm_segment_backward_triton(w, h_all, c_all, act, dh, None, None)
+
+    return [
+        Job("lstm_fwd", "lstm", shape, dtype, fwd, batch),
+        Job("lstm_bwd", "lstm", shape, dtype, bwd, batch),
+    ]
+
+
+def sg_loss_jobs(n: int, dtype: torch.dtype = torch.float32) -> list[Job]:
+    sg = _kmod("sg_loss")
+
+    def fwd(device):
+        pred = _rand((n,), dtype, device)
+        target = _rand((n,), dtype, device)
+        return lambda: sg.sg_mse_loss_forward(pred, target, want_grad=True)
+
+    return [Job("sg_loss", "sg_loss", f"N={n}", dtype, fwd)]
+
+
+def elementwise_jobs(n: int, units: int, dtype: torch.dtype = torch.float32) -> list[Job]:
+    """As in training: dropout mask on; backward with dy only (the carry is detached, so no
+    dc in and no dc_prev out)."""
+    ew = _kmod("elementwise")
+    shape = f"N={n} U={units}"
+
+    def inputs(device):
+        x = _rand((n,), dtype, device)
+        c_prev = _rand((n, units), dtype, device, 0.5)
+        w = _rand((3, units), dtype, device)
+        b = _rand((3, units), dtype, device, 0.1)
+        v = _rand((units,), dtype, device, 0.1)
+        b_out = _rand((1,), dtype, device)
+        mask = _gate((n, units), dtype, device)
+        return x, c_prev, w, b, v, b_out, mask
+
+    def fwd(device):
+        args = inputs(device)
+        return lambda: ew.elementwise_forward(*args)
+
+    def bwd(device):
+        args = inputs(device)
+        dy = _rand((n,), dtype, device)
+        return lambda: ew.elementwise_backward(*args, dy, None, want_dc_prev=False)
+
+    return [
+        Job("elementwise_fwd", "elementwise", shape, dtype, fwd),
+        Job("elementwise_bwd", "elementwise", shape, dtype, bwd),
+    ]
+
+
+def recipe_jobs(shapes: RecipeShapes, *, quick: bool = False) -> list[Job]:
+    """Every tunable launch of one training segment of the recipe (distinct layer sizes)."""
+    jobs: list[Job] = []
+    for h in dict.fromkeys(shapes.hidden):  # distinct, in layer order
+        if shapes.cell == "qrnn":
+            jobs += fo_pool_jobs(shapes.batch, shapes.bptt, h, shapes.dtype, shapes.output_gate)
+        else:
+            steps = min(shapes.bptt, QUICK_LSTM_STEPS) if quick else shapes.bptt
+            jobs += lstm_jobs(shapes.batch, steps, h, shapes.dtype)
+    if shapes.synthetic:
+        n = shapes.state_elements
+        if shapes.synthesizer == "elementwise" and shapes.synth_cell == "qrnn":
+            jobs += elementwise_jobs(n, shapes.synth_hidden)
+        jobs += sg_loss_jobs(n)
+    return jobs
+
+
+def parse_shape_spec(spec: str, default_dtype: torch.dtype, *, quick: bool = False) -> list[Job]:
+    """``family:K=V,K=V`` -> jobs. Families and keys:
+
+    * ``fo_pool:B=20,T=200,H=1550`` (``O=0`` for no output gate)
+    * ``lstm:B=20,T=200,H=1150``
+    * ``sg_loss:N=109000``
+    * ``elementwise:N=109000,U=50``
+
+    Any spec may add ``dtype=bfloat16`` (else ``--dtype``). A kernel name (``fo_pool_fwd``)
+    in place of the family keeps only that kernel.
+    """
+    family, sep, rest = spec.partition(":")
+    family = family.strip()
+    only = None
+    for fam, names in FAMILY_KERNELS.items():
+        if family in names:
+            family, only = fam, family
+    if family not in FAMILY_KERNELS or not sep:
+        known = ", ".join(list(FAMILY_KERNELS) + [k for v in FAMILY_KERNELS.values() for k in v])
+        raise UserError(f"--shapes {spec!r}: expected FAMILY:K=V,... with FAMILY one of {known}")
+    values: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        k, eq, v = part.partition("=")
+        if not eq:
+            raise UserError(f"--shapes {spec!r}: {part!r} is not K=V")
+        values[k.strip()] = v.strip()
+    dtype = default_dtype
+    if "dtype" in values:
+        name = values.pop("dtype")
+        if name not in DTYPES:
+            raise UserError(f"--shapes {spec!r}: dtype must be one of {', '.join(DTYPES)}")
+        dtype = DTYPES[name]
+    need = {
+        "fo_pool": ("B", "T", "H"),
+        "lstm": ("B", "T", "H"),
+        "sg_loss": ("N",),
+        "elementwise": ("N",),
+    }[family]
+    optional = {"fo_pool": ("O",), "elementwise": ("U",)}.get(family, ())
+    unknown = set(values) - set(need) - set(optional)
+    missing = [k for k in need if k not in values]
+    if unknown or missing:
+        raise UserError(
+            f"--shapes {spec!r}: {family} needs {', '.join(need)}"
+            + (f" (optional {', '.join(optional)})" if optional else "")
+            + (f"; unknown {sorted(unknown)}" if unknown else "")
+            + (f"; missing {missing}" if missing else "")
+        )
+    try:
+        ints = {k: int(v) for k, v in values.items()}
+    except ValueError:
+        raise UserError(f"--shapes {spec!r}: values must be integers") from None
+    if any(v < 1 for k, v in ints.items() if k != "O"):
+        raise UserError(f"--shapes {spec!r}: sizes must be >= 1")
+    if family == "fo_pool":
+        jobs = fo_pool_jobs(ints["B"], ints["T"], ints["H"], dtype, bool(ints.get("O", 1)))
+    elif family == "lstm":
+        steps = min(ints["T"], QUICK_LSTM_STEPS) if quick else ints["T"]
+        jobs = lstm_jobs(ints["B"], steps, ints["H"], dtype)
+    elif family == "sg_loss":
+        jobs = sg_loss_jobs(ints["N"], dtype)
+    else:
+        jobs = elementwise_jobs(ints["N"], ints.get("U", 50), dtype)
+    return [j for j in jobs if only is None or j.kernel == only]
