@@ -103,6 +103,13 @@ def test_dry_run_lists_plan(folder, tmp_path, capsys):
     assert not (out / "exp-b-s3").exists()
 
 
+def test_overrides_may_follow_the_options(folder, tmp_path, capsys):
+    args = [str(folder), "--seeds", "1", "--out", str(tmp_path), "--dry-run", "run.threads=1"]
+    assert suite_cli.main(args) == 0
+    assert suite_cli.main([*args[:-1], "run.threads=-1"]) == 2  # the override was read
+    assert "run.threads" in capsys.readouterr().err
+
+
 def test_missing_folder_is_one_line_error(tmp_path, capsys):
     assert suite_cli.main([str(tmp_path / "none"), "--dry-run"]) == 2
     assert capsys.readouterr().err.startswith("error: ")

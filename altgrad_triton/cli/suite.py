@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def body(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)
     from .. import suite
     from ..report import write_report
 

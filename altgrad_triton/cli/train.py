@@ -67,7 +67,7 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
 
 
 def body(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)
     recipe, run_dir = resolve(args)
     if args.dump_config:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone

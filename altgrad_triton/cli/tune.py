@@ -99,7 +99,7 @@ def _jobs(args: argparse.Namespace):
 
 
 def body(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)
     import torch
 
     from .. import tune
