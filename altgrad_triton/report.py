@@ -338,8 +338,8 @@ def plot_groups(groups: list[Group], plots_dir: Path) -> list[Path]:
         written.append(path)
     for corpus in sorted({g.corpus for g in groups}):
         gs = [g for g in groups if g.corpus == corpus]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for g in gs:
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for i, g in enumerate(gs):
             by_epoch: dict[int, list[float]] = {}
             for r in g.runs:
                 for x, y in zip(*curve(r), strict=True):
@@ -350,16 +350,17 @@ def plot_groups(groups: list[Group], plots_dir: Path) -> list[Path]:
                 [statistics.fmean(by_epoch[x]) for x in xs],
                 marker="o",
                 ms=3,
+                linestyle=("-", "--", ":", "-.")[i // 10 % 4],  # the colour cycle has 10
                 label=f"{g.name} (n={len(g.runs)})",
             )
         ax.set_xlabel("epoch")
         ax.set_ylabel("val bpc" if gs[0].char_level else "val perplexity")
         ax.set_title(f"{corpus}: mean validation curve over seeds", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = plots_dir / f"{_slug(corpus)}--overview.png"
-        fig.savefig(path, dpi=90)
+        fig.savefig(path, dpi=90, bbox_inches="tight")  # keep the legend beside the axes
         plt.close(fig)
         written.append(path)
     return written
