@@ -193,6 +193,32 @@ def make_synthesizer(
     return ConditionedSynthesizer(base, context_size, state_size) if context_size else base
 
 
+DIVERGENCE_GROWTH = 100.0
+"""Epoch-over-epoch growth of the synthesizer's loss that ``divergence_warning`` flags."""
+
+
+def divergence_warning(
+    previous_loss: float | None, loss: float | None, cos: float | None
+) -> str | None:
+    """A one-line warning when the bootstrapped synthesizer looks like it is diverging.
+
+    In synthetic mode the synthesizer's target contains its own prediction at the next
+    boundary (times ``scale``); with too large a scale the two chase each other: the
+    regression loss grows by orders of magnitude from one epoch to the next while the
+    cosine goes to 1 (agreement with itself, not with the data), and the model gets worse.
+    """
+    if previous_loss is None or loss is None or previous_loss <= 0:
+        return None
+    growth = loss / previous_loss
+    if growth < DIVERGENCE_GROWTH:
+        return None
+    return (
+        f"warning: the synthesizer's loss grew {growth:,.0f}x this epoch ({previous_loss:.2g} -> "
+        f"{loss:.2g}, sg_cos {cos if cos is not None else float('nan'):.2f}): bootstrapped "
+        "synthetic gradients may be diverging; a smaller synthetic.scale damps them"
+    )
+
+
 def _detach(carry: Carry) -> Carry:
     if carry is None:
         return None

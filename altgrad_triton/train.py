@@ -40,7 +40,7 @@ from .model import RNNLanguageModel, State, lm_loss
 from .progress import EpochProgress, make_console, summary_table
 from .recipe import Recipe, model_shape, to_dict, to_toml
 from .schedule import EpochPlan, TrainingPlan
-from .synthetic import SyntheticBoundary, join_state, make_synthesizer
+from .synthetic import SyntheticBoundary, divergence_warning, join_state, make_synthesizer
 
 
 class TrainingStopped(UserError):
@@ -154,6 +154,7 @@ class Trainer:
         self.sums = EpochSums()
         self.state: State | None = None  # carried state inside an interrupted epoch
         self._stop_requested = False
+        self._last_sg_loss: float | None = None  # the previous epoch's, for divergence_warning
 
     def _describe(self) -> str:
         """The start-of-run line: corpus, model size, device and how the ranks share work."""
@@ -516,6 +517,11 @@ class Trainer:
             + (f" sg_cos {metrics['sg_cos']:.3f}" if sg_n else ""),
             markup=False,
         )
+        if plan.mode == "synthetic":
+            warning = divergence_warning(self._last_sg_loss, metrics["sg_loss"], metrics["sg_cos"])
+            if warning:
+                self.console.print(warning, markup=False)
+        self._last_sg_loss = metrics["sg_loss"]
 
     def finish(self) -> dict[str, Any]:
         """Test the best checkpoint; write results.json and print the summary table.

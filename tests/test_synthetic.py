@@ -12,6 +12,7 @@ from altgrad_triton.synthetic import (
     LinearSynthesizer,
     Synthesizer,
     SyntheticBoundary,
+    divergence_warning,
     join_state,
     make_synthesizer,
 )
@@ -277,3 +278,11 @@ def test_only_a_conditioned_synthesizer_fits_a_gradient_the_state_does_not_deter
             seen.append(float(boundary.fit().cos))
         cos[name] = sum(seen[-20:]) / 20
     assert cos["context"] > 0.95 and abs(cos["state"]) < 0.2
+
+
+def test_divergence_warning_flags_orders_of_magnitude_only():
+    assert divergence_warning(None, 1.0, 0.5) is None  # first epoch: nothing to compare
+    assert divergence_warning(0.02, 0.0035, 0.4) is None  # fitting: the loss falls
+    assert divergence_warning(1.5e-7, 9e-7, 0.0) is None  # noise of a tiny target
+    message = divergence_warning(0.0035, 0.86, 0.88)
+    assert message.startswith("warning:") and "246x" in message and "synthetic.scale" in message

@@ -1,11 +1,13 @@
 """End-to-end training on a tiny corpus: outputs, exact resume, interruption, NaN stop."""
 
+import io
 import json
 
 import pytest
 import torch
+from rich.console import Console
 
-from altgrad_triton import checkpoint
+from altgrad_triton import checkpoint, train
 from altgrad_triton.errors import UserError
 from altgrad_triton.train import Trainer, TrainingStopped
 from tests.helpers import tiny_corpus, tiny_recipe
@@ -182,3 +184,26 @@ def test_capped_epochs_walk_through_the_split(corpus_dir, tmp_path):
     assert all(w == sorted(w) for w in windows)  # consecutive segments within an epoch
     # each epoch draws its own lengths, so windows 2 and 3 start about 20 and 40 segments in
     assert windows[0][0] == 0 < 10 * 8 < windows[1][0] < 30 * 8 < windows[2][0]
+
+
+def test_synthetic_epochs_are_checked_for_a_diverging_synthesizer(
+    corpus_dir, tmp_path, monkeypatch
+):
+    seen = []
+
+    def fake_warning(previous, loss, cos):
+        seen.append((previous, loss))
+        return "warning: diverging"
+
+    monkeypatch.setattr(train, "divergence_warning", fake_warning)
+    out = io.StringIO()
+    r = tiny_recipe(corpus_dir, tmp_path, synthetic=SYNTH, run={"epochs": 3})
+    Trainer(r, tmp_path / "tiny", console=Console(file=out, width=200)).fit()
+    rows = metrics(tmp_path / "tiny")
+    assert [row["mode"] for row in rows] == ["real", "synthetic", "synthetic"]
+    # checked after each synthetic epoch, against the epoch before it
+    assert seen == [
+        (rows[0]["sg_loss"], rows[1]["sg_loss"]),
+        (rows[1]["sg_loss"], rows[2]["sg_loss"]),
+    ]
+    assert out.getvalue().count("warning: diverging") == 2
