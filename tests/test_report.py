@@ -123,24 +123,16 @@ def test_write_report_with_plots(tmp_path):
     pytest.importorskip("matplotlib")
     runs = tmp_path / "runs"
     modes = ["real", "synthetic", "synthetic", "real"]
-    fake_run(
-        runs,
-        "wt2-alt-s1",
-        "wikitext-2-small",
-        [5.0, 4.8, 4.7, 4.6],
-        modes=modes,
-        restarts=(3,),
-        sg_cos=0.2,
-    )
-    fake_run(
-        runs,
-        "wt2-alt-s2",
-        "wikitext-2-small",
-        [5.1, 4.9, 4.7, 4.5],
-        modes=modes,
-        restarts=(3,),
-        sg_cos=0.3,
-    )
+    for seed, losses, cos in ((1, [5.0, 4.8, 4.7, 4.6], 0.2), (2, [5.1, 4.9, 4.7, 4.5], 0.3)):
+        fake_run(
+            runs,
+            f"wt2-alt-s{seed}",
+            "wikitext-2-small",
+            losses,
+            modes=modes,
+            restarts=(3,),
+            sg_cos=cos,
+        )
     md, plots, note = report.write_report([runs], tmp_path / "out")
     assert note is None
     assert {p.name for p in plots} == {

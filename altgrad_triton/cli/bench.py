@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .common import run_main
+from .common import command_parser, run_main
 
 FAMILIES = ("fo_pool", "sg_loss", "elementwise", "lstm", "e2e")
 
@@ -39,11 +39,10 @@ def _families(values: list[str]) -> list[str]:
 
 def parser() -> argparse.ArgumentParser:
     recipes_dir = Path(__file__).resolve().parents[2] / "recipes"
-    p = argparse.ArgumentParser(
-        prog="altgrad-bench",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="ratio = this row's time / ours (triton) at the same shape, dtype and direction "
+    p = command_parser(
+        "altgrad-bench",
+        __doc__,
+        "ratio = this row's time / ours (triton) at the same shape, dtype and direction "
         "(> 1: ours is faster); for end-to-end rows ours' tokens/s / this row's. "
         "% copy = achieved GB/s over the device-to-device copy bandwidth measured in "
         "the same run. Details: docs/benchmarks.md.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -18,3 +19,16 @@ def run_main(body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("error: aborted", file=sys.stderr)
         return 130
+
+
+def command_parser(prog: str, doc: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """The parser every command starts from: its module docstring's first paragraph as the
+    description and, unless ``epilog`` is given, the rest of it (examples) below the options,
+    printed as written."""
+    description, _, rest = doc.partition("\n\n")
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=rest if epilog is None else epilog,
+    )

@@ -16,16 +16,11 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .common import run_main
+from .common import command_parser, run_main
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="altgrad-horizon",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = command_parser("altgrad-horizon", __doc__)
     p.add_argument("--out", default="runs/horizon", help="output folder (results.jsonl, table.md)")
     p.add_argument("--tasks", nargs="+", default=["copy"], help="copy and/or repeat-copy")
     p.add_argument("--truncations", nargs="+", type=int, default=[2, 3, 4, 5, 8])

@@ -15,16 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import run_main
+from .common import command_parser, run_main
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="altgrad-report",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = command_parser("altgrad-report", __doc__)
     p.add_argument("runs", nargs="+", help="run directories, or folders that hold them")
     p.add_argument("--out", default="reports", help="output folder (default: reports)")
     p.add_argument("--markdown", help="Markdown file to write (default: OUT/report.md)")

@@ -18,16 +18,11 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .common import run_main
+from .common import command_parser, run_main
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="altgrad-suite",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    p = command_parser("altgrad-suite", __doc__)
     p.add_argument("folder", help="recipe folder (or one recipe file)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])

@@ -14,15 +14,14 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .common import run_main
+from .common import command_parser, run_main
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="altgrad-tune",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Winners go to --cache-dir, else $ALTGRAD_TUNE_DIR, else "
+    p = command_parser(
+        "altgrad-tune",
+        __doc__,
+        "Winners go to --cache-dir, else $ALTGRAD_TUNE_DIR, else "
         "~/.cache/altgrad-triton/tune (winners.json); training applies the ones whose "
         "device name, capability and Triton version match.\n\nShape specs: "
         "fo_pool:B=,T=,H=[,O=0]  lstm:B=,T=,H=  sg_loss:N=  elementwise:N=[,U=50]; "
