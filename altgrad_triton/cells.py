@@ -29,7 +29,8 @@ class QRNN(nn.Module):
     Z, F, O = tanh/sigmoid/sigmoid of a linear map over the current input and, with
     ``window=2``, the previous one; then c_t = f_t c_{t-1} + (1 - f_t) z_t, h_t = o_t c_t.
     State: ``(c,)`` or, with ``window=2``, ``(c, x_last)`` where x_last is the last input of
-    the previous segment (it feeds the first step's window).
+    the previous segment (it feeds the first step's window). c is fp32 whatever the compute
+    dtype: under bf16 autocast it would otherwise be rounded at every segment boundary.
     """
 
     def __init__(
@@ -65,14 +66,16 @@ class QRNN(nn.Module):
         gates = F.linear(inp, weight, self.linear.bias).chunk(3 if self.output_gate else 2, -1)
         z, f = torch.tanh(gates[0]), torch.sigmoid(gates[1])
         o = torch.sigmoid(gates[2]) if self.output_gate else None
-        h, c = kernels.fo_pool(f, z, o, state[0].to(f.dtype), backend=self.backend)
+        # c stays fp32 across segments; only the per-step storage is the compute dtype
+        h, c = kernels.fo_pool(f, z, o, state[0].float(), backend=self.backend)
         return h, ((c,) if self.window == 1 else (c, x[-1]))
 
 
 class LSTM(nn.Module):
     """LSTM layer: one GEMM for the input projection, the recurrence through the kernels.
 
-    Gate order i, f, g, o (PyTorch's). Weight drop applies to W_hh. State: ``(h, c)``.
+    Gate order i, f, g, o (PyTorch's). Weight drop applies to W_hh. State: ``(h, c)``,
+    c in fp32 whatever the compute dtype (as the kernel keeps it between steps).
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class LSTM(nn.Module):
     def forward(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
         gx = F.linear(x, self.w_ih, self.bias)
         w_hh = drop_weight(self.w_hh, self.weight_drop, self.training).to(gx.dtype)
-        h0, c0 = (s.to(gx.dtype) for s in state)
+        # h feeds a matmul, so it takes the compute dtype; c stays fp32 across segments
+        h0, c0 = state[0].to(gx.dtype), state[1].float()
         hs, h, c = kernels.lstm_segment(gx, w_hh, h0, c0, backend=self.backend)
         return hs, (h, c)

@@ -16,11 +16,17 @@ status decides what the suite does with it:
 So a suite stopped at any point is continued by running the same command again. Runs go
 through ``python -m altgrad_triton.cli.train`` as subprocesses (the same code path as
 ``altgrad-train``; one process, one run, memory returned between runs).
+
+Stopping: Ctrl-C (or SIGINT/SIGTERM sent to the suite alone, e.g. by ``kill``) reaches the
+running training process as exactly one SIGINT, so it saves its checkpoint and exits, and the
+suite stops after it; the same command later resumes that run. A second Ctrl-C is forwarded
+too and means what it means to ``altgrad-train``: abort without saving.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import signal
 import subprocess
 import sys
 import time
@@ -115,6 +121,36 @@ def describe(runs: list[PlannedRun]) -> str:
     return "\n".join(lines)
 
 
+INTERRUPTED = 130  # altgrad-train's exit code after a Ctrl-C that saved a checkpoint
+
+
+def run_training(cmd: list[str]) -> int:
+    """Run one training process to its end; return its exit code, or ``INTERRUPTED`` if the
+    suite was asked to stop meanwhile.
+
+    The child gets a process group of its own, so a terminal's Ctrl-C (sent to the whole
+    foreground group) does not reach it directly. The suite forwards it instead, once per
+    signal it receives: otherwise a single Ctrl-C would arrive twice, which ``altgrad-train``
+    reads as "abort without saving", and a signal sent to the suite alone would never reach
+    the run at all.
+    """
+    child = subprocess.Popen(cmd, process_group=0)
+    stop = False
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+        child.send_signal(signal.SIGINT)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return INTERRUPTED if stop else code
+
+
 def execute(
     runs: list[PlannedRun],
     *,
@@ -124,9 +160,10 @@ def execute(
     """Train every run that is not done, in order; return the ones that failed.
 
     A run interrupted with Ctrl-C (exit code 130) stops the suite; another failure is
-    reported and the suite goes on with the next run.
+    reported and the suite goes on with the next run. ``runner`` (a command to an exit
+    code) defaults to ``run_training``; tests pass their own.
     """
-    runner = runner or (lambda cmd: subprocess.run(cmd).returncode)
+    runner = runner or run_training
     failed: list[PlannedRun] = []
     t_suite = time.perf_counter()
     for i, r in enumerate(runs, 1):
@@ -141,10 +178,11 @@ def execute(
         )
         t0 = time.perf_counter()
         rc = runner(r.command())
-        if rc == 130:
+        if rc == INTERRUPTED:
             raise UserError(
                 f"suite interrupted during {r.name}; run the same command again "
-                "to continue where it stopped"
+                "to continue where it stopped",
+                exit_code=INTERRUPTED,
             )
         if rc != 0:
             echo(f"{tag}: FAILED with exit code {rc}")

@@ -46,10 +46,6 @@ from .synthetic import SyntheticBoundary, divergence_warning, join_state, make_s
 class TrainingStopped(UserError):
     """The run stopped on purpose (Ctrl-C) or on a non-finite loss; a checkpoint was kept."""
 
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():

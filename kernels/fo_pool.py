@@ -335,10 +335,20 @@ def _check(f: torch.Tensor, z: torch.Tensor, o: torch.Tensor | None, c0: torch.T
             raise ValueError(
                 f"fo_pool: {name} must have shape {tuple(shape)} (from f), got {tuple(t.shape)}"
             )
-        if t.dtype != f.dtype:
-            raise ValueError(f"fo_pool: {name} has dtype {t.dtype}, must match f's {f.dtype}")
+        if name == "c0" and t.dtype == torch.float32:
+            pass  # the cell state may be carried in fp32 whatever the storage dtype
+        elif t.dtype != f.dtype:
+            also = " or be float32" if name == "c0" else ""
+            raise ValueError(
+                f"fo_pool: {name} has dtype {t.dtype}, must match f's {f.dtype}{also}"
+            )
         if t.device != f.device:
             raise ValueError(f"fo_pool: {name} is on {t.device}, must be on f's {f.device}")
+
+
+def _state_dtype(f: torch.Tensor, c0: torch.Tensor | None) -> torch.dtype:
+    """c_T's dtype: c0's (an fp32 c0 keeps the carried state in fp32), else f's."""
+    return f.dtype if c0 is None else c0.dtype
 
 
 def _strides(t: torch.Tensor | None) -> tuple[int, int, int]:
@@ -374,7 +384,7 @@ def fo_pool_forward(
     c0 = None if c0 is None else c0.contiguous()
     contig = all(t is None or t.is_contiguous() for t in (f, z, o))
     h = torch.empty((T, B, H), dtype=f.dtype, device=f.device)
-    c_last = torch.empty((B, H), dtype=f.dtype, device=f.device)
+    c_last = torch.empty((B, H), dtype=_state_dtype(f, c0), device=f.device)
     h_is_c = o is None and f.dtype == torch.float32
     cseq = None
     if save_c and not h_is_c:
@@ -460,7 +470,7 @@ def fo_pool_reference(
     """Plain PyTorch fo-pooling over time. f, z, o: [T, B, H]; c0: [B, H] or None (zeros).
 
     Returns (h [T, B, H], c_T [B, H]); h = c when ``o`` is None. Computes in fp32 and
-    returns the inputs' dtype.
+    returns h in f's dtype, c_T in c0's (f's without c0).
     """
     c = torch.zeros_like(f[0], dtype=torch.float32) if c0 is None else c0.float()
     cs = []
@@ -470,7 +480,7 @@ def fo_pool_reference(
         cs.append(c)
     cseq = torch.stack(cs)
     h = cseq if o is None else o.float() * cseq
-    return h.to(f.dtype), c.to(f.dtype)
+    return h.to(f.dtype), c.to(_state_dtype(f, c0))
 
 
 # --------------------------------------------------------------------------- public
@@ -490,11 +500,13 @@ def fo_pool(
         f: [T, B, H] forget gate (after the sigmoid); fp32, fp16 or bf16; any strides.
         z: [T, B, H] candidate (after the tanh); f's dtype.
         o: [T, B, H] output gate, or None for h = c.
-        c0: [B, H] initial state, or None for zeros.
+        c0: [B, H] initial state, or None for zeros; f's dtype, or fp32 to carry the state
+            in fp32 between segments under fp16/bf16 storage.
         backend: "auto" (Triton on CUDA tensors, else the reference), "torch", "triton".
 
     Returns:
-        (h [T, B, H], c_T [B, H]) in f's dtype; the scan accumulates in fp32.
+        (h [T, B, H], c_T [B, H]): h in f's dtype, c_T in c0's (f's without c0); the
+        scan accumulates in fp32.
 
     Raises:
         ValueError: on the Triton path, for a wrong shape, dtype or device (naming it).

@@ -394,8 +394,11 @@ def _check_inputs(gx, w_hh, h0, c0) -> None:
                 f"{name}: must be [B, H] = [{batch}, {hidden}], got {tuple(named[name].shape)}"
             )
     for name, x in named.items():
+        if name == "c0" and x.dtype == torch.float32:
+            continue  # the cell state may be carried in fp32 whatever the storage dtype
         if x.dtype != gx.dtype:
-            raise ValueError(f"{name}: dtype must match gx ({gx.dtype}), got {x.dtype}")
+            also = " or be float32" if name == "c0" else ""
+            raise ValueError(f"{name}: dtype must match gx ({gx.dtype}){also}, got {x.dtype}")
         if x.device != gx.device:
             raise ValueError(f"{name}: device must match gx ({gx.device}), got {x.device}")
         if not x.is_contiguous():
@@ -521,7 +524,8 @@ def lstm_segment_reference(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Plain PyTorch LSTM recurrence. gx: [T, B, 4H]; w_hh: [4H, H]; h0, c0: [B, H].
 
-    Returns (h_seq [T, B, H], h_T [B, H], c_T [B, H]).
+    Returns (h_seq [T, B, H], h_T [B, H], c_T [B, H]): h in gx's dtype, c in c0's when
+    that is wider (an fp32 c0 keeps the cell state in fp32 under bf16 storage).
     """
     h, c = h0, c0
     hs = []
@@ -529,7 +533,7 @@ def lstm_segment_reference(
         gates = gx[t] + h @ w_hh.t()
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        h = (torch.sigmoid(o) * torch.tanh(c)).to(gx.dtype)
         hs.append(h)
     return torch.stack(hs), h, c
 
@@ -545,10 +549,11 @@ def lstm_segment(
     """LSTM recurrence over a segment; shapes as in ``lstm_segment_reference``.
 
     gx: [T, B, 4H] (x @ W_ih^T + b, gate order i, f, g, o); w_hh: [4H, H]; h0, c0: [B, H].
-    Returns (h_seq [T, B, H], h_T [B, H], c_T [B, H]). On the Triton path all four inputs
-    must share one dtype (float32, float16 or bfloat16) and device and be contiguous
-    (``ValueError`` otherwise); it is differentiable in all four inputs, computes in fp32
-    and keeps c in fp32 between steps.
+    Returns (h_seq [T, B, H], h_T [B, H], c_T [B, H]), h in gx's dtype, c_T in c0's. On the
+    Triton path the inputs must share one dtype (float32, float16 or bfloat16; c0 may also
+    be float32, so that the cell state crosses segment boundaries unrounded) and device and
+    be contiguous (``ValueError`` otherwise); it is differentiable in all four inputs,
+    computes in fp32 and keeps c in fp32 between steps.
     """
     if use_triton(backend, gx, w_hh, h0, c0):
         _check_inputs(gx, w_hh, h0, c0)

@@ -101,6 +101,26 @@ def test_float16_storage(use_o, nan_poison, triton_device):
         check(g, g_ref, dtype, "grad")
 
 
+def test_fp32_state_with_fp16_storage(nan_poison, triton_device):
+    """An fp32 c0 (the cells carry c in fp32) gives an fp32 c_T, unrounded: it matches the
+    fp32 reference at fp32 tolerance. h and df/dz/do are fp16; dc0 is fp32 but its upstream
+    dh arrives in h's fp16, so it gets fp16 tolerance."""
+    f, z, o, _ = make_inputs(9, 3, 50, torch.float16, True, False)
+    c0 = torch.randn(3, 50).requires_grad_()
+    dh, dc = torch.randn(9, 3, 50), torch.randn(3, 50)
+    h, c, grads = run(fo_pool, f, z, o, c0, dh, dc, backend="triton")
+    h_ref, c_ref, grads_ref = run(fo_pool_reference, *upcast(f, z, o, c0), dh, dc)
+    assert (h.dtype, c.dtype, grads[-1].dtype) == (torch.float16, torch.float32, torch.float32)
+    check(h, h_ref, torch.float16, "h")
+    check(c, c_ref, torch.float32, "c_T")
+    for name, g, g_ref in zip("fzo", grads[:3], grads_ref[:3], strict=True):
+        assert g.dtype == torch.float16, name
+        check(g, g_ref, torch.float16, f"d{name}")
+    check(grads[-1], grads_ref[-1], torch.float16, "dc0")
+    h_r, c_r = fo_pool_reference(f, z, o, c0)  # the reference keeps the same dtypes
+    assert (h_r.dtype, c_r.dtype) == (torch.float16, torch.float32)
+
+
 @pytest.mark.parametrize("which", ["only_h", "only_c"])
 def test_unused_output_gets_none_gradient(which, nan_poison, triton_device):
     """An unused output's gradient arrives as None; the kernel must treat it as zeros."""

@@ -75,6 +75,28 @@ def test_forward_and_all_grads_fp16(batch, steps, hidden, nan_poison):
     _compare(batch, steps, hidden, torch.float16)
 
 
+def test_fp32_cell_state_with_fp16_storage(nan_poison):
+    """c0 in fp32 under fp16 storage (how the cells carry c): c_T and dc0 come back fp32,
+    h and the other gradients fp16; both paths agree with the fp32 reference."""
+    gx, w_hh, h0, c0 = _inputs(3, 4, 33, torch.float16)
+    c0 = c0.detach().float().requires_grad_()
+    inputs = [gx, w_hh, h0, c0]
+    ref_inputs = [x.detach().float().requires_grad_() for x in inputs]
+    ref = lstm_segment_reference(*ref_inputs)
+    ups = [torch.randn_like(r) for r in ref]
+    ref_grads = torch.autograd.grad(ref, ref_inputs, ups)
+    (fa, fr), (ga, gr) = TOL[torch.float16]
+    for backend in ("triton", "torch"):
+        out = lstm_segment(*inputs, backend=backend)
+        assert [o.dtype for o in out] == [torch.float16, torch.float16, torch.float32], backend
+        for name, o, r in zip(("h_seq", "h_T", "c_T"), out, ref, strict=True):
+            torch.testing.assert_close(o.float(), r, atol=fa, rtol=fr, msg=f"{backend} {name}")
+        grads = torch.autograd.grad(out, inputs, [u.to(o.dtype) for u, o in zip(ups, out)])
+        assert [g.dtype for g in grads] == [torch.float16] * 3 + [torch.float32], backend
+        for name, g, r in zip(("gx", "w_hh", "h0", "c0"), grads, ref_grads, strict=True):
+            torch.testing.assert_close(g.float(), r, atol=ga, rtol=gr, msg=f"{backend} d{name}")
+
+
 def test_unused_outputs_give_none_upstream(nan_poison):
     """Only h_T feeds the loss: dh_seq and dc_T arrive as None and count as zeros."""
     inputs = _inputs(3, 4, 5, torch.float32)

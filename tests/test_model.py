@@ -32,6 +32,23 @@ def test_two_segments_with_carried_state_equal_one_long_segment(layer):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize(
+    "layer", [lambda: LSTM(5, 7, backend="torch"), lambda: QRNN(5, 7, backend="torch")],
+    ids=["lstm", "qrnn"],
+)  # fmt: skip
+def test_cell_state_crosses_segments_in_fp32_under_bf16(layer):
+    """Under bf16 autocast the outputs are bf16 but the carried c stays fp32, unrounded."""
+    torch.manual_seed(0)
+    cell = layer()
+    state = cell.init_state(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for _ in range(2):
+            h, state = cell(torch.randn(6, 3, 5), state)
+    c = state[-1] if isinstance(cell, LSTM) else state[0]
+    assert h.dtype == torch.bfloat16 and c.dtype == torch.float32
+    assert not torch.equal(c, c.bfloat16().float())  # not rounded to bf16 on the way
+
+
 def test_lstm_layer_matches_torch_lstm():
     torch.manual_seed(0)
     ours = LSTM(4, 6, backend="torch")

@@ -128,3 +128,55 @@ def test_evidence_recipes_resolve():
         for seed in (1, 2, 3)
     }
     assert sorted(r.name for r in runs) == sorted(expected)
+
+
+# A stand-in for altgrad-train: counts the SIGINTs it gets (a doubled Ctrl-C would arrive
+# within the pause), writes the count, exits 130 as altgrad-train does after saving.
+FAKE_TRAINING = r"""
+import signal, sys, time
+got = []
+signal.signal(signal.SIGINT, lambda s, f: got.append(s))
+print("ready", flush=True)
+deadline = time.monotonic() + 30
+while not got and time.monotonic() < deadline:
+    time.sleep(0.01)
+time.sleep(0.5)
+open(sys.argv[1], "w").write(str(len(got)))
+sys.exit(130 if got else 0)
+"""
+
+SUITE_SIDE = r"""
+import sys
+from altgrad_triton import suite
+print("code", suite.run_training([sys.executable, "-c", sys.argv[1], sys.argv[2]]), flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    "how", ["ctrl-c to the foreground group", "SIGINT to the suite", "SIGTERM to the suite"]
+)
+def test_stop_signal_reaches_the_run_exactly_once(tmp_path, how):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    count = tmp_path / "sigints"
+    # its own process group, as a shell gives a foreground job
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUITE_SIDE, FAKE_TRAINING, str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+        process_group=0,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        if how.startswith("ctrl-c"):
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal does
+        else:
+            os.kill(proc.pid, signal.SIGINT if "SIGINT" in how else signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert out.strip() == "code 130"
+    assert count.read_text() == "1"

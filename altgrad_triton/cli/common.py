@@ -10,12 +10,13 @@ from ..errors import UserError
 
 
 def run_main(body: Callable[[], int | None]) -> int:
-    """Run a command body; a UserError becomes ``error: <message>`` and exit code 2."""
+    """Run a command body; a UserError becomes ``error: <message>`` and its exit code (2
+    unless it says otherwise)."""
     try:
         return body() or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 2)
+        return e.exit_code
     except KeyboardInterrupt:
         print("error: aborted", file=sys.stderr)
         return 130

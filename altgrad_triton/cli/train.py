@@ -121,9 +121,7 @@ def body(argv: list[str] | None = None) -> int:
 
 def _on_rank(error: UserError, ctx: Any) -> UserError:
     """The same error, its message naming the rank that raised it."""
-    out = UserError(f"rank {ctx.rank}: {error}")
-    out.exit_code = getattr(error, "exit_code", 2)  # type: ignore[attr-defined]
-    return out
+    return UserError(f"rank {ctx.rank}: {error}", exit_code=error.exit_code)
 
 
 def main(argv: list[str] | None = None) -> int:
