@@ -339,9 +339,7 @@ def _check(f: torch.Tensor, z: torch.Tensor, o: torch.Tensor | None, c0: torch.T
             pass  # the cell state may be carried in fp32 whatever the storage dtype
         elif t.dtype != f.dtype:
             also = " or be float32" if name == "c0" else ""
-            raise ValueError(
-                f"fo_pool: {name} has dtype {t.dtype}, must match f's {f.dtype}{also}"
-            )
+            raise ValueError(f"fo_pool: {name} has dtype {t.dtype}, must match f's {f.dtype}{also}")
         if t.device != f.device:
             raise ValueError(f"fo_pool: {name} is on {t.device}, must be on f's {f.device}")
 

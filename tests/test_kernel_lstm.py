@@ -91,7 +91,9 @@ def test_fp32_cell_state_with_fp16_storage(nan_poison):
         assert [o.dtype for o in out] == [torch.float16, torch.float16, torch.float32], backend
         for name, o, r in zip(("h_seq", "h_T", "c_T"), out, ref, strict=True):
             torch.testing.assert_close(o.float(), r, atol=fa, rtol=fr, msg=f"{backend} {name}")
-        grads = torch.autograd.grad(out, inputs, [u.to(o.dtype) for u, o in zip(ups, out)])
+        grads = torch.autograd.grad(
+            out, inputs, [u.to(o.dtype) for u, o in zip(ups, out, strict=True)]
+        )
         assert [g.dtype for g in grads] == [torch.float16] * 3 + [torch.float32], backend
         for name, g, r in zip(("gx", "w_hh", "h0", "c0"), grads, ref_grads, strict=True):
             torch.testing.assert_close(g.float(), r, atol=ga, rtol=gr, msg=f"{backend} d{name}")
