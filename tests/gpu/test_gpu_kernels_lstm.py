@@ -45,14 +45,16 @@ def _inputs(batch, steps, hidden, seed=0):
     return gx, w_hh, h0, c0
 
 
-def _check(batch, steps, hidden, dtype):
+def _check(batch, steps, hidden, dtype, c0_dtype=None):
+    """``c0_dtype``: float32 to pass c0 as the cells do under bf16 (c carried in fp32)."""
+    c0_dtype = c0_dtype or dtype
     base = _inputs(batch, steps, hidden)
     ref_in = [x.clone().requires_grad_() for x in base]
     ref = lstm_segment_reference(*ref_in)
     ups = [torch.randn_like(r) for r in ref]
     ref_grads = torch.autograd.grad(ref, ref_in, ups)
 
-    ins = [x.to(dtype).requires_grad_() for x in base]
+    ins = [x.to(d).requires_grad_() for x, d in zip(base, [dtype] * 3 + [c0_dtype], strict=True)]
     out = lstm_segment(*ins, backend="triton")
     grads = torch.autograd.grad(out, ins, [u.to(dtype) for u in ups])
     torch.cuda.synchronize()
@@ -65,7 +67,7 @@ def _check(batch, steps, hidden, dtype):
     summary = ", ".join(f"{k}={v:.1e}" for k, v in errs.items())
     print(f"B{batch}-T{steps}-H{hidden}-{dtype}: {summary}")
     for (n, e), x in zip(errs.items(), (*out, *grads), strict=True):
-        assert x.dtype == dtype, n
+        assert x.dtype == (c0_dtype if n in ("c_T", "d_c0") else dtype), n
         assert torch.isfinite(x).all(), n
         assert e < tol, f"{n}: relative error {e:.2e} >= {tol}"
 
@@ -74,6 +76,10 @@ def _check(batch, steps, hidden, dtype):
 @pytest.mark.parametrize("hidden", [650, 1550])
 def test_paper_shapes(hidden, dtype):
     _check(20, 200, hidden, dtype)
+
+
+def test_bf16_storage_with_fp32_cell_state():
+    _check(20, 200, 650, torch.bfloat16, c0_dtype=torch.float32)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])

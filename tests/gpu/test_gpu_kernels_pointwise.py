@@ -140,6 +140,25 @@ def test_fo_pool_no_o_no_c0_strided(dtype, forced):
         check(a, e, dtype, "grad")
 
 
+def test_fo_pool_bf16_storage_with_fp32_cell_state():
+    """c0 in fp32 as the QRNN layer passes it under bf16: c_T and dc0 come back in fp32, and
+    c_T at fp32 tolerance (the scan never rounds c)."""
+    f, z, o, c0 = fo_inputs(400, torch.bfloat16)
+    c0 = c0.detach().float().requires_grad_()
+    ins = [f, z, o, c0]
+    up = [upstream((T, B, 400), torch.bfloat16), upstream((B, 400), torch.float32)]
+    out = fo_pool(*ins, backend="triton")
+    g = grads(out, up, ins)
+    ref_ins = upcast(ins)
+    out_ref = fo_pool_reference(*ref_ins)
+    g_ref = grads(out_ref, up, ref_ins)
+    assert (out[0].dtype, out[1].dtype, g[-1].dtype) == (torch.bfloat16,) + (torch.float32,) * 2
+    check(out[0], out_ref[0], torch.bfloat16, "h")
+    check(out[1], out_ref[1], torch.float32, "c_T")
+    for a, e in zip(g, g_ref, strict=True):
+        check(a, e, torch.bfloat16, "grad")
+
+
 def test_autotuned_path_fo_pool():
     _configs.clear_overrides()
     fo_compare(400, torch.bfloat16, use_o=True, use_c0=True)
