@@ -44,6 +44,8 @@ def save(
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".{directory.name}.tmp"
     old = directory.parent / f".{directory.name}.old"
+    if not directory.exists() and (old / "meta.json").exists():
+        os.replace(old, directory)  # a save cut off between its renames: keep that one
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file(_tensors(model), str(tmp / "model.safetensors"))
@@ -95,9 +97,13 @@ def load(
 
 
 def shape_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Keys whose values differ between a checkpoint's model shape and a recipe's."""
+    """Keys whose values differ between a checkpoint's model shape and a recipe's.
+
+    A key the checkpoint does not record (written before the key was checked) is not
+    compared, so older checkpoints still resume.
+    """
     return [
-        f"{k}: checkpoint {saved.get(k)!r} vs recipe {wanted.get(k)!r}"
-        for k in sorted(set(saved) | set(wanted))
-        if saved.get(k) != wanted.get(k)
+        f"{k}: checkpoint {saved[k]!r} vs recipe {wanted.get(k)!r}"
+        for k in sorted(saved.keys() | wanted.keys())
+        if k in saved and saved[k] != wanted.get(k)
     ]

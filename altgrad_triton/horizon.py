@@ -27,7 +27,6 @@ that decides the next level starts after the change.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -44,6 +43,7 @@ from torch import nn
 from .cells import LSTM
 from .data.copy_task import COPY_VOCABULARY, copy_task_batch
 from .errors import UserError
+from .files import read_jsonl
 from .synthetic import LinearSynthesizer, MLPSynthesizer, SyntheticBoundary
 
 TASKS = ("copy", "repeat-copy")
@@ -287,17 +287,31 @@ def plan(
     ]
 
 
+IDENTITY = ("task", "method", "truncation", "seed")
+"""The fields that tell apart the runs of one results file; the others are its settings."""
+
+
 def key(row: dict) -> tuple:
     """What identifies a run in a results file (for skipping finished ones)."""
-    return (row["task"], row["method"], row["truncation"], row["seed"])
+    return tuple(row[name] for name in IDENTITY)
+
+
+def check_same_settings(rows: list[dict], cfg: HorizonConfig, where: str | Path) -> None:
+    """Refuse to add runs to a results file made with other settings: ``key`` skips runs by
+    (task, method, truncation, seed) only, and ``table`` averages whatever the file holds."""
+    for row in rows:
+        for name, value in asdict(cfg).items():
+            if name in IDENTITY or name not in row or row[name] == value:
+                continue
+            raise UserError(
+                f"{where} holds runs made with {name}={row[name]!r}, not {value!r}; "
+                "give these settings another --out"
+            )
 
 
 def read_rows(path) -> list[dict]:
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    """The result rows in ``path`` (none if it does not exist; a torn last line skipped)."""
+    return read_jsonl(path, missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- the table

@@ -14,12 +14,17 @@ from rich.table import Table
 
 
 class EpochProgress:
-    """Progress of one epoch: ``update(done, loss, tokens_per_s)`` after each segment."""
+    """Progress of one epoch: ``update(done, loss, tokens_per_s)`` after each segment.
 
-    def __init__(self, console: Console, title: str, total: int, log_every: int):
+    ``start``: segments already done before this process took over (a resumed epoch); the
+    ETA is estimated from the ones done since.
+    """
+
+    def __init__(self, console: Console, title: str, total: int, log_every: int, start: int = 0):
         self.console, self.title, self.total, self.log_every = console, title, total, log_every
+        self.start = start
         self._bar: Progress | None = None
-        self._last_plain = 0
+        self._last_plain = start
         self._started = time.perf_counter()
 
     def __enter__(self) -> EpochProgress:
@@ -37,7 +42,11 @@ class EpochProgress:
             )
             self._bar.start()
             self._task = self._bar.add_task(
-                escape(self.title), total=self.total, loss=float("nan"), tps=0.0
+                escape(self.title),
+                total=self.total,
+                completed=self.start,
+                loss=float("nan"),
+                tps=0.0,
             )
         return self
 
@@ -47,7 +56,7 @@ class EpochProgress:
         elif done - self._last_plain >= self.log_every or done == self.total:
             self._last_plain = done
             elapsed = time.perf_counter() - self._started
-            eta = elapsed / max(done, 1) * (self.total - done)
+            eta = elapsed / max(done - self.start, 1) * (self.total - done)
             self.console.print(
                 f"{self.title} {done}/{self.total} loss {loss:.3f} "
                 f"{tokens_per_s:,.0f} tok/s eta {eta:.0f}s",

@@ -396,7 +396,8 @@ def to_toml(recipe: Recipe) -> str:
 
 
 def model_shape(recipe: Recipe) -> dict:
-    """The keys that fix the shapes of the saved weights (checked when resuming)."""
+    """The recipe keys a resumed run must keep: they fix the shapes of the saved weights and
+    the layout of the optimizers' states (checked when resuming)."""
     m = recipe.model
     shape = {
         f"model.{k}": getattr(m, k)
@@ -411,10 +412,10 @@ def model_shape(recipe: Recipe) -> dict:
         )
     }
     shape["data.corpus"] = recipe.data.corpus
+    shape["optim.name"] = recipe.optim.name
     s = recipe.synthetic
     shape["synthetic.enabled"] = s.enabled
     if s.enabled:
-        shape.update(
-            {f"synthetic.{k}": getattr(s, k) for k in ("synthesizer", "cell", "hidden", "layers")}
-        )
+        keys = ("synthesizer", "cell", "hidden", "layers", "context_tokens")
+        shape.update({f"synthetic.{k}": getattr(s, k) for k in keys})
     return shape

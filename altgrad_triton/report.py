@@ -18,7 +18,6 @@ curve of every group.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .files import read_json, read_jsonl, write_text_atomic
 
 SEED_SUFFIX = re.compile(r"^(?P<name>.+)-s(?P<seed>\d+)$")
 LN2 = math.log(2.0)
@@ -91,21 +91,6 @@ def metric(loss: float | None, char_level: bool) -> float | None:
     return loss / LN2 if char_level else math.exp(min(loss, 50.0))
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    lines = path.read_text().splitlines()
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines):  # a run killed mid-write can leave a torn last line
-                break
-            raise UserError(f"{path}:{i}: not a JSON line") from None
-    return rows
-
-
 def read_run(path: Path) -> Run:
     """Read one run directory (metrics.jsonl required; results.json, recipe.toml optional)."""
     path = Path(path)
@@ -123,9 +108,9 @@ def read_run(path: Path) -> Run:
             pass
     results = None
     if (path / "results.json").exists():
-        results = json.loads((path / "results.json").read_text())
+        results = read_json(path / "results.json")
     group, seed = split_seed(name)
-    return Run(path, name, group, seed, corpus, _read_jsonl(metrics), results)
+    return Run(path, name, group, seed, corpus, read_jsonl(metrics), results)
 
 
 def find_runs(paths: list[str | Path]) -> list[Run]:
@@ -407,5 +392,5 @@ def write_report(
             text.append("")
     if note:
         text.append(f"_No plots: {note}_")
-    markdown.write_text("\n".join(text).rstrip() + "\n")
+    write_text_atomic(markdown, "\n".join(text).rstrip() + "\n")
     return markdown, written, note

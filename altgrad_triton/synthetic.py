@@ -231,8 +231,8 @@ def _detach(carry: Carry) -> Carry:
 class SGStats:
     """How well g_hat(s_k) matched its target at one boundary.
 
-    0-d tensors on the model's device, so reading them costs no host sync until the trainer
-    averages them at a log line.
+    0-d tensors on the model's device: the trainer reads them in the same single host
+    transfer as the segment's loss.
     """
 
     loss: torch.Tensor

@@ -36,6 +36,8 @@ import torch
 from . import checkpoint, data
 from . import distributed as ddp
 from .errors import UserError
+from .files import read_jsonl, write_text_atomic
+from .kernels import interpreting
 from .model import RNNLanguageModel, State, lm_loss
 from .progress import EpochProgress, make_console, summary_table
 from .recipe import Recipe, model_shape, to_dict, to_toml
@@ -44,7 +46,8 @@ from .synthetic import SyntheticBoundary, divergence_warning, join_state, make_s
 
 
 class TrainingStopped(UserError):
-    """The run stopped on purpose (Ctrl-C) or on a non-finite loss; a checkpoint was kept."""
+    """The run stopped on purpose (Ctrl-C) or on a non-finite loss; the message says which
+    checkpoint was kept."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -56,6 +59,13 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _set_hyperparameters(optimizer: torch.optim.Optimizer, **values: float) -> None:
+    """Put ``values`` into every parameter group (after ``load_state_dict``, which restores
+    the saved ones); the learning rate is set by the schedule at every segment anyway."""
+    for group in optimizer.param_groups:
+        group.update(values)
 
 
 def make_optimizer(recipe: Recipe, params: Any) -> torch.optim.Optimizer:
@@ -96,6 +106,11 @@ class Trainer:
         # only rank 0 prints (progress, summaries); the others write to nowhere
         self.console = (console or make_console()) if self.dist.is_main else _silent_console()
         self.device = ddp.device_for(pick_device(recipe.run.device), self.dist)
+        if recipe.run.backend == "triton" and self.device.type != "cuda" and not interpreting():
+            raise UserError(
+                f"run.backend: 'triton' needs a CUDA device, and this run is on "
+                f"{self.device.type}; use run.backend=auto (Triton on CUDA, PyTorch elsewhere)"
+            )
         if self.device.type == "cuda":
             from .tune import apply_stored_winners
 
@@ -108,6 +123,13 @@ class Trainer:
         self.corpus = corpus or data.load_corpus(
             d.corpus, d.path or None, d.cache_dir or None, download=d.download
         )
+        splits = (
+            ("batch_size", "train"),
+            ("eval_batch_size", "valid"),
+            ("test_batch_size", "test"),
+        )
+        for key, split in splits:  # all now: a test split that does not fit fails up front
+            data.check_batch_size(len(getattr(self.corpus, split)), getattr(d, key), f"data.{key}")
         self.model = RNNLanguageModel(len(self.corpus.vocab), recipe.model, recipe.run.backend).to(
             self.device
         )
@@ -211,6 +233,7 @@ class Trainer:
             "epoch": self.epoch,
             "best_val": self.best_val,
             "sums": self.sums.__dict__,
+            "last_sg_loss": self._last_sg_loss,
             "state": state,
             "carry": carry,
             "optimizer": self.optimizer.state_dict(),
@@ -249,24 +272,61 @@ class Trainer:
         visible to all of them) and takes its own rows of the saved full-batch state.
         """
         meta, weights, synth, st = checkpoint.load(self.run_dir / "checkpoints" / tag)
+        self._check_resumable(meta, st)
+        self.model.load_state_dict(weights)
+        s = self.recipe.synthetic
+        if self.boundary is not None and synth is not None:
+            self.boundary.synthesizer.load_state_dict(synth)
+            self.synth_optimizer.load_state_dict(st["synth_optimizer"])
+            _set_hyperparameters(self.synth_optimizer, lr=s.lr)
+            carry = ddp.share_rows(st["carry"], self.dist)
+            self.boundary.carry = _to_device(carry, self.device)
+        self.optimizer.load_state_dict(st["optimizer"])
+        o = self.recipe.optim  # a state dict brings back its own settings: the recipe's win
+        momentum = {"momentum": o.momentum} if o.name == "sgd" else {}
+        _set_hyperparameters(self.optimizer, weight_decay=o.weight_decay, **momentum)
+        self.epoch, self.best_val = st["epoch"], st["best_val"]
+        self.sums = EpochSums(**st["sums"])
+        self._last_sg_loss = st.get("last_sg_loss")
+        state = ddp.share_rows(None if st["state"] is None else tuple(st["state"]), self.dist)
+        self.state = None if state is None else tuple(t.to(self.device) for t in state)
+        self._restore_rng(st)
+        if self.dist.is_main:
+            self._trim_metrics()
+
+    def _trim_metrics(self) -> None:
+        """Drop metrics lines of epochs the checkpoint has not finished: written by a run
+        stopped after an epoch's line but before its checkpoint, they come again."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        rows = read_jsonl(path)
+        kept = [row for row in rows if row["epoch"] < self.epoch]
+        if len(kept) < len(rows) or path.read_text().count("\n") != len(rows):
+            write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
+
+    def _check_resumable(self, meta: dict[str, Any], st: dict[str, Any]) -> None:
+        """UserError unless this recipe and corpus can continue the checkpoint's run."""
         diff = checkpoint.shape_mismatch(meta["model_shape"], model_shape(self.recipe))
         if diff:
             raise UserError(
                 "cannot resume: the recipe's model differs from the checkpoint's: "
                 + "; ".join(diff)
             )
-        self.model.load_state_dict(weights)
-        if self.boundary is not None and synth is not None:
-            self.boundary.synthesizer.load_state_dict(synth)
-            self.synth_optimizer.load_state_dict(st["synth_optimizer"])
-            carry = ddp.share_rows(st["carry"], self.dist)
-            self.boundary.carry = _to_device(carry, self.device)
-        self.optimizer.load_state_dict(st["optimizer"])
-        self.epoch, self.best_val = st["epoch"], st["best_val"]
-        self.sums = EpochSums(**st["sums"])
-        state = ddp.share_rows(None if st["state"] is None else tuple(st["state"]), self.dist)
-        self.state = None if state is None else tuple(t.to(self.device) for t in state)
-        self._restore_rng(st)
+        saved_vocab = meta.get("vocab")
+        if saved_vocab is not None and saved_vocab != self.corpus.vocab.to_dict():
+            raise UserError(
+                f"cannot resume: the corpus at data.path={self.recipe.data.path or '(cache)'!r} "
+                "has another vocabulary than the checkpoint's; point data.path at the same text"
+            )
+        if st["state"] is not None:  # stopped inside an epoch: the carried rows must fit
+            saved_batch = st["state"][0].shape[0]
+            if saved_batch != self.recipe.data.batch_size:
+                raise UserError(
+                    f"cannot resume: data.batch_size={self.recipe.data.batch_size}, but the "
+                    f"checkpoint stopped inside epoch {st['epoch']} with batch size "
+                    f"{saved_batch}; resume with data.batch_size={saved_batch}"
+                )
 
     def _restore_rng(self, st: dict[str, Any]) -> None:
         cuda = self.device.type == "cuda"
@@ -360,7 +420,9 @@ class Trainer:
                 self.boundary.reset()
         sums = self.sums
         title = f"epoch {plan.epoch} [{plan.mode}]"
-        with EpochProgress(self.console, title, len(segments), r.run.log_every) as bar:
+        with EpochProgress(
+            self.console, title, len(segments), r.run.log_every, start=sums.segment
+        ) as bar:
             for start, seq_len in segments[sums.segment :]:
                 t0 = time.perf_counter()
                 ce, self.state, stats = self._segment(start, seq_len, self.state, plan)
@@ -372,10 +434,11 @@ class Trainer:
                 values = self._across_ranks(values)
                 ce_value = values[0]
                 if not math.isfinite(ce_value):
+                    best = checkpoint.find(self.run_dir / "checkpoints" / "best")
                     raise TrainingStopped(
                         f"non-finite loss ({ce_value}) at epoch {plan.epoch}, segment "
-                        f"{sums.segment + 1}; best checkpoint kept in "
-                        f"{self.run_dir / 'checkpoints' / 'best'}",
+                        f"{sums.segment + 1}; "
+                        + (f"best checkpoint kept in {best}" if best else "no checkpoint yet"),
                         exit_code=1,
                     )
                 n = seq_len * self.train_data.shape[1] * self.dist.world_size
@@ -456,7 +519,7 @@ class Trainer:
         r = self.recipe
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "recipe.toml").write_text(to_toml(r))
+            write_text_atomic(self.run_dir / "recipe.toml", to_toml(r))
         previous = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             while self.epoch <= r.run.epochs:
@@ -497,15 +560,22 @@ class Trainer:
             metrics["train_bpc"], metrics["val_bpc"] = train_loss / math.log(2), val / math.log(2)
         improved = val < self.best_val
         metrics["best"] = improved
+        warning = None
+        if plan.mode == "synthetic":
+            warning = divergence_warning(self._last_sg_loss, metrics["sg_loss"], metrics["sg_cos"])
+        self._last_sg_loss = metrics["sg_loss"]
         self.epoch += 1
+        # the line first, then the checkpoint: a run stopped between the two redoes the
+        # epoch, and restore() drops the line it wrote (see _trim_metrics)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+                f.flush()
         if improved:
             self.best_val = val
             self.save("best", metrics)
         self.save("last", metrics)
-        if self.dist.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-                f.flush()
         self.console.print(
             f"epoch {plan.epoch} [{plan.mode}] lr {plan.lr:.2e} train ppl "
             f"{metrics['train_ppl']:.1f} val ppl {metrics['val_ppl']:.1f} "
@@ -513,11 +583,8 @@ class Trainer:
             + (f" sg_cos {metrics['sg_cos']:.3f}" if sg_n else ""),
             markup=False,
         )
-        if plan.mode == "synthetic":
-            warning = divergence_warning(self._last_sg_loss, metrics["sg_loss"], metrics["sg_cos"])
-            if warning:
-                self.console.print(warning, markup=False)
-        self._last_sg_loss = metrics["sg_loss"]
+        if warning:
+            self.console.print(warning, markup=False)
 
     def finish(self) -> dict[str, Any]:
         """Test the best checkpoint; write results.json and print the summary table.
@@ -532,11 +599,7 @@ class Trainer:
         test = self.evaluate(self.corpus.test, self.recipe.data.test_batch_size)
         if not self.dist.is_main:
             return ddp.broadcast_object(None, self.dist)
-        rows = [
-            json.loads(line)
-            for line in (self.run_dir / "metrics.jsonl").read_text().splitlines()
-            if line.strip()
-        ]
+        rows = read_jsonl(self.run_dir / "metrics.jsonl")
         results = {
             "best_val_loss": self.best_val,
             "best_val_ppl": _ppl(self.best_val),
@@ -548,7 +611,7 @@ class Trainer:
         if self.corpus.level == "char":
             results["best_val_bpc"] = self.best_val / math.log(2)
             results["test_bpc"] = test / math.log(2)
-        (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        write_text_atomic(self.run_dir / "results.json", json.dumps(results, indent=2))
         self.console.print(
             summary_table(
                 f"{self.recipe.run.name}: {self.run_dir}",

@@ -133,3 +133,12 @@ def test_cli_runs_skips_and_renders(tmp_path, capsys):
     assert len(horizon.read_rows(tmp_path / "results.jsonl")) == 2
     assert "| 2 |" in (tmp_path / "table.md").read_text()
     assert horizon_cli.main(["--methods", "dni", "--out", str(tmp_path)]) == 2
+    capsys.readouterr()
+    # other settings into the same folder would be skipped as done and averaged together
+    other = [a if a != "20" else "30" for a in args]
+    assert horizon_cli.main(other) == 2
+    err = capsys.readouterr().err
+    assert "holds runs made with budget=20, not 30; give these settings another --out" in err
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write('{"task": "co')  # a run killed mid-write
+    assert len(horizon.read_rows(tmp_path / "results.jsonl")) == 2

@@ -18,7 +18,7 @@ def write(tmp_path, text, name="r.toml"):
 
 
 def test_every_shipped_recipe_is_valid():
-    files = [p for p in (ROOT / "recipes").rglob("*.toml") if p.name != "base.toml"]
+    files = list((ROOT / "recipes").rglob("*.toml"))  # the _*.toml bases load on their own too
     assert len(files) >= 23
     for p in files:
         r = recipes.load(p)

@@ -168,6 +168,13 @@ def test_cli_writes_markdown(tmp_path, capsys):
     assert "| a |" in capsys.readouterr().out
 
 
+def test_a_damaged_results_file_is_a_one_line_error(tmp_path):
+    d = fake_run(tmp_path, "a-s1", "wikitext-2-small", [5.0, 4.0])
+    (d / "results.json").write_text('{"best_val')
+    with pytest.raises(UserError, match=r"results.json: not valid JSON"):
+        report.read_run(d)
+
+
 def test_torn_last_line_is_ignored(tmp_path):
     d = fake_run(tmp_path, "a-s1", "wikitext-2-small", [5.0, 4.0], finished=False)
     with open(d / "metrics.jsonl", "a") as f:

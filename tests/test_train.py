@@ -207,3 +207,121 @@ def test_synthetic_epochs_are_checked_for_a_diverging_synthesizer(
         (rows[1]["sg_loss"], rows[2]["sg_loss"]),
     ]
     assert out.getvalue().count("warning: diverging") == 2
+
+
+def test_resume_applies_the_recipes_optimizer_settings(corpus_dir, tmp_path):
+    """A state dict restores its saved settings; a resumed recipe's own ones must win."""
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=SYNTH, run={"epochs": 1})
+    Trainer(r, tmp_path / "runs" / "tiny").fit()
+    changed = tiny_recipe(
+        corpus_dir,
+        tmp_path / "runs",
+        synthetic={**SYNTH, "lr": 5e-5},
+        optim={"lr": 3e-3, "weight_decay": 0.25},
+        run={"epochs": 2},
+    )
+    again = Trainer(changed, tmp_path / "runs" / "tiny")
+    again.restore("last")
+    assert all(g["weight_decay"] == 0.25 for g in again.optimizer.param_groups)
+    assert all(g["lr"] == 5e-5 for g in again.synth_optimizer.param_groups)
+    sgd = tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=SYNTH, optim={"name": "sgd"})
+    with pytest.raises(UserError, match="optim.name: checkpoint 'adam' vs recipe 'sgd'"):
+        Trainer(sgd, tmp_path / "runs" / "tiny").restore("last")
+
+
+def test_resume_refuses_another_synthesizer_context_or_vocabulary(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=CONDITIONED, run={"epochs": 1})
+    Trainer(r, tmp_path / "runs" / "tiny").fit()
+    more = tiny_recipe(
+        corpus_dir, tmp_path / "runs", synthetic={**CONDITIONED, "context_tokens": 3}
+    )
+    with pytest.raises(UserError, match="synthetic.context_tokens: checkpoint 2 vs recipe 3"):
+        Trainer(more, tmp_path / "runs" / "tiny").restore("last")
+    other_text = tiny_corpus(tmp_path / "other", seed=1)  # same words, another order
+    moved = tiny_recipe(other_text, tmp_path / "runs", synthetic=CONDITIONED)
+    with pytest.raises(UserError, match="another vocabulary"):
+        Trainer(moved, tmp_path / "runs" / "tiny").restore("last")
+
+
+def test_resume_inside_an_epoch_needs_the_same_batch_size(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "runs")
+    trainer = Trainer(r, tmp_path / "runs" / "tiny")
+    real_segment = trainer._segment
+
+    def ctrl_c_at_the_third(*args, **kwargs):
+        if trainer.sums.segment == 2:
+            trainer._on_sigint(2, None)
+        return real_segment(*args, **kwargs)
+
+    trainer._segment = ctrl_c_at_the_third
+    with pytest.raises(TrainingStopped):
+        trainer.fit()
+    wider = tiny_recipe(corpus_dir, tmp_path / "runs", data={"batch_size": 2})
+    with pytest.raises(UserError, match="data.batch_size=2, .* resume with data.batch_size=4"):
+        Trainer(wider, tmp_path / "runs" / "tiny").restore("last")
+
+
+def test_triton_backend_without_cuda_is_a_user_error(corpus_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"backend": "triton"})
+    with pytest.raises(UserError, match="run.backend: 'triton' needs a CUDA device"):
+        Trainer(r, tmp_path / "runs" / "tiny")
+
+
+def test_every_split_batch_size_is_checked_before_training(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", data={"test_batch_size": 100_000})
+    with pytest.raises(UserError, match=r"data.test_batch_size: 100000 leaves 0 step"):
+        Trainer(r, tmp_path / "runs" / "tiny")
+
+
+def test_non_finite_loss_before_any_checkpoint_says_so(corpus_dir, tmp_path):
+    trainer = Trainer(tiny_recipe(corpus_dir, tmp_path / "runs"), tmp_path / "runs" / "tiny")
+    with torch.no_grad():
+        trainer.model.decoder.bias.fill_(float("nan"))
+    with pytest.raises(TrainingStopped, match="at epoch 1, segment 1; no checkpoint yet"):
+        trainer._run_epoch(trainer.plan(1))
+
+
+def test_the_divergence_check_survives_a_resume(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=SYNTH, run={"epochs": 1})
+    first = Trainer(r, tmp_path / "runs" / "tiny")
+    first.fit()
+    assert first._last_sg_loss is not None
+    again = Trainer(r, tmp_path / "runs" / "tiny")
+    again.restore("last")
+    assert again._last_sg_loss == first._last_sg_loss
+
+
+def test_a_save_after_a_cut_off_one_keeps_a_checkpoint_throughout(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 1})
+    trainer = Trainer(r, tmp_path / "runs" / "tiny")
+    trainer.fit()
+    last = tmp_path / "runs/tiny/checkpoints/last"
+    last.rename(last.parent / ".last.old")  # cut off between the two renames
+    seen = []
+    real_rmtree = checkpoint.shutil.rmtree
+
+    def rmtree_watching(path, *args, **kwargs):  # at every deletion a checkpoint is findable
+        seen.append(checkpoint.find(last) is not None)
+        return real_rmtree(path, *args, **kwargs)
+
+    checkpoint.shutil.rmtree = rmtree_watching
+    try:
+        trainer.save("last")
+    finally:
+        checkpoint.shutil.rmtree = real_rmtree
+    assert seen and all(seen)
+    assert (last / "meta.json").exists() and not (last.parent / ".last.old").exists()
+
+
+def test_resume_drops_the_line_of_an_epoch_that_was_not_checkpointed(corpus_dir, tmp_path):
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 1})
+    Trainer(r, tmp_path / "runs" / "tiny").fit()
+    path = tmp_path / "runs/tiny/metrics.jsonl"
+    line = path.read_text().splitlines()[0]
+    # stopped after epoch 2's line was written, before its checkpoint; and a torn line
+    second = line.replace('"epoch": 1', '"epoch": 2')
+    path.write_text(line + "\n" + second + "\n" + '{"epo')
+    again = Trainer(tiny_recipe(corpus_dir, tmp_path / "runs"), tmp_path / "runs" / "tiny")
+    again.restore("last")
+    assert path.read_text() == line + "\n"

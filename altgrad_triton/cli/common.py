@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -20,6 +21,9 @@ def run_main(body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("error: aborted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # piped into `head`, which stopped reading: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit flush
+        return 141  # what a shell reports for SIGPIPE
 
 
 def command_parser(prog: str, doc: str, epilog: str | None = None) -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from ..files import write_text_atomic
 from .common import command_parser, run_main
 
 
@@ -82,7 +83,9 @@ def body(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
-    done = {horizon.key(r) for r in horizon.read_rows(results)}
+    rows = horizon.read_rows(results)
+    horizon.check_same_settings(rows, configs[0], results)
+    done = {horizon.key(r) for r in rows}
     for i, cfg in enumerate(configs, 1):
         tag = f"[{i}/{len(configs)}] {cfg.task} {cfg.method} T={cfg.truncation} seed {cfg.seed}"
         if horizon.key(vars(cfg)) in done:
@@ -98,7 +101,7 @@ def body(argv: list[str] | None = None) -> int:
         with open(results, "a") as f:
             f.write(json.dumps(row) + "\n")
     text = horizon.table(horizon.read_rows(results))  # every run in the file
-    (out / "table.md").write_text(text + "\n")
+    write_text_atomic(out / "table.md", text + "\n")
     print(text)
     print(f"table written to {out / 'table.md'}")
     return 0

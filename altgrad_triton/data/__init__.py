@@ -11,7 +11,7 @@ The public API lives here; the submodules split it by concern:
 Only :mod:`altgrad_triton.errors` is imported from the rest of the package.
 """
 
-from .batching import Segment, batchify, get_segment, segment_lengths
+from .batching import Segment, batchify, check_batch_size, get_segment, segment_lengths
 from .copy_task import (
     COPY_VOCABULARY,
     CopyTaskBatch,
@@ -46,6 +46,7 @@ __all__ = [
     "Segment",
     "Vocabulary",
     "batchify",
+    "check_batch_size",
     "copy_task_batch",
     "copy_task_length",
     "derive_wikitext2_small",

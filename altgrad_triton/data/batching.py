@@ -5,7 +5,8 @@ bottom in segments; the recurrent state is carried from one segment to the next,
 segment's targets are its inputs shifted by one step. During training AWD-LSTM varies
 the segment length so that no token always sits at the same offset in a segment:
 :func:`segment_lengths` draws those lengths from a ``torch.Generator`` that the caller
-owns and checkpoints, which makes a run reproducible and an epoch resumable.
+owns and seeds per epoch (the trainer from the run's seed and the epoch number), which makes
+a run reproducible and an epoch resumable.
 """
 
 from __future__ import annotations
@@ -33,6 +34,20 @@ class Segment(NamedTuple):
     length: int
 
 
+def check_batch_size(n_tokens: int, batch_size: int, key: str = "batch size") -> None:
+    """UserError naming ``key`` unless ``batch_size`` columns of ``n_tokens`` tokens each get
+    at least 2 (an input and its target). Checked for every split when a run starts, so a
+    test batch size that does not fit fails before the training, not after it."""
+    if batch_size < 1:
+        raise UserError(f"{key}: must be >= 1, got {batch_size}")
+    n_steps = n_tokens // batch_size
+    if n_steps < 2:
+        raise UserError(
+            f"{key}: {batch_size} leaves {n_steps} step(s) per column of a {n_tokens:,}-token"
+            " split; each column needs at least 2 (input and target): use a smaller one"
+        )
+
+
 def batchify(data: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Cut a 1-D id sequence into ``batch_size`` columns: a ``[n_steps, batch_size]`` tensor.
 
@@ -42,14 +57,8 @@ def batchify(data: torch.Tensor, batch_size: int) -> torch.Tensor:
     """
     if data.dim() != 1:
         raise ValueError(f"batchify expects a 1-D tensor, got shape {tuple(data.shape)}")
-    if batch_size < 1:
-        raise UserError(f"batch size must be >= 1, got {batch_size}: fix the recipe")
+    check_batch_size(data.size(0), batch_size)
     n_steps = data.size(0) // batch_size
-    if n_steps < 2:
-        raise UserError(
-            f"batch size {batch_size} leaves {n_steps} step(s) per column of a {data.size(0)}-token"
-            " split; each column needs at least 2 (input and target): use a smaller batch size"
-        )
     return data[: n_steps * batch_size].view(batch_size, n_steps).t().contiguous()
 
 

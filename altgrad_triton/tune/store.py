@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from ..files import write_text_atomic
+
 CACHE_ENV = "ALTGRAD_TUNE_DIR"
 WINNERS_FILE = "winners.json"
 FORMAT = "altgrad-tune winners v1"
@@ -183,13 +185,8 @@ def save_winners(path: str | os.PathLike[str], new: Sequence[Winner]) -> Path:
     for w in new:
         merged[w.identity()] = w
     entries = sorted(merged.values(), key=lambda w: tuple(str(x) for x in w.identity()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(
-        json.dumps({"format": FORMAT, "entries": [w.to_json() for w in entries]}, indent=1) + "\n"
-    )
-    os.replace(tmp, path)
-    return path
+    text = json.dumps({"format": FORMAT, "entries": [w.to_json() for w in entries]}, indent=1)
+    return write_text_atomic(path, text + "\n")
 
 
 def apply_stored_winners(

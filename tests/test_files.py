@@ -1,0 +1,39 @@
+"""Whole-file writes and JSON-lines reads as a killed run leaves them."""
+
+import pytest
+
+from altgrad_triton import files
+from altgrad_triton.errors import UserError
+
+
+def test_atomic_write_replaces_whole_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "sub" / "results.json"
+    files.write_text_atomic(path, "old")
+    files.write_text_atomic(path, '{"new": 1}')
+    assert files.read_json(path) == {"new": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["results.json"]
+
+
+def test_atomic_write_failing_midway_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    files.write_text_atomic(path, "old")
+
+    def no_rename(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "replace", no_rename)
+    with pytest.raises(OSError):
+        files.write_text_atomic(path, "new")
+    assert path.read_text() == "old"
+
+
+def test_jsonl_skips_a_torn_last_line_only(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2}\n{"a": ')
+    assert files.read_jsonl(path) == [{"a": 1}, {"a": 2}]
+    path.write_text('{"a": 1}\n{"a": \n{"a": 2}\n')
+    with pytest.raises(UserError, match=r"m.jsonl:2: not a JSON line"):
+        files.read_jsonl(path)
+    assert files.read_jsonl(tmp_path / "none.jsonl", missing_ok=True) == []
+    with pytest.raises(FileNotFoundError):
+        files.read_jsonl(tmp_path / "none.jsonl")
