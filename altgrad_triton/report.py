@@ -229,6 +229,67 @@ def markdown_table(groups: list[Group]) -> str:
     return "\n".join(out)
 
 
+def parse_versus(rule: str) -> tuple[re.Pattern, str]:
+    """``"PATTERN=REPLACEMENT"`` -> (compiled pattern, replacement); UserError if malformed."""
+    pattern, sep, replacement = rule.partition("=")
+    if not sep or not pattern:
+        raise UserError(f"--versus: expected PATTERN=REPLACEMENT (a regex), got {rule!r}")
+    try:
+        return re.compile(pattern), replacement
+    except re.error as e:
+        raise UserError(f"--versus: {pattern!r} is not a regular expression ({e})") from None
+
+
+def paired_table(groups: list[Group], rules: list[tuple[re.Pattern, str]]) -> str:
+    """Seed-paired differences: each group against the group its name maps to.
+
+    A rule (pattern, replacement) maps a group's name with ``re.sub`` (e.g. ``sg-cdni`` ->
+    ``bptt`` pairs every SG-cDNI cell with its BPTT cell). For the seeds both groups ran,
+    the difference run - baseline of best val and test is taken per seed, then mean ± std:
+    the same seed means the same initial weights and data order, so pairing removes the
+    spread that comes from them. "better" counts the seeds where the run is lower.
+    """
+    by_name = {(g.corpus, g.name): g for g in groups}
+    rows = []
+    for g in groups:
+        for pattern, replacement in rules:
+            base = by_name.get((g.corpus, pattern.sub(replacement, g.name)))
+            if base is None or base is g:
+                continue
+            rows.append((g, base))
+    if not rows:
+        return "_--versus: no group's name maps to another group's._"
+    out = []
+    for corpus in sorted({g.corpus for g, _ in rows}):
+        char = corpus == "chars"
+        unit, digits = ("bpc", 3) if char else ("ppl", 2)
+        out += [
+            f"**{corpus or 'unknown corpus'}**: run - baseline per seed ({unit}; negative "
+            "= the run is better; mean ± sample std over the paired seeds)",
+            "",
+            f"| run | baseline | paired seeds | Δ best val {unit} | Δ test {unit} | better (val) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for g, base in (pair for pair in rows if pair[0].corpus == corpus):
+            mine = {r.seed: r for r in g.runs if r.seed is not None}
+            theirs = {r.seed: r for r in base.runs if r.seed is not None}
+            seeds = sorted(mine.keys() & theirs.keys())
+            deltas = {"val": [], "test": []}
+            for s in seeds:
+                for what, loss in (("val", Run.best_val_loss), ("test", Run.test_loss)):
+                    a, b = metric(loss(mine[s]), char), metric(loss(theirs[s]), char)
+                    if a is not None and b is not None:
+                        deltas[what].append(a - b)
+            better = sum(d < 0 for d in deltas["val"])
+            out.append(
+                f"| {g.name} | {base.name} | {','.join(map(str, seeds)) or '-'} | "
+                f"{fmt(deltas['val'], digits)} | {fmt(deltas['test'], digits)} | "
+                f"{better}/{len(deltas['val'])} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------------------- plot data
 
 
@@ -359,11 +420,14 @@ def write_report(
     plots_dir: Path | None = None,
     plots: bool = True,
     title: str = "Results",
+    versus: list[str] = (),
 ) -> tuple[Path, list[Path], str | None]:
-    """Tables (always) and plots (when asked and matplotlib is there).
+    """Tables (always), seed-paired differences for the ``versus`` rules (see
+    ``paired_table``), and plots (when asked and matplotlib is there).
 
     Returns (markdown path, plot paths, a note when plots were skipped).
     """
+    rules = [parse_versus(v) for v in versus]
     runs = find_runs(paths)
     groups = group_runs(runs)
     out_dir = Path(out_dir)
@@ -377,6 +441,9 @@ def write_report(
         "",
         markdown_table(groups),
     ]
+    if rules:
+        text += ["Seed-paired differences (`--versus " + " ".join(versus) + "`):", ""]
+        text.append(paired_table(groups, rules))
     written: list[Path] = []
     note = None
     if plots:

@@ -12,6 +12,8 @@ from altgrad_triton import report
 from altgrad_triton.cli import report as report_cli
 from altgrad_triton.errors import UserError
 
+LN2 = math.log(2.0)
+
 
 def fake_run(
     root,
@@ -181,3 +183,20 @@ def test_torn_last_line_is_ignored(tmp_path):
         f.write('{"epoch": 3, "val_lo')
     run = report.read_run(d)
     assert len(run.epochs) == 2 and not run.finished
+
+
+def test_versus_pairs_seeds_and_takes_differences_per_seed(tmp_path, capsys):
+    # the baseline's seeds differ by 1 bit each; the run is 0.1 bit better on seeds 1 and 2,
+    # and has a seed 3 the baseline lacks (left out of the pairing)
+    for seed, (base, run) in enumerate([(2.0, 1.9), (3.0, 2.9), (None, 1.0)], 1):
+        if base is not None:
+            fake_run(tmp_path, f"c-bptt-t5-s{seed}", "chars", [base * LN2], test_loss=base * LN2)
+        fake_run(tmp_path, f"c-sg-t5-s{seed}", "chars", [run * LN2], test_loss=run * LN2)
+    groups = report.group_runs(report.find_runs([tmp_path]))
+    text = report.paired_table(groups, [report.parse_versus("-sg-=-bptt-")])
+    assert "| c-sg-t5 | c-bptt-t5 | 1,2 | -0.100 ± 0.000 | -0.100 ± 0.000 | 2/2 |" in text
+    with pytest.raises(UserError, match="--versus: expected PATTERN=REPLACEMENT"):
+        report.parse_versus("no-equals-sign")
+    args = [str(tmp_path), "--out", str(tmp_path / "o"), "--no-plots", "--versus", "sg=nothing"]
+    assert report_cli.main(args) == 0
+    assert "no group's name maps to another group's" in capsys.readouterr().out

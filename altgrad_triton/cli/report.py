@@ -3,8 +3,11 @@
     altgrad-report runs/evidence                       # every run below runs/evidence
     altgrad-report runs/a-s1 runs/a-s2 --out reports/a
     altgrad-report runs/evidence --markdown docs/evidence.md --plots-dir docs/plots
+    altgrad-report runs/evidence --versus 'sg-cdni=bptt'   # each SG-cDNI cell vs its BPTT
 
 Runs named <name>-s<seed> are grouped as seeds of <name> (mean ± sample std over seeds).
+--versus PATTERN=REPLACEMENT adds a table of seed-paired differences: every group whose
+name, through re.sub(PATTERN, REPLACEMENT, name), becomes another group's, against it.
 Word-level corpora in perplexity, character level in bits per character. Plots need
 matplotlib (the `plot` extra); without it the tables are still written.
 """
@@ -26,6 +29,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--plots-dir", help="folder for the PNGs (default: OUT/plots)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--title", default="Results", help="heading of the Markdown file")
+    p.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        metavar="PATTERN=REPLACEMENT",
+        help="seed-paired differences against the group the name maps to (repeatable)",
+    )
     return p
 
 
@@ -40,6 +50,7 @@ def body(argv: list[str] | None = None) -> int:
         plots_dir=args.plots_dir,
         plots=not args.no_plots,
         title=args.title,
+        versus=args.versus,
     )
     print(md.read_text())
     print(f"wrote {md}" + (f" and {len(plots)} plots in {plots[0].parent}" if plots else ""))
