@@ -75,15 +75,41 @@ class LinearSynthesizer(Synthesizer):
         return self.out(s), carry
 
 
+class GeneratorDropout(nn.Module):
+    """Dropout whose masks come from ``generator`` (the global RNG when None).
+
+    A synthesizer draws its noise from a generator of its own, so that training one does not
+    shift the model's dropout masks: a synthetic-gradient run then differs from its BPTT
+    twin (same seed) only by what the synthetic gradient does.
+    """
+
+    def __init__(self, p: float, generator: torch.Generator | None = None):
+        super().__init__()
+        self.p, self.generator = p, generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        return x * (x.new_empty(x.shape).bernoulli_(keep, generator=self.generator) / keep)
+
+
 class MLPSynthesizer(Synthesizer):
     """A ReLU MLP on the joined state; the output layer is zero-initialised."""
 
-    def __init__(self, state_size: int, hidden: int, layers: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        state_size: int,
+        hidden: int,
+        layers: int,
+        dropout: float = 0.0,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         sizes = [state_size] + [hidden] * layers
         body: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-            body += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+            body += [nn.Linear(a, b), nn.ReLU(), GeneratorDropout(dropout, generator)]
         self.body = nn.Sequential(*body)
         self.out = nn.Linear(hidden, state_size)
         nn.init.zeros_(self.out.weight)
@@ -101,6 +127,7 @@ class ElementwiseSynthesizer(Synthesizer):
     cell of ``hidden`` units whose state is the carry (kept across boundaries, reset each
     epoch), dropout on its output, and a zero-initialised linear map back to one scalar.
     The QRNN cell runs as one Triton kernel for all scalars (``kernels.elementwise``).
+    Noise and dropout masks come from ``generator`` (see ``GeneratorDropout`` for why).
     """
 
     def __init__(
@@ -110,8 +137,10 @@ class ElementwiseSynthesizer(Synthesizer):
         dropout: float = 0.1,
         input_noise: float = 0.5,
         backend: str = "auto",
+        generator: torch.Generator | None = None,
     ):
         super().__init__()
+        self.generator = generator
         if cell not in ("qrnn", "gru", "lstm"):
             raise ValueError(f"element-wise synthesizer cell must be qrnn, gru or lstm, got {cell}")
         self.cell_kind, self.hidden, self.dropout = cell, hidden, dropout
@@ -134,11 +163,12 @@ class ElementwiseSynthesizer(Synthesizer):
         if carry is None:
             carry = self._zero_carry(x.shape[0], x)
         if self.training and self.input_noise > 0:
-            x = x * torch.empty_like(x).normal_(1.0, self.input_noise)
+            x = x * torch.empty_like(x).normal_(1.0, self.input_noise, generator=self.generator)
         mask = None
         if self.training and self.dropout > 0:
             keep = 1.0 - self.dropout
-            mask = x.new_empty(x.shape[0], self.hidden).bernoulli_(keep) / keep
+            mask = x.new_empty(x.shape[0], self.hidden)
+            mask = mask.bernoulli_(keep, generator=self.generator) / keep
         if self.cell_kind == "qrnn":
             y, c = kernels.elementwise_qrnn_synth(
                 x, carry, self.w, self.b, self.v, self.b_out, mask, backend=self.backend
@@ -177,19 +207,27 @@ class ConditionedSynthesizer(nn.Module):
 
 
 def make_synthesizer(
-    cfg: SyntheticConfig, state_size: int, backend: str = "auto", context_size: int = 0
+    cfg: SyntheticConfig,
+    state_size: int,
+    backend: str = "auto",
+    context_size: int = 0,
+    generator: torch.Generator | None = None,
 ) -> nn.Module:
     """The synthesizer a recipe asks for, for a joined state of ``state_size`` per row.
 
     ``context_size`` > 0 wraps it in a ``ConditionedSynthesizer`` for contexts of that width.
+    ``generator``: where its training noise and dropout masks come from (on the device it
+    will run on); None draws them from the global RNG.
     """
     base: Synthesizer
     if cfg.synthesizer == "linear":
         base = LinearSynthesizer(state_size)
     elif cfg.synthesizer == "mlp":
-        base = MLPSynthesizer(state_size, cfg.hidden, cfg.layers, cfg.dropout)
+        base = MLPSynthesizer(state_size, cfg.hidden, cfg.layers, cfg.dropout, generator)
     else:
-        base = ElementwiseSynthesizer(cfg.cell, cfg.hidden, cfg.dropout, cfg.input_noise, backend)
+        base = ElementwiseSynthesizer(
+            cfg.cell, cfg.hidden, cfg.dropout, cfg.input_noise, backend, generator
+        )
     return ConditionedSynthesizer(base, context_size, state_size) if context_size else base
 
 

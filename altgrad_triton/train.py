@@ -61,6 +61,11 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def synthesizer_seed(seed: int, rank: int) -> int:
+    """The seed of the synthesizer's own RNG stream (initial weights, noise, dropout)."""
+    return (ddp.rank_seed(seed, rank) + 104_729) % (2**63)
+
+
 def _set_hyperparameters(optimizer: torch.optim.Optimizer, **values: float) -> None:
     """Put ``values`` into every parameter group (after ``load_state_dict``, which restores
     the saved ones); the learning rate is set by the schedule at every segment anyway."""
@@ -138,10 +143,21 @@ class Trainer:
         self.boundary: SyntheticBoundary | None = None
         self.synth_optimizer: torch.optim.Optimizer | None = None
         s = recipe.synthetic
+        self.synth_generator: torch.Generator | None = None
         if s.enabled:
+            # The synthesizer's initial weights and its training noise come from RNG streams
+            # of their own, so the model sees the same initial weights, dropout masks and
+            # data as the BPTT run of the same seed: the runs differ by the synthetic
+            # gradient alone (synthetic.scale = 0 reproduces BPTT exactly; a test checks it).
             state_size = join_state(self.model.init_state(1)).shape[1]
             context_size = s.context_tokens * recipe.model.emb_size
-            synth = make_synthesizer(s, state_size, recipe.run.backend, context_size)
+            self.synth_generator = torch.Generator(device=self.device)
+            self.synth_generator.manual_seed(synthesizer_seed(recipe.run.seed, self.dist.rank))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(synthesizer_seed(recipe.run.seed, 0))  # same on every rank
+                synth = make_synthesizer(
+                    s, state_size, recipe.run.backend, context_size, self.synth_generator
+                )
             synth = synth.to(self.device)
             self.synth_optimizer = torch.optim.Adam(synth.parameters(), lr=s.lr)
             tokens = recipe.data.batch_size * recipe.bptt.length  # per segment
@@ -222,6 +238,7 @@ class Trainer:
                 "carry": carry,
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
+                "synth_rng": self._synth_rng(),
             }
             ranks = ddp.all_gather_objects(mine, self.dist)
             if not self.dist.is_main:
@@ -242,7 +259,14 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
             "world_size": self.dist.world_size,
             "rank_rng": [(r["rng"], r["cuda_rng"]) for r in ranks] if self.dist.enabled else None,
+            "synth_rng": [r["synth_rng"] for r in ranks]
+            if self.dist.enabled
+            else self._synth_rng(),
         }
+
+    def _synth_rng(self) -> torch.Tensor | None:
+        gen = self.synth_generator
+        return None if gen is None else gen.get_state()
 
     def _meta(self, metrics: dict | None) -> dict[str, Any]:
         return {
@@ -329,6 +353,7 @@ class Trainer:
                 )
 
     def _restore_rng(self, st: dict[str, Any]) -> None:
+        self._restore_synth_rng(st.get("synth_rng"))
         cuda = self.device.type == "cuda"
         if not self.dist.enabled:
             torch.set_rng_state(st["rng"])
@@ -347,6 +372,16 @@ class Trainer:
                 torch.cuda.set_rng_state(st["cuda_rng"][0], self.device)
         else:  # ... the others start fresh streams (exact resume needs the same world size)
             torch.manual_seed(ddp.rank_seed(self.recipe.run.seed + self.epoch, self.dist.rank))
+
+    def _restore_synth_rng(self, saved: torch.Tensor | list | None) -> None:
+        """The synthesizer's stream, as ``_restore_rng`` does the global ones: every rank its
+        own when the world size is the same, else rank 0 alone (others keep fresh streams)."""
+        if self.synth_generator is None or saved is None:  # older checkpoints lack it
+            return
+        states = saved if isinstance(saved, list) else [saved]
+        rank = self.dist.rank
+        if rank < len(states) and (len(states) == self.dist.world_size or rank == 0):
+            self.synth_generator.set_state(states[rank])
 
     # ------------------------------------------------------------------ one segment
     def _segment(

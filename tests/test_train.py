@@ -325,3 +325,31 @@ def test_resume_drops_the_line_of_an_epoch_that_was_not_checkpointed(corpus_dir,
     again = Trainer(tiny_recipe(corpus_dir, tmp_path / "runs"), tmp_path / "runs" / "tiny")
     again.restore("last")
     assert path.read_text() == line + "\n"
+
+
+@pytest.mark.parametrize(
+    "synth",
+    [SYNTH, {**SYNTH, "synthesizer": "mlp", "hidden": 8, "dropout": 0.5}, CONDITIONED],
+    ids=["elementwise", "mlp", "conditioned"],
+)
+def test_a_synthesizer_that_injects_nothing_leaves_the_bptt_run_unchanged(
+    corpus_dir, tmp_path, synth
+):
+    """The synthesizer's weights, noise and dropout come from its own RNG stream: at
+    synthetic.scale = 0 an SG run is its BPTT twin, number for number, so SG-vs-BPTT
+    comparisons of one seed differ by the synthetic gradient alone."""
+    bptt = tiny_recipe(corpus_dir, tmp_path / "bptt", model={"dropout": {"output": 0.3}})
+    sg = tiny_recipe(
+        corpus_dir,
+        tmp_path / "sg",
+        model={"dropout": {"output": 0.3}},
+        synthetic={**synth, "scale": 0.0},
+    )
+    Trainer(bptt, tmp_path / "bptt" / "tiny").fit()
+    Trainer(sg, tmp_path / "sg" / "tiny").fit()
+    keys = ("train_loss", "val_loss")
+    rows_bptt, rows_sg = metrics(tmp_path / "bptt" / "tiny"), metrics(tmp_path / "sg" / "tiny")
+    assert [row["mode"] for row in rows_sg] == ["real", "synthetic"]
+    assert [[row[k] for k in keys] for row in rows_sg] == [
+        [row[k] for k in keys] for row in rows_bptt
+    ]
