@@ -244,8 +244,9 @@ def paired_table(groups: list[Group], rules: list[tuple[re.Pattern, str]]) -> st
     """Seed-paired differences: each group against the group its name maps to.
 
     A rule (pattern, replacement) maps a group's name with ``re.sub`` (e.g. ``sg-cdni`` ->
-    ``bptt`` pairs every SG-cDNI cell with its BPTT cell). For the seeds both groups ran,
-    the difference run - baseline of best val and test is taken per seed, then mean ± std:
+    ``bptt`` pairs every SG-cDNI cell with its BPTT cell). For the seeds both groups
+    finished (a run still training is left out), the difference run - baseline of best val
+    and test is taken per seed, then mean ± std:
     the same seed means the same initial weights and data order, so pairing removes the
     spread that comes from them. "better" counts the seeds where the run is lower.
     """
@@ -271,8 +272,8 @@ def paired_table(groups: list[Group], rules: list[tuple[re.Pattern, str]]) -> st
             "|---|---|---|---|---|---|",
         ]
         for g, base in (pair for pair in rows if pair[0].corpus == corpus):
-            mine = {r.seed: r for r in g.runs if r.seed is not None}
-            theirs = {r.seed: r for r in base.runs if r.seed is not None}
+            mine = {r.seed: r for r in g.runs if r.seed is not None and r.finished}
+            theirs = {r.seed: r for r in base.runs if r.seed is not None and r.finished}
             seeds = sorted(mine.keys() & theirs.keys())
             deltas = {"val": [], "test": []}
             for s in seeds:

@@ -200,3 +200,12 @@ def test_versus_pairs_seeds_and_takes_differences_per_seed(tmp_path, capsys):
     args = [str(tmp_path), "--out", str(tmp_path / "o"), "--no-plots", "--versus", "sg=nothing"]
     assert report_cli.main(args) == 0
     assert "no group's name maps to another group's" in capsys.readouterr().out
+
+
+def test_versus_leaves_out_runs_still_training(tmp_path):
+    for seed in (1, 2):
+        fake_run(tmp_path, f"w-bptt-s{seed}", "wikitext-2-small", [5.0])
+        fake_run(tmp_path, f"w-sg-s{seed}", "wikitext-2-small", [4.0], finished=seed == 1)
+    groups = report.group_runs(report.find_runs([tmp_path]))
+    text = report.paired_table(groups, [report.parse_versus("sg=bptt")])
+    assert "| w-sg | w-bptt | 1 |" in text
