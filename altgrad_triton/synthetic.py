@@ -232,29 +232,45 @@ def make_synthesizer(
 
 
 DIVERGENCE_GROWTH = 100.0
-"""Epoch-over-epoch growth of the synthesizer's loss that ``divergence_warning`` flags."""
+"""Growth of the synthesizer's loss over its lowest epoch that ``divergence_warning`` flags."""
+
+OVERSHOOT_RATIO = 5.0
+"""``sg_norm_ratio`` (|g_hat| / |target|) of a synthetic epoch that ``divergence_warning``
+flags: injected gradients that many times the size of what they predict are mostly noise."""
 
 
 def divergence_warning(
-    previous_loss: float | None, loss: float | None, cos: float | None
+    lowest_loss: float | None,
+    loss: float | None,
+    cos: float | None,
+    norm_ratio: float | None = None,
 ) -> str | None:
-    """A one-line warning when the bootstrapped synthesizer looks like it is diverging.
+    """A one-line warning after a synthetic epoch whose synthesizer looks like it diverges.
 
     In synthetic mode the synthesizer's target contains its own prediction at the next
-    boundary (times ``scale``); with too large a scale the two chase each other: the
-    regression loss grows by orders of magnitude from one epoch to the next while the
-    cosine goes to 1 (agreement with itself, not with the data), and the model gets worse.
+    boundary (times ``scale``); with too large a scale the two chase each other. Seen: the
+    regression loss grew by orders of magnitude in one epoch (scale 1), or a few times an
+    epoch for several epochs while the predictions grew to 4-10x the size of their targets
+    (scale 0.3); either way the model got worse. So: the loss against the lowest of the
+    run's earlier epochs (``lowest_loss``), and ``norm_ratio`` against ``OVERSHOOT_RATIO``.
     """
-    if previous_loss is None or loss is None or previous_loss <= 0:
-        return None
-    growth = loss / previous_loss
-    if growth < DIVERGENCE_GROWTH:
-        return None
-    return (
-        f"warning: the synthesizer's loss grew {growth:,.0f}x this epoch ({previous_loss:.2g} -> "
-        f"{loss:.2g}, sg_cos {cos if cos is not None else float('nan'):.2f}): bootstrapped "
-        "synthetic gradients may be diverging; a smaller synthetic.scale damps them"
-    )
+    nan = float("nan")
+    detail = f"sg_cos {cos if cos is not None else nan:.2f}"
+    if lowest_loss is not None and loss is not None and lowest_loss > 0:
+        growth = loss / lowest_loss
+        if growth >= DIVERGENCE_GROWTH:
+            return (
+                f"warning: the synthesizer's loss is {growth:,.0f}x its lowest epoch's "
+                f"({lowest_loss:.2g} -> {loss:.2g}, {detail}): bootstrapped synthetic "
+                "gradients may be diverging; a smaller synthetic.scale damps them"
+            )
+    if norm_ratio is not None and norm_ratio >= OVERSHOOT_RATIO:
+        return (
+            f"warning: the synthetic gradients were {norm_ratio:.1f}x the size of their "
+            f"targets this epoch ({detail}): mostly noise; a smaller synthetic.scale or "
+            "synthetic.lr damps them"
+        )
+    return None
 
 
 def _detach(carry: Carry) -> Carry:

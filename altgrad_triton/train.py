@@ -188,7 +188,7 @@ class Trainer:
         self.sums = EpochSums()
         self.state: State | None = None  # carried state inside an interrupted epoch
         self._stop_requested = False
-        self._last_sg_loss: float | None = None  # the previous epoch's, for divergence_warning
+        self._lowest_sg_loss: float | None = None  # of the epochs so far, for divergence_warning
 
     def _describe(self) -> str:
         """The start-of-run line: corpus, model size, device and how the ranks share work."""
@@ -250,7 +250,7 @@ class Trainer:
             "epoch": self.epoch,
             "best_val": self.best_val,
             "sums": self.sums.__dict__,
-            "last_sg_loss": self._last_sg_loss,
+            "lowest_sg_loss": self._lowest_sg_loss,
             "state": state,
             "carry": carry,
             "optimizer": self.optimizer.state_dict(),
@@ -311,7 +311,7 @@ class Trainer:
         _set_hyperparameters(self.optimizer, weight_decay=o.weight_decay, **momentum)
         self.epoch, self.best_val = st["epoch"], st["best_val"]
         self.sums = EpochSums(**st["sums"])
-        self._last_sg_loss = st.get("last_sg_loss")
+        self._lowest_sg_loss = st.get("lowest_sg_loss")
         state = ddp.share_rows(None if st["state"] is None else tuple(st["state"]), self.dist)
         self.state = None if state is None else tuple(t.to(self.device) for t in state)
         self._restore_rng(st)
@@ -597,8 +597,16 @@ class Trainer:
         metrics["best"] = improved
         warning = None
         if plan.mode == "synthetic":
-            warning = divergence_warning(self._last_sg_loss, metrics["sg_loss"], metrics["sg_cos"])
-        self._last_sg_loss = metrics["sg_loss"]
+            warning = divergence_warning(
+                self._lowest_sg_loss,
+                metrics["sg_loss"],
+                metrics["sg_cos"],
+                metrics["sg_norm_ratio"],
+            )
+        if metrics["sg_loss"] is not None and (
+            self._lowest_sg_loss is None or metrics["sg_loss"] < self._lowest_sg_loss
+        ):
+            self._lowest_sg_loss = metrics["sg_loss"]
         self.epoch += 1
         # the line first, then the checkpoint: a run stopped between the two redoes the
         # epoch, and restore() drops the line it wrote (see _trim_metrics)

@@ -280,9 +280,14 @@ def test_only_a_conditioned_synthesizer_fits_a_gradient_the_state_does_not_deter
     assert cos["context"] > 0.95 and abs(cos["state"]) < 0.2
 
 
-def test_divergence_warning_flags_orders_of_magnitude_only():
+def test_divergence_warning_flags_orders_of_magnitude_and_overshoot_only():
     assert divergence_warning(None, 1.0, 0.5) is None  # first epoch: nothing to compare
-    assert divergence_warning(0.02, 0.0035, 0.4) is None  # fitting: the loss falls
-    assert divergence_warning(1.5e-7, 9e-7, 0.0) is None  # noise of a tiny target
-    message = divergence_warning(0.0035, 0.86, 0.88)
+    assert divergence_warning(0.02, 0.0035, 0.4, 0.6) is None  # fitting: the loss falls
+    assert divergence_warning(1.5e-7, 9e-7, 0.0, 1.7) is None  # noise of a tiny target
+    message = divergence_warning(0.0035, 0.86, 0.88)  # scale 1 on chars: one epoch
     assert message.startswith("warning:") and "246x" in message and "synthetic.scale" in message
+    # scale 0.3 on chars t100, seed 1: 0.06, 0.26, 0.96, 8.0 against the lowest, 0.06
+    assert divergence_warning(0.06, 0.96, 0.14, 4.4) is None  # a transient overshoot
+    assert "133x its lowest" in divergence_warning(0.06, 8.0, 0.23)
+    message = divergence_warning(0.06, 0.26, 0.1, 10.5)  # predictions 10x their targets
+    assert "10.5x the size of their targets" in message and "synthetic.lr" in message

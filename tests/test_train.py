@@ -191,8 +191,8 @@ def test_synthetic_epochs_are_checked_for_a_diverging_synthesizer(
 ):
     seen = []
 
-    def fake_warning(previous, loss, cos):
-        seen.append((previous, loss))
+    def fake_warning(lowest, loss, cos, norm_ratio):
+        seen.append((lowest, loss, norm_ratio))
         return "warning: diverging"
 
     monkeypatch.setattr(train, "divergence_warning", fake_warning)
@@ -201,10 +201,10 @@ def test_synthetic_epochs_are_checked_for_a_diverging_synthesizer(
     Trainer(r, tmp_path / "tiny", console=Console(file=out, width=200)).fit()
     rows = metrics(tmp_path / "tiny")
     assert [row["mode"] for row in rows] == ["real", "synthetic", "synthetic"]
-    # checked after each synthetic epoch, against the epoch before it
+    # checked after each synthetic epoch, against the lowest loss of the epochs before it
     assert seen == [
-        (rows[0]["sg_loss"], rows[1]["sg_loss"]),
-        (rows[1]["sg_loss"], rows[2]["sg_loss"]),
+        (rows[0]["sg_loss"], rows[1]["sg_loss"], rows[1]["sg_norm_ratio"]),
+        (min(rows[0]["sg_loss"], rows[1]["sg_loss"]), rows[2]["sg_loss"], rows[2]["sg_norm_ratio"]),
     ]
     assert out.getvalue().count("warning: diverging") == 2
 
@@ -286,10 +286,10 @@ def test_the_divergence_check_survives_a_resume(corpus_dir, tmp_path):
     r = tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=SYNTH, run={"epochs": 1})
     first = Trainer(r, tmp_path / "runs" / "tiny")
     first.fit()
-    assert first._last_sg_loss is not None
+    assert first._lowest_sg_loss is not None
     again = Trainer(r, tmp_path / "runs" / "tiny")
     again.restore("last")
-    assert again._last_sg_loss == first._last_sg_loss
+    assert again._lowest_sg_loss == first._lowest_sg_loss
 
 
 def test_a_save_after_a_cut_off_one_keeps_a_checkpoint_throughout(corpus_dir, tmp_path):
