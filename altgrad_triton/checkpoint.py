@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import UserError
+from .errors import UserError, one_line
 
 
 def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -90,8 +90,7 @@ def load(
         state = torch.load(found / "trainer.pt", map_location="cpu", weights_only=False)
     except Exception as e:  # any unreadable part means the checkpoint is unusable
         raise UserError(
-            f"{found}: checkpoint is corrupt or incomplete "
-            f"({e.__class__.__name__}: {str(e).splitlines()[0][:200]})"
+            f"{found}: checkpoint is corrupt or incomplete ({one_line(e, limit=200)})"
         ) from None
     return meta, model, synth, state
 
@@ -104,6 +103,6 @@ def shape_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """
     return [
         f"{k}: checkpoint {saved[k]!r} vs recipe {wanted.get(k)!r}"
-        for k in sorted(saved.keys() | wanted.keys())
-        if k in saved and saved[k] != wanted.get(k)
+        for k in sorted(saved)
+        if saved[k] != wanted.get(k)
     ]

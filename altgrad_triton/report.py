@@ -194,6 +194,11 @@ def fmt(values: list[float], digits: int) -> str:
     return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
 
 
+def _unit(char_level: bool) -> tuple[str, int]:
+    """The unit a corpus is reported in, and its decimals."""
+    return ("bpc", 3) if char_level else ("ppl", 2)
+
+
 def markdown_table(groups: list[Group]) -> str:
     """One Markdown table per corpus: mean ± std over seeds of each group's results.
 
@@ -205,7 +210,7 @@ def markdown_table(groups: list[Group]) -> str:
     for corpus in sorted({g.corpus for g in groups}):
         gs = [g for g in groups if g.corpus == corpus]
         char = gs[0].char_level
-        unit, digits = ("bpc", 3) if char else ("ppl", 2)
+        unit, digits = _unit(char)
         out.append(
             f"**{corpus or 'unknown corpus'}** ({'bits per character' if char else 'perplexity'}"
             "; mean ± sample std over seeds)"
@@ -262,8 +267,8 @@ def paired_table(groups: list[Group], rules: list[tuple[re.Pattern, str]]) -> st
         return "_--versus: no group's name maps to another group's._"
     out = []
     for corpus in sorted({g.corpus for g, _ in rows}):
-        char = corpus == "chars"
-        unit, digits = ("bpc", 3) if char else ("ppl", 2)
+        char = next(g.char_level for g, _ in rows if g.corpus == corpus)
+        unit, digits = _unit(char)
         out += [
             f"**{corpus or 'unknown corpus'}**: run - baseline per seed ({unit}; negative "
             "= the run is better; mean ± sample std over the paired seeds)",

@@ -322,11 +322,8 @@ class Trainer:
         """Drop metrics lines of epochs the checkpoint has not finished: written by a run
         stopped after an epoch's line but before its checkpoint, they come again."""
         path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        rows = read_jsonl(path)
-        kept = [row for row in rows if row["epoch"] < self.epoch]
-        if len(kept) < len(rows) or path.read_text().count("\n") != len(rows):
+        if path.exists():  # rewritten whole, which also drops a torn last line
+            kept = [row for row in read_jsonl(path) if row["epoch"] < self.epoch]
             write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def _check_resumable(self, meta: dict[str, Any], st: dict[str, Any]) -> None:
@@ -426,8 +423,9 @@ class Trainer:
         n = self.recipe.synthetic.context_tokens
         if self.boundary is None or n == 0:
             return None
-        last = self.train_data.shape[0] - 1
-        ids = self.train_data[[min(row + i, last) for i in range(n)]]  # [N, B]
+        ids = self.train_data[row : row + n]  # [<= N, B], a view: no index tensor to build
+        if ids.shape[0] < n:  # past the end of the split: repeat the last row
+            ids = torch.cat([ids, self.train_data[-1:].expand(n - ids.shape[0], -1)])
         return self.model.embedding.weight.detach()[ids].transpose(0, 1).flatten(1)
 
     def _autocast(self) -> Any:
