@@ -34,15 +34,11 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _configs
+from . import tuning
+from ._common import check_tensor, launch, sigmoid, tanh
 from ._dispatch import use_triton
 
 # --------------------------------------------------------------------------- kernels
-
-
-@triton.jit
-def _tanh(x):
-    return 2.0 * tl.sigmoid(2.0 * x) - 1.0
 
 
 @triton.heuristics({"HAS_MASK": lambda a: a["mask"] is not None})
@@ -80,9 +76,9 @@ def _ew_fwd_kernel(
     off2 = rows[:, None] * U + cols[None, :]
     xr = tl.load(x + rows, mask=rm, other=0.0).to(tl.float32)[:, None]
     cp = tl.load(c_prev + off2, mask=m2, other=0.0).to(tl.float32)
-    zz = _tanh(xr * wz + bz)
-    ff = tl.sigmoid(xr * wf + bf)
-    oo = tl.sigmoid(xr * wo + bo)
+    zz = tanh(xr * wz + bz)
+    ff = sigmoid(xr * wf + bf)
+    oo = sigmoid(xr * wo + bo)
     cc = ff * cp + (1.0 - ff) * zz
     hh = oo * cc
     if HAS_MASK:
@@ -151,9 +147,9 @@ def _ew_bwd_kernel(
         # recompute the forward (masked entries: x = c_prev = 0, every gradient below is 0)
         xr = tl.load(x + rows, mask=rm, other=0.0).to(tl.float32)[:, None]
         cp = tl.load(c_prev + off2, mask=m2, other=0.0).to(tl.float32)
-        zz = _tanh(xr * wz + bz)
-        ff = tl.sigmoid(xr * wf + bf)
-        oo = tl.sigmoid(xr * wo + bo)
+        zz = tanh(xr * wz + bz)
+        ff = sigmoid(xr * wf + bf)
+        oo = sigmoid(xr * wo + bo)
         cc = ff * cp + (1.0 - ff) * zz
         if HAS_DC:
             dct = tl.load(dc + off2, mask=m2, other=0.0).to(tl.float32)
@@ -218,72 +214,38 @@ def _heuristic(n: int) -> dict[str, int]:
     return {"BLOCK_N": min(128, max(8, triton.next_power_of_2(n))), "num_warps": 4}
 
 
-_configs.register("elementwise_fwd", configs_elementwise_fwd)
-_configs.register("elementwise_bwd", configs_elementwise_bwd)
+tuning.register("elementwise_fwd", configs_elementwise_fwd)
+tuning.register("elementwise_bwd", configs_elementwise_bwd)
 
 _ew_fwd_tuned = triton.autotune(
-    configs=_configs.to_triton(configs_elementwise_fwd()), key=["N", "BLOCK_U"]
+    configs=tuning.to_triton(configs_elementwise_fwd()), key=["N", "BLOCK_U"]
 )(_ew_fwd_kernel)
 _ew_bwd_tuned = triton.autotune(
-    configs=_configs.to_triton(configs_elementwise_bwd()), key=["N", "BLOCK_U"]
+    configs=tuning.to_triton(configs_elementwise_bwd()), key=["N", "BLOCK_U"]
 )(_ew_bwd_kernel)
 
 
 # --------------------------------------------------------------------------- launchers
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_FN = "elementwise_qrnn_synth"
 
 
 def _check(x, c_prev, w, b, v, b_out, dropout_mask) -> None:
-    named = (
-        ("x", x),
-        ("c_prev", c_prev),
-        ("w", w),
-        ("b", b),
-        ("v", v),
-        ("b_out", b_out),
-        ("dropout_mask", dropout_mask),
-    )
-    for name, t in named:
-        if name != "dropout_mask" and t is None:
-            raise ValueError(f"elementwise_qrnn_synth: {name} is required, got None")
-        if t is not None and not isinstance(t, torch.Tensor):
-            raise ValueError(
-                f"elementwise_qrnn_synth: {name} must be a torch.Tensor, got {type(t).__name__}"
-            )
-        if t is not None and t.dtype not in _DTYPES:
-            raise ValueError(
-                f"elementwise_qrnn_synth: {name} has dtype {t.dtype}; allowed: {_DTYPES}"
-            )
-        if t is not None and t.device != x.device:
-            raise ValueError(
-                f"elementwise_qrnn_synth: {name} is on {t.device}, must be on x's {x.device}"
-            )
+    check_tensor(_FN, "x", x)
     if x.dim() != 1 or x.numel() < 1:
-        raise ValueError(f"elementwise_qrnn_synth: x must be [N] with N >= 1, got {tuple(x.shape)}")
+        raise ValueError(f"{_FN}: x must be [N] with N >= 1, got {tuple(x.shape)}")
+    check_tensor(_FN, "c_prev", c_prev, dtype=x.dtype, device=x.device, ref="x")
     if c_prev.dim() != 2 or c_prev.shape[0] != x.shape[0] or c_prev.shape[1] < 1:
-        raise ValueError(
-            f"elementwise_qrnn_synth: c_prev must be [N={x.shape[0]}, U], got {tuple(c_prev.shape)}"
-        )
+        raise ValueError(f"{_FN}: c_prev must be [N={x.shape[0]}, U], got {tuple(c_prev.shape)}")
     n, u = c_prev.shape
     if n * u >= 2**31:
-        raise ValueError(f"elementwise_qrnn_synth: N * U must be < 2**31, got {n} * {u}")
-    expect = (("w", w, (3, u)), ("b", b, (3, u)), ("v", v, (u,)), ("b_out", b_out, (1,)))
-    expect += (("dropout_mask", dropout_mask, (n, u)),)
-    for name, t, shape in expect:
-        if t is not None and tuple(t.shape) != shape:
-            raise ValueError(
-                f"elementwise_qrnn_synth: {name} must have shape {shape}, got {tuple(t.shape)}"
-            )
-    if c_prev.dtype != x.dtype:
-        raise ValueError(
-            f"elementwise_qrnn_synth: c_prev has dtype {c_prev.dtype}, must match x's {x.dtype}"
-        )
-    for name, t in (("b", b), ("v", v), ("b_out", b_out)):
-        if t.dtype != w.dtype:
-            raise ValueError(
-                f"elementwise_qrnn_synth: {name} has dtype {t.dtype}, must match w's {w.dtype}"
-            )
+        raise ValueError(f"{_FN}: N * U must be < 2**31, got {n} * {u}")
+    check_tensor(_FN, "w", w, shape=(3, u), device=x.device, ref="x")
+    for name, t, shape in (("b", b, (3, u)), ("v", v, (u,)), ("b_out", b_out, (1,))):
+        check_tensor(_FN, name, t, shape=shape, dtype=w.dtype, device=x.device, ref="w")
+    check_tensor(
+        _FN, "dropout_mask", dropout_mask, shape=(n, u), device=x.device, optional=True, ref="x"
+    )
 
 
 def _block_u(u: int) -> int:
@@ -310,13 +272,11 @@ def elementwise_forward(
     c = torch.empty((n, u), dtype=c_prev.dtype, device=x.device)
     args += [y, c, n, u]
     block_u = _block_u(u)
-    if meta is None:
-        key = _configs.make_key(x.dtype, n) + (block_u,)
-        meta = _configs.pick("elementwise_fwd", key, lambda: _heuristic(n))
-    if meta is None:
-        _ew_fwd_tuned[lambda m: (triton.cdiv(n, m["BLOCK_N"]),)](*args, BLOCK_U=block_u)
-    else:
-        _ew_fwd_kernel[(triton.cdiv(n, meta["BLOCK_N"]),)](*args, BLOCK_U=block_u, **meta)
+    launch(
+        "elementwise_fwd", _ew_fwd_kernel, _ew_fwd_tuned,
+        key=tuning.make_key(x.dtype, n) + (block_u,), heuristic=lambda: _heuristic(n),
+        grid=lambda m: (triton.cdiv(n, m["BLOCK_N"]),), args=args, meta=meta, BLOCK_U=block_u,
+    )  # fmt: skip
     return y, c
 
 
@@ -343,8 +303,8 @@ def elementwise_backward(
         raise ValueError(f"elementwise_qrnn_synth: dy must be [{n}], got {tuple(dy.shape)}")
     if dc is not None and tuple(dc.shape) != (n, u):
         raise ValueError(f"elementwise_qrnn_synth: dc must be [{n}, {u}], got {tuple(dc.shape)}")
-    chunk = _configs.round_up(_configs.cdiv(n, _configs.max_programs(x.device)), _CHUNK_ALIGN)
-    programs = _configs.cdiv(n, chunk)
+    chunk = tuning.round_up(tuning.cdiv(n, tuning.max_programs(x.device)), _CHUNK_ALIGN)
+    programs = tuning.cdiv(n, chunk)
     dx = torch.empty((n,), dtype=x.dtype, device=x.device)
     dcp = torch.empty((n, u), dtype=c_prev.dtype, device=x.device) if want_dc_prev else None
     partial = torch.empty((programs, 8, u), dtype=torch.float32, device=x.device)
@@ -353,13 +313,11 @@ def elementwise_backward(
     args += [None if g is None else g.contiguous() for g in (dy, dc)]
     args += [dx, dcp, partial, n, u, chunk]
     block_u = _block_u(u)
-    if meta is None:
-        key = _configs.make_key(x.dtype, n) + (block_u,)
-        meta = _configs.pick("elementwise_bwd", key, lambda: _heuristic(chunk))
-    if meta is None:
-        _ew_bwd_tuned[(programs,)](*args, BLOCK_U=block_u)
-    else:
-        _ew_bwd_kernel[(programs,)](*args, BLOCK_U=block_u, **meta)
+    launch(
+        "elementwise_bwd", _ew_bwd_kernel, _ew_bwd_tuned,
+        key=tuning.make_key(x.dtype, n) + (block_u,), heuristic=lambda: _heuristic(chunk),
+        grid=lambda m: (programs,), args=args, meta=meta, BLOCK_U=block_u,
+    )  # fmt: skip
     red = partial.sum(0)  # [8, U], a fixed-order reduction over P: deterministic
     dw = red[0:3].to(w.dtype)
     db = red[3:6].to(b.dtype)

@@ -50,7 +50,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _configs
+from . import tuning
+from ._common import check_tensor, launch, strides
 from ._dispatch import use_triton
 
 # --------------------------------------------------------------------------- kernels
@@ -301,47 +302,32 @@ def _heuristic(bh: int) -> dict[str, int]:
     return {"BLOCK": min(512, max(16, triton.next_power_of_2(bh))), "num_warps": 4}
 
 
-_configs.register("fo_pool_fwd", configs_fo_pool_fwd)
-_configs.register("fo_pool_bwd", configs_fo_pool_bwd)
+tuning.register("fo_pool_fwd", configs_fo_pool_fwd)
+tuning.register("fo_pool_bwd", configs_fo_pool_bwd)
 
 _fo_pool_fwd_tuned = triton.autotune(
-    configs=_configs.to_triton(configs_fo_pool_fwd()), key=["BH", "CONTIG"]
+    configs=tuning.to_triton(configs_fo_pool_fwd()), key=["BH", "CONTIG"]
 )(_fo_pool_fwd_kernel)
 _fo_pool_bwd_tuned = triton.autotune(
-    configs=_configs.to_triton(configs_fo_pool_bwd()), key=["BH", "CONTIG"]
+    configs=tuning.to_triton(configs_fo_pool_bwd()), key=["BH", "CONTIG"]
 )(_fo_pool_bwd_kernel)
 
 
 # --------------------------------------------------------------------------- launchers
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
 
 def _check(f: torch.Tensor, z: torch.Tensor, o: torch.Tensor | None, c0: torch.Tensor | None):
-    for name, t in (("f", f), ("z", z), ("o", o), ("c0", c0)):
-        if t is not None and not isinstance(t, torch.Tensor):
-            raise ValueError(f"fo_pool: {name} must be a torch.Tensor, got {type(t).__name__}")
+    check_tensor("fo_pool", "f", f)
     if f.dim() != 3:
         raise ValueError(f"fo_pool: f must be [T, B, H], got shape {tuple(f.shape)}")
-    if f.dtype not in _DTYPES:
-        raise ValueError(f"fo_pool: f has dtype {f.dtype}; allowed: {_DTYPES}")
     T, B, H = f.shape
     if T < 1 or B * H < 1:
         raise ValueError(f"fo_pool: f must be non-empty, got shape {tuple(f.shape)}")
-    for name, t, shape in (("z", z, f.shape), ("o", o, f.shape), ("c0", c0, (B, H))):
-        if t is None:
-            continue
-        if tuple(t.shape) != tuple(shape):
-            raise ValueError(
-                f"fo_pool: {name} must have shape {tuple(shape)} (from f), got {tuple(t.shape)}"
-            )
-        if name == "c0" and t.dtype == torch.float32:
-            pass  # the cell state may be carried in fp32 whatever the storage dtype
-        elif t.dtype != f.dtype:
-            also = " or be float32" if name == "c0" else ""
-            raise ValueError(f"fo_pool: {name} has dtype {t.dtype}, must match f's {f.dtype}{also}")
-        if t.device != f.device:
-            raise ValueError(f"fo_pool: {name} is on {t.device}, must be on f's {f.device}")
+    same = {"dtype": f.dtype, "device": f.device, "ref": "f"}
+    check_tensor("fo_pool", "z", z, shape=f.shape, **same)
+    check_tensor("fo_pool", "o", o, shape=f.shape, optional=True, **same)
+    # the cell state may be carried in fp32 whatever the storage dtype
+    check_tensor("fo_pool", "c0", c0, shape=(B, H), optional=True, fp32_ok=True, **same)
 
 
 def _state_dtype(f: torch.Tensor, c0: torch.Tensor | None) -> torch.dtype:
@@ -349,19 +335,13 @@ def _state_dtype(f: torch.Tensor, c0: torch.Tensor | None) -> torch.dtype:
     return f.dtype if c0 is None else c0.dtype
 
 
-def _strides(t: torch.Tensor | None) -> tuple[int, int, int]:
-    return (0, 0, 0) if t is None else tuple(t.stride())
-
-
 def _launch(kernel_name: str, plain, tuned, bh: int, dtype: torch.dtype, args, meta):
     """Launch with ``meta`` if given, else a forced/heuristic config, else autotune."""
-    if meta is None:
-        key = _configs.make_key(dtype, bh)
-        meta = _configs.pick(kernel_name, key, lambda: _heuristic(bh))
-    if meta is None:
-        tuned[lambda m: (triton.cdiv(bh, m["BLOCK"]),)](*args)
-    else:
-        plain[(triton.cdiv(bh, meta["BLOCK"]),)](*args, **meta)
+    launch(
+        kernel_name, plain, tuned,
+        key=tuning.make_key(dtype, bh), heuristic=lambda: _heuristic(bh),
+        grid=lambda m: (triton.cdiv(bh, m["BLOCK"]),), args=args, meta=meta,
+    )  # fmt: skip
 
 
 def fo_pool_forward(
@@ -388,7 +368,7 @@ def fo_pool_forward(
     if save_c and not h_is_c:
         cseq = torch.empty((T, B, H), dtype=torch.float32, device=f.device)
     args = (f, z, o, c0, h, cseq, c_last, T, H, bh)
-    args += _strides(f) + _strides(z) + _strides(o) + (contig,)
+    args += strides(f) + strides(z) + strides(o) + (contig,)
     _launch("fo_pool_fwd", _fo_pool_fwd_kernel, _fo_pool_fwd_tuned, bh, f.dtype, args, meta)
     if save_c and h_is_c:
         cseq = h
@@ -432,7 +412,7 @@ def fo_pool_backward(
     if c0 is not None and want_dc0:
         dc0 = torch.empty((B, H), dtype=c0.dtype, device=f.device)
     args = (f, z, o, cseq, c0, dh, dc_last, df, dz, do, dc0, T, H, bh)
-    args += _strides(f) + _strides(z) + _strides(o) + (contig,)
+    args += strides(f) + strides(z) + strides(o) + (contig,)
     _launch("fo_pool_bwd", _fo_pool_bwd_kernel, _fo_pool_bwd_tuned, bh, f.dtype, args, meta)
     return df, dz, do, dc0
 

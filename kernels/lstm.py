@@ -60,22 +60,13 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _configs
+from . import tuning
+from ._common import check_tensor, sigmoid, tanh
 from ._dispatch import interpreting, use_triton
 
 # ----------------------------------------------------------------------------------------
 # Triton kernels
 # ----------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
-
-
-@triton.jit
-def _tanh(x):
-    return 2.0 * _sigmoid(2.0 * x) - 1.0
 
 
 @triton.jit(do_not_specialize=["t"])
@@ -132,15 +123,15 @@ def _lstm_fwd_step_kernel(
 
     gate_off = t64 * BH * 4 + offs_b[:, None] * (4 * H) + offs_j[None, :]
     gx = gx_ptr + gate_off
-    i = _sigmoid(acc_i + tl.load(gx, mask=mask_bj, other=0.0).to(tl.float32))
-    f = _sigmoid(acc_f + tl.load(gx + H, mask=mask_bj, other=0.0).to(tl.float32))
-    g = _tanh(acc_g + tl.load(gx + 2 * H, mask=mask_bj, other=0.0).to(tl.float32))
-    o = _sigmoid(acc_o + tl.load(gx + 3 * H, mask=mask_bj, other=0.0).to(tl.float32))
+    i = sigmoid(acc_i + tl.load(gx, mask=mask_bj, other=0.0).to(tl.float32))
+    f = sigmoid(acc_f + tl.load(gx + H, mask=mask_bj, other=0.0).to(tl.float32))
+    g = tanh(acc_g + tl.load(gx + 2 * H, mask=mask_bj, other=0.0).to(tl.float32))
+    o = sigmoid(acc_o + tl.load(gx + 3 * H, mask=mask_bj, other=0.0).to(tl.float32))
 
     state_off = offs_b[:, None] * H + offs_j[None, :]
     c_prev = tl.load(c_ptr + t64 * BH + state_off, mask=mask_bj, other=0.0)
     c = f * c_prev + i * g
-    h = o * _tanh(c)
+    h = o * tanh(c)
     tl.store(c_ptr + (t64 + 1) * BH + state_off, c, mask=mask_bj)
     tl.store(h_ptr + (t64 + 1) * BH + state_off, h.to(h_ptr.dtype.element_ty), mask=mask_bj)
     if SAVE_ACT:
@@ -219,7 +210,7 @@ def _lstm_bwd_step_kernel(
         o = tl.load(act + 3 * H, mask=mask_bj, other=0.0)
         c_prev = tl.load(c_ptr + t64 * BH + state_off, mask=mask_bj, other=0.0)
         c = tl.load(c_ptr + (t64 + 1) * BH + state_off, mask=mask_bj, other=0.0)
-        tc = _tanh(c)
+        tc = tanh(c)
         dc = tl.load(dc_in_ptr + state_off, mask=mask_bj, other=0.0) + dh * o * (1.0 - tc * tc)
         dg_out = dgates_ptr + gate_off
         tl.store(dg_out, dc * g * i * (1.0 - i), mask=mask_bj)
@@ -234,7 +225,7 @@ def _lstm_bwd_step_kernel(
 # ----------------------------------------------------------------------------------------
 
 _META_KEYS = ("BLOCK_B", "BLOCK_H", "BLOCK_K")
-_FWD, _BWD = "lstm_fwd", "lstm_bwd"  # kernel names in the ``_configs`` registry
+_FWD, _BWD = "lstm_fwd", "lstm_bwd"  # kernel names in the ``tuning`` registry
 
 
 def _block_b(batch: int) -> int:
@@ -246,7 +237,7 @@ def _block_b(batch: int) -> int:
 
 
 def configs_lstm_fwd() -> list[dict]:
-    """Forward per-step config space (``_configs`` meta dicts): BLOCK_B 16/32/64 (autotune
+    """Forward per-step config space (``tuning`` meta dicts): BLOCK_B 16/32/64 (autotune
     prunes to the one that covers B, so one batch block reads W_hh once), BLOCK_H 16/32/64
     (H=1550: 97/49/25 programs per batch block), BLOCK_K 64/128; 4 warps, 2 stages. Six
     configs survive the pruning."""
@@ -263,8 +254,8 @@ def configs_lstm_bwd() -> list[dict]:
     return configs_lstm_fwd()
 
 
-_configs.register(_FWD, configs_lstm_fwd)
-_configs.register(_BWD, configs_lstm_bwd)
+tuning.register(_FWD, configs_lstm_fwd)
+tuning.register(_BWD, configs_lstm_bwd)
 
 
 def _heuristic_meta(batch: int) -> dict:
@@ -280,13 +271,13 @@ def _prune_block_b(configs, named_args, **kwargs):
 
 
 _lstm_fwd_step_tuned = triton.autotune(
-    configs=_configs.to_triton(configs_lstm_fwd()),
+    configs=tuning.to_triton(configs_lstm_fwd()),
     key=["B", "H", "SAVE_ACT"],
     prune_configs_by={"early_config_prune": _prune_block_b},
 )(_lstm_fwd_step_kernel)
 
 _lstm_bwd_step_tuned = triton.autotune(
-    configs=_configs.to_triton(configs_lstm_bwd()),
+    configs=tuning.to_triton(configs_lstm_bwd()),
     key=["B", "H"],  # the FIRST / LAST / HAS_DHSEQ variants reuse the tuned config
     prune_configs_by={"early_config_prune": _prune_block_b},
 )(_lstm_bwd_step_kernel)
@@ -315,16 +306,16 @@ def _as_meta(config) -> dict | None:
 
 
 def config_key(batch: int, hidden: int, dtype: torch.dtype) -> tuple:
-    """``_configs`` key of a launch: dtype and the per-step parallel extent B*H, bucketed."""
-    return _configs.make_key(dtype, batch * hidden)
+    """``tuning`` key of a launch: dtype and the per-step parallel extent B*H, bucketed."""
+    return tuning.make_key(dtype, batch * hidden)
 
 
 def _choose_meta(kernel: str, config, batch: int, hidden: int, dtype) -> dict | None:
-    """Explicit ``config`` > ``_configs.pick`` (override, else the interpreter's heuristic)
+    """Explicit ``config`` > ``tuning.pick`` (override, else the interpreter's heuristic)
     > None (autotune)."""
     if config is not None:
         return _as_meta(config)
-    picked = _configs.pick(kernel, config_key(batch, hidden, dtype), lambda: _heuristic_meta(batch))
+    picked = tuning.pick(kernel, config_key(batch, hidden, dtype), lambda: _heuristic_meta(batch))
     return _as_meta(picked)
 
 
@@ -339,8 +330,6 @@ def _dot_precision(dtype: torch.dtype) -> str:
 # ----------------------------------------------------------------------------------------
 # Launchers
 # ----------------------------------------------------------------------------------------
-
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class _StepLauncher:
@@ -372,39 +361,26 @@ class _StepLauncher:
 
 
 def _check_inputs(gx, w_hh, h0, c0) -> None:
-    named = {"gx": gx, "w_hh": w_hh, "h0": h0, "c0": c0}
-    for name, x in named.items():
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"{name}: must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype not in _DTYPES:
-            raise ValueError(f"{name}: dtype must be float32, float16 or bfloat16, got {x.dtype}")
+    check_tensor("lstm_segment", "gx", gx)
     if gx.dim() != 3 or gx.shape[0] < 1 or gx.shape[1] < 1:
-        raise ValueError(f"gx: must be [T, B, 4H] with T, B >= 1, got {tuple(gx.shape)}")
+        raise ValueError(
+            f"lstm_segment: gx must be [T, B, 4H] with T, B >= 1, got {tuple(gx.shape)}"
+        )
+    same = {"dtype": gx.dtype, "device": gx.device, "contiguous": True, "ref": "gx"}
+    check_tensor("lstm_segment", "w_hh", w_hh, **same)
     if w_hh.dim() != 2 or w_hh.shape[1] < 1 or w_hh.shape[0] != 4 * w_hh.shape[1]:
-        raise ValueError(f"w_hh: must be [4H, H] with H >= 1, got {tuple(w_hh.shape)}")
+        raise ValueError(f"lstm_segment: w_hh must be [4H, H] with H >= 1, got {tuple(w_hh.shape)}")
     _, batch, gates = gx.shape
     hidden = w_hh.shape[1]
     if gates != 4 * hidden:
         raise ValueError(
-            f"gx: last dim must be 4H = {4 * hidden} (from w_hh {tuple(w_hh.shape)}), got {gates}"
+            f"lstm_segment: gx's last dim must be 4H = {4 * hidden} (from w_hh "
+            f"{tuple(w_hh.shape)}), got {gates}"
         )
-    for name in ("h0", "c0"):
-        if tuple(named[name].shape) != (batch, hidden):
-            raise ValueError(
-                f"{name}: must be [B, H] = [{batch}, {hidden}], got {tuple(named[name].shape)}"
-            )
-    for name, x in named.items():
-        if name == "c0" and x.dtype == torch.float32:
-            continue  # the cell state may be carried in fp32 whatever the storage dtype
-        if x.dtype != gx.dtype:
-            also = " or be float32" if name == "c0" else ""
-            raise ValueError(f"{name}: dtype must match gx ({gx.dtype}){also}, got {x.dtype}")
-        if x.device != gx.device:
-            raise ValueError(f"{name}: device must match gx ({gx.device}), got {x.device}")
-        if not x.is_contiguous():
-            raise ValueError(
-                f"{name}: must be contiguous (call .contiguous()), got strides {x.stride()}"
-            )
+    check_tensor("lstm_segment", "gx", gx, contiguous=True)
+    check_tensor("lstm_segment", "h0", h0, shape=(batch, hidden), **same)
+    # the cell state may be carried in fp32 whatever the storage dtype
+    check_tensor("lstm_segment", "c0", c0, shape=(batch, hidden), fp32_ok=True, **same)
 
 
 def lstm_segment_forward_triton(gx, w_hh, h0, c0, *, save_for_backward=True, config=None):
@@ -412,7 +388,7 @@ def lstm_segment_forward_triton(gx, w_hh, h0, c0, *, save_for_backward=True, con
 
     Returns (h_all [T+1, B, H] storage dtype, c_all [T+1, B, H] fp32, act [T, B, 4H] fp32
     or None). ``config``: a triton.Config or dict (BLOCK_B, BLOCK_H, BLOCK_K, num_warps,
-    num_stages) forcing the launch config; else a ``_configs`` override for ("lstm_fwd",
+    num_stages) forcing the launch config; else a ``tuning`` override for ("lstm_fwd",
     ``config_key``), else autotune (one heuristic config under the interpreter).
     """
     n_steps, batch, _ = gx.shape

@@ -10,7 +10,7 @@ device's SM count only, never from the tuned block size) each sum a contiguous c
 CHUNK elements in fp32 and write one partial; a second one-program launch adds the P
 partials in a fixed order and divides by N. For a given config the loss is therefore
 bit-reproducible; the autotuner's choice is cached per (N, dtype) within a process, and a
-forced config (``_configs.set_override``) pins the inner tile across processes too.
+forced config (``tuning.set_override``) pins the inner tile across processes too.
 
 Bytes per element, s = storage bytes: forward reads pred and target (2s) and writes the
 gradient (s) -- 12 B fp32, 6 B bf16 -- plus 4 B per program; backward reads and writes
@@ -27,7 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _configs
+from . import tuning
+from ._common import check_tensor, launch
 from ._dispatch import use_triton
 
 # --------------------------------------------------------------------------- kernels
@@ -97,31 +98,19 @@ def _heuristic(n: int) -> dict[str, int]:
     return {"BLOCK": min(1024, max(16, triton.next_power_of_2(n))), "num_warps": 4}
 
 
-_configs.register("sg_loss", configs_sg_loss)
+tuning.register("sg_loss", configs_sg_loss)
 
-_sg_loss_fwd_tuned = triton.autotune(configs=_configs.to_triton(configs_sg_loss()), key=["N"])(
+_sg_loss_fwd_tuned = triton.autotune(configs=tuning.to_triton(configs_sg_loss()), key=["N"])(
     _sg_loss_fwd_kernel
 )
 
 
 # --------------------------------------------------------------------------- launchers
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
-    for name, t in (("pred", pred), ("target", target)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"sg_mse_loss: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _DTYPES:
-            raise ValueError(f"sg_mse_loss: {name} has dtype {t.dtype}; allowed: {_DTYPES}")
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"sg_mse_loss: target must have pred's shape {tuple(pred.shape)}, "
-            f"got {tuple(target.shape)}"
-        )
-    if pred.device != target.device:
-        raise ValueError(f"sg_mse_loss: target is on {target.device}, pred on {pred.device}")
+    check_tensor("sg_mse_loss", "pred", pred)
+    check_tensor("sg_mse_loss", "target", target, shape=pred.shape, device=pred.device, ref="pred")
     n = pred.numel()
     if not 0 < n < 2**31:
         raise ValueError(f"sg_mse_loss: pred must have 1 to 2**31 - 1 elements, got {n}")
@@ -140,18 +129,17 @@ def sg_mse_loss_forward(
     n = pred.numel()
     p = pred.reshape(-1).contiguous()
     q = target.detach().reshape(-1).contiguous()
-    chunk = _configs.round_up(_configs.cdiv(n, _configs.max_programs(pred.device)), _CHUNK_ALIGN)
-    programs = _configs.cdiv(n, chunk)
+    chunk = tuning.round_up(tuning.cdiv(n, tuning.max_programs(pred.device)), _CHUNK_ALIGN)
+    programs = tuning.cdiv(n, chunk)
     partial = torch.empty(programs, dtype=torch.float32, device=pred.device)
     loss = torch.empty((), dtype=torch.float32, device=pred.device)
     grad = torch.empty(pred.shape, dtype=pred.dtype, device=pred.device) if want_grad else None
     args = (p, q, grad, partial, n, chunk)
-    if meta is None:
-        meta = _configs.pick("sg_loss", _configs.make_key(pred.dtype, n), lambda: _heuristic(n))
-    if meta is None:
-        _sg_loss_fwd_tuned[(programs,)](*args)
-    else:
-        _sg_loss_fwd_kernel[(programs,)](*args, **meta)
+    launch(
+        "sg_loss", _sg_loss_fwd_kernel, _sg_loss_fwd_tuned,
+        key=tuning.make_key(pred.dtype, n), heuristic=lambda: _heuristic(n),
+        grid=lambda m: (programs,), args=args, meta=meta,
+    )  # fmt: skip
     block_p = min(1024, max(16, triton.next_power_of_2(programs)))
     _sg_loss_reduce_kernel[(1,)](partial, loss, programs, n, BLOCK_P=block_p, num_warps=4)
     return loss, grad

@@ -46,11 +46,11 @@ def triton_device(monkeypatch):
     CUDA tensors on a GPU machine (tensor factories inside the test land on that device).
     Every launch takes the single heuristic config, as under the interpreter: autotuning
     every candidate for every tiny shape would take minutes (tests/gpu covers autotune)."""
-    from altgrad_triton.kernels import _configs, interpreting
+    from altgrad_triton.kernels import interpreting, tuning
 
     device = "cpu" if interpreting() else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("TRITON_INTERPRET is off and no CUDA device can run the kernels")
-    monkeypatch.setattr(_configs, "interpreting", lambda: True)
+    monkeypatch.setattr(tuning, "interpreting", lambda: True)
     with torch.device(device):
         yield device

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from altgrad_triton.kernels import _configs
+from altgrad_triton.kernels import tuning
 from altgrad_triton.kernels.elementwise import (
     elementwise_qrnn_synth,
     elementwise_qrnn_synth_reference,
@@ -118,14 +118,14 @@ def test_forced_configs_and_determinism(monkeypatch, nan_poison, triton_device):
     n, u = 300, 50
     inputs, mask = make_inputs(n, u, True)
     dy, dc = torch.randn(n), torch.randn(n, u)
-    key = _configs.make_key(torch.float32, n) + (64,)
+    key = tuning.make_key(torch.float32, n) + (64,)
     try:
-        _configs.set_override("elementwise_fwd", key, {"BLOCK_N": 16, "num_warps": 2})
-        _configs.set_override("elementwise_bwd", key, {"BLOCK_N": 8, "num_warps": 2})
+        tuning.set_override("elementwise_fwd", key, {"BLOCK_N": 16, "num_warps": 2})
+        tuning.set_override("elementwise_bwd", key, {"BLOCK_N": 8, "num_warps": 2})
         y, c, grads = run(elementwise_qrnn_synth, inputs, mask, dy, dc, backend="triton")
         _, _, again = run(elementwise_qrnn_synth, inputs, mask, dy, dc, backend="triton")
     finally:
-        _configs.clear_overrides()
+        tuning.clear_overrides()
     y_ref, c_ref, grads_ref = run(elementwise_qrnn_synth_reference, upcast(inputs), mask, dy, dc)
     check(y, y_ref, torch.float32, "y")
     check(c, c_ref, torch.float32, "c")
@@ -150,7 +150,7 @@ def test_config_candidates():
         ("elementwise_bwd", mod.configs_elementwise_bwd),
     ):
         metas = fn()
-        assert metas == _configs.candidates(name)
+        assert metas == tuning.candidates(name)
         assert all(m["BLOCK_N"] & (m["BLOCK_N"] - 1) == 0 for m in metas)
 
 

@@ -9,7 +9,7 @@ tolerances are tight: forward atol 1e-5 / rtol 1e-5, gradients atol 1e-5 / rtol 
 
 import pytest
 import torch
-from altgrad_triton.kernels import _configs
+from altgrad_triton.kernels import tuning
 from altgrad_triton.kernels.lstm import (
     config_key,
     configs_lstm_bwd,
@@ -142,28 +142,28 @@ def test_explicit_config(nan_poison):
 
 def test_config_spaces_registered():
     for name, gen in (("lstm_fwd", configs_lstm_fwd), ("lstm_bwd", configs_lstm_bwd)):
-        assert _configs.candidates(name) == gen()
+        assert tuning.candidates(name) == gen()
         for c in gen():
             assert min(c["BLOCK_B"], c["BLOCK_H"], c["BLOCK_K"]) >= 16
 
 
 def test_configs_override_is_used(nan_poison):
-    """A forced choice in ``_configs`` wins over the interpreter's heuristic config."""
+    """A forced choice in ``tuning`` wins over the interpreter's heuristic config."""
     gx, w_hh, h0, c0 = (x.detach().requires_grad_() for x in _inputs(3, 2, 33, torch.float32))
     key = config_key(3, 33, torch.float32)
     bad = {"BLOCK_B": 16, "BLOCK_H": 24, "BLOCK_K": 16}
     try:
-        _configs.set_override("lstm_fwd", key, bad)
+        tuning.set_override("lstm_fwd", key, bad)
         with pytest.raises(ValueError, match="BLOCK_H"):
             lstm_segment(gx, w_hh, h0, c0, backend="triton")
         good = {"BLOCK_B": 16, "BLOCK_H": 64, "BLOCK_K": 64, "num_warps": 2}
-        _configs.set_override("lstm_fwd", key, good)
-        _configs.set_override("lstm_bwd", key, good)
+        tuning.set_override("lstm_fwd", key, good)
+        tuning.set_override("lstm_bwd", key, good)
         out = lstm_segment(gx, w_hh, h0, c0, backend="triton")
         grads = torch.autograd.grad(out[0].sum(), (gx, w_hh, h0, c0))
     finally:
-        _configs.clear_overrides("lstm_fwd")
-        _configs.clear_overrides("lstm_bwd")
+        tuning.clear_overrides("lstm_fwd")
+        tuning.clear_overrides("lstm_bwd")
     ref_in = [x.detach().requires_grad_() for x in (gx, w_hh, h0, c0)]
     ref = lstm_segment_reference(*ref_in)
     torch.testing.assert_close(out[0], ref[0], atol=1e-5, rtol=1e-5)
@@ -183,17 +183,17 @@ def _valid():
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda a: a.__setitem__(0, a[0][0]), "gx: must be"),
-        (lambda a: a.__setitem__(0, a[0][:0]), "gx: must be"),
-        (lambda a: a.__setitem__(0, a[0][..., :-1]), "gx: last dim"),
-        (lambda a: a.__setitem__(1, a[1][:-1]), "w_hh: must be"),
-        (lambda a: a.__setitem__(2, a[2][:, :-1]), "h0: must be"),
-        (lambda a: a.__setitem__(3, a[3][:-1]), "c0: must be"),
-        (lambda a: a.__setitem__(3, a[3].double()), "c0: dtype"),
-        (lambda a: a.__setitem__(2, a[2].half()), "h0: dtype must match"),
-        (lambda a: a.__setitem__(0, a[0].int()), "gx: dtype"),
+        (lambda a: a.__setitem__(0, a[0][0]), "gx must be"),
+        (lambda a: a.__setitem__(0, a[0][:0]), "gx must be"),
+        (lambda a: a.__setitem__(0, a[0][..., :-1]), "gx's last dim"),
+        (lambda a: a.__setitem__(1, a[1][:-1]), "w_hh must be"),
+        (lambda a: a.__setitem__(2, a[2][:, :-1]), "h0 must have shape"),
+        (lambda a: a.__setitem__(3, a[3][:-1]), "c0 must have shape"),
+        (lambda a: a.__setitem__(3, a[3].double()), "c0 has dtype torch.float64; allowed"),
+        (lambda a: a.__setitem__(2, a[2].half()), "h0 has dtype torch.float16, must match gx's"),
+        (lambda a: a.__setitem__(0, a[0].int()), "gx has dtype torch.int32; allowed"),
         (lambda a: a.__setitem__(0, a[0].transpose(0, 1).contiguous().transpose(0, 1)),
-         "gx: must be contiguous"),
+         "gx must be contiguous"),
     ],
     ids=["gx-2d", "gx-T0", "gx-gates", "w_hh-shape", "h0-shape", "c0-shape", "c0-float64",
          "h0-dtype-mismatch", "gx-int", "gx-noncontiguous"],

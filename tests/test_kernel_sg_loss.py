@@ -1,11 +1,11 @@
 """SG regression loss: the fused Triton kernel (interpreter or GPU) against the reference,
-plus the tuning-seam registry in ``kernels/_configs.py`` that every kernel family uses."""
+plus the tuning-seam registry in ``kernels/tuning.py`` that every kernel family uses."""
 
 import sys
 
 import pytest
 import torch
-from altgrad_triton.kernels import _configs
+from altgrad_triton.kernels import tuning
 from altgrad_triton.kernels.sg_loss import sg_mse_loss, sg_mse_loss_reference
 
 mod = sys.modules["altgrad_triton.kernels.sg_loss"]  # the module, not the function
@@ -89,13 +89,13 @@ def test_forced_config_multi_tile(monkeypatch, nan_poison, triton_device):
     monkeypatch.setattr(mod, "_heuristic", lambda n: pytest.fail("heuristic used"))
     pred = torch.randn(5000, requires_grad=True)
     target = torch.randn(5000)
-    key = _configs.make_key(torch.float32, 5000)
+    key = tuning.make_key(torch.float32, 5000)
     assert key == ("float32", 8192)
     try:
-        _configs.set_override("sg_loss", key, {"BLOCK": 256, "num_warps": 2})
+        tuning.set_override("sg_loss", key, {"BLOCK": 256, "num_warps": 2})
         loss, g = grads_of(sg_mse_loss, pred, target, torch.tensor(1.0), backend="triton")
     finally:
-        _configs.clear_overrides("sg_loss")
+        tuning.clear_overrides("sg_loss")
     loss_ref, g_ref = grads_of(sg_mse_loss_reference, pred, target, torch.tensor(1.0))
     check(loss, loss_ref, torch.float32, "loss")
     check(g, g_ref, torch.float32, "dpred")
@@ -129,7 +129,7 @@ def test_cpu_tensors_take_the_reference_path(backend, monkeypatch):
 @pytest.mark.parametrize(
     "pred, target, match",
     [
-        (torch.rand(4, 5), torch.rand(5, 4), r"target must have pred's shape \(4, 5\), got"),
+        (torch.rand(4, 5), torch.rand(5, 4), r"target must have shape \(4, 5\), got \(5, 4\)"),
         (torch.rand(4), torch.ones(4, dtype=torch.int64), r"target has dtype torch.int64; allowed"),
         (torch.rand(4, dtype=torch.float64), torch.rand(4), r"pred has dtype torch.float64"),
         (torch.rand(0), torch.rand(0), r"pred must have 1 to 2\*\*31 - 1 elements, got 0"),
@@ -153,39 +153,39 @@ def test_registry_lists_every_kernel_family():
         "sg_loss",
         "elementwise_fwd",
         "elementwise_bwd",
-    } <= set(_configs.kernels())
-    for name in _configs.kernels():
-        metas = _configs.candidates(name)
+    } <= set(tuning.kernels())
+    for name in tuning.kernels():
+        metas = tuning.candidates(name)
         assert metas and all("num_warps" in m for m in metas), name
-    assert _configs.candidates("sg_loss") == mod.configs_sg_loss()
+    assert tuning.candidates("sg_loss") == mod.configs_sg_loss()
 
 
 def test_override_roundtrip_and_validation(monkeypatch):
     key = ("bfloat16", 1024)
     try:
-        _configs.set_override("sg_loss", key, {"BLOCK": 512, "num_warps": 4})
-        assert _configs.get_override("sg_loss", key) == {"BLOCK": 512, "num_warps": 4}
-        assert _configs.pick("sg_loss", key, lambda: {"BLOCK": 1}) == {
+        tuning.set_override("sg_loss", key, {"BLOCK": 512, "num_warps": 4})
+        assert tuning.get_override("sg_loss", key) == {"BLOCK": 512, "num_warps": 4}
+        assert tuning.pick("sg_loss", key, lambda: {"BLOCK": 1}) == {
             "BLOCK": 512,
             "num_warps": 4,
         }
-        _configs.set_override("sg_loss", key, None)
-        assert _configs.get_override("sg_loss", key) is None
+        tuning.set_override("sg_loss", key, None)
+        assert tuning.get_override("sg_loss", key) is None
     finally:
-        _configs.clear_overrides()
+        tuning.clear_overrides()
     # no override: the heuristic under the interpreter, autotune (None) otherwise
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert _configs.pick("sg_loss", key, lambda: {"BLOCK": 1}) == {"BLOCK": 1}
+    assert tuning.pick("sg_loss", key, lambda: {"BLOCK": 1}) == {"BLOCK": 1}
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    assert _configs.pick("sg_loss", key, lambda: {"BLOCK": 1}) is None
+    assert tuning.pick("sg_loss", key, lambda: {"BLOCK": 1}) is None
     with pytest.raises(ValueError, match=r"keys \['block'\]"):
-        _configs.set_override("sg_loss", key, {"block": 512})
+        tuning.set_override("sg_loss", key, {"block": 512})
     with pytest.raises(ValueError, match="unknown kernel 'nope'"):
-        _configs.candidates("nope")
-    assert _configs.size_bucket(1) == 1 and _configs.size_bucket(1000) == 1024
-    assert _configs.size_bucket(1024) == 1024
+        tuning.candidates("nope")
+    assert tuning.size_bucket(1) == 1 and tuning.size_bucket(1000) == 1024
+    assert tuning.size_bucket(1024) == 1024
 
 
 def test_to_triton_splits_launch_options():
-    (cfg,) = _configs.to_triton([{"BLOCK": 256, "num_warps": 2, "num_stages": 1}])
+    (cfg,) = tuning.to_triton([{"BLOCK": 256, "num_warps": 2, "num_stages": 1}])
     assert cfg.kwargs == {"BLOCK": 256} and cfg.num_warps == 2 and cfg.num_stages == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from altgrad_triton.kernels import _configs, interpreting
+from altgrad_triton.kernels import interpreting, tuning
 
 from altgrad_triton import recipe as recipes
 from altgrad_triton import tune
@@ -25,9 +25,9 @@ HERE = tune.DeviceId("NVIDIA H100 80GB HBM3", (9, 0), "3.6.0")
 
 @pytest.fixture(autouse=True)
 def _no_overrides():
-    _configs.clear_overrides()
+    tuning.clear_overrides()
     yield
-    _configs.clear_overrides()
+    tuning.clear_overrides()
 
 
 # ----------------------------------------------------------------------------- no GPU
@@ -146,7 +146,7 @@ def test_quick_candidates():
     assert {m["BLOCK_B"] for m in quick} == {32}  # the smallest block covering B=20
     fo = tune.fo_pool_jobs(2, 3, 16, torch.float32)[0]
     full = tune.job_candidates(fo)
-    assert full == _configs.candidates("fo_pool_fwd")
+    assert full == tuning.candidates("fo_pool_fwd")
     quick = tune.job_candidates(fo, quick=True)
     assert len(quick) == min(len(full), tune.QUICK_CANDIDATES)
     assert quick[0] == full[0] and quick[-1] == full[-1]
@@ -170,7 +170,7 @@ def test_sweep_forces_each_candidate_and_survives_a_failing_one():
     job.key = tune.probe_key(job)
     assert job.key == ("float32", 32)
     before = {"BLOCK": 64, "num_warps": 1, "num_stages": 1}
-    _configs.set_override("fo_pool_fwd", job.key, before)
+    tuning.set_override("fo_pool_fwd", job.key, before)
     good = [
         {"BLOCK": 32, "num_warps": 1, "num_stages": 1},
         {"BLOCK": 16, "num_warps": 1, "num_stages": 1},
@@ -191,7 +191,7 @@ def test_sweep_forces_each_candidate_and_survives_a_failing_one():
     assert result.winner.meta in good
     assert result.aborted is None
     # the override in place before the sweep is back
-    assert _configs.get_override("fo_pool_fwd", job.key) == before
+    assert tuning.get_override("fo_pool_fwd", job.key) == before
     winners = tune.winners_from([result], HERE)
     assert len(winners) == 1 and winners[0].meta == result.winner.meta
     assert winners[0].candidates == 3 and winners[0].key == ("float32", 32)
@@ -215,7 +215,7 @@ def test_sweep_of_every_family_runs_under_the_interpreter():
 
 
 def _entry(**over):
-    meta = _configs.candidates("fo_pool_fwd")[0]
+    meta = tuning.candidates("fo_pool_fwd")[0]
     d = {
         "device": HERE.name,
         "capability": list(HERE.capability),
@@ -266,7 +266,7 @@ def test_winners_round_trip_and_merge(tmp_path):
 
 
 def test_apply_stored_winners_only_for_this_device_and_triton(tmp_path, monkeypatch):
-    cands = _configs.candidates("fo_pool_fwd")
+    cands = tuning.candidates("fo_pool_fwd")
     entries = [
         _entry(),  # applies
         _entry(key=["float32", 8192], meta=cands[1]),  # applies
@@ -279,19 +279,19 @@ def test_apply_stored_winners_only_for_this_device_and_triton(tmp_path, monkeypa
     (tmp_path / "winners.json").write_text(json.dumps({"format": tune.FORMAT, "entries": entries}))
     monkeypatch.setattr(tune.store, "present_device", lambda device=None: HERE)
     assert tune.apply_stored_winners(torch.device("cuda"), tmp_path) == 2
-    assert _configs.get_override("fo_pool_fwd", ("bfloat16", 32768)) == cands[0]
-    assert _configs.get_override("fo_pool_fwd", ("float32", 8192)) == cands[1]
+    assert tuning.get_override("fo_pool_fwd", ("bfloat16", 32768)) == cands[0]
+    assert tuning.get_override("fo_pool_fwd", ("float32", 8192)) == cands[1]
     for n in (1, 2, 4, 8, 16):
-        assert _configs.get_override("fo_pool_fwd", ("float16", n)) is None
+        assert tuning.get_override("fo_pool_fwd", ("float16", n)) is None
     # the same file seen from another device or Triton version applies nothing
-    _configs.clear_overrides()
+    tuning.clear_overrides()
     for there in (
         tune.DeviceId(HERE.name, (9, 0), "3.9.0"),
         tune.DeviceId("NVIDIA H200", (9, 0), HERE.triton),
     ):
         monkeypatch.setattr(tune.store, "present_device", lambda device=None, t=there: t)
         assert tune.apply_stored_winners("cuda", tmp_path) == 0
-    assert _configs.get_override("fo_pool_fwd", ("bfloat16", 32768)) is None
+    assert tuning.get_override("fo_pool_fwd", ("bfloat16", 32768)) is None
 
 
 def test_apply_stored_winners_without_cuda_or_file_or_with_garbage(tmp_path, monkeypatch):

@@ -102,7 +102,7 @@ def body(argv: list[str] | None = None) -> int:
     import torch
 
     from .. import tune
-    from ..kernels import _configs, interpreting
+    from ..kernels import interpreting, tuning
 
     if not args.dry_run:
         if not torch.cuda.is_available():
@@ -119,7 +119,7 @@ def body(argv: list[str] | None = None) -> int:
 
     console = make_console()
     jobs = _jobs(args)
-    registered = set(_configs.kernels())
+    registered = set(tuning.kernels())
     known = {k for v in tune.FAMILY_KERNELS.values() for k in v}
     for name in sorted(registered - known):
         console.print(

@@ -1,13 +1,13 @@
 """Autotuning: time every registered kernel's candidate configs, keep the winners per device.
 
-The kernels declare their candidate launch configs in ``kernels._configs`` (``register``);
-a launcher asks ``_configs.pick(kernel, key, ...)`` which config to use, and a forced choice
+The kernels declare their candidate launch configs in ``kernels.tuning`` (``register``);
+a launcher asks ``tuning.pick(kernel, key, ...)`` which config to use, and a forced choice
 (``set_override``) wins over ``@triton.autotune``. This package
 
 1. derives the launch shapes a recipe implies (:func:`shapes_from_recipe`, :func:`recipe_jobs`)
    or takes them by hand (:func:`parse_shape_spec`);
 2. learns each launch's exact override key by *probing* its launcher on ``meta`` tensors:
-   ``_configs.pick`` is wrapped for the call so that it records ``(kernel, key)`` and stops
+   ``tuning.pick`` is wrapped for the call so that it records ``(kernel, key)`` and stops
    the launch before anything runs (:func:`probe_key`). The key is therefore the one the
    launcher computes in training, not a copy of its rule;
 3. sweeps the candidates on the present GPU (:func:`sweep`): for each, ``set_override``,

@@ -37,8 +37,9 @@ WINNERS_FILE = "winners.json"
 FORMAT = "altgrad-tune winners v1"
 
 
-def _configs():
-    from ..kernels import _configs as c  # importing the package registers every kernel
+def kernel_tuning():
+    """The kernels' tuning registry, imported on first use (it imports torch and triton)."""
+    from ..kernels import tuning as c  # importing the package registers every kernel
 
     return c
 
@@ -208,7 +209,7 @@ def apply_stored_winners(
     except (ValueError, OSError) as e:
         warnings.warn(f"altgrad-tune winners ignored: {e}", stacklevel=2)
         return 0
-    configs = _configs()
+    configs = kernel_tuning()
     registered = set(configs.kernels())
     applied = 0
     for w in entries:

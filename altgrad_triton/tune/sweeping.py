@@ -15,7 +15,7 @@ import torch
 
 from ..errors import one_line
 from .jobs import Job
-from .store import DeviceId, Winner, _configs, save_winners
+from .store import DeviceId, Winner, kernel_tuning, save_winners
 from .tables import format_meta, result_table, summary_table
 
 QUICK_CANDIDATES = 6
@@ -31,7 +31,7 @@ class _Probed(Exception):
 
 @contextlib.contextmanager
 def _recording_pick(seen: list[tuple[str, tuple]]) -> Iterator[None]:
-    configs = _configs()
+    configs = kernel_tuning()
     real = configs.pick
 
     def spy(kernel, key, heuristic):
@@ -46,7 +46,7 @@ def _recording_pick(seen: list[tuple[str, tuple]]) -> Iterator[None]:
 
 
 def probe_key(job: Job) -> tuple:
-    """The override key ``job``'s launcher asks ``_configs.pick`` for, learnt by calling it on
+    """The override key ``job``'s launcher asks ``tuning.pick`` for, learnt by calling it on
     ``meta`` tensors with ``pick`` replaced by a recorder that stops the launch (nothing is
     allocated for real, nothing compiles, no GPU needed). Raises RuntimeError when the
     launcher never asks for ``job.kernel`` (then it cannot be tuned through overrides)."""
@@ -58,7 +58,7 @@ def probe_key(job: Job) -> tuple:
     keys = [key for kernel, key in seen if kernel == job.kernel]
     if not keys:
         raise RuntimeError(
-            f"{job.kernel}: its launcher did not consult the _configs registry "
+            f"{job.kernel}: its launcher did not consult the tuning registry "
             f"(asked for {seen or 'nothing'}); cannot force its configs"
         )
     return keys[0]
@@ -94,7 +94,7 @@ def job_candidates(job: Job, *, quick: bool = False) -> list[dict[str, int]]:
     """The kernel's registered candidates; under ``quick`` at most ``QUICK_CANDIDATES`` of
     them, and for configs with a BLOCK_B (the LSTM) only the smallest block covering B (what
     the kernel's own autotuner keeps)."""
-    metas = _configs().candidates(job.kernel)
+    metas = kernel_tuning().candidates(job.kernel)
     if not quick:
         return metas
     if job.batch is not None and metas and all("BLOCK_B" in m for m in metas):
@@ -161,7 +161,7 @@ def sweep(
     skipped. If the device itself is broken afterwards (a sticky CUDA error), the sweep
     stops there (``aborted``). The override that was in place before is restored.
     """
-    configs = _configs()
+    configs = kernel_tuning()
     key = job.key if job.key is not None else probe_key(job)
     job.key = key
     result = SweepResult(job)

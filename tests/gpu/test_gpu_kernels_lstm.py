@@ -7,14 +7,14 @@ stay within 5e-3; bf16 storage (fp32 compute, c kept in fp32, h and W rounded to
 step) within 2e-2. Measured on an H200 (triton 3.6, torch 2.11): worst fp32 error 9.5e-4
 (d_h0), worst bf16 4.0e-3 (d_w_hh); ``pytest -s`` prints them. About 40-50 s cold on an
 H200 (compilation and autotuning of the paper shapes included); the odd small shape forces
-one config through ``_configs`` so it does not autotune again.
+one config through ``tuning`` so it does not autotune again.
 
 Run with ``TRITON_INTERPRET=0`` exported: tests/conftest.py sets the interpreter otherwise.
 """
 
 import pytest
 import torch
-from altgrad_triton.kernels import _configs, interpreting
+from altgrad_triton.kernels import interpreting, tuning
 from altgrad_triton.kernels.lstm import config_key, lstm_segment, lstm_segment_reference
 
 pytestmark = [
@@ -87,9 +87,9 @@ def test_odd_small_shape(dtype):
     key = config_key(3, 33, dtype)
     meta = {"BLOCK_B": 16, "BLOCK_H": 16, "BLOCK_K": 64, "num_warps": 4, "num_stages": 2}
     try:
-        _configs.set_override("lstm_fwd", key, meta)
-        _configs.set_override("lstm_bwd", key, meta)
+        tuning.set_override("lstm_fwd", key, meta)
+        tuning.set_override("lstm_bwd", key, meta)
         _check(3, 7, 33, dtype)
     finally:
-        _configs.set_override("lstm_fwd", key, None)
-        _configs.set_override("lstm_bwd", key, None)
+        tuning.set_override("lstm_fwd", key, None)
+        tuning.set_override("lstm_bwd", key, None)

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 import torch
-from altgrad_triton.kernels import _configs, interpreting
+from altgrad_triton.kernels import interpreting, tuning
 from altgrad_triton.kernels.elementwise import (
     elementwise_qrnn_synth,
     elementwise_qrnn_synth_reference,
@@ -70,11 +70,11 @@ def forced():
     """Force the middle candidate of a kernel's list for one key; cleared afterwards."""
 
     def force(kernel, key):
-        metas = _configs.candidates(kernel)
-        _configs.set_override(kernel, key, metas[len(metas) // 2])
+        metas = tuning.candidates(kernel)
+        tuning.set_override(kernel, key, metas[len(metas) // 2])
 
     yield force
-    _configs.clear_overrides()
+    tuning.clear_overrides()
 
 
 def upstream(shape, dtype):
@@ -113,7 +113,7 @@ def fo_compare(H, dtype, use_o, use_c0):
 @pytest.mark.parametrize("dtype", DTYPES, ids=dname)
 @pytest.mark.parametrize("H", [1550, 400])
 def test_fo_pool_paper_shapes(H, dtype, forced):
-    key = _configs.make_key(dtype, B * H)
+    key = tuning.make_key(dtype, B * H)
     forced("fo_pool_fwd", key)
     forced("fo_pool_bwd", key)
     fo_compare(H, dtype, use_o=True, use_c0=True)
@@ -123,7 +123,7 @@ def test_fo_pool_paper_shapes(H, dtype, forced):
 def test_fo_pool_no_o_no_c0_strided(dtype, forced):
     """h = c, zero initial state, gates as chunks of one [T, B, 3H] projection."""
     H = 400
-    key = _configs.make_key(dtype, B * H)
+    key = tuning.make_key(dtype, B * H)
     forced("fo_pool_fwd", key)
     forced("fo_pool_bwd", key)
     proj = torch.rand(T, B, 3 * H, device="cuda").to(dtype)
@@ -160,7 +160,7 @@ def test_fo_pool_bf16_storage_with_fp32_cell_state():
 
 
 def test_autotuned_path_fo_pool():
-    _configs.clear_overrides()
+    tuning.clear_overrides()
     fo_compare(400, torch.bfloat16, use_o=True, use_c0=True)
 
 
@@ -169,7 +169,7 @@ def test_autotuned_path_fo_pool():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dname)
 def test_sg_loss_paper_size(dtype, forced):
-    forced("sg_loss", _configs.make_key(dtype, N))
+    forced("sg_loss", tuning.make_key(dtype, N))
     pred = torch.randn(B, N // B, device="cuda").to(dtype).requires_grad_()
     target = torch.randn(B, N // B, device="cuda").to(dtype)
     up = torch.rand((), device="cuda") + 0.5
@@ -186,7 +186,7 @@ def test_sg_loss_paper_size(dtype, forced):
 
 
 def test_autotuned_path_sg_loss():
-    _configs.clear_overrides()
+    tuning.clear_overrides()
     pred = torch.randn(N, device="cuda", requires_grad=True)
     target = torch.randn(N, device="cuda")
     loss = sg_mse_loss(pred, target, backend="triton")
@@ -236,14 +236,14 @@ def ew_compare(dtype, with_mask):
 @pytest.mark.parametrize("dtype", DTYPES, ids=dname)
 @pytest.mark.parametrize("with_mask", [True, False], ids=["mask", "no_mask"])
 def test_elementwise_paper_size(dtype, with_mask, forced):
-    key = _configs.make_key(dtype, N) + (64,)
+    key = tuning.make_key(dtype, N) + (64,)
     forced("elementwise_fwd", key)
     forced("elementwise_bwd", key)
     ew_compare(dtype, with_mask)
 
 
 def test_autotuned_path_elementwise():
-    _configs.clear_overrides()
+    tuning.clear_overrides()
     ew_compare(torch.float32, True)
 
 
@@ -254,10 +254,10 @@ def test_launchers_capture_in_a_cuda_graph(forced):
     """No host sync in any launch path: forward and backward launchers replay in a graph."""
     H, dtype = 400, torch.bfloat16
     for k in ("fo_pool_fwd", "fo_pool_bwd"):
-        forced(k, _configs.make_key(dtype, B * H))
-    forced("sg_loss", _configs.make_key(dtype, N))
+        forced(k, tuning.make_key(dtype, B * H))
+    forced("sg_loss", tuning.make_key(dtype, N))
     for k in ("elementwise_fwd", "elementwise_bwd"):
-        forced(k, _configs.make_key(dtype, N) + (64,))
+        forced(k, tuning.make_key(dtype, N) + (64,))
     f, z, o, c0 = (t.detach() for t in fo_inputs(H, dtype))
     dh, dc = torch.randn_like(f), torch.randn_like(c0)
     ins, mask = ew_inputs(dtype)

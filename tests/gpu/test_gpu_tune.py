@@ -9,7 +9,7 @@ import argparse
 
 import pytest
 import torch
-from altgrad_triton.kernels import _configs, interpreting
+from altgrad_triton.kernels import interpreting, tuning
 
 from altgrad_triton import bench, tune
 
@@ -21,9 +21,9 @@ pytestmark = [
 
 @pytest.fixture(autouse=True)
 def _no_overrides():
-    _configs.clear_overrides()
+    tuning.clear_overrides()
     yield
-    _configs.clear_overrides()
+    tuning.clear_overrides()
 
 
 def test_sweep_store_and_apply_on_this_gpu(tmp_path):
@@ -40,7 +40,7 @@ def test_sweep_store_and_apply_on_this_gpu(tmp_path):
     path = tune.save_winners(tune.winners_path(tmp_path), tune.winners_from([r], here))
     assert path.exists()
     assert tune.apply_stored_winners(device, tmp_path) == 1
-    assert _configs.get_override("fo_pool_fwd", job.key) == r.winner.meta
+    assert tuning.get_override("fo_pool_fwd", job.key) == r.winner.meta
 
 
 def test_bench_families_run_their_gpu_providers(monkeypatch):
