@@ -87,6 +87,7 @@ def test_missing_data_directory(tmp_path):
 def test_no_data_and_no_download_says_where_to_put_files(tmp_path):
     proc = train(
         "recipes/wt2-small.toml",
+        "data.corpus=wikitext-2",  # wikitext-2-small itself ships with the package
         f"data.cache_dir={tmp_path}",
         "data.download=false",
         f"run.out_dir={tmp_path / 'runs'}",

@@ -300,6 +300,32 @@ def test_wikitext2_small_loads_from_official_files_or_the_split(tmp_path):
     assert derived.unk_counts["valid"] > 0 and derived.unk_counts["test"] > 0
 
 
+def test_wikitext2_small_needs_no_path_nor_network(tmp_path, monkeypatch):
+    """The packaged copy: no data.path, no cache, and any download attempt fails the test."""
+    from altgrad_triton.data import corpora
+
+    def no_download(*a, **k):
+        raise AssertionError("wikitext-2-small must not download")
+
+    monkeypatch.setattr(corpora, "download_corpus", no_download)
+    packaged = load_corpus("wikitext-2-small", None, tmp_path / "empty-cache", download=False)
+    assert "packaged" in packaged.source
+    assert len(packaged.train) == 217646 and len(packaged.valid) + len(packaged.test) == 245569
+    assert not list(tmp_path.iterdir())  # nothing written to the cache
+    root = shared_data() / "wikitext-2-small"
+    if root.is_dir():  # the same corpus as the split in shared/data, token for token
+        split = load_corpus("wikitext-2-small", root, tmp_path, download=False)
+        assert packaged.vocab == split.vocab
+        for name in ("train", "valid", "test"):
+            assert torch.equal(packaged.split(name), split.split(name))
+
+
+def test_wikitext2_small_from_a_folder_without_its_files_uses_the_packaged_copy(tmp_path, capsys):
+    corpus = load_corpus("wikitext-2-small", tmp_path, tmp_path / "cache", download=False)
+    assert "packaged" in corpus.source
+    assert "using the packaged copy" in capsys.readouterr().err
+
+
 def test_wikitext2_small_refuses_files_that_are_not_the_official_ones(tmp_path):
     test_text, _ = synthetic_wikitext()
     folder = write_split(tmp_path / "d", ("valid.txt", "test.txt", "x"), ("a\n", test_text, ""))

@@ -25,7 +25,6 @@ from altgrad_triton.data import (
     load_corpus,
     resolve_cache_dir,
 )
-from altgrad_triton.data import corpora as corpora_module
 from altgrad_triton.errors import UserError
 
 WIKI = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")
@@ -190,21 +189,6 @@ def test_unpinned_digest_warns_and_downloads(server, tmp_path, monkeypatch, caps
     folder = download_corpus("wikitext-2", tmp_path / "cache")
     assert (folder / "wiki.valid.tokens").read_text() == TEXTS[1]
     assert "no pinned sha256" in capsys.readouterr().err
-
-
-def test_wikitext2_small_is_derived_from_the_downloaded_wikitext2(server, tmp_path, monkeypatch):
-    www, url = server
-    valid = " = V = \nv w\n"
-    test = " = A = \nx y\n = B = \nz\n"  # 4 lines, middle 2: cut before " = B = "
-    payload = wikitext_zip(texts=("v w\n", valid, test))
-    serve_wikitext2(monkeypatch, www, url, payload, sha256(payload))
-    official = {"valid": sha256(valid.encode()), "test": sha256(test.encode())}
-    monkeypatch.setattr(corpora_module, "WT2_OFFICIAL_SHA256", official)
-    corpus = load_corpus("wikitext-2-small", None, tmp_path / "cache")
-    assert corpus.vocab.decode(corpus.train) == ["=", "V", "=", "<eos>", "v", "w", "<eos>"]
-    assert corpus.vocab.decode(corpus.test) == ["=", "<unk>", "=", "<eos>", "<unk>", "<eos>"]
-    assert corpus.unk_counts == {"valid": 3, "test": 2}  # A x y | B z: not in WT2 valid
-    assert not corpus.closed_vocabulary
 
 
 def test_existing_incomplete_cache_folder_is_not_overwritten(tmp_path):

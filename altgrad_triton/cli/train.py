@@ -1,6 +1,6 @@
 """altgrad-train: train a language model from a recipe, or resume a run.
 
-    altgrad-train recipes/wt2-small.toml data.path=../shared/data/wikitext-2
+    altgrad-train recipes/wt2-small.toml
     altgrad-train recipes/wt2.toml --dump-config
     altgrad-train --resume runs/wt2-small run.epochs=6
 

@@ -12,6 +12,7 @@ valid/test word means the files are not the official ones. A user's own folder (
 from __future__ import annotations
 
 import difflib
+import gzip
 import hashlib
 import io
 import os
@@ -111,8 +112,8 @@ def load_corpus(
       (``ptb.*.txt``) layout, or ``train/valid/test.txt``; when ``path`` is None or holds no
       such files, the copy in the cache dir, downloaded there if missing (``download``).
     * "wikitext-2-small": the official WikiText-2 valid/test files (derived, see
-      :func:`derive_wikitext2_small`) or the split itself; without one, derived from the
-      cached wikitext-2 download.
+      :func:`derive_wikitext2_small`) or the split itself from ``path``; without a path,
+      derived from the copy of those two files shipped inside the package (no network).
     * "text": a user's folder in WikiText layout, open vocabulary.
     * "chars": a text file cut 90/5/5 by characters, or a folder of train/valid/test.txt.
     """
@@ -124,7 +125,7 @@ def load_corpus(
     if corpus in ("wikitext-2", "wikitext-103", "ptb"):
         return _load_standard(corpus, where, cache_dir, download)
     if corpus == "wikitext-2-small":
-        return _load_wikitext2_small(where, cache_dir, download)
+        return _load_wikitext2_small(where)
     if corpus == "text":
         return _load_text(where)
     return _load_chars(where)
@@ -170,7 +171,11 @@ def _load_standard(name: str, path: Path | None, cache_dir, download: bool) -> C
     return _word_corpus(name, files, closed=True)
 
 
-def _load_wikitext2_small(path: Path | None, cache_dir, download: bool) -> Corpus:
+PACKAGED_WIKITEXT2_SMALL = Path(__file__).with_name("wikitext-2-small")
+"""The official WikiText-2 valid and test files, gzipped (CC BY-SA 3.0; see the README there)."""
+
+
+def _load_wikitext2_small(path: Path | None) -> Corpus:
     name = "wikitext-2-small"
     found = None
     if path is not None:
@@ -178,22 +183,32 @@ def _load_wikitext2_small(path: Path | None, cache_dir, download: bool) -> Corpu
             raise UserError(f"{name}: path {path} is a file; give the folder holding it")
         found = _wikitext2_small_texts(path) if path.is_dir() else None
         if found is None:
-            _note(f"{path} holds no WikiText-2 valid/test files; using the cache")
-    if found is None:
-        cached = corpus_cache_dir("wikitext-2", cache_dir)
-        found = _wikitext2_small_texts(cached) if cached.is_dir() else None
-        if found is None:
-            if not download:
-                raise UserError(
-                    f"{name} is derived from WikiText-2, which is not in {cached} and "
-                    f"downloading is off; put the official wiki.valid.tokens and "
-                    f"wiki.test.tokens in {cached}/ (or pass the folder holding them as path)"
-                )
-            found = _wikitext2_small_texts(download_corpus("wikitext-2", cache_dir))
-            assert found is not None
-    texts, labels, source = found
+            _note(f"{path} holds no WikiText-2 valid/test files; using the packaged copy")
+    texts, labels, source = found or _packaged_wikitext2_small()
     sources = {s: (labels[s], texts[s]) for s in SPLITS}
     return _word_corpus(name, sources, closed=False, source=source)
+
+
+def _packaged_wikitext2_small():
+    """(texts, labels, source) of wikitext-2-small derived from the packaged files."""
+    raw = {}
+    for split in ("valid", "test"):
+        file = PACKAGED_WIKITEXT2_SMALL / f"wiki.{split}.tokens.gz"
+        try:
+            raw[split] = gzip.decompress(_read_bytes(file))
+        except (OSError, EOFError) as e:
+            raise UserError(f"{file} is damaged ({e}): reinstall altgrad-triton") from None
+        if _sha256(raw[split]) != WT2_OFFICIAL_SHA256[split]:
+            raise UserError(f"{file} is not the official file (sha256 differs): reinstall")
+    derived = derive_wikitext2_small(raw["valid"].decode(), raw["test"].decode())
+    texts = dict(zip(SPLITS, derived, strict=True))
+    folder = PACKAGED_WIKITEXT2_SMALL
+    labels = {
+        "train": f"{folder}/wiki.valid.tokens.gz",
+        "valid": f"{folder}/wiki.test.tokens.gz [first half]",
+        "test": f"{folder}/wiki.test.tokens.gz [second half]",
+    }
+    return texts, labels, f"{folder} (packaged; derived from WikiText-2's valid and test files)"
 
 
 def _load_text(path: Path | None) -> Corpus:
