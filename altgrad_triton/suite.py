@@ -132,23 +132,39 @@ def run_training(cmd: list[str]) -> int:
     foreground group) does not reach it directly. The suite forwards it instead, once per
     signal it receives: otherwise a single Ctrl-C would arrive twice, which ``altgrad-train``
     reads as "abort without saving", and a signal sent to the suite alone would never reach
-    the run at all.
+    the run at all. The child starts with SIGINT at its default even when the suite was
+    started with it ignored (``altgrad-suite ... &`` in a script): it would otherwise inherit
+    "ignored" and run on, deaf to the forwarded signal, until it installs its own handler.
+    The handlers are in place before the child starts, so a signal that arrives while it is
+    being started is forwarded as soon as it exists.
     """
-    child = subprocess.Popen(cmd, process_group=0)
-    stop = False
+    child: subprocess.Popen | None = None
+    stop = pending = False
 
     def forward(signum: int, frame: object) -> None:
-        nonlocal stop
+        nonlocal stop, pending
         stop = True
-        child.send_signal(signal.SIGINT)
+        if child is None:
+            pending = True  # forwarded once the child exists
+        else:
+            child.send_signal(signal.SIGINT)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        child = subprocess.Popen(cmd, process_group=0, preexec_fn=_default_sigint)
+        if pending:  # arrived while the child was being started
+            child.send_signal(signal.SIGINT)
         code = child.wait()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return INTERRUPTED if stop else code
+
+
+def _default_sigint() -> None:
+    """In the child, before it runs: SIGINT at its default (Python then raises
+    KeyboardInterrupt until the trainer installs its own handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def execute(

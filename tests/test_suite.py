@@ -180,3 +180,42 @@ def test_stop_signal_reaches_the_run_exactly_once(tmp_path, how):
         proc.kill()
     assert out.strip() == "code 130"
     assert count.read_text() == "1"
+
+
+# A stand-in for altgrad-train that is still loading its data (no SIGINT handler of its own
+# yet) for longer than the test waits; it marks the file if it ever gets past that.
+SLOW_STARTER = r"""
+import sys, time
+print("loading", flush=True)
+time.sleep(20)
+open(sys.argv[1], "w").write("loaded")
+"""
+
+
+def test_interrupt_stops_a_suite_started_with_sigint_ignored(tmp_path):
+    """`altgrad-suite ... &` in a script starts the suite with SIGINT ignored; its child
+    used to inherit "ignored" and ran on until it installed a handler of its own."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "marker"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUITE_SIDE, SLOW_STARTER, str(marker)],
+        stdout=subprocess.PIPE,
+        text=True,
+        process_group=0,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert proc.stdout.readline().strip() == "loading"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert out.strip() == "code 130"
+    assert not marker.exists()  # the child stopped while loading, it did not run on
+    assert waited < 15  # against the 20 s the child would otherwise take
