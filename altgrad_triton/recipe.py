@@ -49,7 +49,9 @@ def section(cls: type, help: str) -> Any:
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     name: str = opt("run", "run name; the run directory is out_dir/name")
-    seed: int = opt(42, "random seed for weights, dropout, segment lengths and data order")
+    seed: int = opt(
+        42, "random seed for weights, dropout, segment lengths and data order", ge=0, le=2**32 - 1
+    )
     epochs: int = opt(1, "number of training epochs", ge=1)
     out_dir: str = opt("runs", "directory that holds run directories")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto = cuda when available")
@@ -227,7 +229,8 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict) -> tuple[Any, list[s
         ):
             bound = meta.get(name)
             if bound is not None and not op(float(value), float(bound)):
-                return value, [f"{key}: must be {text} {bound:g}, got {value!r}"]
+                shown = int(bound) if float(bound).is_integer() else f"{bound:g}"
+                return value, [f"{key}: must be {text} {shown}, got {value!r}"]
     return value, []
 
 

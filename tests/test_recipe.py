@@ -79,6 +79,16 @@ input = 1.5
     assert "model.dropout.input: must be < 1, got 1.5" in msg
 
 
+@pytest.mark.parametrize("seed", [2**64, -1, 10**24])
+def test_seed_outside_32_bits_is_one_line(seed):
+    """A seed torch cannot take (beyond 64 bits, or after the per-epoch offsets) used to be a
+    traceback from deep inside training."""
+    with pytest.raises(UserError) as e:
+        recipes.load(ROOT / "recipes" / "wt2-small.toml", [f"run.seed={seed}"])
+    bound = "<= 4294967295" if seed > 0 else ">= 0"
+    assert str(e.value) == f"invalid recipe: run.seed: must be {bound}, got {seed}"
+
+
 def test_unknown_key_suggests_closest(tmp_path):
     p = write(tmp_path, "[bptt]\nlenght = 35\n")
     with pytest.raises(UserError, match=r"did you mean 'bptt.length'"):
