@@ -31,19 +31,24 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
-def read_json(path: str | Path) -> dict:
-    """A JSON file, or a one-line UserError naming it if it cannot be parsed."""
+def read_json(path: str | Path, required: tuple[str, ...] = ()) -> dict:
+    """A JSON object from a file, with the ``required`` keys; a one-line UserError naming
+    the file if it is not UTF-8, not JSON, not an object, or lacks a key."""
+    text = _read_utf8(path)
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    return _object(data, required, str(path))
 
 
-def read_jsonl(path: str | Path, missing_ok: bool = False) -> list[dict]:
-    """The rows of a JSON-lines file; a torn last line (a writer killed mid-line) is
-    skipped, a bad line elsewhere is a UserError naming it."""
+def read_jsonl(
+    path: str | Path, missing_ok: bool = False, required: tuple[str, ...] = ()
+) -> list[dict]:
+    """The rows of a JSON-lines file, each an object with the ``required`` keys; a torn last
+    line (a writer killed mid-line) is skipped, any other bad line is a UserError naming it."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = _read_utf8(path).splitlines()
     except FileNotFoundError:
         if missing_ok:
             return []
@@ -53,9 +58,27 @@ def read_jsonl(path: str | Path, missing_ok: bool = False) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if i == len(lines):
                 break
             raise UserError(f"{path}:{i}: not a JSON line") from None
+        rows.append(_object(row, required, f"{path}:{i}"))
     return rows
+
+
+def _read_utf8(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _object(data: object, required: tuple[str, ...], where: str) -> dict:
+    if not isinstance(data, dict):
+        keys = f" with {', '.join(required)}" if required else ""
+        raise UserError(f"{where}: expected a JSON object{keys}, got {type(data).__name__}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise UserError(f"{where}: lacks {', '.join(repr(k) for k in missing)}")
+    return data

@@ -101,16 +101,17 @@ def read_run(path: Path) -> Run:
     recipe = path / "recipe.toml"
     if recipe.exists():
         try:
-            r = tomllib.loads(recipe.read_text())
+            r = tomllib.loads(recipe.read_text(encoding="utf-8"))
             corpus = r.get("data", {}).get("corpus", "")
             name = r.get("run", {}).get("name", name) or name
-        except tomllib.TOMLDecodeError:
-            pass
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            pass  # the folder name stands in for a damaged recipe.toml
     results = None
     if (path / "results.json").exists():
-        results = read_json(path / "results.json")
+        results = read_json(path / "results.json", required=("best_val_loss",))
     group, seed = split_seed(name)
-    return Run(path, name, group, seed, corpus, read_jsonl(metrics), results)
+    epochs = read_jsonl(metrics, required=("epoch",))
+    return Run(path, name, group, seed, corpus, epochs, results)
 
 
 def find_runs(paths: list[str | Path]) -> list[Run]:

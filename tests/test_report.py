@@ -177,6 +177,43 @@ def test_a_damaged_results_file_is_a_one_line_error(tmp_path):
         report.read_run(d)
 
 
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        ("results.json", "[1, 2, 3]",
+         "results.json: expected a JSON object with best_val_loss, got list"),
+        ("results.json", '{"test_loss": 4.0}', "results.json: lacks 'best_val_loss'"),
+        ("metrics.jsonl", "[1, 2]\n{}\n",
+         "metrics.jsonl:1: expected a JSON object with epoch, got list"),
+        ("metrics.jsonl", '{"val_loss": 4.0}\n{}\n', "metrics.jsonl:1: lacks 'epoch'"),
+        ("metrics.jsonl", b'{"epoch": 1, "mode": "\xff"}\n', "metrics.jsonl: not UTF-8 text"),
+        ("results.json", b'{"best_val_loss": 4.0, "x": "\xfe"}', "results.json: not UTF-8 text"),
+    ],
+    ids=["results-list", "results-no-best", "metrics-list", "metrics-no-epoch",
+         "metrics-not-utf8", "results-not-utf8"],
+)  # fmt: skip
+def test_wrongly_shaped_files_are_one_line_errors_naming_the_file(
+    tmp_path, capsys, file, content, message
+):
+    d = fake_run(tmp_path / "runs", "a-s1", "wikitext-2-small", [5.0, 4.0])
+    if isinstance(content, bytes):
+        (d / file).write_bytes(content)
+    else:
+        (d / file).write_text(content)
+    with pytest.raises(UserError) as e:
+        report.read_run(d)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert report_cli.main([str(tmp_path / "runs"), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_a_recipe_toml_that_is_not_utf8_leaves_the_folder_name(tmp_path):
+    d = fake_run(tmp_path, "a-s1", "wikitext-2-small", [5.0, 4.0])
+    (d / "recipe.toml").write_bytes(b'[run]\nname = "\xff"\n')
+    assert report.read_run(d).name == "a-s1"
+
+
 def test_torn_last_line_is_ignored(tmp_path):
     d = fake_run(tmp_path, "a-s1", "wikitext-2-small", [5.0, 4.0], finished=False)
     with open(d / "metrics.jsonl", "a") as f:
