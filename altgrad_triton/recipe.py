@@ -308,9 +308,10 @@ def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in _seen:
         raise UserError(f"{path}: 'extends' loops back to itself")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(f"{path}: recipe file not found") from None
+        by = f" (named by 'extends' in {_seen[-1]})" if _seen else ""
+        raise UserError(f"{path}: recipe file not found{by}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read recipe ({e.__class__.__name__}: {e})") from None
     try:
@@ -350,8 +351,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read, merge, override and validate a recipe file."""
-    return from_dict(apply_overrides(read_toml(path), list(overrides)))
+    """Read, merge, override and validate a recipe file; an invalid recipe's error names it."""
+    data = apply_overrides(read_toml(path), list(overrides))
+    try:
+        return from_dict(data)
+    except UserError as e:
+        raise UserError(f"{path}: {e}", exit_code=e.exit_code) from None
 
 
 # ---------------------------------------------------------------------------- output

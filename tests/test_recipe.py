@@ -86,7 +86,9 @@ def test_seed_outside_32_bits_is_one_line(seed):
     with pytest.raises(UserError) as e:
         recipes.load(ROOT / "recipes" / "wt2-small.toml", [f"run.seed={seed}"])
     bound = "<= 4294967295" if seed > 0 else ">= 0"
-    assert str(e.value) == f"invalid recipe: run.seed: must be {bound}, got {seed}"
+    assert str(e.value).endswith(
+        f"wt2-small.toml: invalid recipe: run.seed: must be {bound}, got {seed}"
+    )
 
 
 def test_unknown_key_suggests_closest(tmp_path):
@@ -146,6 +148,12 @@ def test_syntax_error_names_the_line(tmp_path):
 def test_missing_and_unreadable_recipe(tmp_path):
     with pytest.raises(UserError, match="recipe file not found"):
         recipes.load(tmp_path / "nope.toml")
+    extender = write(tmp_path, "extends = 'gone.toml'\n", "child.toml")
+    with pytest.raises(UserError) as e:
+        recipes.load(extender)
+    assert str(e.value) == (
+        f"{tmp_path / 'gone.toml'}: recipe file not found (named by 'extends' in {extender})"
+    )
     (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(UserError, match="cannot read recipe"):
         recipes.load(tmp_path / "bin.toml")
