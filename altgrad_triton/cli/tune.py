@@ -115,9 +115,9 @@ def body(argv: list[str] | None = None) -> int:
                 "TRITON_INTERPRET is set: the kernels would run on the CPU "
                 "interpreter; unset it (or export TRITON_INTERPRET=0) to tune"
             )
-    from ..bench import make_console
+    from ..progress import make_console
 
-    console = make_console()
+    console = make_console(wide_tables=True)
     jobs = _jobs(args)
     registered = set(tuning.kernels())
     known = {k for v in tune.FAMILY_KERNELS.values() for k in v}

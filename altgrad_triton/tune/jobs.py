@@ -68,11 +68,11 @@ def shapes_from_recipe(recipe) -> RecipeShapes:
     promoted to fp32 and the boundary runs outside autocast); the recurrent kernels run in
     ``run.dtype``.
     """
-    from ..model import RNNLanguageModel
-    from ..synthetic import join_state
+    from ..build import build_model
+    from ..carry import join_state
 
     with torch.device("meta"):
-        model = RNNLanguageModel(2, recipe.model, "torch")
+        model = build_model(recipe, vocab_size=2)
     hidden = tuple(int(layer.hidden_size) for layer in model.layers)
     state_size = int(join_state(model.init_state(1)).shape[1])
     s = recipe.synthetic
