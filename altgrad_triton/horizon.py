@@ -45,6 +45,7 @@ from .cells import LSTM
 from .data.copy_task import COPY_VOCABULARY, copy_task_batch
 from .errors import UserError
 from .files import read_jsonl
+from .metrics import bits
 from .recipe import SyntheticConfig
 from .synthetic import SyntheticBoundary
 from .tbptt import segment_step
@@ -52,7 +53,6 @@ from .tbptt import segment_step
 TASKS = ("copy", "repeat-copy")
 METHODS = ("bptt", "sg")
 VOCAB = len(COPY_VOCABULARY)
-LN2 = math.log(2.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,7 +255,7 @@ def run(cfg: HorizonConfig, *, log: Callable[[str], None] | None = None) -> dict
         with torch.no_grad():
             tally.correct += int(((logits.argmax(-1) == targets) & mask).sum())
         tally.outputs += outputs
-        if cur.observe(cfg.truncation, float(ce.detach().sum()) / LN2, outputs):
+        if cur.observe(cfg.truncation, bits(float(ce.detach().sum())), outputs):
             stream.n, stream.r = cur.n, cur.r
             tally.level_passed()
             if log:
