@@ -18,6 +18,8 @@ How the work is split (the trainer follows this; the numbers equal a single proc
   regression target rely on. Clipping after the all-reduce is identical on every rank.
 * The synthesizer's regression loss is a mean over the rank's rows: its gradients are
   averaged over ranks (:func:`average_gradients`, hooked before its optimizer step).
+* A segment's numbers (loss, synthesizer statistics) and the Ctrl-C flag travel in one
+  all-reduce (:func:`mean_and_any`), so every rank stops after the same segment.
 * Checkpoints gather every rank's carried state into the full-batch layout (rank order
   along the row dimension: batch rows for the model state, ``batch * state_size`` rows for
   the element-wise synthesizer's carry, both row-major in the batch row), so a resumed

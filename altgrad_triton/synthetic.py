@@ -23,6 +23,12 @@ embeddings of the first tokens after the boundary (``context_tokens``), which is
 the gradient predictable at all: for a calibrated model the expected gradient of the next
 token's loss given the state alone, W^T (p - E[y | s]), is near zero, so a state-only
 synthesizer can only fit the model's miscalibration.
+
+The classes take plain arguments (``build.make_synthesizer`` reads a recipe's
+``[synthetic]``), and their random numbers come from generators the caller passes:
+``init_generator`` for the initial weights, ``generator`` for training noise and dropout
+masks (the global RNG when None). The trainer gives both streams of their own, so that a
+synthesizer never shifts the model's random numbers.
 """
 
 from __future__ import annotations
@@ -170,8 +176,8 @@ class ElementwiseSynthesizer(Synthesizer):
             # for every weight and bias in parameter order, from init_generator
             kind = nn.GRUCell if cell == "gru" else nn.LSTMCell
             self.rnn = nn.utils.skip_init(kind, 1, hidden)
+            bound = 1 / math.sqrt(hidden)
             for p in self.rnn.parameters():
-                bound = 1 / math.sqrt(hidden)
                 nn.init.uniform_(p, -bound, bound, generator=init_generator)
         self.v = nn.Parameter(torch.zeros(hidden))
         self.b_out = nn.Parameter(torch.zeros(1))
