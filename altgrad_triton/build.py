@@ -15,7 +15,6 @@ its recipe-wins settings in ``apply_recipe_settings``), another synthesizer in
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -73,12 +72,6 @@ def apply_tuned_configs(device: torch.device, console: Any) -> None:
 
     n = apply_stored_winners(device)
     console.print(f"altgrad-tune: {n} stored kernel config(s) applied", markup=False)
-
-
-def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
-    """``run.dtype``: bf16 autocast on CUDA; float32 (a no-op context) otherwise."""
-    enabled = device.type == "cuda" and dtype == "bfloat16"
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 # ---------------------------------------------------------------------------- data, model

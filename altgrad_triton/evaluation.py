@@ -11,8 +11,7 @@ import torch
 
 from . import data
 from . import distributed as ddp
-from .build import autocast
-from .model import RNNLanguageModel, lm_loss
+from .model import RNNLanguageModel, autocast, lm_loss
 
 
 @torch.no_grad()

@@ -13,10 +13,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .files import read_jsonl, write_text_atomic
-from .schedule import EpochPlan
+
+if TYPE_CHECKING:
+    from .schedule import EpochPlan
 
 LN2 = math.log(2.0)
 

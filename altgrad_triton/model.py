@@ -8,6 +8,7 @@ recipe becomes one in ``build.build_model``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -146,3 +147,10 @@ def lm_loss(
     if tar_beta and out.last_raw.shape[0] > 1:
         loss = loss + tar_beta * (out.last_raw[1:] - out.last_raw[:-1]).float().pow(2).mean()
     return loss, ce
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """The context a model runs in for compute dtype ``dtype`` ("float32" or "bfloat16"):
+    bf16 autocast on CUDA, a no-op otherwise (the CPU always computes in float32)."""
+    enabled = device.type == "cuda" and dtype == "bfloat16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

@@ -33,13 +33,13 @@ import torch
 
 from . import checkpoint, data
 from . import distributed as ddp
-from .build import apply_recipe_settings, autocast, build, describe, set_hyperparameters
+from .build import apply_recipe_settings, build, describe, set_hyperparameters
 from .checkpoint import RunState
 from .errors import UserError
 from .evaluation import evaluate
 from .files import write_text_atomic
 from .metrics import EpochSums, MetricsLog, epoch_row, run_results, summary_rows
-from .model import lm_loss
+from .model import autocast, lm_loss
 from .progress import EpochProgress, make_console, silent_console, summary_table
 from .recipe import Recipe, to_toml
 from .schedule import EpochPlan
