@@ -356,3 +356,21 @@ def test_a_synthesizer_that_injects_nothing_leaves_the_bptt_run_unchanged(
     assert [[row[k] for k in keys] for row in rows_sg] == [
         [row[k] for k in keys] for row in rows_bptt
     ]
+
+
+def test_a_checkpoint_without_the_later_keys_still_resumes(corpus_dir, tmp_path):
+    """trainer.pt keeps its flat keys; those added after the first release (the synthesizer's
+    RNG stream, per-rank RNG, the divergence check's lowest loss) are optional."""
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=SYNTH, run={"epochs": 1})
+    Trainer(r, tmp_path / "runs" / "tiny").fit()
+    path = tmp_path / "runs/tiny/checkpoints/last/trainer.pt"
+    st = torch.load(path, weights_only=False)
+    assert {"epoch", "best_val", "sums", "state", "carry", "optimizer", "rng"} <= st.keys()
+    for key in ("synth_rng", "rank_rng", "lowest_sg_loss"):
+        del st[key]
+    torch.save(st, path)
+    again = Trainer(tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=SYNTH), path.parents[2])
+    again.restore("last")
+    assert again.run_state.epoch == 2 and again.log.lowest_sg_loss is None
+    again.fit()
+    assert [row["epoch"] for row in metrics(tmp_path / "runs" / "tiny")] == [1, 2]
