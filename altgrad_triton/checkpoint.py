@@ -3,27 +3,44 @@
 A checkpoint is a directory ``<run>/checkpoints/<tag>/`` holding
 
 * ``model.safetensors`` and (with synthetic gradients) ``synthesizer.safetensors``;
-* ``meta.json``: the resolved recipe, the model-shape keys, epoch, metrics, vocabulary;
-* ``trainer.pt``: optimizer states, RNG states and the in-epoch position (carried state,
-  partial sums), so a resumed run continues exactly, even from an interrupted epoch.
+* ``meta.json``: the resolved recipe, the model-shape keys, epoch, metrics, vocabulary
+  (:func:`meta`);
+* ``trainer.pt``: where the run stands (:class:`RunState`: next epoch, best validation
+  loss, the in-epoch sums and carried state), the synthesizer's carry, the optimizer
+  states and every RNG stream, per rank under torchrun (:func:`trainer_state`), so a
+  resumed run continues exactly, even from an interrupted epoch (:func:`restore_trainer`,
+  after :func:`check_resumable`).
 
 It is written into a hidden temporary directory and renamed into place; the previous
 checkpoint of the same tag is renamed aside first and deleted last, so a crash at any
 moment leaves either the old or the new checkpoint complete (``load`` finds either).
+
+``trainer.pt`` is one flat dict whose keys have not changed since checkpoints gained a
+synthesizer RNG stream; keys added later are optional when reading, so older checkpoints
+still resume.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import distributed as ddp
+from .build import Components
+from .carry import State, to_device
+from .data import Vocabulary
 from .errors import UserError, one_line
+from .metrics import EpochSums, MetricsLog
+from .recipe import Recipe, model_shape, to_dict
 
 
 def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -106,3 +123,182 @@ def shape_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
         for k in sorted(saved)
         if saved[k] != wanted.get(k)
     ]
+
+
+# ---------------------------------------------------------------------------- trainer state
+
+
+@dataclass
+class RunState:
+    """Where a run stands: what the training loop advances, and a checkpoint keeps beside
+    the weights, the optimizer states and the RNG streams."""
+
+    epoch: int = 1  # the next epoch to run
+    best_val: float = math.inf
+    sums: EpochSums = field(default_factory=EpochSums)  # of the epoch under way
+    carried: State | None = None  # the model's state inside an interrupted epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        carried = None if self.carried is None else [t.detach().cpu() for t in self.carried]
+        return {
+            "epoch": self.epoch,
+            "best_val": self.best_val,
+            "sums": dataclasses.asdict(self.sums),
+            "state": carried,
+        }
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        """From ``trainer.pt`` whose ``state`` holds this rank's rows, on its device."""
+        self.epoch, self.best_val = st["epoch"], st["best_val"]
+        self.sums = EpochSums(**st["sums"])
+        self.carried = None if st["state"] is None else tuple(st["state"])
+
+
+def meta(recipe: Recipe, vocab: Vocabulary, epoch: int, metrics: dict | None) -> dict[str, Any]:
+    """``meta.json``: what a reader needs to rebuild the model and judge the checkpoint."""
+    return {
+        "recipe": to_dict(recipe),
+        "model_shape": model_shape(recipe),
+        "epoch": epoch,
+        "metrics": metrics,
+        "vocab": vocab.to_dict(),
+    }
+
+
+def _rng_states(parts: Components, all_cuda: bool) -> dict[str, Any]:
+    cuda = parts.device.type == "cuda"
+    gen = parts.synth_generator
+    if not cuda:
+        cuda_rng = None
+    elif all_cuda:
+        cuda_rng = torch.cuda.get_rng_state_all()
+    else:
+        cuda_rng = torch.cuda.get_rng_state(parts.device)
+    return {
+        "rng": torch.get_rng_state(),
+        "cuda_rng": cuda_rng,
+        "synth_rng": None if gen is None else gen.get_state(),
+    }
+
+
+def trainer_state(
+    parts: Components, run: RunState, log: MetricsLog, dist: ddp.DistContext
+) -> dict[str, Any] | None:
+    """``trainer.pt``'s content; with several ranks a collective, None off rank 0.
+
+    Every rank's carried state (and synthesizer carry) is gathered and joined in rank order
+    into the full-batch layout a single process would hold; every rank's RNG states are
+    kept in ``rank_rng`` and ``synth_rng`` (``rng``/``cuda_rng`` stay rank 0's).
+    """
+    b = parts.boundary
+    st = {
+        **run.state_dict(),
+        **log.state_dict(),
+        "carry": to_device(b.carry, "cpu") if b else None,
+        "optimizer": parts.optimizer.state_dict(),
+        "synth_optimizer": b.optimizer.state_dict() if b else None,
+        **_rng_states(parts, all_cuda=True),
+        "world_size": dist.world_size,
+        "rank_rng": None,
+    }
+    if not dist.enabled:
+        return st
+    mine = {"state": st["state"], "carry": st["carry"], **_rng_states(parts, all_cuda=False)}
+    ranks = ddp.all_gather_objects(mine, dist)
+    if not dist.is_main:
+        return None
+    state = ddp.join_rows([r["state"] for r in ranks])
+    st["state"] = None if state is None else list(state)
+    st["carry"] = ddp.join_rows([r["carry"] for r in ranks])
+    st["rank_rng"] = [(r["rng"], r["cuda_rng"]) for r in ranks]
+    st["synth_rng"] = [r["synth_rng"] for r in ranks]
+    return st
+
+
+def check_resumable(
+    saved_meta: dict[str, Any], st: dict[str, Any], recipe: Recipe, vocab: Vocabulary
+) -> None:
+    """UserError unless this recipe and corpus can continue the checkpoint's run."""
+    diff = shape_mismatch(saved_meta["model_shape"], model_shape(recipe))
+    if diff:
+        raise UserError(
+            "cannot resume: the recipe's model differs from the checkpoint's: " + "; ".join(diff)
+        )
+    saved_vocab = saved_meta.get("vocab")
+    if saved_vocab is not None and saved_vocab != vocab.to_dict():
+        raise UserError(
+            f"cannot resume: the corpus at data.path={recipe.data.path or '(cache)'!r} "
+            "has another vocabulary than the checkpoint's; point data.path at the same text"
+        )
+    if st["state"] is not None:  # stopped inside an epoch: the carried rows must fit
+        saved_batch = st["state"][0].shape[0]
+        if saved_batch != recipe.data.batch_size:
+            raise UserError(
+                f"cannot resume: data.batch_size={recipe.data.batch_size}, but the "
+                f"checkpoint stopped inside epoch {st['epoch']} with batch size "
+                f"{saved_batch}; resume with data.batch_size={saved_batch}"
+            )
+
+
+def restore_trainer(
+    st: dict[str, Any],
+    parts: Components,
+    run: RunState,
+    log: MetricsLog,
+    dist: ddp.DistContext,
+    seed: int,
+) -> None:
+    """Put ``trainer.pt``'s content back: optimizer states, the carried state and carry (this
+    rank's rows), where the run stands, and the RNG streams.
+
+    The synthesizer's optimizer and carry come back when the run has a synthesizer and the
+    checkpoint one too. The weights are the caller's to load, and so are the recipe's
+    optimizer settings, which win over the saved ones (``build.apply_recipe_settings``).
+    """
+    b = parts.boundary
+    if b is not None and st["synth_optimizer"] is not None:
+        b.optimizer.load_state_dict(st["synth_optimizer"])
+        b.carry = to_device(ddp.share_rows(st["carry"], dist), parts.device)
+    parts.optimizer.load_state_dict(st["optimizer"])
+    state = ddp.share_rows(None if st["state"] is None else tuple(st["state"]), dist)
+    run.load_state_dict({**st, "state": to_device(state, parts.device)})
+    log.load_state_dict(st)
+    _restore_rng(st, parts, dist, seed, run.epoch)
+
+
+def _restore_rng(
+    st: dict[str, Any], parts: Components, dist: ddp.DistContext, seed: int, epoch: int
+) -> None:
+    """Every rank's own streams when the world size is the same; saved by another world
+    size, rank 0 continues its stream and the others start fresh ones (exact resume needs
+    the same world size)."""
+    _restore_synth_rng(st.get("synth_rng"), parts.synth_generator, dist)
+    cuda = parts.device.type == "cuda"
+    if not dist.enabled:
+        torch.set_rng_state(st["rng"])
+        if st["cuda_rng"] is not None and cuda:
+            torch.cuda.set_rng_state_all(st["cuda_rng"])
+        return
+    rank_rng = st.get("rank_rng")
+    if rank_rng is not None and len(rank_rng) == dist.world_size:
+        cpu_rng, cuda_rng = rank_rng[dist.rank]
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None and cuda:
+            torch.cuda.set_rng_state(cuda_rng, parts.device)
+    elif dist.is_main:
+        torch.set_rng_state(st["rng"])
+        if st["cuda_rng"] is not None and cuda:
+            torch.cuda.set_rng_state(st["cuda_rng"][0], parts.device)
+    else:
+        torch.manual_seed(ddp.rank_seed(seed + epoch, dist.rank))
+
+
+def _restore_synth_rng(
+    saved: torch.Tensor | list | None, generator: torch.Generator | None, dist: ddp.DistContext
+) -> None:
+    """The synthesizer's stream, as ``_restore_rng`` does the global ones."""
+    if generator is None or saved is None:  # older checkpoints lack it
+        return
+    states = saved if isinstance(saved, list) else [saved]
+    if dist.rank < len(states) and (len(states) == dist.world_size or dist.rank == 0):
+        generator.set_state(states[dist.rank])

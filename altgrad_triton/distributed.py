@@ -18,6 +18,8 @@ How the work is split (the trainer follows this; the numbers equal a single proc
   regression target rely on. Clipping after the all-reduce is identical on every rank.
 * The synthesizer's regression loss is a mean over the rank's rows: its gradients are
   averaged over ranks (:func:`average_gradients`, hooked before its optimizer step).
+* A segment's numbers (loss, synthesizer statistics) and the Ctrl-C flag travel in one
+  all-reduce (:func:`mean_and_any`), so every rank stops after the same segment.
 * Checkpoints gather every rank's carried state into the full-batch layout (rank order
   along the row dimension: batch rows for the model state, ``batch * state_size`` rows for
   the element-wise synthesizer's carry, both row-major in the batch row), so a resumed
@@ -38,7 +40,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
+from .carry import Carry, map_carry
+from .errors import UserError, one_line
 
 TIMEOUT_ENV = "ALTGRAD_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
@@ -141,7 +144,7 @@ def setup(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistCon
         raise PeerFailure(
             f"rank {rank}: could not join the process group of {world} ranks "
             f"at {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} "
-            f"({_first_line(e)})"
+            f"({one_line(e, typed=False)})"
         ) from None
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, timeout_s=timeout_s)
 
@@ -204,9 +207,10 @@ def is_comm_failure(error: BaseException) -> bool:
 def peer_failure(error: BaseException, ctx: DistContext, hint: str) -> PeerFailure:
     """The one-line message a rank gives when a collective failed under it."""
     return PeerFailure(
-        f"rank {ctx.rank}: lost contact with the other ranks ({_first_line(error)}): another "
-        f"rank failed or was stopped (see its message), or a collective waited more than "
-        f"{ctx.timeout_s:g} s (--dist-timeout, ${TIMEOUT_ENV}). {hint}"
+        f"rank {ctx.rank}: lost contact with the other ranks "
+        f"({one_line(error, typed=False)}): another rank failed or was stopped (see its "
+        f"message), or a collective waited more than {ctx.timeout_s:g} s "
+        f"(--dist-timeout, ${TIMEOUT_ENV}). {hint}"
     )
 
 
@@ -225,19 +229,6 @@ def install_sigterm_message(ctx: DistContext, hint: str) -> Any:
         os._exit(128 + signal.SIGTERM)
 
     return signal.signal(signal.SIGTERM, on_sigterm)
-
-
-_NOISE = re.compile(
-    r"Got the following error when running the callback: (\w+: )?|"
-    r"\[[^\]\s]*\.(cc|cpp|h|hpp):\d+\] "
-)
-
-
-def _first_line(error: BaseException) -> str:
-    """The gist of an exception in at most 160 characters (no C++ source paths)."""
-    text = _NOISE.sub("", str(error)).strip().splitlines()
-    line = text[0].strip() if text else error.__class__.__name__
-    return line if len(line) <= 160 else line[:157] + "..."
 
 
 # ---------------------------------------------------------------------------- shares
@@ -261,7 +252,7 @@ def columns(batched: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return share(batched, ctx, dim=1)
 
 
-def join_rows(parts: list[Any]) -> Any:
+def join_rows(parts: list[Carry]) -> Carry:
     """Per-rank tensors (or tuples of them, or None) concatenated in rank order along dim 0."""
     first = parts[0]
     if first is None:
@@ -271,13 +262,9 @@ def join_rows(parts: list[Any]) -> Any:
     return tuple(torch.cat(column, dim=0) for column in zip(*parts, strict=True))
 
 
-def share_rows(full: Any, ctx: DistContext) -> Any:
+def share_rows(full: Carry, ctx: DistContext) -> Carry:
     """Inverse of :func:`join_rows` for this rank: its rows of a tensor or tuple (or None)."""
-    if full is None:
-        return None
-    if isinstance(full, torch.Tensor):
-        return share(full, ctx)
-    return tuple(share(t, ctx) for t in full)
+    return map_carry(lambda t: share(t, ctx), full)
 
 
 # ---------------------------------------------------------------------------- collectives
@@ -288,6 +275,18 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def mean_and_any(
+    values: list[torch.Tensor], flag: bool, ctx: DistContext
+) -> tuple[list[float], bool]:
+    """0-d tensors' means over ranks and whether any rank raised ``flag``, in one all-reduce
+    and one host transfer; a single process gets its values and its flag back."""
+    if not ctx.enabled:
+        return torch.stack(values).tolist(), flag
+    vec = torch.stack(values + [values[0].new_tensor(float(flag))]).double()
+    *means, raised = (all_reduce_sum(vec, ctx) / ctx.world_size).tolist()
+    return means, raised > 0
 
 
 def broadcast(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -1,8 +1,11 @@
 """The one exception type that means "the user asked for something wrong".
 
 The command-line entry points catch it and print its message as a single line on stderr,
-exit code 2, no traceback. Everything else is a bug and keeps its traceback.
+exit code 2, no traceback. Everything else is a bug and keeps its traceback. ``one_line``
+turns any error into the one line such a message quotes.
 """
+
+import re
 
 
 class UserError(Exception):
@@ -19,11 +22,25 @@ class UserError(Exception):
             self.exit_code = exit_code
 
 
-def one_line(error: BaseException, limit: int = 160) -> str:
-    """``Type: first line of the message``, cut to ``limit`` characters: an error that a
-    table cell or a one-line report can hold (compiler errors run to pages)."""
-    lines = str(error).strip().splitlines()
-    first = lines[0] if lines else ""
-    if len(first) > limit:
+_NOISE = re.compile(
+    r"Got the following error when running the callback: (\w+: )?|"
+    r"\[[^\]\s]*\.(cc|cpp|h|hpp):\d+\] "
+)
+"""What torch.distributed wraps its errors in: callback preambles, C++ source locations."""
+
+
+def one_line(error: BaseException | str, limit: int | None = 160, *, typed: bool = True) -> str:
+    """The gist of an error in one line that a table cell or a message can hold.
+
+    The first line of its message (compiler errors run to pages), whitespace runs collapsed,
+    torch.distributed's wrapping dropped, cut to ``limit`` characters (None: whole), after
+    ``Type: `` unless ``typed=False``; a message given as a string is kept as it is.
+    """
+    lines = _NOISE.sub("", str(error)).strip().splitlines()
+    first = " ".join(lines[0].split()) if lines else ""
+    if limit is not None and len(first) > limit:
         first = first[: limit - 3] + "..."
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+    name = type(error).__name__
+    if isinstance(error, str) or not typed:
+        return first or name
+    return f"{name}: {first}" if first else name

@@ -40,16 +40,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .build import make_boundary, make_synthesizer
 from .cells import LSTM
 from .data.copy_task import COPY_VOCABULARY, copy_task_batch
 from .errors import UserError
 from .files import read_jsonl
-from .synthetic import LinearSynthesizer, MLPSynthesizer, SyntheticBoundary
+from .metrics import bits
+from .recipe import SyntheticConfig
+from .synthetic import SyntheticBoundary
+from .tbptt import segment_step
 
 TASKS = ("copy", "repeat-copy")
 METHODS = ("bptt", "sg")
 VOCAB = len(COPY_VOCABULARY)
-LN2 = math.log(2.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,60 +193,71 @@ class CopyModel(nn.Module):
 # ---------------------------------------------------------------------------- one run
 
 
+def synthetic_boundary(cfg: HorizonConfig) -> SyntheticBoundary:
+    """The ``sg`` method's synthesizer on the LSTM's joined (h, c), as recipe settings, built
+    by the trainer's builders: no dropout, one hidden layer for the MLP, the torch backend."""
+    settings = SyntheticConfig(
+        enabled=True,
+        synthesizer=cfg.synthesizer,
+        hidden=cfg.synth_hidden,
+        layers=1,
+        dropout=0.0,
+        scale=cfg.scale,
+        lr=cfg.synth_lr,
+    )
+    synth = make_synthesizer(settings, 2 * cfg.hidden, "torch")
+    return make_boundary(settings, synth, cfg.batch_size * cfg.truncation, "torch")
+
+
+@dataclass
+class Tally:
+    """What a run reports besides the curriculum: accuracy since the last pass, sg_cos."""
+
+    correct: int = 0
+    outputs: int = 0
+    last_acc: float = math.nan  # over the level passed last
+    sg_cos: list[float] = field(default_factory=list)
+
+    def level_passed(self) -> None:
+        self.last_acc = self.correct / max(self.outputs, 1)
+        self.correct = self.outputs = 0
+
+    def final_acc(self) -> float:
+        return self.correct / self.outputs if self.outputs else self.last_acc
+
+
 def run(cfg: HorizonConfig, *, log: Callable[[str], None] | None = None) -> dict:
     """Train one (task, method, truncation, seed) to its budget; return its result row."""
     cfg.check()
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     model = CopyModel(cfg.hidden)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    boundary = None
-    if cfg.method == "sg":
-        size = 2 * cfg.hidden  # joined (h, c)
-        synth = (
-            LinearSynthesizer(size)
-            if cfg.synthesizer == "linear"
-            else MLPSynthesizer(size, cfg.synth_hidden, 1)
-        )
-        boundary = SyntheticBoundary(
-            synth, torch.optim.Adam(synth.parameters(), lr=cfg.synth_lr), cfg.scale, backend="torch"
-        )
+    boundary = synthetic_boundary(cfg) if cfg.method == "sg" else None
     cur = Curriculum(task=cfg.task, threshold=cfg.threshold, window=cfg.window)
-    stream = CopyStream(cfg.batch_size, gen)
-    state = model.init_state(cfg.batch_size)
+    stream = CopyStream(cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
+    state, tally, last_err = model.init_state(cfg.batch_size), Tally(), math.nan
     t0, steps, seg = time.perf_counter(), 0, 0
-    last_err, last_acc, sg_cos = math.nan, math.nan, []
-    acc_num = acc_den = 0
     while steps + cfg.truncation <= cfg.budget:
         inputs, targets, mask = stream.next(cfg.truncation)
-        if boundary is not None:
-            state = boundary.start(state, "synthetic")
-        logits, final = model(inputs, state)
-        ce = F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1), reduction="none")
-        ce = ce.view_as(mask) * mask
-        loss = ce.sum() / cfg.batch_size
-        opt.zero_grad(set_to_none=True)
-        if boundary is not None:
-            boundary.backward(loss, final, "synthetic")
-            stats = boundary.fit()
-            if stats is not None and mask.any():
-                sg_cos.append(float(stats.cos))
-        else:
-            loss.backward()
-        if cfg.clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        state = tuple(t.detach() for t in final)
-        steps += cfg.truncation
-        seg += 1
+
+        def forward(s, inputs=inputs, targets=targets, mask=mask):
+            logits, final = model(inputs, s)
+            ce = F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1), reduction="none")
+            ce = ce.view_as(mask) * mask  # summed over the scored steps, mean over columns
+            return ce.sum() / cfg.batch_size, final, (logits, ce)
+
+        step = segment_step(forward, state, opt, boundary=boundary, mode="synthetic", clip=cfg.clip)
+        state, (logits, ce) = step.state, step.output
+        if step.stats is not None and mask.any():
+            tally.sg_cos.append(float(step.stats.cos))
+        steps, seg = steps + cfg.truncation, seg + 1
         outputs = int(mask.sum())
         with torch.no_grad():
-            correct = int(((logits.argmax(-1) == targets) & mask).sum())
-        acc_num, acc_den = acc_num + correct, acc_den + outputs
-        if cur.observe(cfg.truncation, float(ce.detach().sum()) / LN2, outputs):
+            tally.correct += int(((logits.argmax(-1) == targets) & mask).sum())
+        tally.outputs += outputs
+        if cur.observe(cfg.truncation, bits(float(ce.detach().sum())), outputs):
             stream.n, stream.r = cur.n, cur.r
-            last_acc = acc_num / max(acc_den, 1)
-            acc_num = acc_den = 0
+            tally.level_passed()
             if log:
                 log(
                     f"  {cfg.task} {cfg.method} T={cfg.truncation} seed {cfg.seed}: step "
@@ -251,23 +265,20 @@ def run(cfg: HorizonConfig, *, log: Callable[[str], None] | None = None) -> dict
                 )
         err = cur.level_error()
         last_err = err if err is not None else last_err
-    row = asdict(cfg)
-    row.update(
-        {
-            "solved": cur.solved,
-            "n": cur.n,
-            "r": cur.r,
-            "levels_passed": len(cur.history),
-            "history": cur.history,
-            "final_bits": last_err,
-            "final_acc": acc_num / acc_den if acc_den else last_acc,
-            "sg_cos": statistics.fmean(sg_cos) if sg_cos else None,
-            "steps": steps,
-            "segments": seg,
-            "seconds": time.perf_counter() - t0,
-        }
-    )
-    return row
+    return {
+        **asdict(cfg),
+        "solved": cur.solved,
+        "n": cur.n,
+        "r": cur.r,
+        "levels_passed": len(cur.history),
+        "history": cur.history,
+        "final_bits": last_err,
+        "final_acc": tally.final_acc(),
+        "sg_cos": statistics.fmean(tally.sg_cos) if tally.sg_cos else None,
+        "steps": steps,
+        "segments": seg,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def plan(

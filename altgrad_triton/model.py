@@ -1,22 +1,33 @@
 """The AWD-style recurrent language model: embedding, stacked cells, dropouts, tied decoder.
 
 The recurrent state is a flat tuple of tensors (every layer's carried tensors, in layer
-order), so the synthetic-gradient boundary can treat it as one vector per batch row
-without knowing which cell produced it.
+order; ``carry.State``), so the synthetic-gradient boundary can treat it as one vector per
+batch row without knowing which cell produced it. The model takes plain arguments; a
+recipe becomes one in ``build.build_model``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .carry import State
 from .cells import LSTM, QRNN
-from .recipe import ModelConfig
 
-State = tuple[torch.Tensor, ...]
+
+@dataclass(frozen=True)
+class Dropouts:
+    """AWD-LSTM's dropout probabilities; 0 turns one off."""
+
+    input: float = 0.0  # locked dropout on the embedding output
+    hidden: float = 0.0  # locked dropout between layers
+    output: float = 0.0  # locked dropout on the last layer's output
+    embedding: float = 0.0  # whole words dropped from the embedding
+    weight: float = 0.0  # DropConnect on the recurrent weights
 
 
 def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -47,33 +58,53 @@ class LMOutput:
 
 
 class RNNLanguageModel(nn.Module):
-    """Stacked QRNN or LSTM language model with AWD-LSTM's regularisation."""
+    """Stacked QRNN or LSTM language model with AWD-LSTM's regularisation.
 
-    def __init__(self, vocab_size: int, cfg: ModelConfig, backend: str = "auto"):
+    ``layers`` recurrent layers of ``hidden_size`` units, the last of ``emb_size`` when the
+    decoder is tied to the embedding; ``window`` is the first QRNN layer's convolution
+    window (1 above it).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        cell: str,
+        emb_size: int,
+        hidden_size: int,
+        layers: int,
+        tie_weights: bool = True,
+        window: int = 1,
+        output_gate: bool = True,
+        dropout: Dropouts = Dropouts(),
+        backend: str = "auto",
+    ):
         super().__init__()
-        self.cfg = cfg
-        self.embedding = nn.Embedding(vocab_size, cfg.emb_size)
-        sizes = [cfg.emb_size] + [cfg.hidden_size] * (cfg.layers - 1)
-        sizes.append(cfg.emb_size if cfg.tie_weights else cfg.hidden_size)
-        wd = cfg.dropout.weight
-        layers: list[nn.Module] = []
-        for i in range(cfg.layers):
-            if cfg.cell == "qrnn":
-                layers.append(
+        if cell not in ("qrnn", "lstm"):
+            raise ValueError(f"cell must be qrnn or lstm, got {cell!r}")
+        self.dropouts = dropout
+        self.embedding = nn.Embedding(vocab_size, emb_size)
+        sizes = [emb_size] + [hidden_size] * (layers - 1)
+        sizes.append(emb_size if tie_weights else hidden_size)
+        wd = dropout.weight
+        stack: list[nn.Module] = []
+        for i in range(layers):
+            if cell == "qrnn":
+                stack.append(
                     QRNN(
                         sizes[i],
                         sizes[i + 1],
-                        window=cfg.window if i == 0 else 1,
-                        output_gate=cfg.output_gate,
+                        window=window if i == 0 else 1,
+                        output_gate=output_gate,
                         weight_drop=wd,
                         backend=backend,
                     )
                 )
             else:
-                layers.append(LSTM(sizes[i], sizes[i + 1], weight_drop=wd, backend=backend))
-        self.layers = nn.ModuleList(layers)
+                stack.append(LSTM(sizes[i], sizes[i + 1], weight_drop=wd, backend=backend))
+        self.layers = nn.ModuleList(stack)
         self.decoder = nn.Linear(sizes[-1], vocab_size)
-        if cfg.tie_weights:
+        if tie_weights:
             self.decoder.weight = self.embedding.weight
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
@@ -92,7 +123,7 @@ class RNNLanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: State) -> LMOutput:
         """tokens: [T, B] word ids; state: flat tuple from ``init_state`` or a previous call."""
-        d = self.cfg.dropout
+        d = self.dropouts
         x = embedding_dropout(self.embedding, tokens, d.embedding, self.training)
         x = locked_dropout(x, d.input, self.training)
         new_state: list[torch.Tensor] = []
@@ -116,3 +147,10 @@ def lm_loss(
     if tar_beta and out.last_raw.shape[0] > 1:
         loss = loss + tar_beta * (out.last_raw[1:] - out.last_raw[:-1]).float().pow(2).mean()
     return loss, ce
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """The context a model runs in for compute dtype ``dtype`` ("float32" or "bfloat16"):
+    bf16 autocast on CUDA, a no-op otherwise (the CPU always computes in float32)."""
+    enabled = device.type == "cuda" and dtype == "bfloat16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

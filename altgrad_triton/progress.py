@@ -3,6 +3,7 @@ and a summary table at the end. Nothing else in the package prints progress."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -68,12 +69,29 @@ class EpochProgress:
             self._bar.stop()
 
 
-def make_console() -> Console:
-    """stdout console; plain text (no colour codes, no bar) when stdout is not a terminal."""
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+TABLE_WIDTH = 200
+"""Columns that wide tables render at when stdout is not a terminal (a log file)."""
+
+
+def make_console(wide_tables: bool = False) -> Console:
+    """The stdout console; plain text (no colour codes, no bar) when stdout is not a terminal.
+
+    ``wide_tables``: for commands whose output is tables (altgrad-bench, altgrad-tune):
+    lines are cut, not wrapped, and a log file gets ``TABLE_WIDTH`` columns, whole rows.
+    """
+    if not wide_tables:
+        return Console(highlight=False, soft_wrap=True)
+    width = None if sys.stdout.isatty() else TABLE_WIDTH
+    return Console(highlight=False, soft_wrap=False, width=width)
+
+
+def silent_console() -> Console:
+    """A console that prints nowhere (for ranks > 0 under torchrun)."""
+    return Console(file=open(os.devnull, "w"), highlight=False)  # noqa: SIM115
 
 
 def summary_table(title: str, rows: Iterable[tuple[str, str]]) -> Table:
+    """A two-column table of names and values (the end-of-run summary)."""
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")

@@ -18,7 +18,6 @@ curve of every group.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import statistics
@@ -28,9 +27,9 @@ from pathlib import Path
 
 from .errors import UserError
 from .files import read_json, read_jsonl, write_text_atomic
+from .metrics import bits, perplexity
 
 SEED_SUFFIX = re.compile(r"^(?P<name>.+)-s(?P<seed>\d+)$")
-LN2 = math.log(2.0)
 
 
 def split_seed(run_name: str) -> tuple[str, int | None]:
@@ -88,7 +87,7 @@ def metric(loss: float | None, char_level: bool) -> float | None:
     """A mean cross-entropy (nats) as perplexity, or bits per character for char level."""
     if loss is None:
         return None
-    return loss / LN2 if char_level else math.exp(min(loss, 50.0))
+    return bits(loss) if char_level else perplexity(loss)
 
 
 def read_run(path: Path) -> Run:
@@ -355,68 +354,75 @@ def plot_groups(groups: list[Group], plots_dir: Path) -> list[Path]:
             "pip install 'altgrad-triton[plot]' (tables were written)"
         )
     plots_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for g in groups:
-        unit = "val bpc" if g.char_level else "val perplexity"
-        fig, (ax, ax2) = plt.subplots(
-            2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
-        )
-        first = g.runs[0]
-        for lo, hi in synthetic_spans(first.epochs):
-            for a in (ax, ax2):
-                a.axvspan(lo, hi, color="tab:orange", alpha=0.15, lw=0)
-        for e in restart_epochs(first.epochs):
-            for a in (ax, ax2):
-                a.axvline(e - 0.5, color="grey", ls="--", lw=1)
-        for r in g.runs:
-            label = f"seed {r.seed}" if r.seed is not None else r.name
-            ax.plot(*curve(r), marker="o", ms=3, label=label)
-            xs, ys = curve(r, "sg_cos")
-            if xs:
-                ax2.plot(xs, ys, marker="o", ms=3, label=label)
-        ax.set_ylabel(unit)
-        ax.set_title(
-            f"{g.name} ({g.corpus}): shaded = synthetic-gradient epochs, dashed = warm restart",
-            fontsize=9,
-        )
-        ax.legend(fontsize=8)
-        ax2.set_ylabel("sg_cos")
-        ax2.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax2.grid(alpha=0.3)
-        fig.tight_layout()
-        path = plots_dir / f"{_slug(g.corpus)}--{_slug(g.name)}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+    written = [_plot_group(plt, g, plots_dir) for g in groups]
     for corpus in sorted({g.corpus for g in groups}):
-        gs = [g for g in groups if g.corpus == corpus]
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        for i, g in enumerate(gs):
-            by_epoch: dict[int, list[float]] = {}
-            for r in g.runs:
-                for x, y in zip(*curve(r), strict=True):
-                    by_epoch.setdefault(x, []).append(y)
-            xs = sorted(by_epoch)
-            ax.plot(
-                xs,
-                [statistics.fmean(by_epoch[x]) for x in xs],
-                marker="o",
-                ms=3,
-                linestyle=("-", "--", ":", "-.")[i // 10 % 4],  # the colour cycle has 10
-                label=f"{g.name} (n={len(g.runs)})",
-            )
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("val bpc" if gs[0].char_level else "val perplexity")
-        ax.set_title(f"{corpus}: mean validation curve over seeds", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = plots_dir / f"{_slug(corpus)}--overview.png"
-        fig.savefig(path, dpi=90, bbox_inches="tight")  # keep the legend beside the axes
-        plt.close(fig)
-        written.append(path)
+        written.append(_plot_overview(plt, [g for g in groups if g.corpus == corpus], plots_dir))
     return written
+
+
+def _plot_group(plt, g: Group, plots_dir: Path) -> Path:
+    """One group: validation curve and sg_cos per seed, synthetic epochs and restarts marked."""
+    fig, (ax, ax2) = plt.subplots(
+        2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    first = g.runs[0]
+    for lo, hi in synthetic_spans(first.epochs):
+        for a in (ax, ax2):
+            a.axvspan(lo, hi, color="tab:orange", alpha=0.15, lw=0)
+    for e in restart_epochs(first.epochs):
+        for a in (ax, ax2):
+            a.axvline(e - 0.5, color="grey", ls="--", lw=1)
+    for r in g.runs:
+        label = f"seed {r.seed}" if r.seed is not None else r.name
+        ax.plot(*curve(r), marker="o", ms=3, label=label)
+        xs, ys = curve(r, "sg_cos")
+        if xs:
+            ax2.plot(xs, ys, marker="o", ms=3, label=label)
+    ax.set_ylabel("val bpc" if g.char_level else "val perplexity")
+    ax.set_title(
+        f"{g.name} ({g.corpus}): shaded = synthetic-gradient epochs, dashed = warm restart",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    ax2.set_ylabel("sg_cos")
+    ax2.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    path = plots_dir / f"{_slug(g.corpus)}--{_slug(g.name)}.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _plot_overview(plt, gs: list[Group], plots_dir: Path) -> Path:
+    """Every group of one corpus: its mean validation curve over seeds."""
+    corpus = gs[0].corpus
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for i, g in enumerate(gs):
+        by_epoch: dict[int, list[float]] = {}
+        for r in g.runs:
+            for x, y in zip(*curve(r), strict=True):
+                by_epoch.setdefault(x, []).append(y)
+        xs = sorted(by_epoch)
+        ax.plot(
+            xs,
+            [statistics.fmean(by_epoch[x]) for x in xs],
+            marker="o",
+            ms=3,
+            linestyle=("-", "--", ":", "-.")[i // 10 % 4],  # the colour cycle has 10
+            label=f"{g.name} (n={len(g.runs)})",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val bpc" if gs[0].char_level else "val perplexity")
+    ax.set_title(f"{corpus}: mean validation curve over seeds", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = plots_dir / f"{_slug(corpus)}--overview.png"
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # keep the legend beside the axes
+    plt.close(fig)
+    return path
 
 
 def write_report(

@@ -23,11 +23,17 @@ embeddings of the first tokens after the boundary (``context_tokens``), which is
 the gradient predictable at all: for a calibrated model the expected gradient of the next
 token's loss given the state alone, W^T (p - E[y | s]), is near zero, so a state-only
 synthesizer can only fit the model's miscalibration.
+
+The classes take plain arguments (``build.make_synthesizer`` reads a recipe's
+``[synthetic]``), and their random numbers come from generators the caller passes:
+``init_generator`` for the initial weights, ``generator`` for training noise and dropout
+masks (the global RNG when None). The trainer gives both streams of their own, so that a
+synthesizer never shifts the model's random numbers.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -35,19 +41,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
-from .recipe import SyntheticConfig
-
-State = tuple[torch.Tensor, ...]
-Carry = torch.Tensor | tuple[torch.Tensor, ...] | None
+from .carry import Carry, State, detach, join_state
 
 
-def join_state(state: State, batch_dim: int = 0) -> torch.Tensor:
-    """Every tensor of the state flattened per batch row and concatenated: [B, D].
+def zero_linear(n_in: int, n_out: int, bias: bool = True) -> nn.Linear:
+    """A linear map that starts at zero (built without drawing from any RNG)."""
+    layer = nn.utils.skip_init(nn.Linear, n_in, n_out, bias=bias)
+    for p in layer.parameters():
+        nn.init.zeros_(p)
+    return layer
 
-    The result is at least float32 (a bf16 state is joined in fp32; a float64 one stays so).
-    """
-    dtype = functools.reduce(torch.promote_types, (t.dtype for t in state), torch.float32)
-    return torch.cat([t.movedim(batch_dim, 0).flatten(1).to(dtype) for t in state], dim=1)
+
+def default_linear(n_in: int, n_out: int, init_generator: torch.Generator | None) -> nn.Linear:
+    """``nn.Linear(n_in, n_out)`` with PyTorch's default initialisation, U(+-1/sqrt(n_in)) for
+    weight and bias, drawn from ``init_generator`` (a CPU generator; the global RNG when None)
+    in the order ``nn.Linear`` draws them, so a generator seeded like the global RNG gives the
+    same weights."""
+    layer = nn.utils.skip_init(nn.Linear, n_in, n_out)
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=init_generator)
+    bound = 1 / math.sqrt(n_in) if n_in > 0 else 0.0
+    nn.init.uniform_(layer.bias, -bound, bound, generator=init_generator)
+    return layer
 
 
 class Synthesizer(nn.Module):
@@ -67,9 +81,7 @@ class LinearSynthesizer(Synthesizer):
 
     def __init__(self, state_size: int):
         super().__init__()
-        self.out = nn.Linear(state_size, state_size)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out = zero_linear(state_size, state_size)
 
     def forward(self, s: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, Carry]:
         return self.out(s), carry
@@ -95,7 +107,11 @@ class GeneratorDropout(nn.Module):
 
 
 class MLPSynthesizer(Synthesizer):
-    """A ReLU MLP on the joined state; the output layer is zero-initialised."""
+    """A ReLU MLP on the joined state; the output layer is zero-initialised.
+
+    ``generator``: where its dropout masks come from; ``init_generator``: where its initial
+    weights come from (a CPU generator); the global RNG for either when None.
+    """
 
     def __init__(
         self,
@@ -104,16 +120,19 @@ class MLPSynthesizer(Synthesizer):
         layers: int,
         dropout: float = 0.0,
         generator: torch.Generator | None = None,
+        init_generator: torch.Generator | None = None,
     ):
         super().__init__()
         sizes = [state_size] + [hidden] * layers
         body: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-            body += [nn.Linear(a, b), nn.ReLU(), GeneratorDropout(dropout, generator)]
+            body += [
+                default_linear(a, b, init_generator),
+                nn.ReLU(),
+                GeneratorDropout(dropout, generator),
+            ]
         self.body = nn.Sequential(*body)
-        self.out = nn.Linear(hidden, state_size)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out = zero_linear(hidden, state_size)
 
     def forward(self, s: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, Carry]:
         return self.out(self.body(s)), carry
@@ -127,7 +146,8 @@ class ElementwiseSynthesizer(Synthesizer):
     cell of ``hidden`` units whose state is the carry (kept across boundaries, reset each
     epoch), dropout on its output, and a zero-initialised linear map back to one scalar.
     The QRNN cell runs as one Triton kernel for all scalars (``kernels.elementwise``).
-    Noise and dropout masks come from ``generator`` (see ``GeneratorDropout`` for why).
+    Noise and dropout masks come from ``generator`` (see ``GeneratorDropout`` for why), the
+    initial weights from ``init_generator`` (a CPU generator); the global RNG when None.
     """
 
     def __init__(
@@ -138,6 +158,7 @@ class ElementwiseSynthesizer(Synthesizer):
         input_noise: float = 0.5,
         backend: str = "auto",
         generator: torch.Generator | None = None,
+        init_generator: torch.Generator | None = None,
     ):
         super().__init__()
         self.generator = generator
@@ -147,10 +168,17 @@ class ElementwiseSynthesizer(Synthesizer):
         self.input_noise, self.backend = input_noise, backend
         if cell == "qrnn":
             bound = 1.0  # fan-in of 1
-            self.w = nn.Parameter(torch.empty(3, hidden).uniform_(-bound, bound))
+            w = torch.empty(3, hidden).uniform_(-bound, bound, generator=init_generator)
+            self.w = nn.Parameter(w)
             self.b = nn.Parameter(torch.zeros(3, hidden))
         else:
-            self.rnn = nn.GRUCell(1, hidden) if cell == "gru" else nn.LSTMCell(1, hidden)
+            # built without drawing, then PyTorch's default for RNN cells, U(+-1/sqrt(hidden))
+            # for every weight and bias in parameter order, from init_generator
+            kind = nn.GRUCell if cell == "gru" else nn.LSTMCell
+            self.rnn = nn.utils.skip_init(kind, 1, hidden)
+            bound = 1 / math.sqrt(hidden)
+            for p in self.rnn.parameters():
+                nn.init.uniform_(p, -bound, bound, generator=init_generator)
         self.v = nn.Parameter(torch.zeros(hidden))
         self.b_out = nn.Parameter(torch.zeros(1))
 
@@ -196,89 +224,13 @@ class ConditionedSynthesizer(nn.Module):
     def __init__(self, base: Synthesizer, context_size: int, state_size: int):
         super().__init__()
         self.base = base
-        self.context = nn.Linear(context_size, state_size, bias=False)
-        nn.init.zeros_(self.context.weight)
+        self.context = zero_linear(context_size, state_size, bias=False)
 
     def forward(
         self, s: torch.Tensor, carry: Carry, context: torch.Tensor
     ) -> tuple[torch.Tensor, Carry]:
         g, carry = self.base(s, carry)
         return g + self.context(context.to(g.dtype)), carry
-
-
-def make_synthesizer(
-    cfg: SyntheticConfig,
-    state_size: int,
-    backend: str = "auto",
-    context_size: int = 0,
-    generator: torch.Generator | None = None,
-) -> nn.Module:
-    """The synthesizer a recipe asks for, for a joined state of ``state_size`` per row.
-
-    ``context_size`` > 0 wraps it in a ``ConditionedSynthesizer`` for contexts of that width.
-    ``generator``: where its training noise and dropout masks come from (on the device it
-    will run on); None draws them from the global RNG.
-    """
-    base: Synthesizer
-    if cfg.synthesizer == "linear":
-        base = LinearSynthesizer(state_size)
-    elif cfg.synthesizer == "mlp":
-        base = MLPSynthesizer(state_size, cfg.hidden, cfg.layers, cfg.dropout, generator)
-    else:
-        base = ElementwiseSynthesizer(
-            cfg.cell, cfg.hidden, cfg.dropout, cfg.input_noise, backend, generator
-        )
-    return ConditionedSynthesizer(base, context_size, state_size) if context_size else base
-
-
-DIVERGENCE_GROWTH = 100.0
-"""Growth of the synthesizer's loss over its lowest epoch that ``divergence_warning`` flags."""
-
-OVERSHOOT_RATIO = 5.0
-"""``sg_norm_ratio`` (|g_hat| / |target|) of a synthetic epoch that ``divergence_warning``
-flags: injected gradients that many times the size of what they predict are mostly noise."""
-
-
-def divergence_warning(
-    lowest_loss: float | None,
-    loss: float | None,
-    cos: float | None,
-    norm_ratio: float | None = None,
-) -> str | None:
-    """A one-line warning after a synthetic epoch whose synthesizer looks like it diverges.
-
-    In synthetic mode the synthesizer's target contains its own prediction at the next
-    boundary (times ``scale``); with too large a scale the two chase each other. Seen: the
-    regression loss grew by orders of magnitude in one epoch (scale 1), or a few times an
-    epoch for several epochs while the predictions grew to 4-10x the size of their targets
-    (scale 0.3); either way the model got worse. So: the loss against the lowest of the
-    run's earlier epochs (``lowest_loss``), and ``norm_ratio`` against ``OVERSHOOT_RATIO``.
-    """
-    nan = float("nan")
-    detail = f"sg_cos {cos if cos is not None else nan:.2f}"
-    if lowest_loss is not None and loss is not None and lowest_loss > 0:
-        growth = loss / lowest_loss
-        if growth >= DIVERGENCE_GROWTH:
-            return (
-                f"warning: the synthesizer's loss is {growth:,.0f}x its lowest epoch's "
-                f"({lowest_loss:.2g} -> {loss:.2g}, {detail}): bootstrapped synthetic "
-                "gradients may be diverging; a smaller synthetic.scale damps them"
-            )
-    if norm_ratio is not None and norm_ratio >= OVERSHOOT_RATIO:
-        return (
-            f"warning: the synthetic gradients were {norm_ratio:.1f}x the size of their "
-            f"targets this epoch ({detail}): mostly noise; a smaller synthetic.scale or "
-            "synthetic.lr damps them"
-        )
-    return None
-
-
-def _detach(carry: Carry) -> Carry:
-    if carry is None:
-        return None
-    if isinstance(carry, torch.Tensor):
-        return carry.detach()
-    return tuple(c.detach() for c in carry)
 
 
 @dataclass
@@ -392,7 +344,7 @@ class SyntheticBoundary:
             self.optimizer.zero_grad(set_to_none=True)
             sg_loss.backward()
             self.optimizer.step()
-        self.carry = _detach(self._next_carry)
+        self.carry = detach(self._next_carry)
         self._pred = None
         with torch.no_grad():
             p, t = pred.detach().float(), target.float()

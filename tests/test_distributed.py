@@ -178,18 +178,19 @@ def test_rank_shares_rebuild_the_single_process_layout():
     assert torch.equal(torch.cat(cols, dim=1), batched)
     assert cols[1][:, 0].tolist() == batched[:, 2].tolist()
 
-    # an LSTM-like state (h, c) per rank, and the element-wise synthesizer's carry on it
+    # an LSTM-like state (h, c) per rank, and the element-wise synthesizer's carry on it,
+    # after one step (a tuple of rows) and shared out for a second one
     torch.manual_seed(1)
     state = (torch.randn(batch, 3), torch.randn(batch, 3))
     synth = ElementwiseSynthesizer("lstm", hidden=5, dropout=0.0, input_noise=0.0).eval()
     for p in synth.parameters():
         torch.nn.init.normal_(p)
-    carry0 = synth._zero_carry(batch * 6, state[0])
-    g_full, carry_full = synth(join_state(state), carry0)
+    _, carry1 = synth(join_state(state), None)
+    g_full, carry_full = synth(join_state(state), carry1)
     per_rank = []
     for c in ranks:
         mine = distributed.share_rows(state, c)
-        g, carry = synth(join_state(mine), distributed.share_rows(carry0, c))
+        g, carry = synth(join_state(mine), distributed.share_rows(carry1, c))
         torch.testing.assert_close(g, distributed.share(g_full, c))
         per_rank.append((mine, carry))
     joined_state = distributed.join_rows([s for s, _ in per_rank])
@@ -255,9 +256,10 @@ def test_two_rank_evaluation_equals_one_process_on_the_same_weights(two_rank_run
     two = root / "ddp" / "real" / "tiny"
     recipe = scenarios(data, root / "eval")["real"]
     trainer = Trainer(recipe, root / "eval" / "tiny")
-    trainer.model.load_state_dict(params(two))
-    val = trainer.evaluate(trainer.corpus.valid, recipe.data.eval_batch_size)  # split by ranks
-    test = trainer.evaluate(trainer.corpus.test, recipe.data.test_batch_size)  # rank 0's
+    trainer.parts.model.load_state_dict(params(two))
+    corpus = trainer.parts.corpus
+    val = trainer.evaluate(corpus.valid, recipe.data.eval_batch_size)  # split by ranks
+    test = trainer.evaluate(corpus.test, recipe.data.test_batch_size)  # rank 0's
     assert metric_rows(two)[0]["val_loss"] == pytest.approx(val, rel=1e-6)
     results = json.loads((two / "results.json").read_text())
     assert results["test_loss"] == pytest.approx(test, rel=1e-6)
@@ -339,15 +341,15 @@ def _rank_scenarios(data: Path, out: Path) -> None:
     run_dir = out / "resumed" / "tiny"
     trainer = Trainer(runs["resumed"], run_dir, dist=ctx)
     calls = {"n": 0}
-    real_segment = trainer._segment
+    real_segment = trainer.train_segment
 
     def segment_then_ctrl_c(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 80 and ctx.rank == 0:  # rank 0 alone: the stop must reach rank 1
-            trainer._on_sigint(2, None)
+            trainer.request_stop()
         return real_segment(*args, **kwargs)
 
-    trainer._segment = segment_then_ctrl_c
+    trainer.train_segment = segment_then_ctrl_c
     try:
         trainer.fit()
         raise AssertionError("the run was not interrupted")
@@ -356,8 +358,9 @@ def _rank_scenarios(data: Path, out: Path) -> None:
             print(f"rank 0: {e}")
     again = Trainer(runs["resumed"], run_dir, dist=ctx)
     again.restore("last")
-    assert again.sums.segment > 0 and again.state is not None
-    assert again.state[0].shape[0] == runs["resumed"].data.batch_size // 2
+    carried = again.run_state.carried
+    assert again.run_state.sums.segment > 0 and carried is not None
+    assert carried[0].shape[0] == runs["resumed"].data.batch_size // 2
     again.fit()
     distributed.teardown()
 
@@ -367,7 +370,7 @@ def _rank_crash(crashed_at: Path, cli_args: list[str], stuck: bool = False) -> i
     from altgrad_triton.cli import train as cli
 
     if os.environ["RANK"] == "1":
-        real_segment = Trainer._segment
+        real_segment = Trainer.train_segment
         calls = {"n": 0}
 
         def segment_or_die(self, *args, **kwargs):
@@ -379,7 +382,7 @@ def _rank_crash(crashed_at: Path, cli_args: list[str], stuck: bool = False) -> i
                 os._exit(9)  # no message, no cleanup: as if killed
             return real_segment(self, *args, **kwargs)
 
-        Trainer._segment = segment_or_die
+        Trainer.train_segment = segment_or_die
     return cli.main(cli_args)
 
 

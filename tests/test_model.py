@@ -4,10 +4,13 @@ import pytest
 import torch
 
 from altgrad_triton.cells import LSTM, QRNN
-from altgrad_triton.model import RNNLanguageModel, embedding_dropout, lm_loss, locked_dropout
-from altgrad_triton.recipe import DropoutConfig, ModelConfig
-
-NO_DROPOUT = DropoutConfig(input=0, hidden=0, output=0, embedding=0, weight=0)
+from altgrad_triton.model import (
+    Dropouts,
+    RNNLanguageModel,
+    embedding_dropout,
+    lm_loss,
+    locked_dropout,
+)
 
 
 @pytest.mark.parametrize(
@@ -93,8 +96,9 @@ def test_locked_dropout_shares_mask_over_time_and_embedding_dropout_drops_words(
 
 @pytest.mark.parametrize("cell", ["lstm", "qrnn"])
 def test_language_model_shapes_tying_and_state_layout(cell):
-    cfg = ModelConfig(cell=cell, emb_size=8, hidden_size=12, layers=3, dropout=NO_DROPOUT)
-    model = RNNLanguageModel(50, cfg, backend="torch")
+    model = RNNLanguageModel(
+        50, cell=cell, emb_size=8, hidden_size=12, layers=3, window=2, backend="torch"
+    )
     assert model.decoder.weight is model.embedding.weight
     sizes = [layer.hidden_size for layer in model.layers]
     assert sizes == [12, 12, 8]
@@ -109,7 +113,16 @@ def test_language_model_shapes_tying_and_state_layout(cell):
 
 
 def test_untied_model_has_its_own_decoder():
-    cfg = ModelConfig(cell="lstm", emb_size=8, hidden_size=12, layers=2, tie_weights=False)
-    model = RNNLanguageModel(30, cfg, backend="torch")
+    dropout = Dropouts(input=0.4, hidden=0.3, output=0.4, embedding=0.1, weight=0.1)
+    model = RNNLanguageModel(
+        30,
+        cell="lstm",
+        emb_size=8,
+        hidden_size=12,
+        layers=2,
+        tie_weights=False,
+        dropout=dropout,
+        backend="torch",
+    )
     assert model.decoder.weight is not model.embedding.weight
     assert model.decoder.weight.shape == (30, 12)

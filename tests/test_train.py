@@ -7,9 +7,10 @@ import pytest
 import torch
 from rich.console import Console
 
-from altgrad_triton import checkpoint, train
+from altgrad_triton import checkpoint
+from altgrad_triton import metrics as metrics_module
 from altgrad_triton.errors import UserError
-from altgrad_triton.train import Trainer, TrainingStopped
+from altgrad_triton.train import Trainer, TrainingStopped, epoch_segments, next_tokens_context
 from tests.helpers import tiny_corpus, tiny_recipe
 
 SYNTH = {
@@ -82,13 +83,13 @@ def test_resume_continues_exactly(corpus_dir, tmp_path, synthetic):
 def test_context_is_the_embeddings_of_the_tokens_after_the_boundary(corpus_dir, tmp_path):
     r = tiny_recipe(corpus_dir, tmp_path, synthetic=CONDITIONED)
     trainer = Trainer(r, tmp_path / "tiny")
-    data, emb = trainer.train_data, trainer.model.embedding.weight.detach()
+    data, emb = trainer.parts.train_data, trainer.parts.model.embedding.weight.detach()
     b, e = data.shape[1], emb.shape[1]
-    ctx = trainer._context(3)
+    ctx = next_tokens_context(data, emb, 3, 2)
     assert ctx.shape == (b, 2 * e)
     torch.testing.assert_close(ctx[:, :e], emb[data[3]])  # the segment's first input
     torch.testing.assert_close(ctx[:, e:], emb[data[4]])  # ... and its first target
-    last = trainer._context(data.shape[0] - 1)  # past the end: the last row repeated
+    last = next_tokens_context(data, emb, data.shape[0] - 1, 2)  # past the end: the last row
     torch.testing.assert_close(last[:, e:], emb[data[-1]])
     trainer.fit()
     rows = metrics(tmp_path / "tiny")
@@ -103,21 +104,21 @@ def test_interrupted_epoch_resumes_exactly(corpus_dir, tmp_path):
     r = tiny_recipe(corpus_dir, tmp_path / "b", synthetic=SYNTH, schedule=RESTARTS)
     trainer = Trainer(r, tmp_path / "b" / "tiny")
     calls = {"n": 0}
-    real_segment = trainer._segment
+    real_segment = trainer.train_segment
 
     def segment_then_ctrl_c(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 80:  # epoch 1 has 65 segments: this is inside epoch 2
-            trainer._on_sigint(2, None)
+            trainer.request_stop()
         return real_segment(*args, **kwargs)
 
-    trainer._segment = segment_then_ctrl_c
+    trainer.train_segment = segment_then_ctrl_c
     with pytest.raises(TrainingStopped, match="interrupted at epoch 2") as e:
         trainer.fit()
     assert e.value.exit_code == 130
     again = Trainer(r, tmp_path / "b" / "tiny")
     again.restore("last")
-    assert again.sums.segment > 0 and again.state is not None
+    assert again.run_state.sums.segment > 0 and again.run_state.carried is not None
     again.fit()
     assert metrics(tmp_path / "b" / "tiny") == metrics(tmp_path / "a" / "tiny")
 
@@ -125,12 +126,12 @@ def test_interrupted_epoch_resumes_exactly(corpus_dir, tmp_path):
 def test_non_finite_loss_stops_and_keeps_best(corpus_dir, tmp_path):
     r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 3})
     trainer = Trainer(r, tmp_path / "runs" / "tiny")
-    trainer._run_epoch(trainer.plan(1))
+    trainer.run_epoch(trainer.parts.plan(1))
     best = (tmp_path / "runs/tiny/checkpoints/best/model.safetensors").read_bytes()
     with torch.no_grad():
-        trainer.model.decoder.bias.fill_(float("nan"))
+        trainer.parts.model.decoder.bias.fill_(float("nan"))
     with pytest.raises(TrainingStopped, match=r"non-finite loss .* at epoch 2, segment 1") as e:
-        trainer._run_epoch(trainer.plan(2))
+        trainer.run_epoch(trainer.parts.plan(2))
     assert e.value.exit_code == 1
     assert (tmp_path / "runs/tiny/checkpoints/best/model.safetensors").read_bytes() == best
 
@@ -171,14 +172,16 @@ def test_capped_epochs_walk_through_the_split(corpus_dir, tmp_path):
     r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 3, "max_batches": 20})
     trainer = Trainer(r, tmp_path / "runs" / "tiny")
     seen = []
-    real_segment = trainer._segment
+    real_segment = trainer.train_segment
 
     def record(start, *args, **kwargs):
         seen.append(start)
         return real_segment(start, *args, **kwargs)
 
-    trainer._segment = record
+    trainer.train_segment = record
     trainer.fit()
+    rows = trainer.parts.train_data.shape[0]
+    assert seen == [s for e in (1, 2, 3) for s, _ in epoch_segments(rows, r, e)]
     assert len(seen) == 60
     windows = [seen[0:20], seen[20:40], seen[40:60]]
     assert all(w == sorted(w) for w in windows)  # consecutive segments within an epoch
@@ -195,7 +198,7 @@ def test_synthetic_epochs_are_checked_for_a_diverging_synthesizer(
         seen.append((lowest, loss, norm_ratio))
         return "warning: diverging"
 
-    monkeypatch.setattr(train, "divergence_warning", fake_warning)
+    monkeypatch.setattr(metrics_module, "divergence_warning", fake_warning)
     out = io.StringIO()
     r = tiny_recipe(corpus_dir, tmp_path, synthetic=SYNTH, run={"epochs": 3})
     Trainer(r, tmp_path / "tiny", console=Console(file=out, width=200)).fit()
@@ -222,8 +225,8 @@ def test_resume_applies_the_recipes_optimizer_settings(corpus_dir, tmp_path):
     )
     again = Trainer(changed, tmp_path / "runs" / "tiny")
     again.restore("last")
-    assert all(g["weight_decay"] == 0.25 for g in again.optimizer.param_groups)
-    assert all(g["lr"] == 5e-5 for g in again.synth_optimizer.param_groups)
+    assert all(g["weight_decay"] == 0.25 for g in again.parts.optimizer.param_groups)
+    assert all(g["lr"] == 5e-5 for g in again.parts.boundary.optimizer.param_groups)
     sgd = tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=SYNTH, optim={"name": "sgd"})
     with pytest.raises(UserError, match="optim.name: checkpoint 'adam' vs recipe 'sgd'"):
         Trainer(sgd, tmp_path / "runs" / "tiny").restore("last")
@@ -246,14 +249,14 @@ def test_resume_refuses_another_synthesizer_context_or_vocabulary(corpus_dir, tm
 def test_resume_inside_an_epoch_needs_the_same_batch_size(corpus_dir, tmp_path):
     r = tiny_recipe(corpus_dir, tmp_path / "runs")
     trainer = Trainer(r, tmp_path / "runs" / "tiny")
-    real_segment = trainer._segment
+    real_segment = trainer.train_segment
 
     def ctrl_c_at_the_third(*args, **kwargs):
-        if trainer.sums.segment == 2:
-            trainer._on_sigint(2, None)
+        if trainer.run_state.sums.segment == 2:
+            trainer.request_stop()
         return real_segment(*args, **kwargs)
 
-    trainer._segment = ctrl_c_at_the_third
+    trainer.train_segment = ctrl_c_at_the_third
     with pytest.raises(TrainingStopped):
         trainer.fit()
     wider = tiny_recipe(corpus_dir, tmp_path / "runs", data={"batch_size": 2})
@@ -277,19 +280,19 @@ def test_every_split_batch_size_is_checked_before_training(corpus_dir, tmp_path)
 def test_non_finite_loss_before_any_checkpoint_says_so(corpus_dir, tmp_path):
     trainer = Trainer(tiny_recipe(corpus_dir, tmp_path / "runs"), tmp_path / "runs" / "tiny")
     with torch.no_grad():
-        trainer.model.decoder.bias.fill_(float("nan"))
+        trainer.parts.model.decoder.bias.fill_(float("nan"))
     with pytest.raises(TrainingStopped, match="at epoch 1, segment 1; no checkpoint yet"):
-        trainer._run_epoch(trainer.plan(1))
+        trainer.run_epoch(trainer.parts.plan(1))
 
 
 def test_the_divergence_check_survives_a_resume(corpus_dir, tmp_path):
     r = tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=SYNTH, run={"epochs": 1})
     first = Trainer(r, tmp_path / "runs" / "tiny")
     first.fit()
-    assert first._lowest_sg_loss is not None
+    assert first.log.lowest_sg_loss is not None
     again = Trainer(r, tmp_path / "runs" / "tiny")
     again.restore("last")
-    assert again._lowest_sg_loss == first._lowest_sg_loss
+    assert again.log.lowest_sg_loss == first.log.lowest_sg_loss
 
 
 def test_a_save_after_a_cut_off_one_keeps_a_checkpoint_throughout(corpus_dir, tmp_path):
@@ -353,3 +356,21 @@ def test_a_synthesizer_that_injects_nothing_leaves_the_bptt_run_unchanged(
     assert [[row[k] for k in keys] for row in rows_sg] == [
         [row[k] for k in keys] for row in rows_bptt
     ]
+
+
+def test_a_checkpoint_without_the_later_keys_still_resumes(corpus_dir, tmp_path):
+    """trainer.pt keeps its flat keys; those added after the first release (the synthesizer's
+    RNG stream, per-rank RNG, the divergence check's lowest loss) are optional."""
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=SYNTH, run={"epochs": 1})
+    Trainer(r, tmp_path / "runs" / "tiny").fit()
+    path = tmp_path / "runs/tiny/checkpoints/last/trainer.pt"
+    st = torch.load(path, weights_only=False)
+    assert {"epoch", "best_val", "sums", "state", "carry", "optimizer", "rng"} <= st.keys()
+    for key in ("synth_rng", "rank_rng", "lowest_sg_loss"):
+        del st[key]
+    torch.save(st, path)
+    again = Trainer(tiny_recipe(corpus_dir, tmp_path / "runs", synthetic=SYNTH), path.parents[2])
+    again.restore("last")
+    assert again.run_state.epoch == 2 and again.log.lowest_sg_loss is None
+    again.fit()
+    assert [row["epoch"] for row in metrics(tmp_path / "runs" / "tiny")] == [1, 2]

@@ -323,13 +323,13 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
 
 @pytest.mark.skipif(not interpreting(), reason="runs the kernels through the interpreter")
 def test_tune_all_prints_tables_and_stores_the_winners(tmp_path):
-    from altgrad_triton.bench import make_console
+    from altgrad_triton.progress import make_console
 
     jobs = tune.unique_jobs(
         tune.parse_shape_spec("sg_loss:N=40", torch.float32)
         + tune.parse_shape_spec("fo_pool_fwd:B=2,T=2,H=8", torch.float32)
     )
-    console = make_console()
+    console = make_console(wide_tables=True)
     with console.capture() as cap:
         results, winners, path = tune.tune_all(
             jobs, torch.device("cpu"), HERE, _wall_timer, console, quick=True,

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import UserError, one_line
 from .families import Shapes
-from .measure import Budget, Env, Row, _free
+from .measure import Budget, Env, Row, free_memory
 
 WT2_VOCAB = 33278
 """WikiText-2's vocabulary size (AWD-LSTM tokenisation, <eos> included)."""
@@ -108,8 +108,11 @@ class TrainSlice:
         per_segment = int(r.bptt.length * 1.3) + 30
         corpus = random_corpus(vocab_size, r.data.batch_size * (segments * per_segment + 8))
         self.console = Console(file=io.StringIO())
-        self.trainer = Trainer(r, run_dir / "run", console=self.console, corpus=corpus)
-        plan = self.trainer.plan(1)
+        # the stored tuning winners are the command's to apply (or not: --no-stored-winners)
+        self.trainer = Trainer(
+            r, run_dir / "run", console=self.console, corpus=corpus, tuned_configs=False
+        )
+        plan = self.trainer.parts.plan(1)
         if r.synthetic.enabled and mode == "synthetic":
             plan = dataclasses.replace(plan, mode="synthetic")
         self.plan = plan
@@ -131,7 +134,7 @@ class TrainSlice:
 
     def close(self) -> None:
         del self.trainer
-        _free(self.env)
+        free_memory(self.env)
 
 
 def e2e_run(
@@ -178,7 +181,7 @@ def e2e_rows(env: Env, args, shapes: Shapes, budget: Budget) -> list[Row]:
                     raise
                 except Exception as e:  # noqa: BLE001
                     row.note = f"n/a: {one_line(e, 120)}"
-                    _free(env)
+                    free_memory(env)
                 else:
                     row.ms = res.seconds / res.segments * 1e3
                     row.metric = res.tokens_per_s

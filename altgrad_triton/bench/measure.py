@@ -287,7 +287,7 @@ def measure_group(
             else:
                 row.ms, row.p20, row.p80 = res
             rows.append(row)
-        _free(env)
+        free_memory(env)
     if group.bytes and env.copy_gbps:
         for d in group.directions:
             nbytes = group.bytes.get(d)
@@ -303,11 +303,13 @@ def measure_group(
                         note="minimal bytes at the measured copy bandwidth",
                     )
                 )
-    _metrics(rows, group, env)
+    add_metrics(rows, group, env)
     return rows
 
 
-def _metrics(rows: list[Row], group: Group, env: Env) -> None:
+def add_metrics(rows: list[Row], group: Group, env: Env) -> None:
+    """Fill each timed row's throughput (GB/s with its % of the copy bandwidth, or TFLOP/s)
+    and its time ratio to ours (triton) in the same direction."""
     ours = {r.direction: r.ms for r in rows if r.provider == "triton" and r.ms}
     for r in rows:
         if r.ms is None:
@@ -322,7 +324,8 @@ def _metrics(rows: list[Row], group: Group, env: Env) -> None:
             r.ratio = r.ms / ours[r.direction]
 
 
-def _free(env: Env) -> None:
+def free_memory(env: Env) -> None:
+    """Collect garbage and return cached GPU memory between measurements."""
     gc.collect()
     if env.device.type == "cuda":
         torch.cuda.empty_cache()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,13 +125,6 @@ def append_csv(path: Path, rows: Sequence[Row], env: Env, *, create_parent: bool
         for r in rows:
             w.writerow(r.csv(env))
     return len(rows)
-
-
-def make_console():
-    from rich.console import Console
-
-    width = None if sys.stdout.isatty() else 200
-    return Console(highlight=False, soft_wrap=False, width=width)
 
 
 @dataclass

@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
+from ..names import BENCH_FAMILIES
 from .common import command_parser, run_main
-
-FAMILIES = ("fo_pool", "sg_loss", "elementwise", "lstm", "e2e")
 
 
 def _families(values: list[str]) -> list[str]:
@@ -27,10 +26,10 @@ def _families(values: list[str]) -> list[str]:
     for v in values:
         for name in filter(None, (x.strip() for x in v.split(","))):
             if name == "all":
-                out += FAMILIES
-            elif name not in FAMILIES:
+                out += BENCH_FAMILIES
+            elif name not in BENCH_FAMILIES:
                 raise UserError(
-                    f"--families: unknown {name!r}; choose from {', '.join(FAMILIES)} or all"
+                    f"--families: unknown {name!r}; choose from {', '.join(BENCH_FAMILIES)} or all"
                 )
             else:
                 out.append(name)
@@ -38,7 +37,6 @@ def _families(values: list[str]) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    recipes_dir = Path(__file__).resolve().parents[2] / "recipes"
     p = command_parser(
         "altgrad-bench",
         __doc__,
@@ -47,6 +45,14 @@ def parser() -> argparse.ArgumentParser:
         "% copy = achieved GB/s over the device-to-device copy bandwidth measured in "
         "the same run. Details: docs/benchmarks.md.",
     )
+    _what_options(p)
+    _timing_options(p)
+    _end_to_end_options(p)
+    return p
+
+
+def _what_options(p: argparse.ArgumentParser) -> None:
+    """What to measure and where the rows go."""
     p.add_argument(
         "--quick",
         action="store_true",
@@ -58,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["all"],
         metavar="FAMILY",
-        help=f"which of {', '.join(FAMILIES)} (default all)",
+        help=f"which of {', '.join(BENCH_FAMILIES)} (default all)",
     )
     p.add_argument(
         "--csv",
@@ -68,6 +74,13 @@ def parser() -> argparse.ArgumentParser:
         "none unless given)",
     )
     p.add_argument("--no-csv", action="store_true", help="append no rows anywhere")
+    p.add_argument(
+        "--cpu", action="store_true", help="CPU reference mode even when a GPU is present"
+    )
+
+
+def _timing_options(p: argparse.ArgumentParser) -> None:
+    """Tuned configs, the time budget and do_bench's times."""
     p.add_argument(
         "--cache-dir",
         default=None,
@@ -89,6 +102,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup", type=float, default=None, help="do_bench warmup, ms")
     p.add_argument("--rep", type=float, default=None, help="do_bench repetition time, ms")
+
+
+def _end_to_end_options(p: argparse.ArgumentParser) -> None:
+    """The recipes and modes of the end-to-end rows and of --train-slice."""
+    recipes_dir = Path(__file__).resolve().parents[2] / "recipes"
     p.add_argument(
         "--qrnn-recipe",
         default=str(recipes_dir / "wt2.toml"),
@@ -121,10 +139,6 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--slice-backend", choices=("triton", "torch"), default="triton")
     p.add_argument("--slice-dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument(
-        "--cpu", action="store_true", help="CPU reference mode even when a GPU is present"
-    )
-    return p
 
 
 def body(argv: list[str] | None = None) -> int:

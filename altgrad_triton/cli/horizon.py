@@ -50,6 +50,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+SETTINGS = (
+    "budget", "hidden", "batch_size", "lr", "threshold", "window", "synthesizer", "scale",
+    "synth_lr",
+)  # fmt: skip
+"""The options that become ``HorizonConfig`` fields of every run, under the same names."""
+
+
 def body(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     import torch  # deferred so --help and argument errors stay fast
@@ -63,26 +70,25 @@ def body(argv: list[str] | None = None) -> int:
         print(horizon.table(rows))
         return 0
     torch.set_num_threads(args.threads)
-    configs = horizon.plan(
-        args.tasks,
-        args.truncations,
-        args.methods,
-        args.seeds,
-        budget=args.budget,
-        hidden=args.hidden,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        threshold=args.threshold,
-        window=args.window,
-        synthesizer=args.synthesizer,
-        scale=args.scale,
-        synth_lr=args.synth_lr,
-    )
+    settings = {name: getattr(args, name) for name in SETTINGS}
+    configs = horizon.plan(args.tasks, args.truncations, args.methods, args.seeds, **settings)
     for c in configs:
         c.check()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
+    _run_missing(configs, results)
+    text = horizon.table(horizon.read_rows(results))  # every run in the file
+    write_text_atomic(out / "table.md", text + "\n")
+    print(text)
+    print(f"table written to {out / 'table.md'}")
+    return 0
+
+
+def _run_missing(configs: list, results: Path) -> None:
+    """Run every config whose row ``results`` lacks, appending each row as it finishes."""
+    from .. import horizon
+
     rows = horizon.read_rows(results)
     horizon.check_same_settings(rows, configs[0], results)
     done = {horizon.key(r) for r in rows}
@@ -100,11 +106,6 @@ def body(argv: list[str] | None = None) -> int:
         )
         with open(results, "a") as f:
             f.write(json.dumps(row) + "\n")
-    text = horizon.table(horizon.read_rows(results))  # every run in the file
-    write_text_atomic(out / "table.md", text + "\n")
-    print(text)
-    print(f"table written to {out / 'table.md'}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

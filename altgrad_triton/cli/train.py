@@ -79,7 +79,8 @@ def body(argv: list[str] | None = None) -> int:
             "or pick another run.name=... or run.out_dir=..."
         )
     from .. import distributed  # torch import deferred so --help and errors stay fast
-    from ..train import Trainer, TrainingStopped, pick_device
+    from ..build import pick_device
+    from ..train import Trainer, TrainingStopped
 
     # checked before joining the process group: every rank fails at once, nothing waits
     distributed.check_divisible(recipe.data.batch_size, distributed.launched_world_size())

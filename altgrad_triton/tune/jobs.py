@@ -68,11 +68,11 @@ def shapes_from_recipe(recipe) -> RecipeShapes:
     promoted to fp32 and the boundary runs outside autocast); the recurrent kernels run in
     ``run.dtype``.
     """
-    from ..model import RNNLanguageModel
-    from ..synthetic import join_state
+    from ..build import build_model
+    from ..carry import join_state
 
     with torch.device("meta"):
-        model = RNNLanguageModel(2, recipe.model, "torch")
+        model = build_model(recipe, vocab_size=2)
     hidden = tuple(int(layer.hidden_size) for layer in model.layers)
     state_size = int(join_state(model.init_state(1)).shape[1])
     s = recipe.synthetic
@@ -248,6 +248,15 @@ def recipe_jobs(shapes: RecipeShapes, *, quick: bool = False) -> list[Job]:
     return jobs
 
 
+SPEC_KEYS = {
+    "fo_pool": (("B", "T", "H"), ("O",)),
+    "lstm": (("B", "T", "H"), ()),
+    "sg_loss": (("N",), ()),
+    "elementwise": (("N",), ("U",)),
+}
+"""Per family: the keys a ``--shapes`` spec needs, and the optional ones."""
+
+
 def parse_shape_spec(spec: str, default_dtype: torch.dtype, *, quick: bool = False) -> list[Job]:
     """``family:K=V,K=V`` -> jobs. Families and keys:
 
@@ -259,6 +268,28 @@ def parse_shape_spec(spec: str, default_dtype: torch.dtype, *, quick: bool = Fal
     Any spec may add ``dtype=bfloat16`` (else ``--dtype``). A kernel name (``fo_pool_fwd``)
     in place of the family keeps only that kernel.
     """
+    family, only, values = _split_spec(spec)
+    dtype = default_dtype
+    if "dtype" in values:
+        name = values.pop("dtype")
+        if name not in DTYPES:
+            raise UserError(f"--shapes {spec!r}: dtype must be one of {', '.join(DTYPES)}")
+        dtype = DTYPES[name]
+    ints = _sizes(spec, family, values)
+    if family == "fo_pool":
+        jobs = fo_pool_jobs(ints["B"], ints["T"], ints["H"], dtype, bool(ints.get("O", 1)))
+    elif family == "lstm":
+        steps = min(ints["T"], QUICK_LSTM_STEPS) if quick else ints["T"]
+        jobs = lstm_jobs(ints["B"], steps, ints["H"], dtype)
+    elif family == "sg_loss":
+        jobs = sg_loss_jobs(ints["N"], dtype)
+    else:
+        jobs = elementwise_jobs(ints["N"], ints.get("U", 50), dtype)
+    return [j for j in jobs if only is None or j.kernel == only]
+
+
+def _split_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
+    """``FAMILY:K=V,...`` -> (family, the one kernel asked for or None, {K: V})."""
     family, sep, rest = spec.partition(":")
     family = family.strip()
     only = None
@@ -274,19 +305,12 @@ def parse_shape_spec(spec: str, default_dtype: torch.dtype, *, quick: bool = Fal
         if not eq:
             raise UserError(f"--shapes {spec!r}: {part!r} is not K=V")
         values[k.strip()] = v.strip()
-    dtype = default_dtype
-    if "dtype" in values:
-        name = values.pop("dtype")
-        if name not in DTYPES:
-            raise UserError(f"--shapes {spec!r}: dtype must be one of {', '.join(DTYPES)}")
-        dtype = DTYPES[name]
-    need = {
-        "fo_pool": ("B", "T", "H"),
-        "lstm": ("B", "T", "H"),
-        "sg_loss": ("N",),
-        "elementwise": ("N",),
-    }[family]
-    optional = {"fo_pool": ("O",), "elementwise": ("U",)}.get(family, ())
+    return family, only, values
+
+
+def _sizes(spec: str, family: str, values: dict[str, str]) -> dict[str, int]:
+    """The spec's sizes as integers, every needed key present and no unknown one."""
+    need, optional = SPEC_KEYS[family]
     unknown = set(values) - set(need) - set(optional)
     missing = [k for k in need if k not in values]
     if unknown or missing:
@@ -302,13 +326,4 @@ def parse_shape_spec(spec: str, default_dtype: torch.dtype, *, quick: bool = Fal
         raise UserError(f"--shapes {spec!r}: values must be integers") from None
     if any(v < 1 for k, v in ints.items() if k != "O"):
         raise UserError(f"--shapes {spec!r}: sizes must be >= 1")
-    if family == "fo_pool":
-        jobs = fo_pool_jobs(ints["B"], ints["T"], ints["H"], dtype, bool(ints.get("O", 1)))
-    elif family == "lstm":
-        steps = min(ints["T"], QUICK_LSTM_STEPS) if quick else ints["T"]
-        jobs = lstm_jobs(ints["B"], steps, ints["H"], dtype)
-    elif family == "sg_loss":
-        jobs = sg_loss_jobs(ints["N"], dtype)
-    else:
-        jobs = elementwise_jobs(ints["N"], ints.get("U", 50), dtype)
-    return [j for j in jobs if only is None or j.kernel == only]
+    return ints

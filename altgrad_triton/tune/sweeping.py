@@ -16,7 +16,7 @@ import torch
 from ..errors import one_line
 from .jobs import Job
 from .store import DeviceId, Winner, kernel_tuning, save_winners
-from .tables import format_meta, result_table, summary_table
+from .tables import format_meta, result_table, winners_table
 
 QUICK_CANDIDATES = 6
 """At most this many candidates per kernel under ``--quick`` (spread over the list)."""
@@ -249,7 +249,7 @@ def tune_all(
             break
     winners = winners_from(results, here)
     saved = save_winners(path, winners) if winners and path is not None else None
-    console.print(summary_table(results, saved))
+    console.print(winners_table(results, saved))
     console.print(
         f"tuned {len(winners)}/{len(results)} launches in {time.perf_counter() - started:.1f} s",
         markup=False,

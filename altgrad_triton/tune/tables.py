@@ -51,7 +51,8 @@ def result_table(r: SweepResult):
     return table
 
 
-def summary_table(results: Sequence[SweepResult], path: Path | None):
+def winners_table(results: Sequence[SweepResult], path: Path | None):
+    """A rich table of every sweep's winner, and where the winners were stored."""
     from rich.table import Table
 
     table = Table(

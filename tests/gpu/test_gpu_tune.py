@@ -12,6 +12,7 @@ import torch
 from altgrad_triton.kernels import interpreting, tuning
 
 from altgrad_triton import bench, tune
+from altgrad_triton.progress import make_console
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -60,11 +61,11 @@ def test_bench_families_run_their_gpu_providers(monkeypatch):
     timer = bench.Timer(env, 5, 10)
     env.copy_gbps = bench.copy_bandwidth(env, timer)
     assert env.copy_gbps > 10
-    report = bench.Report(env, bench.make_console(), None, False)
-    budget = bench.Budget(None, bench.FAMILIES)
-    bench.run_families(env, args, shapes, bench.FAMILIES, timer, budget, report)
+    report = bench.Report(env, make_console(wide_tables=True), None, False)
+    budget = bench.Budget(None, bench.BENCH_FAMILIES)
+    bench.run_families(env, args, shapes, bench.BENCH_FAMILIES, timer, budget, report)
     ours = [r for r in report.rows if r.provider == "triton"]
-    assert {r.family for r in ours} == set(bench.FAMILIES)
+    assert {r.family for r in ours} == set(bench.BENCH_FAMILIES)
     assert all(r.ms is not None or r.metric is not None for r in ours), [r.note for r in ours]
     assert any(r.provider == "cudnn" and r.ms for r in report.rows)
     assert any(r.provider == "bound" for r in report.rows)

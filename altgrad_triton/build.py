@@ -1,0 +1,312 @@
+"""Builders: a recipe turned into the components of a run.
+
+Each builder reads one part of the recipe and returns library objects, which take plain
+arguments and know nothing of recipes (``RNNLanguageModel``, the synthesizers,
+``SyntheticBoundary``, a torch optimizer). ``build`` calls them in the order that fixes a
+seed's numbers, so keep it: the global RNG is seeded, the model draws its initial weights
+from it, and only then do ranks > 0 reseed for their own dropout masks. The synthesizer
+touches no global RNG at all (see ``build_synthesizer``), so a synthetic-gradient run and
+the BPTT run of the same seed see the same weights, data and dropout masks.
+
+A new option is a new case in one builder: another optimizer in ``make_optimizer`` (and
+its recipe-wins settings in ``apply_recipe_settings``), another synthesizer in
+``make_synthesizer``, another layer kind in ``build_model``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import data
+from . import distributed as ddp
+from .carry import join_state
+from .errors import UserError
+from .kernels import interpreting
+from .model import Dropouts, RNNLanguageModel
+from .recipe import OptimConfig, Recipe, SyntheticConfig
+from .schedule import TrainingPlan
+from .synthetic import (
+    ConditionedSynthesizer,
+    ElementwiseSynthesizer,
+    LinearSynthesizer,
+    MLPSynthesizer,
+    Synthesizer,
+    SyntheticBoundary,
+)
+
+# ---------------------------------------------------------------------------- device
+
+
+def pick_device(name: str) -> torch.device:
+    """``run.device``: auto (CUDA when there is one), cpu or cuda."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "run.device: 'cuda' asked for but no CUDA device is available "
+            "(use run.device=cpu or auto)"
+        )
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    """``run.backend = triton`` needs CUDA (or the CPU interpreter, in tests)."""
+    if backend == "triton" and device.type != "cuda" and not interpreting():
+        raise UserError(
+            f"run.backend: 'triton' needs a CUDA device, and this run is on "
+            f"{device.type}; use run.backend=auto (Triton on CUDA, PyTorch elsewhere)"
+        )
+
+
+def apply_tuned_configs(device: torch.device, console: Any) -> None:
+    """Force altgrad-tune's stored kernel configs for this GPU and Triton version."""
+    if device.type != "cuda":
+        return
+    from .tune import apply_stored_winners
+
+    n = apply_stored_winners(device)
+    console.print(f"altgrad-tune: {n} stored kernel config(s) applied", markup=False)
+
+
+# ---------------------------------------------------------------------------- data, model
+
+
+def load_corpus(recipe: Recipe, corpus: data.Corpus | None = None) -> data.Corpus:
+    """The recipe's corpus (or ``corpus``), every split's batch size checked up front: a test
+    split too short for ``data.test_batch_size`` fails now, not after training."""
+    d = recipe.data
+    corpus = corpus or data.load_corpus(
+        d.corpus, d.path or None, d.cache_dir or None, download=d.download
+    )
+    for key, split in (
+        ("batch_size", "train"),
+        ("eval_batch_size", "valid"),
+        ("test_batch_size", "test"),
+    ):
+        data.check_batch_size(len(getattr(corpus, split)), getattr(d, key), f"data.{key}")
+    return corpus
+
+
+def build_model(recipe: Recipe, vocab_size: int) -> RNNLanguageModel:
+    """``[model]`` and ``run.backend`` as a language model (initial weights from the global RNG)."""
+    m = recipe.model
+    return RNNLanguageModel(
+        vocab_size,
+        cell=m.cell,
+        emb_size=m.emb_size,
+        hidden_size=m.hidden_size,
+        layers=m.layers,
+        tie_weights=m.tie_weights,
+        window=m.window,
+        output_gate=m.output_gate,
+        dropout=Dropouts(**dataclasses.asdict(m.dropout)),
+        backend=recipe.run.backend,
+    )
+
+
+# ---------------------------------------------------------------------------- optimizers
+
+
+def make_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """``[optim]``: the language model's optimizer."""
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+
+
+def set_hyperparameters(optimizer: torch.optim.Optimizer, **values: float) -> None:
+    """Put ``values`` into every parameter group."""
+    for group in optimizer.param_groups:
+        group.update(values)
+
+
+def apply_recipe_settings(
+    recipe: Recipe,
+    optimizer: torch.optim.Optimizer,
+    synth_optimizer: torch.optim.Optimizer | None,
+) -> None:
+    """After ``load_state_dict`` on resume, which brings back the saved settings: the
+    recipe's win (the learning rate is set by the schedule at every segment anyway)."""
+    o = recipe.optim
+    momentum = {"momentum": o.momentum} if o.name == "sgd" else {}
+    set_hyperparameters(optimizer, weight_decay=o.weight_decay, **momentum)
+    if synth_optimizer is not None:
+        set_hyperparameters(synth_optimizer, lr=recipe.synthetic.lr)
+
+
+# ---------------------------------------------------------------------------- synthesizer
+
+
+def synthesizer_seed(seed: int, rank: int) -> int:
+    """The seed of the synthesizer's own RNG stream (initial weights, noise, dropout)."""
+    return (ddp.rank_seed(seed, rank) + 104_729) % (2**63)
+
+
+def make_synthesizer(
+    cfg: SyntheticConfig,
+    state_size: int,
+    backend: str = "auto",
+    context_size: int = 0,
+    generator: torch.Generator | None = None,
+    init_generator: torch.Generator | None = None,
+) -> nn.Module:
+    """The synthesizer ``[synthetic]`` asks for, for a joined state of ``state_size`` per row.
+
+    ``context_size`` > 0 wraps it in a ``ConditionedSynthesizer`` for contexts of that width.
+    ``generator``: where its training noise and dropout masks come from (on the device it
+    will run on); ``init_generator``: where its initial weights come from (a CPU generator);
+    None draws either from the global RNG.
+    """
+    base: Synthesizer
+    if cfg.synthesizer == "linear":
+        base = LinearSynthesizer(state_size)
+    elif cfg.synthesizer == "mlp":
+        base = MLPSynthesizer(
+            state_size, cfg.hidden, cfg.layers, cfg.dropout, generator, init_generator
+        )
+    else:
+        base = ElementwiseSynthesizer(
+            cfg.cell, cfg.hidden, cfg.dropout, cfg.input_noise, backend, generator, init_generator
+        )
+    return ConditionedSynthesizer(base, context_size, state_size) if context_size else base
+
+
+def make_boundary(
+    cfg: SyntheticConfig, synthesizer: nn.Module, tokens_per_segment: int, backend: str
+) -> SyntheticBoundary:
+    """The boundary that trains ``synthesizer`` with its own Adam, as ``[synthetic]`` says;
+    ``synthetic.target_scale = 0`` means the tokens of one segment."""
+    return SyntheticBoundary(
+        synthesizer,
+        torch.optim.Adam(synthesizer.parameters(), lr=cfg.lr),
+        cfg.scale,
+        fit_in_real=cfg.fit_in_real,
+        target_scale=cfg.target_scale or tokens_per_segment,
+        backend=backend,
+    )
+
+
+def build_synthesizer(
+    recipe: Recipe, model: RNNLanguageModel, device: torch.device, rank: int
+) -> tuple[SyntheticBoundary, torch.Generator]:
+    """The synthesizer and its boundary, and the generator of its training noise.
+
+    Its initial weights come from a CPU generator of their own, seeded by
+    ``synthesizer_seed(seed, 0)`` (the same weights on every rank); its noise and dropout
+    masks from a generator on ``device`` seeded per rank. No global RNG is drawn from or
+    reseeded, CPU or CUDA, so the model sees the same initial weights, dropout masks and data
+    as the BPTT run of the same seed: the runs differ by the synthetic gradient alone
+    (``synthetic.scale = 0`` reproduces BPTT exactly; a test checks it). The weights equal
+    those of a global CPU RNG seeded the same, as runs made before this generator had.
+    """
+    s = recipe.synthetic
+    state_size = join_state(model.init_state(1)).shape[1]
+    generator = torch.Generator(device=device)
+    generator.manual_seed(synthesizer_seed(recipe.run.seed, rank))
+    init_generator = torch.Generator().manual_seed(synthesizer_seed(recipe.run.seed, 0))
+    synth = make_synthesizer(
+        s,
+        state_size,
+        recipe.run.backend,
+        s.context_tokens * recipe.model.emb_size,
+        generator,
+        init_generator,
+    ).to(device)
+    tokens = recipe.data.batch_size * recipe.bptt.length  # per segment
+    return make_boundary(s, synth, tokens, recipe.run.backend), generator
+
+
+# ---------------------------------------------------------------------------- everything
+
+
+@dataclass
+class Components:
+    """What a recipe builds: everything the training loop runs, on this rank."""
+
+    device: torch.device
+    corpus: data.Corpus
+    model: RNNLanguageModel
+    net: nn.Module  # what training calls: the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    plan: TrainingPlan
+    train_data: torch.Tensor  # [steps, this rank's batch columns], on the device
+    boundary: SyntheticBoundary | None = None
+    synth_generator: torch.Generator | None = None
+
+
+def build(
+    recipe: Recipe,
+    dist: ddp.DistContext,
+    *,
+    console: Any,
+    corpus: data.Corpus | None = None,
+    tuned_configs: bool = True,
+) -> Components:
+    """Every component of a run, on this rank (see the module docstring for the order)."""
+    ddp.check_divisible(recipe.data.batch_size, dist.world_size)
+    device = ddp.device_for(pick_device(recipe.run.device), dist)
+    check_backend(recipe.run.backend, device)
+    if tuned_configs:
+        apply_tuned_configs(device, console)
+    if recipe.run.threads:  # oversubscribed cores make small CPU ops 10-100x slower
+        torch.set_num_threads(recipe.run.threads)
+    torch.manual_seed(recipe.run.seed)
+    corpus = load_corpus(recipe, corpus)
+    model = build_model(recipe, len(corpus.vocab)).to(device)
+    boundary, synth_generator = (
+        build_synthesizer(recipe, model, device, dist.rank)
+        if recipe.synthetic.enabled
+        else (None, None)
+    )
+    # every rank builds the same weights (same seed; DDP also broadcasts rank 0's), then
+    # ranks > 0 reseed so that each draws its own dropout masks
+    net = ddp.wrap_model(model, dist, device)
+    if boundary is not None and dist.enabled:
+        params = list(boundary.synthesizer.parameters())
+        boundary.optimizer.register_step_pre_hook(lambda *_: ddp.average_gradients(params, dist))
+    if dist.rank > 0:
+        torch.manual_seed(ddp.rank_seed(recipe.run.seed, dist.rank))
+    batched = data.batchify(corpus.train, recipe.data.batch_size)
+    return Components(
+        device=device,
+        corpus=corpus,
+        model=model,
+        net=net,
+        optimizer=make_optimizer(recipe.optim, model.parameters()),
+        plan=TrainingPlan.from_recipe(recipe),
+        train_data=ddp.columns(batched, dist).to(device),
+        boundary=boundary,
+        synth_generator=synth_generator,
+    )
+
+
+def describe(parts: Components, recipe: Recipe, dist: ddp.DistContext) -> str:
+    """The start-of-run line: corpus, model size, device and how the ranks share work."""
+    c, d, w = parts.corpus, recipe.data, dist.world_size
+    unit = "characters" if c.level == "char" else "tokens"
+    unk = "".join(
+        f", {n:,} {split} words mapped to <unk>" for split, n in c.unk_counts.items() if n
+    )
+    pieces = [
+        f"{c.name}: vocabulary {len(c.vocab):,}, train {len(c.train):,} / valid "
+        f"{len(c.valid):,} / test {len(c.test):,} {unit}{unk}",
+        f"model {sum(p.numel() for p in parts.model.parameters()):,} parameters on {parts.device}",
+    ]
+    if dist.enabled:
+        pieces.append(f"{w} ranks, {d.batch_size // w} batch columns each")
+        for key, size, split in (
+            ("data.eval_batch_size", d.eval_batch_size, "valid"),
+            ("data.test_batch_size", d.test_batch_size, "test"),
+        ):
+            if size % w:
+                pieces.append(
+                    f"{key} {size} does not divide by {w} ranks: each rank "
+                    f"evaluates the whole {split} split"
+                )
+    return "; ".join(pieces)

@@ -1,0 +1,60 @@
+"""Evaluation: a language model's mean cross-entropy per token over a split.
+
+A function of a model and a token stream, so that anything holding a model can call it
+(the trainer after each epoch and for the test, a script on a loaded checkpoint). The state
+is carried across segments of ``bptt`` tokens, as in training, without dropout.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import data
+from . import distributed as ddp
+from .model import RNNLanguageModel, autocast, lm_loss
+
+
+@torch.no_grad()
+def evaluate(
+    model: RNNLanguageModel,
+    tokens: torch.Tensor,
+    batch_size: int,
+    bptt: int,
+    *,
+    device: torch.device,
+    dtype: str = "float32",
+    max_segments: int = 0,
+    dist: ddp.DistContext = ddp.SINGLE,
+) -> float:
+    """Mean cross-entropy (nats) per token of ``tokens`` [N], in ``batch_size`` columns.
+
+    ``dtype``: "bfloat16" runs under bf16 autocast on CUDA; ``max_segments`` > 0 stops after
+    that many segments. With several ranks and a batch size they divide, each rank evaluates
+    its columns of the same batchified split and the sums are all-reduced: the number a single
+    process gets. Otherwise (e.g. the usual test batch size 1) every rank evaluates the whole
+    split and rank 0's number is broadcast, so all ranks agree exactly.
+    """
+    model.eval()
+    source = data.batchify(tokens, batch_size)
+    shared = dist.enabled and batch_size % dist.world_size == 0
+    if shared:
+        source = ddp.columns(source, dist)
+    source = source.to(device)
+    state = model.init_state(source.shape[1], device)
+    segments = data.segment_lengths(source.shape[0], bptt, False, None)
+    if max_segments:
+        segments = segments[:max_segments]
+    total, count = torch.zeros((), device=device, dtype=torch.float64), 0
+    for start, seq_len in segments:
+        inputs, targets = data.get_segment(source, start, seq_len)
+        with autocast(device, dtype):
+            out = model(inputs, state)
+            _, ce = lm_loss(out, targets)
+        state = out.state
+        total += ce.double() * targets.numel()
+        count += targets.numel()
+    if dist.enabled:
+        both = torch.stack([total, total.new_tensor(float(count))])
+        (ddp.all_reduce_sum if shared else ddp.broadcast)(both, dist)
+        total, count = both[0], int(both[1].item())
+    return float(total) / max(count, 1)

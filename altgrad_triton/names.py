@@ -1,0 +1,6 @@
+"""Names the command line shares with the packages behind it, in a module that imports
+nothing: ``altgrad-bench --help`` and its argument errors stay fast (no torch import), and
+there is one list, not a copy per side."""
+
+BENCH_FAMILIES = ("fo_pool", "sg_loss", "elementwise", "lstm", "e2e")
+"""What ``altgrad-bench --families`` chooses from, in the order the tables come."""
