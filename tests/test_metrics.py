@@ -5,7 +5,7 @@ import json
 
 from rich.console import Console
 
-from altgrad_triton.metrics import MetricsLog, divergence_warning, perplexity
+from altgrad_triton.metrics import MetricsLog, divergence_warning, epoch_line, perplexity
 
 
 def row(epoch, mode, sg_loss, norm_ratio=1.0):
@@ -74,3 +74,10 @@ def test_divergence_warning_flags_orders_of_magnitude_and_overshoot_only():
     assert "133x its lowest" in divergence_warning(0.06, 8.0, 0.23)
     message = divergence_warning(0.06, 0.26, 0.1, 10.5)  # predictions 10x their targets
     assert "10.5x the size of their targets" in message and "synthetic.lr" in message
+
+
+def test_epoch_line_shows_the_peak_memory_when_the_row_has_it():
+    row = {"epoch": 2, "mode": "real", "lr": 1e-3, "train_ppl": 90.0, "val_ppl": 80.0,
+           "tokens_per_s": 1234.0, "sg_cos": None}  # fmt: skip
+    assert "GiB" not in epoch_line(row)
+    assert epoch_line({**row, "peak_mem_gib": 1.5}).endswith("1,234 tok/s peak 1.50 GiB")

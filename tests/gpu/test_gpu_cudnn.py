@@ -53,3 +53,5 @@ def test_training_through_cudnn_with_fused_adam(tmp_path):
     assert trainer.parts.optimizer.defaults["fused"]
     results = trainer.fit()
     assert results["best_val_loss"] < 10
+    (row,) = trainer.log.rows()
+    assert 0 < row["peak_mem_gib"] < torch.cuda.get_device_properties(0).total_memory / 2**30
