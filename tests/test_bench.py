@@ -85,6 +85,16 @@ def test_train_slice_on_cpu(tmp_path, capsys, no_gpu):
     assert float(row["metric"]) > 0 and row["unit"] == "tokens/s"
 
 
+def test_profile_on_cpu_tables_one_segment_of_each_recipe(capsys, no_gpu):
+    assert bench_cli.main(["--profile"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "one training segment of wt2.toml" in out and "one training segment of wt2-lstm.toml" in out
+    )
+    assert out.count("Self CPU time total") == 2 and "aten::" in out
+    assert bench_cli.main(["--profile", "--train-slice", "1"]) == 2
+
+
 def test_zero_budget_skips_and_says_so(tmp_path, capsys, no_gpu):
     assert bench_cli.main(["--families", "fo_pool", "lstm", "--budget", "0", "--no-csv"]) == 0
     out = capsys.readouterr().out
