@@ -177,6 +177,26 @@ def test_public_fused_function_and_zero_prediction(nan_poison, triton_device):
     assert ref[1] == 0 and ref[2] == 0
 
 
+def test_the_fit_pass_is_one_launch(monkeypatch, triton_device):
+    launches = []
+    real = mod.launch
+    monkeypatch.setattr(mod, "launch", lambda *a, **k: launches.append(a[0]) or real(*a, **k))
+    pred = torch.randn(3, 40, requires_grad=True)
+    loss, _, _ = sg_mse_loss_with_stats(pred, torch.randn(3, 40), backend="triton")
+    loss.backward()
+    assert launches == ["sg_loss"]
+
+
+def test_ticket_counters_are_cached_zero_and_grow():
+    cpu = torch.device("cpu")
+    first = ticket_counters(cpu)
+    assert first.dtype == torch.int32 and first.numel() >= 1 and not first.any()
+    assert ticket_counters(cpu, 2) is first
+    grown = ticket_counters(cpu, first.numel() + 1)
+    assert grown.numel() > first.numel() and not grown.any()
+    assert ticket_counters(cpu) is grown
+
+
 def test_telemetry_needs_a_batch_of_rows(triton_device):
     with pytest.raises(ValueError, match=r"pred must be \[B, D\] .*got \(5,\)"):
         sg_mse_loss_with_stats(torch.rand(5), torch.rand(5), backend="triton")

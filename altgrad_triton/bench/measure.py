@@ -289,7 +289,7 @@ def measure_group(
                 row.ms, row.p20, row.p80 = res
             rows.append(row)
         _free(env)
-    if group.copy_baseline and group.bytes and env.device.type == "cuda":
+    if group.copy_baseline and group.bytes and env.gpu:
         for d in group.directions:
             if group.bytes.get(d):
                 ms, p20, p80 = copy_same_bytes(env, timer, group.bytes[d])
