@@ -28,6 +28,8 @@ class QRNN(nn.Module):
 
     Z, F, O = tanh/sigmoid/sigmoid of a linear map over the current input and, with
     ``window=2``, the previous one; then c_t = f_t c_{t-1} + (1 - f_t) z_t, h_t = o_t c_t.
+    The map is one GEMM; its [T, B, 3H] output goes to the fo-pool kernel as it is, which
+    applies the activations itself and returns the whole projection's gradient.
     State: ``(c,)`` or, with ``window=2``, ``(c, x_last)`` where x_last is the last input of
     the previous segment (it feeds the first step's window). c is fp32 whatever the compute
     dtype: under bf16 autocast it would otherwise be rounded at every segment boundary.
@@ -63,11 +65,11 @@ class QRNN(nn.Module):
             shifted = torch.cat([state[1].unsqueeze(0).to(x.dtype), x[:-1]], dim=0)
             inp = torch.cat([x, shifted], dim=-1)
         weight = drop_weight(self.linear.weight, self.weight_drop, self.training)
-        gates = F.linear(inp, weight, self.linear.bias).chunk(3 if self.output_gate else 2, -1)
-        z, f = torch.tanh(gates[0]), torch.sigmoid(gates[1])
-        o = torch.sigmoid(gates[2]) if self.output_gate else None
+        gates = F.linear(inp, weight, self.linear.bias)  # pre-activations Z | F (| O)
         # c stays fp32 across segments; only the per-step storage is the compute dtype
-        h, c = kernels.fo_pool(f, z, o, state[0].float(), backend=self.backend)
+        h, c = kernels.fo_pool(
+            gates, state[0].float(), output_gate=self.output_gate, backend=self.backend
+        )
         return h, ((c,) if self.window == 1 else (c, x[-1]))
 
 
