@@ -80,14 +80,22 @@ class LSTM(nn.Module):
     c in fp32 whatever the compute dtype (as the kernel keeps it between steps).
     ``backend``: "auto", "torch" or "triton" pick the kernel family's path;
     "cudnn" runs the recurrence through PyTorch's fused LSTM op instead (cuDNN on CUDA).
+    ``launch``: how the Triton kernels launch their time steps (``kernels.lstm.LAUNCH_MODES``;
+    None: the tuned choice, else one launch per step); every mode computes the same bits.
     """
 
     def __init__(
-        self, input_size: int, hidden_size: int, *, weight_drop: float = 0.0, backend: str = "auto"
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        weight_drop: float = 0.0,
+        backend: str = "auto",
+        launch: str | None = None,
     ):
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.weight_drop, self.backend = weight_drop, backend
+        self.weight_drop, self.backend, self.launch = weight_drop, backend, launch
         self.w_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
         self.w_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
         self.bias = nn.Parameter(torch.empty(4 * hidden_size))
@@ -105,7 +113,7 @@ class LSTM(nn.Module):
         w_hh = drop_weight(self.w_hh, self.weight_drop, self.training).to(gx.dtype)
         # h feeds a matmul, so it takes the compute dtype; c stays fp32 across segments
         h0, c0 = state[0].to(gx.dtype), state[1].float()
-        hs, h, c = kernels.lstm_segment(gx, w_hh, h0, c0, backend=self.backend)
+        hs, h, c = kernels.lstm_segment(gx, w_hh, h0, c0, backend=self.backend, launch=self.launch)
         return hs, (h, c)
 
     def _fused_forward(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:

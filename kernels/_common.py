@@ -1,6 +1,6 @@
 """What every kernel family shares: storage dtypes, input checks, jit activations, the
-launch rule, the launch options the installed Triton supports, and the ticket counters of
-last-arriver reductions.
+launch rule, the launch options the installed Triton supports, the ticket counters of
+last-arriver reductions and programmatic dependent launch (PDL) where it exists.
 
 Each family file keeps its own kernels, configs and autograd function; the pieces below
 were repeated in each of them before, with small drifts in wording and behaviour.
@@ -189,3 +189,45 @@ def launch_option_supported(name: str) -> bool:
     launcher passes them only where this says so, and never under the interpreter.
     """
     return not interpreting() and name in _cuda_launch_options()
+
+
+# --------------------------------------------------------------------------- PDL
+
+try:  # grid dependency control: Triton releases with programmatic dependent launch
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+    HAS_GDC = True
+except ImportError:  # older Triton: no-op stand-ins, never reached (see pdl_unavailable)
+    HAS_GDC = False
+
+    @triton.jit
+    def gdc_wait():
+        """Stand-in for ``tl.extra.cuda.gdc_wait`` (absent from this Triton)."""
+        pass
+
+    @triton.jit
+    def gdc_launch_dependents():
+        """Stand-in for ``tl.extra.cuda.gdc_launch_dependents`` (absent from this Triton)."""
+        pass
+
+
+def pdl_unavailable(device: torch.device) -> str | None:
+    """Why a kernel cannot be launched with programmatic dependent launch on ``device``
+    here, or None when it can.
+
+    PDL (``launch_pdl=True`` at launch, ``gdc_wait`` / ``gdc_launch_dependents`` in the
+    kernel) lets a kernel's programs start while the previous kernel in the stream finishes;
+    it needs Hopper (sm_90) or newer, a Triton that has both the launch option and the
+    ``tl.extra.cuda`` intrinsics, and compiled kernels (not the interpreter). A kernel that
+    reads what its predecessor wrote calls ``gdc_wait`` first.
+    """
+    if interpreting():
+        return "the Triton interpreter has no programmatic dependent launch"
+    if device.type != "cuda":
+        return f"programmatic dependent launch needs a CUDA device, got {device}"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major < 9:
+        return f"programmatic dependent launch needs sm_90 or newer, got sm_{major}{minor}"
+    if not launch_option_supported("launch_pdl") or not HAS_GDC:
+        return f"Triton {triton.__version__} lacks launch_pdl or tl.extra.cuda.gdc_wait"
+    return None

@@ -4,50 +4,94 @@ The input projection for all steps (x @ W_ih^T + b) is one GEMM done by the call
 family runs the serial part: gates_t = gx_t + h_{t-1} @ W_hh^T, gate order i, f, g, o
 (PyTorch's), c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t).
 
-Design (per-step fused kernels, time loop on the host)
-------------------------------------------------------
-Forward, one launch per step t, grid (cdiv(B, BLOCK_B), cdiv(H, BLOCK_H)). A program owns
-BLOCK_H hidden units j for BLOCK_B batch rows. It streams h_{t-1}[b, :] and the four row
-blocks W_hh[g*H + j, :] (g = i, f, g, o) in BLOCK_K chunks through four ``tl.dot``
-accumulators (fp32), adds gx_t, applies the nonlinearities (tanh(x) = 2*sigmoid(2x) - 1)
-and the cell update in registers, and writes h_t, c_t (and, when a backward will follow,
-the activated gates). Every program needs the whole h_{t-1}, which is what forces one
-launch per step here: a grid-wide barrier is the only other way; it hangs under the
-interpreter (programs run one after another) and is not built here. Because units j are
-owned by one program, the four gates of a unit never leave registers: the gate
-pre-activations never touch memory.
+Design: split-K steps, the last program to arrive applies the gates
+--------------------------------------------------------------------
+At B=20 the recurrent product [B, H] @ [H, 4H] is weight-bandwidth-bound (about 20 flop per
+byte of W_hh) and W_hh fits in L2 (19.2 MB bf16 at H=1550, 10.6 MB at 1150), so a step is
+as fast as the GPU can stream W_hh from L2 -- provided enough programs have loads in
+flight. One launch per time step; the grid is (hidden tiles, K slices, batch blocks):
 
-Backward, one launch per step from t = T-1 down to 0, same grid: a program computes the
-recurrent gradient dh_rec[b, j] = dgates_{t+1}[b, :] @ W_hh[:, j] (K = 4H, fp32 accumulate)
-fused with the element-wise LSTM backward of step t (dh = dh_seq[t] + dh_rec, dc carried
-in fp32 through two ping-pong buffers so that every launch is idempotent, which
-``triton.autotune`` needs), and writes dgates_t = dL/d(gates_t) in fp32. One more launch
-of the same kernel (``LAST``) computes dh0 = dgates_0 @ W_hh. The loop reads W_hh^T (one
-contiguous [H, 4H] copy per backward) so its tiles are coalesced rows. Off the serial
-path, after the loop: dgx = dgates (all steps, cast to gx's dtype) and
-dW_hh = dgates^T @ h_{t-1} as ONE GEMM of [4H, T*B] x [T*B, H] (cuBLAS; fp32 for fp32
-storage, the storage dtype with fp32 accumulation for fp16/bf16).
+* Forward: a program owns BLOCK_H hidden units (the 4 * BLOCK_H rows q*H + j of W_hh, one
+  ``tl.dot`` of [BLOCK_B, BLOCK_K] x [BLOCK_K, 4 * BLOCK_H] per K chunk) and one K slice
+  of h_{t-1} (``SPLIT_K`` slices, each a multiple of BLOCK_K wide). It writes its fp32
+  partial product to a workspace ``part[slice, b, gate column]`` and takes a ticket
+  (``atomic_add`` on the tile's counter). The program that draws the last ticket sums the
+  tile's partials in slice order 0, 1, ..., S-1 (a fixed order: bitwise deterministic,
+  whichever program arrives last), adds gx_t, applies the nonlinearities
+  (tanh(x) = 2*sigmoid(2x) - 1) and the cell update, writes h_t, c_t (fp32) and, when a
+  backward will follow, the activated gates, and resets the counter to zero. No program
+  ever waits for another, so there is no co-residency requirement and the same kernel runs
+  under the CPU interpreter (programs run one after another there; the last program is
+  the last arriver).
+* Backward: the same pattern over W_hh's other dimension. A program owns BLOCK_H columns j
+  of W_hh and one K slice of the 4H gate rows: dh_rec[b, j] = sum_k dgates_{t+1}[b, k] *
+  W_hh[k, j]. The last arriver adds dL/dh_seq[t] (and dL/dh_T at t = T-1), applies the
+  element-wise LSTM backward with dc carried in fp32 (two ping-pong slots indexed by the
+  step's parity, so every launch is idempotent and a captured graph needs no pointer
+  changes) and writes dgates_t in the storage dtype. Step T-1 reads a zero row T of
+  dgates (so every launch is the same kernel, and the autotuner times a representative
+  one); one extra step t = -1 writes dh0 = dgates_0 @ W_hh. Off the serial path, after the
+  loop: dgx = dgates (a view, already in gx's dtype) and dW_hh = dgates^T @ h_{t-1} as ONE
+  GEMM of [4H, T*B] x [T*B, H] (cuBLAS; accumulation in fp32).
+* Memory visibility of the partials to the last arriver (the CUDA threadFenceReduction
+  pattern): every thread stores its part of the partial; ``tl.debug_barrier()`` (bar.sync)
+  orders those stores before the ticket within the program; the ticket is an
+  ``atomic_add(sem="acq_rel", scope="gpu")``, whose release half publishes the program's
+  stores GPU-wide (cumulative over the barrier) and whose acquire half, in the last
+  arriver, makes every other program's released stores visible; a second
+  ``tl.debug_barrier()`` spreads that acquire to all the last arriver's threads before
+  they read, and the reads use ``cache_modifier=".cg"`` (L2, the point of coherence) so
+  no stale L1 line of an earlier step can be returned.
+* W_hh is read through a zero-padded copy with a row stride ``ldw`` = H rounded up to 128
+  (skipped when H already is a multiple of 128): rows of an unpadded bf16 W_hh at H=1550
+  start 4-byte aligned only, which would cut every W load to 4-byte accesses; the padding
+  columns are zero, so the K loop needs no mask on W.
+
+Launch modes (``launch=``, or the ``LAUNCH`` key of a "lstm_fwd" / "lstm_bwd" meta)
+------------------------------------------------------------------------------------
+The step's GPU work is a few microseconds, comparable to a launch from Python, so the host
+gap between steps matters:
+
+* "plain" (the default): one ordinary launch per step.
+* "pdl": programmatic dependent launch on Hopper (``launch_pdl=True``; the kernel calls
+  ``gdc_wait`` before reading anything and ``gdc_launch_dependents`` after its ticket), so
+  step t+1's programs are scheduled while step t's last arrivers finish. The first step of
+  a direction is launched plainly: it orders the chain after the kernels that produced
+  gx and W_hh.
+* "graph": the step index lives in a device integer; N consecutive steps (at most
+  ``GRAPH_STEPS``, default 16) are captured once per call as a CUDA graph that also
+  advances the integer, and replayed ceil(steps / N) times (surplus steps are no-ops).
+  AWD's random segment lengths make one graph per length useless; this needs one capture
+  per call and no static buffers. On a CPU the same chunks run eagerly (no capture).
+* "graph-pdl": both.
+A mode that is unavailable (PDL before Hopper, in an older Triton or under the
+interpreter: the mode runs without PDL) or fails to compile or capture (the remaining
+steps launch plainly) says so in a warning instead of failing; every mode gives the same
+bits.
+
+Choosing configs: an explicit ``meta`` > a ``tuning`` override (``altgrad-tune`` times
+whole segments, every tile x split x launch mode, so its winners fit steady-state
+training) > ``@triton.autotune`` over the tiles, once per shape, on the first step of a
+direction. The autotuner times one step with L2 flushed (``do_bench``), i.e. W_hh coming
+from HBM, so its pick can differ from the segment-timed winner.
+
+Bytes moved per step (B=20, H=1550, bf16, BLOCK_H=32, SPLIT_K 4 forward / 8 backward)
+------------------------------------------------------------------------------------
+Forward: W_hh 19.2 MB; h_{t-1} once per hidden tile (49 x B x H x 2 B = 3.0 MB); partials
+written and read back (2 x S x B x 4H x 4 B = 4.0 MB); gx, c, h, gates 1.0 MB: about
+27 MB, all of it L2-resident across steps. Backward: W_hh 19.2 MB; dgates_{t+1} once per
+column tile (6-12 MB at BLOCK_H 64-32); partials 2.0 MB; saved gates, c, dc 1.3 MB: about
+29-35 MB. Expected bound: L2 streaming at about 5.5-7 TB/s, i.e. about 4-5 us forward and
+4-6 us backward per step at H=1550 (about 2 ms per 200-step segment both ways), plus the
+serial epilogue of the last arrivers and the launch gap that the modes above attack.
+fp32 doubles W_hh (38.4 MB at 1550), which no longer stays in L2 with everything else.
+Measured figures: docs/benchmarks.md (none yet for this design: it was written without a
+GPU).
 
 What the forward saves (only when a gradient is needed): h_all [T+1, B, H] in the storage
-dtype (row 0 = h0; rows 1.. are h_seq, so no extra memory), c_all [T+1, B, H] fp32 (the
-recurrence carries c in fp32 through it anyway) and the activated gates [T, B, 4H] fp32:
-16*T*B*H bytes, e.g. 99 MB at T=200, B=20, H=1550. Saving the gates instead of
-recomputing them saves the backward a second [B, H] x [H, 4H] product per step.
-
-Expected bound. Per step each direction reads W_hh once per batch block (4H^2 elements:
-19 MB in bf16 / 38 MB in fp32 at H=1550, 3.4 MB / 6.8 MB at H=650) and does 8*B*H^2
-flops (B=20: 0.38 GFLOP at H=1550): a skinny GEMM, so the ideal is the time to stream
-W_hh from L2/HBM (~3-6 us/step at H=1550 bf16, ~1-2 us at H=650) plus a launch (~3 us).
-Measured on an H200 (triton 3.6, B=20, T=200, bf16, CUDA-graph replay so no host
-overhead): forward ~34 us/step at H=1550 and ~18 us/step at H=650, backward loop ~27 and
-~15 us/step. So the kernels sit well above the streaming bound: each program walks its
-whole K range serially (H/BLOCK_K dependent iterations, four small-N MMAs each) with only
-cdiv(H, 16) = 41..97 programs on 132 SMs: latency-bound per program. Host-launched, the
-Python loop adds ~0-10 us/step. End to end (input GEMM included, fwd+bwd) this is
-~1.2-1.7x cuDNN's time at these shapes (H=1550 bf16: 17.7 ms vs 12.9 ms). What would
-close the gap: split-K over more programs, or a persistent kernel that keeps W_hh slices
-on chip across steps with a grid barrier (FlashRNN / persistent-RNN style); neither is
-built here.
+dtype (row 0 = h0; rows 1.. are h_seq, so no extra memory), c_all [T+1, B, H] fp32 and the
+activated gates [T, B, 4H] fp32: 16*T*B*H bytes, e.g. 99 MB at T=200, B=20, H=1550.
+Saving the gates saves the backward a second [B, H] x [H, 4H] product per step.
 
 fp32 ``tl.dot`` uses TF32 on a GPU when ``torch.backends.cudnn.allow_tf32`` is True
 (PyTorch's default, which is also what cuDNN's LSTM does), IEEE fp32 otherwise and always
@@ -56,202 +100,321 @@ under the interpreter.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
 from . import tuning
-from ._common import check_tensor, sigmoid, tanh
+from ._common import (
+    check_tensor,
+    gdc_launch_dependents,
+    gdc_wait,
+    pdl_unavailable,
+    sigmoid,
+    tanh,
+)
 from ._dispatch import interpreting, use_triton
 
-# ----------------------------------------------------------------------------------------
-# Triton kernels
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------- kernels
 
 
-@triton.jit(do_not_specialize=["t"])
+@triton.heuristics({"STEP_FROM_MEMORY": lambda a: a["step_base"] is not None})
+@triton.jit(do_not_specialize=["step", "T", "SPLIT_K", "slice_shift"])
 def _lstm_fwd_step_kernel(
     gx_ptr,  # [T, B, 4H] input projections incl. bias (storage dtype)
-    w_ptr,  # [4H, H] recurrent weights W_hh (storage dtype)
-    h_ptr,  # [T+1, B, H] h_all: reads row t (= h_{t-1}), writes row t+1 (= h_t)
+    w_ptr,  # [4H, ldw] W_hh, columns H.. zero (storage dtype)
+    h_ptr,  # [T+1, B, H] h_all: reads row t (= h_{t-1}); last arrivers write row t+1
     c_ptr,  # [T+1, B, H] fp32 c_all, same rows as h_all
     act_ptr,  # [T, B, 4H] fp32 activated gates i, f, g, o (written iff SAVE_ACT)
-    t,  # step index (runtime int, not a specialisation key)
+    part_ptr,  # [>= S, B, 4H] fp32 workspace: the partial product of each K slice
+    count_ptr,  # [>= batch blocks * hidden tiles] int32 tickets, zero between launches
+    step_base,  # [1] int32 device step index (graph launches), or None
+    step,  # this launch's step: t = step (+ step_base[0]); t >= T is a no-op
+    T,  # segment length
     B,  # batch size
     H,  # hidden size
+    ldw,  # row stride of W_hh (H rounded up to 128)
+    SPLIT_K,  # K slices requested (runtime: a tuning choice that needs no recompile)
+    slice_shift,  # program s of a tile computes slice (s + shift) % S; no effect on results
     SAVE_ACT: tl.constexpr,  # store the activated gates for the backward
     DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 ("ieee" or "tf32")
+    USE_PDL: tl.constexpr,  # launched with launch_pdl: wait for the previous step first
+    STEP_FROM_MEMORY: tl.constexpr,  # step_base given
     BLOCK_B: tl.constexpr,  # batch rows per program (>= 16 for tl.dot)
-    BLOCK_H: tl.constexpr,  # hidden units per program
+    BLOCK_H: tl.constexpr,  # hidden units per program (4 * BLOCK_H rows of W_hh)
     BLOCK_K: tl.constexpr,  # reduction chunk over h_{t-1}
 ):
-    pid_b = tl.program_id(0)
-    pid_h = tl.program_id(1)
+    pid_h = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    n_slices = tl.num_programs(1)
+    k_slice = tl.cdiv(tl.cdiv(H, SPLIT_K), BLOCK_K) * BLOCK_K
+    slice_id = (pid_s + slice_shift) % n_slices
+    k_lo = slice_id * k_slice
+    k_hi = tl.minimum(k_lo + k_slice, tl.cdiv(H, BLOCK_K) * BLOCK_K)  # <= ldw: no W mask
+    # the tile's rows of W_hh, gate-major: r -> gate r // BLOCK_H, unit j = r % BLOCK_H
+    r = tl.arange(0, 4 * BLOCK_H)
+    unit_r = pid_h * BLOCK_H + r % BLOCK_H
+    col_r = (r // BLOCK_H) * H + unit_r  # W_hh row = column of the [B, 4H] gate layouts
+    ok_r = unit_r < H
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_j = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    mask_b = offs_b < B
-    mask_j = offs_j < H
-    mask_bj = mask_b[:, None] & mask_j[None, :]
-    t64 = t.to(tl.int64)
-    BH = B * H  # step offsets below are int64 (t64 * BH)
-    h_prev = h_ptr + t64 * BH
+    ok_b = offs_b < B
+    if USE_PDL:
+        gdc_wait()  # everything below may read what the previous step wrote
+    t = step
+    if STEP_FROM_MEMORY:
+        t += tl.load(step_base)
+    if t < T:
+        t64 = t.to(tl.int64)
+        BH = B * H
+        h_prev = h_ptr + t64 * BH
+        acc = tl.zeros([BLOCK_B, 4 * BLOCK_H], dtype=tl.float32)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            hk = tl.load(
+                h_prev + offs_b[:, None] * H + offs_k[None, :],
+                mask=ok_b[:, None] & (offs_k < H)[None, :],
+                other=0.0,
+            )
+            wk = tl.load(
+                w_ptr + col_r[:, None] * ldw + offs_k[None, :], mask=ok_r[:, None], other=0.0
+            )
+            acc = tl.dot(hk, tl.trans(wk), acc, input_precision=DOT_PREC)
+        gate_off = offs_b[:, None] * (4 * H) + col_r[None, :]
+        tl.store(part_ptr + slice_id * (4 * BH) + gate_off, acc, mask=ok_b[:, None] & ok_r[None, :])
+        # publish the partial, then take a ticket (see the module docstring)
+        tl.debug_barrier()
+        counter = count_ptr + pid_b * tl.num_programs(0) + pid_h
+        ticket = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
+        if USE_PDL:
+            gdc_launch_dependents()  # the next step may be scheduled; it waits in gdc_wait
+        if ticket == n_slices - 1:  # the last arriver of this tile: the gates
+            tl.debug_barrier()
+            offs_j = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
+            mask = ok_b[:, None] & (offs_j < H)[None, :]
+            off = offs_b[:, None] * (4 * H) + offs_j[None, :]
+            pre_i = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+            pre_f = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+            pre_g = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+            pre_o = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+            for s in range(0, n_slices):  # fixed order: the same bits whoever is last
+                p = part_ptr + s * (4 * BH) + off
+                pre_i += tl.load(p, mask=mask, other=0.0, cache_modifier=".cg")
+                pre_f += tl.load(p + H, mask=mask, other=0.0, cache_modifier=".cg")
+                pre_g += tl.load(p + 2 * H, mask=mask, other=0.0, cache_modifier=".cg")
+                pre_o += tl.load(p + 3 * H, mask=mask, other=0.0, cache_modifier=".cg")
+            gx = gx_ptr + t64 * (4 * BH) + off
+            i = sigmoid(pre_i + tl.load(gx, mask=mask, other=0.0).to(tl.float32))
+            f = sigmoid(pre_f + tl.load(gx + H, mask=mask, other=0.0).to(tl.float32))
+            g = tanh(pre_g + tl.load(gx + 2 * H, mask=mask, other=0.0).to(tl.float32))
+            o = sigmoid(pre_o + tl.load(gx + 3 * H, mask=mask, other=0.0).to(tl.float32))
+            state_off = offs_b[:, None] * H + offs_j[None, :]
+            c_prev = tl.load(c_ptr + t64 * BH + state_off, mask=mask, other=0.0)
+            c = f * c_prev + i * g
+            h = o * tanh(c)
+            tl.store(c_ptr + (t64 + 1) * BH + state_off, c, mask=mask)
+            tl.store(h_ptr + (t64 + 1) * BH + state_off, h.to(h_ptr.dtype.element_ty), mask=mask)
+            if SAVE_ACT:
+                act = act_ptr + t64 * (4 * BH) + off
+                tl.store(act, i, mask=mask)
+                tl.store(act + H, f, mask=mask)
+                tl.store(act + 2 * H, g, mask=mask)
+                tl.store(act + 3 * H, o, mask=mask)
+            tl.store(counter, 0)  # every ticket of this launch is drawn: ready for the next
 
-    acc_i = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
-    acc_f = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
-    acc_g = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
-    acc_o = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
-    HH = H * H
-    for k0 in range(0, H, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < H
-        hk = tl.load(
-            h_prev + offs_b[:, None] * H + offs_k[None, :],
-            mask=mask_b[:, None] & mask_k[None, :],
-            other=0.0,
-        )
-        # rows q*H + j of W_hh (gate q), k contiguous: coalesced; transposed for the dot
-        w_tile = w_ptr + offs_j[:, None] * H + offs_k[None, :]
-        w_mask = mask_j[:, None] & mask_k[None, :]
-        w_i = tl.load(w_tile, mask=w_mask, other=0.0)
-        acc_i = tl.dot(hk, tl.trans(w_i), acc_i, input_precision=DOT_PREC)
-        w_f = tl.load(w_tile + HH, mask=w_mask, other=0.0)
-        acc_f = tl.dot(hk, tl.trans(w_f), acc_f, input_precision=DOT_PREC)
-        w_g = tl.load(w_tile + 2 * HH, mask=w_mask, other=0.0)
-        acc_g = tl.dot(hk, tl.trans(w_g), acc_g, input_precision=DOT_PREC)
-        w_o = tl.load(w_tile + 3 * HH, mask=w_mask, other=0.0)
-        acc_o = tl.dot(hk, tl.trans(w_o), acc_o, input_precision=DOT_PREC)
 
-    gate_off = t64 * BH * 4 + offs_b[:, None] * (4 * H) + offs_j[None, :]
-    gx = gx_ptr + gate_off
-    i = sigmoid(acc_i + tl.load(gx, mask=mask_bj, other=0.0).to(tl.float32))
-    f = sigmoid(acc_f + tl.load(gx + H, mask=mask_bj, other=0.0).to(tl.float32))
-    g = tanh(acc_g + tl.load(gx + 2 * H, mask=mask_bj, other=0.0).to(tl.float32))
-    o = sigmoid(acc_o + tl.load(gx + 3 * H, mask=mask_bj, other=0.0).to(tl.float32))
-
-    state_off = offs_b[:, None] * H + offs_j[None, :]
-    c_prev = tl.load(c_ptr + t64 * BH + state_off, mask=mask_bj, other=0.0)
-    c = f * c_prev + i * g
-    h = o * tanh(c)
-    tl.store(c_ptr + (t64 + 1) * BH + state_off, c, mask=mask_bj)
-    tl.store(h_ptr + (t64 + 1) * BH + state_off, h.to(h_ptr.dtype.element_ty), mask=mask_bj)
-    if SAVE_ACT:
-        act = act_ptr + gate_off
-        tl.store(act, i, mask=mask_bj)
-        tl.store(act + H, f, mask=mask_bj)
-        tl.store(act + 2 * H, g, mask=mask_bj)
-        tl.store(act + 3 * H, o, mask=mask_bj)
-
-
-@triton.jit(do_not_specialize=["t"])
+@triton.heuristics(
+    {
+        "STEP_FROM_MEMORY": lambda a: a["step_base"] is not None,
+        "HAS_DHSEQ": lambda a: a["dhseq_ptr"] is not None,
+        "HAS_DHT": lambda a: a["dhT_ptr"] is not None,
+    }
+)
+@triton.jit(do_not_specialize=["step", "T", "SPLIT_K", "slice_shift"])
 def _lstm_bwd_step_kernel(
-    wt_ptr,  # [H, 4H] W_hh^T, contiguous (storage dtype)
+    w_ptr,  # [4H, ldw] W_hh, columns H.. zero (storage dtype)
     act_ptr,  # [T, B, 4H] fp32 activated gates saved by the forward
     c_ptr,  # [T+1, B, H] fp32 c_all saved by the forward (row t+1 = c_t)
-    dhseq_ptr,  # [T, B, H] upstream dL/dh_seq (read iff HAS_DHSEQ)
-    dhT_ptr,  # [B, H] upstream dL/dh_T (read iff FIRST)
-    dgates_ptr,  # [T, B, 4H] fp32: reads row t+1 (unless FIRST), writes row t (unless LAST)
-    dc_in_ptr,  # [B, H] fp32 dL/dc_t (unless LAST)
-    dc_out_ptr,  # [B, H] fp32 dL/dc_{t-1} (unless LAST)
-    dh0_ptr,  # [B, H] dL/dh0 (written iff LAST)
-    t,  # step index; LAST uses t = -1
+    dhseq_ptr,  # [T, B, H] upstream dL/dh_seq, or None (zeros)
+    dhT_ptr,  # [B, H] upstream dL/dh_T, or None (zeros)
+    dg_ptr,  # [T+1, B, 4H] dgates (storage dtype), row T zero: reads row t+1, writes row t
+    dc_ptr,  # [2, B, H] fp32 dL/dc: reads slot (t+1) % 2, writes slot t % 2
+    dh0_ptr,  # [B, H] fp32 dL/dh0, written by step t = -1
+    part_ptr,  # [>= S, B, H] fp32 workspace: the partial product of each K slice
+    count_ptr,  # [>= batch blocks * hidden tiles] int32 tickets, zero between launches
+    step_base,  # [1] int32 device step index (graph launches), or None
+    step,  # this launch's step: t = step (+ step_base[0]); t < -1 is a no-op
+    T,  # segment length
     B,  # batch size
     H,  # hidden size
-    FIRST: tl.constexpr,  # t = T-1: no recurrent term, dL/dh_T instead
-    LAST: tl.constexpr,  # t = -1: only dh0 = dgates_0 @ W_hh
-    HAS_DHSEQ: tl.constexpr,  # upstream dL/dh_seq given
+    ldw,  # row stride of W_hh (H rounded up to 128)
+    SPLIT_K,  # slices of the 4H reduction requested (runtime tuning choice)
+    slice_shift,  # program s of a tile computes slice (s + shift) % S; no effect on results
+    HAS_DHSEQ: tl.constexpr,
+    HAS_DHT: tl.constexpr,
     DOT_PREC: tl.constexpr,  # tl.dot input precision for fp32 ("ieee" or "tf32")
+    USE_PDL: tl.constexpr,  # launched with launch_pdl: wait for the previous step first
+    STEP_FROM_MEMORY: tl.constexpr,  # step_base given
     BLOCK_B: tl.constexpr,  # batch rows per program (>= 16 for tl.dot)
-    BLOCK_H: tl.constexpr,  # hidden units per program
+    BLOCK_H: tl.constexpr,  # columns j of W_hh (hidden units of dh) per program
     BLOCK_K: tl.constexpr,  # reduction chunk over the 4H gate gradients
 ):
-    pid_b = tl.program_id(0)
-    pid_h = tl.program_id(1)
+    pid_h = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    n_slices = tl.num_programs(1)
+    K = 4 * H
+    k_slice = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K
+    slice_id = (pid_s + slice_shift) % n_slices
+    k_lo = slice_id * k_slice
+    k_hi = tl.minimum(k_lo + k_slice, K)
+    offs_j = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)  # < ldw: padded columns are zero
+    ok_j = offs_j < H
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_j = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    mask_b = offs_b < B
-    mask_j = offs_j < H
-    mask_bj = mask_b[:, None] & mask_j[None, :]
-    t64 = t.to(tl.int64)
-    BH = B * H  # step offsets below are int64 (t64 * BH)
-    H4 = 4 * H
-    state_off = offs_b[:, None] * H + offs_j[None, :]
-
-    if FIRST:
-        dh = tl.load(dhT_ptr + state_off, mask=mask_bj, other=0.0).to(tl.float32)
-    else:
-        # dh_rec[b, j] = sum_k dgates_{t+1}[b, k] * W_hh^T[j, k]
-        dh = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
-        dg_next = dgates_ptr + (t64 + 1) * BH * 4
-        for k0 in range(0, H4, BLOCK_K):
+    ok_b = offs_b < B
+    if USE_PDL:
+        gdc_wait()  # everything below may read what the previous step wrote
+    t = step
+    if STEP_FROM_MEMORY:
+        t += tl.load(step_base)
+    if t >= -1:
+        t64 = t.to(tl.int64)
+        BH = B * H
+        dg_next = dg_ptr + (t64 + 1) * (4 * BH)
+        acc = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            mask_k = offs_k < H4
+            ok_k = offs_k < K
             dg = tl.load(
-                dg_next + offs_b[:, None] * H4 + offs_k[None, :],
-                mask=mask_b[:, None] & mask_k[None, :],
+                dg_next + offs_b[:, None] * K + offs_k[None, :],
+                mask=ok_b[:, None] & ok_k[None, :],
                 other=0.0,
             )
-            wt = tl.load(  # W_hh^T rows j, k contiguous: coalesced
-                wt_ptr + offs_j[:, None] * H4 + offs_k[None, :],
-                mask=mask_j[:, None] & mask_k[None, :],
-                other=0.0,
+            wk = tl.load(
+                w_ptr + offs_k[:, None] * ldw + offs_j[None, :], mask=ok_k[:, None], other=0.0
             )
-            dh = tl.dot(dg.to(wt.dtype), tl.trans(wt), dh, input_precision=DOT_PREC)
+            acc = tl.dot(dg, wk, acc, input_precision=DOT_PREC)
+        state_off = offs_b[:, None] * H + offs_j[None, :]
+        mask = ok_b[:, None] & ok_j[None, :]
+        tl.store(part_ptr + slice_id * BH + state_off, acc, mask=mask)
+        # publish the partial, then take a ticket (see the module docstring)
+        tl.debug_barrier()
+        counter = count_ptr + pid_b * tl.num_programs(0) + pid_h
+        ticket = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
+        if USE_PDL:
+            gdc_launch_dependents()
+        if ticket == n_slices - 1:  # the last arriver of this tile: the LSTM backward
+            tl.debug_barrier()
+            dh = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
+            for s in range(0, n_slices):  # fixed order: the same bits whoever is last
+                dh += tl.load(
+                    part_ptr + s * BH + state_off, mask=mask, other=0.0, cache_modifier=".cg"
+                )
+            if t >= 0:
+                if HAS_DHSEQ:
+                    dh += tl.load(dhseq_ptr + t64 * BH + state_off, mask=mask, other=0.0).to(
+                        tl.float32
+                    )
+                if HAS_DHT:  # dL/dh_T joins at step T-1 only
+                    dh_T = tl.load(dhT_ptr + state_off, mask=mask, other=0.0).to(tl.float32)
+                    dh += tl.where(t == T - 1, dh_T, 0.0)
+                gate_off = t64 * (4 * BH) + offs_b[:, None] * K + offs_j[None, :]
+                act = act_ptr + gate_off
+                i = tl.load(act, mask=mask, other=0.0)
+                f = tl.load(act + H, mask=mask, other=0.0)
+                g = tl.load(act + 2 * H, mask=mask, other=0.0)
+                o = tl.load(act + 3 * H, mask=mask, other=0.0)
+                c_prev = tl.load(c_ptr + t64 * BH + state_off, mask=mask, other=0.0)
+                c = tl.load(c_ptr + (t64 + 1) * BH + state_off, mask=mask, other=0.0)
+                tc = tanh(c)
+                dc_in = dc_ptr + ((t + 1) % 2) * BH + state_off
+                dc = tl.load(dc_in, mask=mask, other=0.0) + dh * o * (1.0 - tc * tc)
+                out = dg_ptr + gate_off
+                ty = dg_ptr.dtype.element_ty
+                tl.store(out, (dc * g * i * (1.0 - i)).to(ty), mask=mask)
+                tl.store(out + H, (dc * c_prev * f * (1.0 - f)).to(ty), mask=mask)
+                tl.store(out + 2 * H, (dc * i * (1.0 - g * g)).to(ty), mask=mask)
+                tl.store(out + 3 * H, (dh * tc * o * (1.0 - o)).to(ty), mask=mask)
+                tl.store(dc_ptr + (t % 2) * BH + state_off, dc * f, mask=mask)
+            else:
+                tl.store(dh0_ptr + state_off, dh, mask=mask)
+            tl.store(counter, 0)  # every ticket of this launch is drawn: ready for the next
 
-    if LAST:
-        tl.store(dh0_ptr + state_off, dh.to(dh0_ptr.dtype.element_ty), mask=mask_bj)
-    else:
-        if HAS_DHSEQ:
-            dh += tl.load(dhseq_ptr + t64 * BH + state_off, mask=mask_bj, other=0.0).to(tl.float32)
-        gate_off = t64 * BH * 4 + offs_b[:, None] * H4 + offs_j[None, :]
-        act = act_ptr + gate_off
-        i = tl.load(act, mask=mask_bj, other=0.0)
-        f = tl.load(act + H, mask=mask_bj, other=0.0)
-        g = tl.load(act + 2 * H, mask=mask_bj, other=0.0)
-        o = tl.load(act + 3 * H, mask=mask_bj, other=0.0)
-        c_prev = tl.load(c_ptr + t64 * BH + state_off, mask=mask_bj, other=0.0)
-        c = tl.load(c_ptr + (t64 + 1) * BH + state_off, mask=mask_bj, other=0.0)
-        tc = tanh(c)
-        dc = tl.load(dc_in_ptr + state_off, mask=mask_bj, other=0.0) + dh * o * (1.0 - tc * tc)
-        dg_out = dgates_ptr + gate_off
-        tl.store(dg_out, dc * g * i * (1.0 - i), mask=mask_bj)
-        tl.store(dg_out + H, dc * c_prev * f * (1.0 - f), mask=mask_bj)
-        tl.store(dg_out + 2 * H, dc * i * (1.0 - g * g), mask=mask_bj)
-        tl.store(dg_out + 3 * H, dh * tc * o * (1.0 - o), mask=mask_bj)
-        tl.store(dc_out_ptr + state_off, dc * f, mask=mask_bj)
 
+# --------------------------------------------------------------------------- configs
 
-# ----------------------------------------------------------------------------------------
-# Configs
-# ----------------------------------------------------------------------------------------
-
-_META_KEYS = ("BLOCK_B", "BLOCK_H", "BLOCK_K")
-_FWD, _BWD = "lstm_fwd", "lstm_bwd"  # kernel names in the ``tuning`` registry
+_FWD, _BWD = "lstm_fwd", "lstm_bwd"  # ``tuning`` kernel names
+_TILE_KEYS = ("BLOCK_B", "BLOCK_H", "BLOCK_K")
+_META_KEYS = (*_TILE_KEYS, "SPLIT_K")
+_LAUNCH_KEYS = ("LAUNCH", "GRAPH_STEPS")  # optional meta keys: how the steps are launched
+_MAX_BLOCK = 128  # the largest BLOCK_H / BLOCK_K: W_hh's row stride is H rounded up to it
+LAUNCH_MODES = ("plain", "pdl", "graph", "graph-pdl")
+"""The ways to launch a segment's steps (module docstring); a meta's ``LAUNCH`` indexes it."""
+GRAPH_STEPS = 16
+"""Steps per captured CUDA graph in the graph modes, unless a meta's ``GRAPH_STEPS`` says."""
 
 
 def _block_b(batch: int) -> int:
-    """Batch rows per program: the smallest of 16/32/64 covering B (tl.dot needs >= 16)."""
-    for cand in (16, 32):
+    """Batch rows per program: the smallest of 16/32/64/128 covering B (tl.dot needs >= 16)."""
+    for cand in (16, 32, 64):
         if batch <= cand:
             return cand
-    return 64
+    return 128
+
+
+def _num_warps(block_b: int, block_h: int, gates: int) -> int:
+    """8 warps once the fp32 accumulator passes 64 values per thread of 4 warps."""
+    return 8 if block_b * block_h * gates > 8192 else 4
+
+
+def _tiles_fwd() -> list[dict]:
+    """Forward tiles: BLOCK_B 16-128 (the launchers keep the one covering B, so a batch block
+    reads W_hh once), BLOCK_H 16/32/64 (4x as many rows of W_hh: H=1550 gives 97/49/25
+    tiles), BLOCK_K 64/128 and SPLIT_K 1/2/4/8 K slices (H=1550, BLOCK_H=32: 49 to 392
+    programs). SPLIT_K is a runtime argument: the 24 tiles per BLOCK_B compile to 6 kernels."""
+    return [
+        {"BLOCK_B": bb, "BLOCK_H": bh, "BLOCK_K": bk, "SPLIT_K": sk,
+         "num_warps": _num_warps(bb, bh, 4), "num_stages": 3}
+        for bb in (16, 32, 64, 128)
+        for bh in (16, 32, 64)
+        for bk in (64, 128)
+        for sk in (1, 2, 4, 8)
+    ]  # fmt: skip
+
+
+def _tiles_bwd() -> list[dict]:
+    """Backward tiles: BLOCK_H 32/64/128 columns of W_hh (contiguous: 64-256 B per row),
+    BLOCK_K 64/128 gate rows per chunk, SPLIT_K 2/4/8/16 slices of the 4H reduction
+    (H=1550, BLOCK_H=64: 50 to 400 programs)."""
+    return [
+        {"BLOCK_B": bb, "BLOCK_H": bh, "BLOCK_K": bk, "SPLIT_K": sk,
+         "num_warps": _num_warps(bb, bh, 1), "num_stages": 3}
+        for bb in (16, 32, 64, 128)
+        for bh in (32, 64, 128)
+        for bk in (64, 128)
+        for sk in (2, 4, 8, 16)
+    ]  # fmt: skip
+
+
+_LAUNCH_CHOICES = ({"LAUNCH": 0}, {"LAUNCH": 1}, {"LAUNCH": 2, "GRAPH_STEPS": GRAPH_STEPS},
+                   {"LAUNCH": 3, "GRAPH_STEPS": GRAPH_STEPS})  # fmt: skip
 
 
 def configs_lstm_fwd() -> list[dict]:
-    """Forward per-step config space (``tuning`` meta dicts): BLOCK_B 16/32/64 (autotune
-    prunes to the one that covers B, so one batch block reads W_hh once), BLOCK_H 16/32/64
-    (H=1550: 97/49/25 programs per batch block), BLOCK_K 64/128; 4 warps, 2 stages. Six
-    configs survive the pruning."""
-    return [
-        {"BLOCK_B": bb, "BLOCK_H": bh, "BLOCK_K": bk, "num_warps": 4, "num_stages": 2}
-        for bb in (16, 32, 64)
-        for bh in (16, 32, 64)
-        for bk in (64, 128)
-    ]
+    """The forward's ``tuning`` candidates: every tile (``_tiles_fwd``) in every launch mode
+    (``LAUNCH`` indexes ``LAUNCH_MODES``). ``altgrad-tune`` times whole segments, so the
+    launch mode and the tile are chosen together; ``@triton.autotune`` (one step, plain
+    launches) sweeps the tiles only."""
+    return [dict(tile, **mode) for tile in _tiles_fwd() for mode in _LAUNCH_CHOICES]
 
 
 def configs_lstm_bwd() -> list[dict]:
-    """Backward per-step config space: the forward's (BLOCK_K chunks the 4H reduction)."""
-    return configs_lstm_fwd()
+    """The backward's ``tuning`` candidates: every tile (``_tiles_bwd``) in every launch mode."""
+    return [dict(tile, **mode) for tile in _tiles_bwd() for mode in _LAUNCH_CHOICES]
 
 
 tuning.register(_FWD, configs_lstm_fwd)
@@ -260,8 +423,8 @@ tuning.register(_BWD, configs_lstm_bwd)
 
 def _heuristic_meta(batch: int) -> dict:
     """The single config used under the interpreter (few, small programs)."""
-    return {"BLOCK_B": _block_b(batch), "BLOCK_H": 16, "BLOCK_K": 32, "num_warps": 4,
-            "num_stages": 2}  # fmt: skip
+    return {"BLOCK_B": _block_b(batch), "BLOCK_H": 16, "BLOCK_K": 32, "SPLIT_K": 2,
+            "num_warps": 4, "num_stages": 2}  # fmt: skip
 
 
 def _prune_block_b(configs, named_args, **kwargs):
@@ -271,52 +434,67 @@ def _prune_block_b(configs, named_args, **kwargs):
 
 
 _lstm_fwd_step_tuned = triton.autotune(
-    configs=tuning.to_triton(configs_lstm_fwd()),
+    configs=tuning.to_triton(_tiles_fwd()),
     key=["B", "H", "SAVE_ACT"],
     prune_configs_by={"early_config_prune": _prune_block_b},
 )(_lstm_fwd_step_kernel)
 
 _lstm_bwd_step_tuned = triton.autotune(
-    configs=tuning.to_triton(configs_lstm_bwd()),
-    key=["B", "H"],  # the FIRST / LAST / HAS_DHSEQ variants reuse the tuned config
+    configs=tuning.to_triton(_tiles_bwd()),
+    key=["B", "H"],
     prune_configs_by={"early_config_prune": _prune_block_b},
 )(_lstm_bwd_step_kernel)
 
 
-def _as_meta(config) -> dict | None:
-    """A triton.Config or a meta dict (BLOCK_B/H/K, num_warps, num_stages), checked."""
-    if config is None:
-        return None
+def _as_meta(config) -> dict:
+    """A triton.Config or a meta dict (BLOCK_B/H/K, SPLIT_K; optional num_warps,
+    num_stages, LAUNCH, GRAPH_STEPS), checked."""
     if isinstance(config, triton.Config):
         meta = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
     else:
         meta = dict(config)
-    unknown = set(meta) - {*_META_KEYS, "num_warps", "num_stages"}
+    unknown = set(meta) - {*_META_KEYS, *_LAUNCH_KEYS, "num_warps", "num_stages"}
     missing = set(_META_KEYS) - set(meta)
     if unknown or missing:
         raise ValueError(
-            f"config: needs BLOCK_B, BLOCK_H, BLOCK_K (+ optional num_warps, num_stages); "
-            f"unknown {sorted(unknown)}, missing {sorted(missing)}"
+            f"meta: needs BLOCK_B, BLOCK_H, BLOCK_K, SPLIT_K (+ optional num_warps, "
+            f"num_stages, LAUNCH, GRAPH_STEPS); unknown {sorted(unknown)}, missing "
+            f"{sorted(missing)}"
         )
-    for name in _META_KEYS:
+    for name in _TILE_KEYS:
         v = meta[name]
-        if not isinstance(v, int) or v < 16 or v & (v - 1):
-            raise ValueError(f"config: {name} must be a power of two >= 16, got {v!r}")
+        if not isinstance(v, int) or v < 16 or v & (v - 1) or (name != "BLOCK_B" and v > 128):
+            raise ValueError(
+                f"meta: {name} must be a power of two in [16, 128] (BLOCK_B: >= 16), got {v!r}"
+            )
+    for name, low in (("SPLIT_K", 1), ("GRAPH_STEPS", 1)):
+        v = meta.get(name, low)
+        if not isinstance(v, int) or v < low:
+            raise ValueError(f"meta: {name} must be an int >= {low}, got {v!r}")
+    mode = meta.get("LAUNCH", 0)
+    if not isinstance(mode, int) or not 0 <= mode < len(LAUNCH_MODES):
+        raise ValueError(f"meta: LAUNCH must index {LAUNCH_MODES} (0-3), got {mode!r}")
     return meta
 
 
 def config_key(batch: int, hidden: int, dtype: torch.dtype) -> tuple:
-    """``tuning`` key of a launch: dtype and the per-step parallel extent B*H, bucketed."""
-    return tuning.make_key(dtype, batch * hidden)
+    """``tuning`` key of a launch: dtype, B rounded up to a power of two (the batch block)
+    and H rounded up to 128 (so H=1150 and 1550, or B=20 and 80, tune apart)."""
+    return (*tuning.make_key(dtype, batch), tuning.round_up(hidden, _MAX_BLOCK))
 
 
-def _choose_meta(kernel: str, config, batch: int, hidden: int, dtype) -> dict | None:
-    """Explicit ``config`` > ``tuning.pick`` (override, else the interpreter's heuristic)
+def _pick_meta(kernel: str, meta, key: tuple, batch: int) -> dict | None:
+    """Explicit ``meta`` > ``tuning.pick`` (override, else the interpreter's heuristic)
     > None (autotune)."""
-    if config is not None:
-        return _as_meta(config)
-    picked = tuning.pick(kernel, config_key(batch, hidden, dtype), lambda: _heuristic_meta(batch))
-    return _as_meta(picked)
+    if meta is None:
+        meta = tuning.pick(kernel, key, lambda: _heuristic_meta(batch))
+    return None if meta is None else _as_meta(meta)
+
+
+def _n_slices(k: int, meta: dict) -> int:
+    """K slices of a launch (the kernels derive the same slice width from SPLIT_K)."""
+    width = tuning.round_up(tuning.cdiv(k, meta["SPLIT_K"]), meta["BLOCK_K"])
+    return tuning.cdiv(k, width)
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -327,37 +505,218 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-# ----------------------------------------------------------------------------------------
-# Launchers
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------- workspace
 
 
-class _StepLauncher:
-    """Launches one step kernel T times with a fixed config.
+@dataclass
+class SplitKWorkspace:
+    """Scratch of one direction's split-K steps: fp32 partial products and int32 ticket
+    counters. The counters are zero between launches (each tile's last arriver resets its
+    own), so one workspace serves every step, and any number of segments, in turn."""
 
-    With a forced ``meta`` it launches the plain jitted kernel. Otherwise the first step
-    goes through ``@triton.autotune`` (tuning on a cache miss) and the remaining steps launch
-    the plain kernel with the tuned winner, skipping the autotuner's per-call key building
-    (host overhead is what bounds the per-step design at small H).
+    partials: torch.Tensor
+    counters: torch.Tensor
+
+
+def _reduction(direction: str, hidden: int) -> tuple[int, int]:
+    """(K of the split reduction, output columns per batch row) of ``direction``."""
+    return (hidden, 4 * hidden) if direction == "fwd" else (4 * hidden, hidden)
+
+
+def _workspace_need(direction: str, batch: int, hidden: int, metas: list[dict]) -> tuple[int, int]:
+    k, cols = _reduction(direction, hidden)
+    parts = max(_n_slices(k, m) for m in metas) * batch * cols
+    tiles = max(tuning.cdiv(batch, m["BLOCK_B"]) * tuning.cdiv(hidden, m["BLOCK_H"]) for m in metas)
+    return parts, tiles
+
+
+def _candidates_for(direction: str, batch: int) -> list[dict]:
+    """What ``@triton.autotune`` may launch for this batch size (after its pruning)."""
+    metas = _tiles_fwd() if direction == "fwd" else _tiles_bwd()
+    return [m for m in metas if m["BLOCK_B"] == _block_b(batch)]
+
+
+def lstm_workspace(
+    direction: str, batch: int, hidden: int, device: torch.device | str, meta: dict | None = None
+) -> SplitKWorkspace:
+    """A workspace big enough for ``direction`` ("fwd" or "bwd") at this shape, launched
+    with ``meta`` (None: any config the autotuner may pick)."""
+    if direction not in ("fwd", "bwd"):
+        raise ValueError(f"lstm_workspace: direction must be 'fwd' or 'bwd', got {direction!r}")
+    metas = [_as_meta(meta)] if meta is not None else _candidates_for(direction, batch)
+    parts, tiles = _workspace_need(direction, batch, hidden, metas)
+    return SplitKWorkspace(
+        torch.empty(parts, device=device, dtype=torch.float32),
+        torch.zeros(tiles, device=device, dtype=torch.int32),
+    )
+
+
+def _use_workspace(
+    ws: SplitKWorkspace | None, direction: str, batch: int, hidden: int, device, meta
+) -> SplitKWorkspace:
+    if ws is None:
+        return lstm_workspace(direction, batch, hidden, device, meta)
+    metas = [meta] if meta is not None else _candidates_for(direction, batch)
+    parts, tiles = _workspace_need(direction, batch, hidden, metas)
+    if ws.partials.numel() < parts or ws.counters.numel() < tiles:
+        raise ValueError(
+            f"workspace: too small for {direction} B={batch} H={hidden}: needs {parts} "
+            f"partials and {tiles} counters, has {ws.partials.numel()} and "
+            f"{ws.counters.numel()} (make it with lstm_workspace)"
+        )
+    return ws
+
+
+# --------------------------------------------------------------------------- launching
+
+
+def _launch_choice(launch: str | None, meta: dict | None, device: torch.device) -> tuple[str, int]:
+    """(mode, steps per graph): the ``launch`` keyword, else the meta's ``LAUNCH``, else
+    "plain"; a PDL mode loses PDL (with a warning) where PDL is missing."""
+    meta = meta or {}
+    if launch is None:
+        launch = LAUNCH_MODES[meta.get("LAUNCH", 0)]
+    elif launch not in LAUNCH_MODES:
+        raise ValueError(f"launch must be one of {LAUNCH_MODES}, got {launch!r}")
+    if launch.endswith("pdl"):
+        why = pdl_unavailable(device)
+        if why is not None:
+            fallback = "graph" if launch == "graph-pdl" else "plain"
+            warnings.warn(
+                f"lstm_segment: launch={launch!r} runs as {fallback!r}: {why}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            launch = fallback
+    return launch, meta.get("GRAPH_STEPS", GRAPH_STEPS)
+
+
+def _warn_fallback(what: str, err: Exception) -> None:
+    msg = " ".join(str(err).split())[:200]
+    warnings.warn(
+        f"lstm_segment: {what} failed ({type(err).__name__}: {msg}); launching the "
+        f"remaining steps plainly",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+class _Stepper:
+    """Launches one step kernel with a fixed config, however the steps are scheduled.
+
+    With a ``meta`` it launches the plain jitted kernel. Otherwise the first launch goes
+    through ``@triton.autotune`` (tuning on a cache miss) and later launches use the plain
+    kernel with its winner, skipping the autotuner's per-call key building.
     """
 
-    def __init__(self, kernel, tuned, meta, batch: int, hidden: int):
-        self.kernel, self.tuned, self.meta = kernel, tuned, meta
-        self.batch, self.hidden = batch, hidden
-        self.grid = None if meta is None else self._grid(meta)
+    def __init__(self, kernel, tuned, meta: dict | None, grid: Callable, args: Callable):
+        self.kernel, self.tuned, self.grid = kernel, tuned, grid
+        self.meta = None if meta is None else {k: meta[k] for k in meta if k not in _LAUNCH_KEYS}
+        self.args = args  # (step_base, step) -> the kernel's arguments and constexprs
 
-    def _grid(self, meta):
-        return (triton.cdiv(self.batch, meta["BLOCK_B"]), triton.cdiv(self.hidden, meta["BLOCK_H"]))
-
-    def __call__(self, *args, **constexprs):
-        if self.meta is not None:
-            self.kernel[self.grid](*args, **constexprs, **self.meta)
+    def __call__(self, step: int, step_base: torch.Tensor | None = None, pdl: bool = False):
+        args, constexprs = self.args(step_base, step)
+        if self.meta is None:
+            self.tuned[self.grid](*args, **constexprs, USE_PDL=False)
+            self.meta = _as_meta(self.tuned.best_config)
             return
-        self.tuned[self._grid](*args, **constexprs)
-        best = getattr(self.tuned, "best_config", None)
-        if best is not None:
-            self.meta = _as_meta(best)
-            self.grid = self._grid(self.meta)
+        extra = {"launch_pdl": True} if pdl else {}
+        self.kernel[self.grid(self.meta)](*args, **constexprs, **self.meta, USE_PDL=pdl, **extra)
+
+
+def _run_steps(
+    stepper: _Stepper,
+    device: torch.device,
+    first: int,
+    count: int,
+    sign: int,
+    noop: int,
+    mode: str,
+    graph_steps: int,
+) -> None:
+    """Launch steps first, first + sign, ... (``count`` of them) in ``mode``.
+
+    The first step is always an ordinary launch (it also autotunes and compiles, and it
+    orders the chain after whatever produced the inputs). ``noop``: a step value that the
+    kernel skips whatever the device step index holds, used to compile the graph variant
+    before capture. A failing PDL launch or graph capture falls back to plain launches.
+    """
+    stepper(first)
+    rest = count - 1
+    if rest == 0:
+        return
+    start = first + sign
+    pdl = mode.endswith("pdl")
+    if mode in ("graph", "graph-pdl"):
+        done = _run_graph(stepper, device, start, rest, sign, noop, pdl, graph_steps)
+        if done:
+            return
+        pdl = False
+    for j in range(rest):
+        step = start + sign * j
+        if pdl:
+            try:
+                stepper(step, pdl=True)
+                continue
+            except Exception as err:  # noqa: BLE001 - an unusable PDL path must not stop training
+                _warn_fallback("a PDL launch", err)
+                pdl = False
+        stepper(step)
+
+
+def _run_graph(
+    stepper: _Stepper,
+    device: torch.device,
+    start: int,
+    rest: int,
+    sign: int,
+    noop: int,
+    pdl: bool,
+    graph_steps: int,
+) -> bool:
+    """Steps start, start + sign, ... (``rest``) as replays of one captured chunk of ``n``
+    launches that read the step index from a device integer and advance it by ``n``.
+    On a CPU the chunks run eagerly. Returns False, having launched nothing that changes
+    results, if compiling or capturing failed (the caller then launches plainly)."""
+    replays = tuning.cdiv(rest, graph_steps)
+    n = tuning.cdiv(rest, replays)  # the fewest surplus (no-op) steps for this many replays
+    base = torch.full((1,), start, dtype=torch.int32, device=device)
+
+    def chunk():
+        for j in range(n):
+            stepper(sign * j, step_base=base, pdl=pdl)
+        base.add_(sign * n)
+
+    if device.type != "cuda":
+        for _ in range(replays):
+            chunk()
+        return True
+    try:
+        stepper(noop, step_base=base, pdl=pdl)  # compile the variant before capture
+        graph = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            graph.capture_begin(capture_error_mode="thread_local")
+            try:
+                chunk()
+            finally:
+                graph.capture_end()
+    except Exception as err:  # noqa: BLE001 - an unusable graph path must not stop training
+        _warn_fallback("capturing the step graph", err)
+        return False
+    for _ in range(replays):
+        graph.replay()
+    return True
+
+
+def _padded_weight(w_hh: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """W_hh with its row stride rounded up to 128 (zero columns), and that stride."""
+    hidden = w_hh.shape[1]
+    ldw = tuning.round_up(hidden, _MAX_BLOCK)
+    if ldw == hidden:
+        return w_hh, ldw
+    return torch.nn.functional.pad(w_hh, (0, ldw - hidden)), ldw
 
 
 def _check_inputs(gx, w_hh, h0, c0) -> None:
@@ -383,16 +742,50 @@ def _check_inputs(gx, w_hh, h0, c0) -> None:
     check_tensor("lstm_segment", "c0", c0, shape=(batch, hidden), fp32_ok=True, **same)
 
 
-def lstm_segment_forward_triton(gx, w_hh, h0, c0, *, save_for_backward=True, config=None):
-    """Run the forward per-step kernels. Inputs checked by ``_check_inputs``.
+def _grid(direction: str, batch: int, hidden: int) -> Callable[[dict], tuple[int, int, int]]:
+    k, _ = _reduction(direction, hidden)
+
+    def grid(meta: dict) -> tuple[int, int, int]:
+        return (
+            tuning.cdiv(hidden, meta["BLOCK_H"]),
+            _n_slices(k, meta),
+            tuning.cdiv(batch, meta["BLOCK_B"]),
+        )
+
+    return grid
+
+
+def lstm_segment_forward(
+    gx: torch.Tensor,
+    w_hh: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    *,
+    save_for_backward: bool = True,
+    meta: dict | None = None,
+    launch: str | None = None,
+    workspace: SplitKWorkspace | None = None,
+    slice_shift: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Launch the forward steps. Inputs as in :func:`lstm_segment` (checked here).
 
     Returns (h_all [T+1, B, H] storage dtype, c_all [T+1, B, H] fp32, act [T, B, 4H] fp32
-    or None). ``config``: a triton.Config or dict (BLOCK_B, BLOCK_H, BLOCK_K, num_warps,
-    num_stages) forcing the launch config; else a ``tuning`` override for ("lstm_fwd",
-    ``config_key``), else autotune (one heuristic config under the interpreter).
+    or None unless ``save_for_backward``). ``meta``: a dict (BLOCK_B, BLOCK_H, BLOCK_K,
+    SPLIT_K; optional num_warps, num_stages, LAUNCH, GRAPH_STEPS) forcing the config; else
+    a ``tuning`` override for ("lstm_fwd", ``config_key``), else autotune with plain
+    launches (one heuristic config under the interpreter). ``launch``: one of
+    ``LAUNCH_MODES``, overriding the meta's LAUNCH (default "plain"). ``workspace``: reused
+    scratch (:func:`lstm_workspace`).
+    ``slice_shift``: which K slice each program of a tile computes; the results are the
+    same bits whatever it is (tests use it to change which program arrives last).
     """
+    _check_inputs(gx, w_hh, h0, c0)
     n_steps, batch, _ = gx.shape
     hidden = w_hh.shape[1]
+    meta = _pick_meta(_FWD, meta, config_key(batch, hidden, gx.dtype), batch)
+    mode, graph_steps = _launch_choice(launch, meta, gx.device)
+    ws = _use_workspace(workspace, "fwd", batch, hidden, gx.device, meta)
+    w, ldw = _padded_weight(w_hh)
     h_all = torch.empty((n_steps + 1, batch, hidden), device=gx.device, dtype=gx.dtype)
     c_all = torch.empty((n_steps + 1, batch, hidden), device=gx.device, dtype=torch.float32)
     h_all[0].copy_(h0)
@@ -402,97 +795,107 @@ def lstm_segment_forward_triton(gx, w_hh, h0, c0, *, save_for_backward=True, con
         if save_for_backward
         else c_all  # never written (SAVE_ACT=False); any valid pointer
     )
-    prec = _dot_precision(gx.dtype)
-    launch = _StepLauncher(
-        _lstm_fwd_step_kernel, _lstm_fwd_step_tuned,
-        _choose_meta(_FWD, config, batch, hidden, gx.dtype), batch, hidden,
-    )  # fmt: skip
-    for t in range(n_steps):
-        launch(gx, w_hh, h_all, c_all, act, t, batch, hidden,
-               SAVE_ACT=save_for_backward, DOT_PREC=prec)  # fmt: skip
+    constexprs = {"SAVE_ACT": save_for_backward, "DOT_PREC": _dot_precision(gx.dtype)}
+
+    def args(step_base, step):
+        return (gx, w, h_all, c_all, act, ws.partials, ws.counters, step_base, step,
+                n_steps, batch, hidden, ldw), dict(constexprs, slice_shift=slice_shift)  # fmt: skip
+
+    stepper = _Stepper(
+        _lstm_fwd_step_kernel, _lstm_fwd_step_tuned, meta, _grid("fwd", batch, hidden), args
+    )
+    _run_steps(stepper, gx.device, 0, n_steps, 1, n_steps, mode, graph_steps)
     return h_all, c_all, (act if save_for_backward else None)
 
 
-def lstm_segment_backward_triton(w_hh, h_all, c_all, act, dh_seq, dh_T, dc_T, *, config=None):
-    """Run the backward per-step kernels (``config`` as in the forward, kernel "lstm_bwd").
+def lstm_segment_backward(
+    w_hh: torch.Tensor,
+    h_all: torch.Tensor,
+    c_all: torch.Tensor,
+    act: torch.Tensor,
+    dh_seq: torch.Tensor | None,
+    dh_T: torch.Tensor | None,
+    dc_T: torch.Tensor | None,
+    *,
+    meta: dict | None = None,
+    launch: str | None = None,
+    workspace: SplitKWorkspace | None = None,
+    slice_shift: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Launch the backward steps (keywords as in :func:`lstm_segment_forward`; kernel
+    "lstm_bwd"). ``h_all``, ``c_all``, ``act``: what the forward returned.
 
-    dh_seq [T, B, H], dh_T, dc_T [B, H]: upstream grads (each may be None = zeros).
-    Returns (dgates [T, B, 4H] fp32, dh0 [B, H] fp32, dc0 [B, H] fp32).
+    dh_seq [T, B, H], dh_T, dc_T [B, H]: upstream gradients (each may be None = zeros).
+    Returns (dgates [T, B, 4H] in W_hh's dtype, dh0 [B, H] fp32, dc0 [B, H] fp32).
     """
     n_steps, batch, _ = act.shape
     hidden = w_hh.shape[1]
     dev = w_hh.device
-    dgates = torch.empty((n_steps, batch, 4 * hidden), device=dev, dtype=torch.float32)
+    meta = _pick_meta(_BWD, meta, config_key(batch, hidden, w_hh.dtype), batch)
+    mode, graph_steps = _launch_choice(launch, meta, dev)
+    ws = _use_workspace(workspace, "bwd", batch, hidden, dev, meta)
+    w, ldw = _padded_weight(w_hh)
+    dgates = torch.empty((n_steps + 1, batch, 4 * hidden), device=dev, dtype=w_hh.dtype)
+    dgates[n_steps].zero_()  # step T-1's recurrent term: no step T
+    dc = torch.empty((2, batch, hidden), device=dev, dtype=torch.float32)
+    if dc_T is None:
+        dc[n_steps % 2].zero_()
+    else:
+        dc[n_steps % 2].copy_(dc_T)
     dh0 = torch.empty((batch, hidden), device=dev, dtype=torch.float32)
-    dc_bufs = [torch.empty((batch, hidden), device=dev, dtype=torch.float32) for _ in range(2)]
-    dc_in = (
-        torch.zeros((batch, hidden), device=dev, dtype=torch.float32)
-        if dc_T is None
-        else dc_T.float().contiguous()
+    dh_seq = None if dh_seq is None else dh_seq.contiguous()
+    dh_T = None if dh_T is None else dh_T.contiguous()
+    constexprs = {"DOT_PREC": _dot_precision(w_hh.dtype)}
+
+    def args(step_base, step):
+        return (w, act, c_all, dh_seq, dh_T, dgates, dc, dh0, ws.partials, ws.counters,
+                step_base, step, n_steps, batch, hidden, ldw), dict(
+                    constexprs, slice_shift=slice_shift)  # fmt: skip
+
+    stepper = _Stepper(
+        _lstm_bwd_step_kernel, _lstm_bwd_step_tuned, meta, _grid("bwd", batch, hidden), args
     )
-    dh_T = (
-        torch.zeros((batch, hidden), device=dev, dtype=torch.float32)
-        if dh_T is None
-        else dh_T.contiguous()
-    )
-    has_dhseq = dh_seq is not None
-    dh_seq = dh_seq.contiguous() if has_dhseq else dh_T
-    prec = _dot_precision(w_hh.dtype)
-    w_t = w_hh.t().contiguous()  # one [H, 4H] copy per backward: coalesced rows for the loop
-    launch = _StepLauncher(
-        _lstm_bwd_step_kernel, _lstm_bwd_step_tuned,
-        _choose_meta(_BWD, config, batch, hidden, w_hh.dtype), batch, hidden,
-    )  # fmt: skip
-    for t in range(n_steps - 1, -2, -1):
-        dc_out = dc_bufs[t % 2]
-        launch(w_t, act, c_all, dh_seq, dh_T, dgates, dc_in, dc_out, dh0, t, batch, hidden,
-               FIRST=t == n_steps - 1, LAST=t == -1, HAS_DHSEQ=has_dhseq,
-               DOT_PREC=prec)  # fmt: skip
-        if t >= 0:
-            dc_in = dc_out
-    return dgates, dh0, dc_in
+    # steps T-1 down to -1 (dh0); a step below -1 is a no-op
+    _run_steps(stepper, dev, n_steps - 1, n_steps + 1, -1, -n_steps - 2, mode, graph_steps)
+    return dgates[:n_steps], dh0, dc[0]
 
 
-# ----------------------------------------------------------------------------------------
-# Autograd
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------- autograd
 
 
 class LSTMSegmentFunction(torch.autograd.Function):
     """Triton LSTM segment with gradients for gx, w_hh, h0 and c0."""
 
     @staticmethod
-    def forward(ctx, gx, w_hh, h0, c0):
-        h_all, c_all, act = lstm_segment_forward_triton(gx, w_hh, h0, c0)
+    def forward(ctx, gx, w_hh, h0, c0, launch):
+        h_all, c_all, act = lstm_segment_forward(gx, w_hh, h0, c0, launch=launch)
         ctx.set_materialize_grads(False)  # unused outputs arrive as None: no zero tensors
         ctx.save_for_backward(w_hh, h_all, c_all, act)
-        ctx.dtypes = (gx.dtype, h0.dtype, c0.dtype)
-        h_seq = h_all[1:]
-        return h_seq, h_all[-1].clone(), c_all[-1].to(c0.dtype, copy=True)
+        ctx.dtypes = (h0.dtype, c0.dtype)
+        ctx.launch = launch
+        return h_all[1:], h_all[-1].clone(), c_all[-1].to(c0.dtype, copy=True)
 
     @staticmethod
     def backward(ctx, dh_seq, dh_T, dc_T):
         w_hh, h_all, c_all, act = ctx.saved_tensors
-        gx_dtype, h0_dtype, c0_dtype = ctx.dtypes
-        dgates, dh0, dc0 = lstm_segment_backward_triton(w_hh, h_all, c_all, act, dh_seq, dh_T, dc_T)
-        need_gx, need_w, need_h0, need_c0 = ctx.needs_input_grad
-        dgx = dgates.to(gx_dtype) if need_gx else None
+        h0_dtype, c0_dtype = ctx.dtypes
+        dgates, dh0, dc0 = lstm_segment_backward(
+            w_hh, h_all, c_all, act, dh_seq, dh_T, dc_T, launch=ctx.launch
+        )
+        need_gx, need_w, need_h0, need_c0, _ = ctx.needs_input_grad
         dw = None
-        if need_w:
+        if need_w:  # one GEMM over all steps; fp16/bf16: cuBLAS accumulates in fp32
             n_steps, batch, gates = dgates.shape
-            mm_dtype = w_hh.dtype  # fp32 stays fp32; half types: cuBLAS accumulates in fp32
-            dw = (
-                dgates.reshape(n_steps * batch, gates).to(mm_dtype).t()
-                @ h_all[:-1].reshape(n_steps * batch, -1).to(mm_dtype)
-            ).to(w_hh.dtype)
+            dw = dgates.reshape(n_steps * batch, gates).t() @ h_all[:-1].reshape(
+                n_steps * batch, -1
+            )
+        dgx = dgates if need_gx else None  # already gx's dtype
         dh0 = dh0.to(h0_dtype) if need_h0 else None
-        dc0 = dc0.to(c0_dtype) if need_c0 else None
-        return dgx, dw, dh0, dc0
+        dc0 = dc0.to(c0_dtype, copy=True) if need_c0 else None
+        return dgx, dw, dh0, dc0, None
 
 
-# ----------------------------------------------------------------------------------------
-# Public function
-# ----------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------- reference
 
 
 def lstm_segment_reference(
@@ -514,6 +917,9 @@ def lstm_segment_reference(
     return torch.stack(hs), h, c
 
 
+# --------------------------------------------------------------------------- public
+
+
 def lstm_segment(
     gx: torch.Tensor,
     w_hh: torch.Tensor,
@@ -521,21 +927,39 @@ def lstm_segment(
     c0: torch.Tensor,
     *,
     backend: str = "auto",
+    launch: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """LSTM recurrence over a segment; shapes as in ``lstm_segment_reference``.
+    """LSTM recurrence over a segment, differentiable in gx, w_hh, h0 and c0.
 
-    gx: [T, B, 4H] (x @ W_ih^T + b, gate order i, f, g, o); w_hh: [4H, H]; h0, c0: [B, H].
-    Returns (h_seq [T, B, H], h_T [B, H], c_T [B, H]), h in gx's dtype, c_T in c0's. On the
-    Triton path the inputs must share one dtype (float32, float16 or bfloat16; c0 may also
-    be float32, so that the cell state crosses segment boundaries unrounded) and device and
-    be contiguous (``ValueError`` otherwise); it is differentiable in all four inputs,
-    computes in fp32 and keeps c in fp32 between steps.
+    Args:
+        gx: [T, B, 4H] input projection x @ W_ih^T + b, gate order i, f, g, o.
+        w_hh: [4H, H] recurrent weights, gx's dtype.
+        h0: [B, H] initial hidden state, gx's dtype.
+        c0: [B, H] initial cell state, gx's dtype or float32 (so that the cell state
+            crosses segment boundaries unrounded under fp16/bf16 storage).
+        backend: "auto" (Triton on CUDA tensors, else the reference), "torch", "triton".
+        launch: how the Triton path launches its steps, one of ``LAUNCH_MODES`` ("plain",
+            "pdl", "graph", "graph-pdl"); None takes the tuned choice (the ``LAUNCH`` key
+            of a "lstm_fwd" / "lstm_bwd" ``tuning`` override), else "plain". Every mode
+            gives the same bits.
+
+    Returns:
+        (h_seq [T, B, H], h_T [B, H], c_T [B, H]): h in gx's dtype, c_T in c0's. The Triton
+        path computes in fp32 and keeps c in fp32 between steps.
+
+    Raises:
+        ValueError: on the Triton path, for a wrong shape, dtype, device, layout or launch
+            mode (naming it).
     """
+    if launch is not None and launch not in LAUNCH_MODES:
+        raise ValueError(f"lstm_segment: launch must be one of {LAUNCH_MODES}, got {launch!r}")
     if use_triton(backend, gx, w_hh, h0, c0):
         _check_inputs(gx, w_hh, h0, c0)
         needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (gx, w_hh, h0, c0))
         if needs_grad:
-            return LSTMSegmentFunction.apply(gx, w_hh, h0, c0)
-        h_all, c_all, _ = lstm_segment_forward_triton(gx, w_hh, h0, c0, save_for_backward=False)
+            return LSTMSegmentFunction.apply(gx, w_hh, h0, c0, launch)
+        h_all, c_all, _ = lstm_segment_forward(
+            gx, w_hh, h0, c0, save_for_backward=False, launch=launch
+        )
         return h_all[1:], h_all[-1].clone(), c_all[-1].to(c0.dtype, copy=True)
     return lstm_segment_reference(gx, w_hh, h0, c0)

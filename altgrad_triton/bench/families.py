@@ -308,14 +308,27 @@ def elementwise_groups(env: Env, shapes: Shapes) -> list[Group]:
 
 
 def _lstm_make(
-    env: Env, kind: str, batch: int, steps: int, hidden: int, layers: int, mode: str
+    env: Env,
+    kind: str,
+    batch: int,
+    steps: int,
+    hidden: int,
+    layers: int,
+    mode: str,
+    launch: str | None = None,
 ) -> Callable[[], tuple[Forward, list[torch.Tensor]]]:
-    """kind: "ours" (cells.LSTM, backend triton), "reference" (cells.LSTM, backend torch),
-    "nn" (torch.nn.LSTM: cuDNN on a GPU). mode: "bf16-autocast", "float32", "float16"."""
+    """kind: "ours" (cells.LSTM, backend triton, its steps launched as ``launch``),
+    "reference" (cells.LSTM, backend torch), "nn" (torch.nn.LSTM: cuDNN on a GPU).
+    mode: "bf16-autocast", "float32", "float16"."""
     from ..cells import LSTM
+    from ..kernels._common import pdl_unavailable
 
     def build():
         dev = env.device
+        if launch is not None and launch.endswith("pdl"):
+            why = pdl_unavailable(dev)
+            if why is not None:  # the kernels would fall back: do not time that as PDL
+                raise RuntimeError(why)
         store = torch.float16 if mode == "float16" else torch.float32
         autocast = mode == "bf16-autocast"
         x = torch.randn(steps, batch, hidden, device=dev, dtype=store).requires_grad_()
@@ -330,7 +343,10 @@ def _lstm_make(
 
             return fwd, [x, *net.parameters()]
         backend = "triton" if kind == "ours" else "torch"
-        mods = [LSTM(hidden, hidden, backend=backend).to(dev, store) for _ in range(layers)]
+        mods = [
+            LSTM(hidden, hidden, backend=backend, launch=launch).to(dev, store)
+            for _ in range(layers)
+        ]
         zeros = torch.zeros(batch, hidden, device=dev, dtype=store)
 
         def fwd():
@@ -345,9 +361,15 @@ def _lstm_make(
     return build
 
 
+LSTM_LAUNCHES = {"triton": "plain", "triton-pdl": "pdl", "triton-graph": "graph",
+                 "triton-graph-pdl": "graph-pdl"}  # fmt: skip
+"""Our LSTM providers: the kernels' launch modes (``kernels.lstm.LAUNCH_MODES``); ratios
+are against "triton" (plain launches), so a mode that helps shows a ratio below 1."""
+
+
 def lstm_groups(env: Env, shapes: Shapes) -> list[Group]:
     nn_name = "cudnn" if env.device.type == "cuda" else "nn.LSTM"
-    kinds = {"triton": "ours", "torch": "reference", nn_name: "nn"}
+    kinds = {"torch": "reference", nn_name: "nn"} | dict.fromkeys(LSTM_LAUNCHES, "ours")
     groups = []
 
     def add(label, batch, steps, hidden, layers, mode, providers):
@@ -356,14 +378,15 @@ def lstm_groups(env: Env, shapes: Shapes) -> list[Group]:
             note = {
                 "torch": "reference loop, eager",
                 nn_name: f"torch.nn.LSTM num_layers={layers}",
-            }.get(p, "")
-            make = _lstm_make(env, kinds[p], batch, steps, hidden, layers, mode)
+            }.get(p, f"launch={LSTM_LAUNCHES[p]}" if p in LSTM_LAUNCHES else "")
+            launch = LSTM_LAUNCHES.get(p)
+            make = _lstm_make(env, kinds[p], batch, steps, hidden, layers, mode, launch)
             cases.append(Case(p, make, note=note))
         groups.append(
             Group("lstm", label, mode, cases, flops=lstm_flops(steps, batch, hidden, layers))
         )
 
-    ours = ["triton"] if env.gpu else []
+    ours = list(LSTM_LAUNCHES) if env.gpu else []
     for mode in shapes.lstm_modes:
         for b, t, h in shapes.lstm_layer:
             add(f"B={b} T={t} H={h} 1 layer", b, t, h, 1, mode, [*ours, nn_name, "torch"])

@@ -14,7 +14,7 @@ from ..errors import UserError
 
 QUICK_LSTM_STEPS = 64
 """Sequence length of LSTM timings under ``--quick`` (the per-step config does not depend
-on T; the override key is dtype and B*H only)."""
+on T; the override key is dtype, B and H only)."""
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 FAMILY_KERNELS = {
@@ -160,7 +160,9 @@ def fo_pool_jobs(
 
 
 def lstm_jobs(batch: int, steps: int, hidden: int, dtype: torch.dtype) -> list[Job]:
-    """Forward and backward per-step kernels over a whole segment (``steps`` launches)."""
+    """The forward and the backward split-K steps over a whole segment (``steps`` launches
+    each): a candidate is a tile, a K split and a launch mode (plain, PDL, CUDA graph), so
+    the segment is the unit timed."""
     lm = _kmod("lstm")
     shape = f"B={batch} T={steps} H={hidden}"
     bound = hidden**-0.5
@@ -174,7 +176,7 @@ def lstm_jobs(batch: int, steps: int, hidden: int, dtype: torch.dtype) -> list[J
         w = weights(device)
         h0 = _rand((batch, hidden), dtype, device, 0.5)
         c0 = _rand((batch, hidden), dtype, device, 0.5)
-        return lambda: lm.lstm_segment_forward_triton(gx, w, h0, c0, save_for_backward=True)
+        return lambda: lm.lstm_segment_forward(gx, w, h0, c0, save_for_backward=True)
 
     def bwd(device):
         w = weights(device)
@@ -182,7 +184,7 @@ def lstm_jobs(batch: int, steps: int, hidden: int, dtype: torch.dtype) -> list[J
         c_all = _rand((steps + 1, batch, hidden), torch.float32, device)
         act = _gate((steps, batch, 4 * hidden), torch.float32, device)
         dh = _rand((steps, batch, hidden), dtype, device)
-        return lambda: lm.lstm_segment_backward_triton(w, h_all, c_all, act, dh, None, None)
+        return lambda: lm.lstm_segment_backward(w, h_all, c_all, act, dh, None, None)
 
     return [
         Job("lstm_fwd", "lstm", shape, dtype, fwd, batch),
