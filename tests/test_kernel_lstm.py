@@ -435,3 +435,75 @@ def test_value_errors(mutate, match, triton_device):
 def test_bad_backend():
     with pytest.raises(ValueError, match="backend"):
         lstm_segment(*_valid(), backend="cuda")
+
+
+# --------------------------------------------------------------------------- Hopper build
+
+_COMPILE_SM90 = r"""
+import json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from altgrad_triton.kernels import lstm
+
+def ptx(kernel, dtype, pdl, from_memory, block_h):
+    fn = kernel.fn  # the jitted function inside @triton.heuristics
+    fwd = fn.__name__.startswith("_lstm_fwd")
+    ptrs = (["gx_ptr", "w_ptr", "h_ptr"] if fwd else ["w_ptr", "dhseq_ptr", "dhT_ptr", "dg_ptr"])
+    fp32 = (["c_ptr", "act_ptr", "part_ptr"] if fwd
+            else ["act_ptr", "c_ptr", "dc_ptr", "dh0_ptr", "part_ptr"])
+    types = {**{p: "*" + dtype for p in ptrs}, **{p: "*fp32" for p in fp32}, "count_ptr": "*i32",
+             **{n: "i32" for n in ("step", "T", "B", "H", "ldw", "SPLIT_K", "slice_shift")}}
+    constexprs = {"DOT_PREC": "tf32", "USE_PDL": pdl, "STEP_FROM_MEMORY": from_memory,
+                  "BLOCK_B": 32, "BLOCK_H": block_h, "BLOCK_K": 64}
+    constexprs.update({"SAVE_ACT": True} if fwd else {"HAS_DHSEQ": True, "HAS_DHT": True})
+    if from_memory:
+        types["step_base"] = "*i32"
+    else:
+        constexprs["step_base"] = None
+    signature = {n: types.get(n, "constexpr") for n in fn.arg_names}
+    aligned = [n for n, t in types.items() if t.startswith("*")] + ["ldw"]  # as the JIT sees them
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    src = ASTSource(fn, signature, constexprs, attrs)
+    options = {"num_warps": 4, "num_stages": 3, "launch_pdl": pdl}
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+
+out = {
+    "fwd-bf16-pdl-graph": ptx(lstm._lstm_fwd_step_kernel, "bf16", True, True, 32),
+    "bwd-bf16-pdl-graph": ptx(lstm._lstm_bwd_step_kernel, "bf16", True, True, 64),
+    "fwd-fp32-plain": ptx(lstm._lstm_fwd_step_kernel, "fp32", False, False, 32),
+}
+json.dump(out, sys.stdout)
+"""
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="a GPU compiles the kernels for real in the tests above"
+)
+def test_kernels_build_for_hopper_with_the_intended_memory_order():
+    """Without a GPU, compile the step kernels for sm_90 (the Triton wheel carries ptxas) in
+    a process where the interpreter is off, and check the PTX: the ticket is one
+    ``atom.acq_rel.gpu`` after a ``bar.sync`` (the kernel's; Triton 3.9's scalar-atomic
+    lowering happens to place one there too), the last arriver reads partials with
+    ``ld.global.cg`` (L2), PDL variants wait on ``griddepcontrol``, and W_hh's padded
+    stride lets its tiles stream as 16-byte ``cp.async`` copies."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
+    run = subprocess.run(
+        [sys.executable, "-c", _COMPILE_SM90], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    import json
+
+    ptx = json.loads(run.stdout)
+    for name, text in ptx.items():
+        assert text.count("atom.global.gpu.acq_rel.add") == 1, name
+        head = text[: text.index("atom.global.gpu.acq_rel.add")]
+        assert "bar.sync" in head[-600:], f"{name}: no barrier right before the ticket"
+        assert "ld.global.cg" in text, name
+        assert ("griddepcontrol.wait" in text) == ("pdl" in name), name
+    assert "cp.async.cg.shared.global" in ptx["fwd-bf16-pdl-graph"]
+    assert ", 0x10" in ptx["fwd-bf16-pdl-graph"]  # 16-byte copies of W_hh

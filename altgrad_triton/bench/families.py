@@ -97,7 +97,7 @@ def plan_shapes(env: Env, quick: bool, args) -> Shapes:
             fo_pool=[(20, 200, 1550), (20, 200, 400)], fo_pool_dtypes=["bfloat16", "float32"],
             compile_all=False, state=state[:1], units=units,
             lstm_layer=[(20, 200, 650), (20, 200, 1550), (80, 70, 1150)],
-            lstm_stack=[(80, 70, 1150)], lstm_best=[(20, 200, 1024)],
+            lstm_stack=[(20, 200, 1150), (20, 200, 1550)], lstm_best=[(20, 200, 1024)],
             lstm_modes=["bf16-autocast"], stack_reference=False,
             e2e_models=[("wt2 qrnn", args.qrnn_recipe, ["float32", "bfloat16"]),
                         ("wt2 lstm", args.lstm_recipe, ["bfloat16"])],
@@ -107,7 +107,7 @@ def plan_shapes(env: Env, quick: bool, args) -> Shapes:
         fo_pool=[(20, 200, 1550), (20, 200, 400)], fo_pool_dtypes=["bfloat16", "float32"],
         compile_all=True, state=state, units=units,
         lstm_layer=[(b, t, h) for b in (20, 80) for h in (650, 1150, 1550) for t in (70, 200)],
-        lstm_stack=[(b, t, 1150) for b in (20, 80) for t in (70, 200)],
+        lstm_stack=[(b, t, h) for b in (20, 80) for h in (1150, 1550) for t in (70, 200)],
         lstm_best=[(20, 200, 1024), (80, 70, 1024)],
         lstm_modes=["bf16-autocast", "float32"], stack_reference=True,
         e2e_models=[("wt2 qrnn", args.qrnn_recipe, ["float32", "bfloat16"]),
@@ -387,12 +387,12 @@ def lstm_groups(env: Env, shapes: Shapes) -> list[Group]:
         )
 
     ours = list(LSTM_LAUNCHES) if env.gpu else []
-    for mode in shapes.lstm_modes:
-        for b, t, h in shapes.lstm_layer:
-            add(f"B={b} T={t} H={h} 1 layer", b, t, h, 1, mode, [*ours, nn_name, "torch"])
+    for mode in shapes.lstm_modes:  # the stacks first: the rows the LSTM's targets are about
         for b, t, h in shapes.lstm_stack:
             providers = [*ours, nn_name] + (["torch"] if shapes.stack_reference else [])
             add(f"B={b} T={t} H={h} 3 layers", b, t, h, 3, mode, providers)
+        for b, t, h in shapes.lstm_layer:
+            add(f"B={b} T={t} H={h} 1 layer", b, t, h, 1, mode, [*ours, nn_name, "torch"])
     for b, t, h in shapes.lstm_best:
         add(f"B={b} T={t} H={h} 1 layer (cuDNN best case)", b, t, h, 1, "float16", [*ours, nn_name])
     return groups

@@ -15,6 +15,7 @@ NaN-poisoned allocations and the workspace-counter checks. Run both with
 ``TRITON_INTERPRET=0`` exported: tests/conftest.py sets the interpreter otherwise.
 """
 
+import contextlib
 import warnings
 
 import pytest
@@ -85,31 +86,47 @@ def _check(batch, steps, hidden, dtype, c0_dtype=None, **kw):
         assert e < tol, f"{n}: relative error {e:.2e} >= {tol}"
 
 
+FWD = {"BLOCK_B": 32, "BLOCK_H": 32, "BLOCK_K": 64, "SPLIT_K": 4, "num_warps": 4, "num_stages": 3}
+BWD = {"BLOCK_B": 32, "BLOCK_H": 64, "BLOCK_K": 64, "SPLIT_K": 8, "num_warps": 4, "num_stages": 3}
+
+
+@contextlib.contextmanager
+def forced(hidden, dtype, fwd=FWD, bwd=BWD, batch=20):
+    key = config_key(batch, hidden, dtype)
+    try:
+        tuning.set_override("lstm_fwd", key, fwd)
+        tuning.set_override("lstm_bwd", key, bwd)
+        yield
+    finally:
+        tuning.set_override("lstm_fwd", key, None)
+        tuning.set_override("lstm_bwd", key, None)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-@pytest.mark.parametrize("hidden", [650, 1150, 1550])
+def test_paper_shape_autotuned(dtype):
+    """H=1550 through ``@triton.autotune`` (training's path without stored winners)."""
+    _check(20, 200, 1550, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("hidden", [650, 1150])
 def test_paper_shapes(hidden, dtype):
-    """The autotuned path, as training runs it."""
-    _check(20, 200, hidden, dtype)
+    """The other layer sizes with one fixed config (autotuning each would cost minutes)."""
+    with forced(hidden, dtype):
+        _check(20, 200, hidden, dtype)
 
 
 def test_bf16_storage_with_fp32_cell_state():
-    _check(20, 200, 1150, torch.bfloat16, c0_dtype=torch.float32)
+    with forced(1150, torch.bfloat16):
+        _check(20, 200, 1150, torch.bfloat16, c0_dtype=torch.float32)
 
 
 @pytest.mark.parametrize("split", [1, 3, 8])
 def test_forced_splits_at_1550(split):
-    """Forced tiles and K splits at the headline shape (one, a ragged three, eight slices)."""
-    dtype = torch.bfloat16
-    key = config_key(20, 1550, dtype)
-    meta = {"BLOCK_B": 32, "BLOCK_H": 32, "BLOCK_K": 64, "SPLIT_K": split, "num_warps": 4,
-            "num_stages": 3}  # fmt: skip
-    try:
-        tuning.set_override("lstm_fwd", key, meta)
-        tuning.set_override("lstm_bwd", key, dict(meta, SPLIT_K=2 * split, BLOCK_H=64))
-        _check(20, 200, 1550, dtype)
-    finally:
-        tuning.set_override("lstm_fwd", key, None)
-        tuning.set_override("lstm_bwd", key, None)
+    """Forced K splits at the headline shape (one, a ragged three, eight slices forward;
+    twice as many of the 4H reduction backward)."""
+    with forced(1550, torch.bfloat16, dict(FWD, SPLIT_K=split), dict(BWD, SPLIT_K=2 * split)):
+        _check(20, 200, 1550, torch.bfloat16)
 
 
 def _segment(ins, ups, **kw):
