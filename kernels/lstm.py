@@ -34,14 +34,15 @@ flight. One launch per time step; the grid is (hidden tiles, K slices, batch blo
   loop: dgx = dgates (a view, already in gx's dtype) and dW_hh = dgates^T @ h_{t-1} as ONE
   GEMM of [4H, T*B] x [T*B, H] (cuBLAS; accumulation in fp32).
 * Memory visibility of the partials to the last arriver (the CUDA threadFenceReduction
-  pattern): every thread stores its part of the partial; ``tl.debug_barrier()`` (bar.sync)
-  orders those stores before the ticket within the program; the ticket is an
-  ``atomic_add(sem="acq_rel", scope="gpu")``, whose release half publishes the program's
-  stores GPU-wide (cumulative over the barrier) and whose acquire half, in the last
-  arriver, makes every other program's released stores visible; a second
-  ``tl.debug_barrier()`` spreads that acquire to all the last arriver's threads before
-  they read, and the reads use ``cache_modifier=".cg"`` (L2, the point of coherence) so
-  no stale L1 line of an earlier step can be returned.
+  pattern, ``_common.last_to_arrive``): every thread stores its part of the partial;
+  ``tl.debug_barrier()`` (bar.sync) orders those stores before the ticket within the
+  program; the ticket is an ``atomic_add(sem="acq_rel")`` at GPU scope, whose release half
+  publishes the program's stores GPU-wide (cumulative over the barrier) and whose acquire
+  half, in the last arriver, makes every other program's released stores visible; a
+  second, explicit ``tl.debug_barrier()`` spreads that acquire to all the last arriver's
+  threads before they read (Triton's broadcast of the ticket has one too, but that is its
+  lowering, not a contract), and the reads use ``cache_modifier=".cg"`` (L2, the point of
+  coherence) so no stale L1 line of an earlier step can be returned.
 * W_hh is read through a zero-padded copy with a row stride ``ldw`` = H rounded up to 128
   (skipped when H already is a multiple of 128): rows of an unpadded bf16 W_hh at H=1550
   start 4-byte aligned only, which would cut every W load to 4-byte accesses; the padding
@@ -113,9 +114,11 @@ from ._common import (
     check_tensor,
     gdc_launch_dependents,
     gdc_wait,
+    last_to_arrive,
     pdl_unavailable,
     sigmoid,
     tanh,
+    ticket_counters,
 )
 from ._dispatch import interpreting, use_triton
 
@@ -186,14 +189,12 @@ def _lstm_fwd_step_kernel(
             acc = tl.dot(hk, tl.trans(wk), acc, input_precision=DOT_PREC)
         gate_off = offs_b[:, None] * (4 * H) + col_r[None, :]
         tl.store(part_ptr + slice_id * (4 * BH) + gate_off, acc, mask=ok_b[:, None] & ok_r[None, :])
-        # publish the partial, then take a ticket (see the module docstring)
-        tl.debug_barrier()
         counter = count_ptr + pid_b * tl.num_programs(0) + pid_h
-        ticket = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
+        last = last_to_arrive(counter, n_slices)  # publishes the partial (module docstring)
         if USE_PDL:
             gdc_launch_dependents()  # the next step may be scheduled; it waits in gdc_wait
-        if ticket == n_slices - 1:  # the last arriver of this tile: the gates
-            tl.debug_barrier()
+        if last:  # the last arriver of this tile: the gates
+            tl.debug_barrier()  # explicit: every thread past the acquire before reading
             offs_j = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
             mask = ok_b[:, None] & (offs_j < H)[None, :]
             off = offs_b[:, None] * (4 * H) + offs_j[None, :]
@@ -301,14 +302,12 @@ def _lstm_bwd_step_kernel(
         state_off = offs_b[:, None] * H + offs_j[None, :]
         mask = ok_b[:, None] & ok_j[None, :]
         tl.store(part_ptr + slice_id * BH + state_off, acc, mask=mask)
-        # publish the partial, then take a ticket (see the module docstring)
-        tl.debug_barrier()
         counter = count_ptr + pid_b * tl.num_programs(0) + pid_h
-        ticket = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu")
+        last = last_to_arrive(counter, n_slices)  # publishes the partial (module docstring)
         if USE_PDL:
             gdc_launch_dependents()
-        if ticket == n_slices - 1:  # the last arriver of this tile: the LSTM backward
-            tl.debug_barrier()
+        if last:  # the last arriver of this tile: the LSTM backward
+            tl.debug_barrier()  # explicit: every thread past the acquire before reading
             dh = tl.zeros([BLOCK_B, BLOCK_H], dtype=tl.float32)
             for s in range(0, n_slices):  # fixed order: the same bits whoever is last
                 dh += tl.load(
@@ -539,8 +538,9 @@ def _candidates_for(direction: str, batch: int) -> list[dict]:
 def lstm_workspace(
     direction: str, batch: int, hidden: int, device: torch.device | str, meta: dict | None = None
 ) -> SplitKWorkspace:
-    """A workspace big enough for ``direction`` ("fwd" or "bwd") at this shape, launched
-    with ``meta`` (None: any config the autotuner may pick)."""
+    """A workspace of its own (the launchers otherwise share the stream's ticket counters,
+    ``_common.ticket_counters``) big enough for ``direction`` ("fwd" or "bwd") at this
+    shape, launched with ``meta`` (None: any config the autotuner may pick)."""
     if direction not in ("fwd", "bwd"):
         raise ValueError(f"lstm_workspace: direction must be 'fwd' or 'bwd', got {direction!r}")
     metas = [_as_meta(meta)] if meta is not None else _candidates_for(direction, batch)
@@ -554,10 +554,12 @@ def lstm_workspace(
 def _use_workspace(
     ws: SplitKWorkspace | None, direction: str, batch: int, hidden: int, device, meta
 ) -> SplitKWorkspace:
-    if ws is None:
-        return lstm_workspace(direction, batch, hidden, device, meta)
+    """``ws`` checked, or fresh partials with the stream's shared ticket counters."""
     metas = [meta] if meta is not None else _candidates_for(direction, batch)
     parts, tiles = _workspace_need(direction, batch, hidden, metas)
+    if ws is None:
+        partials = torch.empty(parts, device=device, dtype=torch.float32)
+        return SplitKWorkspace(partials, ticket_counters(torch.device(device), tiles))
     if ws.partials.numel() < parts or ws.counters.numel() < tiles:
         raise ValueError(
             f"workspace: too small for {direction} B={batch} H={hidden}: needs {parts} "

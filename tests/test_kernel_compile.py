@@ -1,10 +1,16 @@
-"""The fo-pool and SG-loss kernels compile for an H100 (sm_90) without a GPU.
+"""The fo-pool, SG-loss and LSTM kernels compile for an H100 (sm_90) without a GPU.
 
 The interpreter runs the kernels' Python, not Triton's GPU code generation (layouts, the
 scans' lowering, loop-carried values, constexpr branches); this compiles them to a cubin
 with Triton's bundled ptxas, in a subprocess without TRITON_INTERPRET, for each storage
 dtype and signature that training uses. On a GPU machine tests/gpu compiles and runs them
 for real instead.
+
+For the LSTM's split-K steps it also reads the PTX: the ticket is one
+``atom.acq_rel.gpu`` after a ``bar.sync`` (the kernel's; Triton 3.9's scalar-atomic
+lowering happens to place one there too), the last arriver reads partials with
+``ld.global.cg`` (L2), PDL variants wait on ``griddepcontrol``, and W_hh's padded row
+stride lets its tiles stream as 16-byte ``cp.async`` copies.
 """
 
 import os
@@ -35,12 +41,16 @@ def jit_of(k):
     return k
 
 
-def build(kernel, types, constexprs, warps):
-    sig = {n: types.get(n, "constexpr" if n in constexprs else "i32")
-           for n in jit_of(kernel).arg_names}
-    src = ASTSource(fn=jit_of(kernel), signature=sig, constexprs=constexprs)
-    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+def build(kernel, types, constexprs, warps, aligned=(), **options):
+    # compile for sm_90; aligned: the arguments the JIT would mark 16-divisible
+    fn = jit_of(kernel)
+    sig = {n: types.get(n, "constexpr" if n in constexprs else "i32") for n in fn.arg_names}
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
+    ck = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                        options={"num_warps": warps, **options})
     assert ck.asm["cubin"], kernel
+    return ck.asm["ptx"]
 
 
 for dt, has_o, (block, chunk, warps) in (("bf16", True, (64, 16, 4)), ("fp32", False, (32, 8, 1))):
@@ -55,6 +65,32 @@ for dt, has_o, (block, chunk, warps) in (("bf16", True, (64, 16, 4)), ("fp32", F
 ptrs = {n: "*fp32" for n in ("pred", "target", "grad", "partial", "loss", "stats")}
 build(sg._sg_loss_kernel, {**ptrs, "counter": "*i32", "target_scale": "fp32"},
       {"STORE_GRAD": True, "STATS": True, "BLOCK": 512, "BLOCK_R": 16, "BLOCK_J": 16}, 4)
+
+lstm = importlib.import_module("altgrad_triton.kernels.lstm")
+for direction, dt, pdl, graph in (("fwd", "bf16", True, True), ("bwd", "bf16", True, True),
+                                  ("fwd", "fp32", False, False), ("bwd", "fp32", False, False)):
+    store = (["gx_ptr", "w_ptr", "h_ptr"] if direction == "fwd"
+             else ["w_ptr", "dhseq_ptr", "dhT_ptr", "dg_ptr"])
+    fp32 = (["c_ptr", "act_ptr", "part_ptr"] if direction == "fwd"
+            else ["act_ptr", "c_ptr", "dc_ptr", "dh0_ptr", "part_ptr"])
+    types = {**{n: f"*{dt}" for n in store}, **{n: "*fp32" for n in fp32}, "count_ptr": "*i32"}
+    cx = {"DOT_PREC": "tf32", "USE_PDL": pdl, "STEP_FROM_MEMORY": graph, "BLOCK_B": 32,
+          "BLOCK_H": 32 if direction == "fwd" else 64, "BLOCK_K": 64}
+    cx.update({"SAVE_ACT": True} if direction == "fwd" else {"HAS_DHSEQ": True, "HAS_DHT": True})
+    if graph:
+        types["step_base"] = "*i32"
+    else:
+        cx["step_base"] = None
+    kernel = lstm._lstm_fwd_step_kernel if direction == "fwd" else lstm._lstm_bwd_step_kernel
+    ptx = build(kernel, types, cx, 4, aligned=[*types, "ldw"], num_stages=3, launch_pdl=pdl)
+    name = f"lstm {direction} {dt}"
+    assert ptx.count("atom.global.gpu.acq_rel.add") == 1, name
+    before = ptx[: ptx.index("atom.global.gpu.acq_rel.add")]
+    assert "bar.sync" in before[-600:], f"{name}: no barrier right before the ticket"
+    assert "ld.global.cg" in ptx, name
+    assert ("griddepcontrol.wait" in ptx) == pdl, name
+    if direction == "fwd" and dt == "bf16":  # W_hh rows in 16-byte async copies
+        assert "cp.async.cg.shared.global" in ptx and ", 0x10" in ptx, name
 print("compiled")
 """
 
