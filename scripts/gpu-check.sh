@@ -6,6 +6,8 @@
 #   OUT=/tmp/run1 scripts/gpu-check.sh
 #   scripts/gpu-check.sh --install-only     # only the install step (ALTGRAD_FORCE_SHIM=1
 #                                           # exercises the no-pip fallback)
+#   TESTS_SECONDS=300 scripts/gpu-check.sh --tests   # install + env + the whole test suite
+#                                           # under a longer limit (a lease's second call)
 #
 # Steps, in order (what matters most first; each under a time limit, the limits add up to
 # 340 s, so with the install the script fits 6 minutes and a 15-minute device lease holds
@@ -21,7 +23,9 @@
 #              does the loss fall, ratio against triton)
 #   profile    altgrad-bench --profile: torch.profiler, top kernels of one bf16 segment each
 #   bench      altgrad-bench --quick over the kernel families (own budget)
-#   tests      the README's test command, `python -m pytest -q`, whole
+#   tests      the README's test command, `python -m pytest -q`, whole (40 s here: on a
+#              GPU it compiles every kernel test's shapes and will likely need the longer
+#              `--tests` call, which runs only this step)
 # A step that fails or runs past its limit is reported in the summary, never dropped; a
 # failing step does not stop the later ones; the script exits non-zero if any step failed.
 #
@@ -206,6 +210,15 @@ print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"triton
 print(\"cuda\", torch.version.cuda, \"cudnn\", torch.backends.cudnn.version())
 print(\"device\", torch.cuda.get_device_name() if torch.cuda.is_available() else \"none\")
 "' "$PY"
+if [[ "${1:-}" == "--tests" ]]; then
+  step tests "${TESTS_SECONDS:-300}" "$PY" -m pytest -q ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+  set +e
+  summary
+  code=$?
+  set -e
+  report
+  exit $code
+fi
 step tune-qrnn 40 "$PY" -m altgrad_triton.cli.tune recipes/wt2.toml run.dtype=bfloat16 --quick
 step tune-lstm 30 "$PY" -m altgrad_triton.cli.tune recipes/wt2-lstm.toml run.dtype=bfloat16 \
   --quick
