@@ -28,6 +28,8 @@ class QRNN(nn.Module):
 
     Z, F, O = tanh/sigmoid/sigmoid of a linear map over the current input and, with
     ``window=2``, the previous one; then c_t = f_t c_{t-1} + (1 - f_t) z_t, h_t = o_t c_t.
+    The map is one GEMM; its [T, B, 3H] output goes to the fo-pool kernel as it is, which
+    applies the activations itself and returns the whole projection's gradient.
     State: ``(c,)`` or, with ``window=2``, ``(c, x_last)`` where x_last is the last input of
     the previous segment (it feeds the first step's window). c is fp32 whatever the compute
     dtype: under bf16 autocast it would otherwise be rounded at every segment boundary.
@@ -63,11 +65,11 @@ class QRNN(nn.Module):
             shifted = torch.cat([state[1].unsqueeze(0).to(x.dtype), x[:-1]], dim=0)
             inp = torch.cat([x, shifted], dim=-1)
         weight = drop_weight(self.linear.weight, self.weight_drop, self.training)
-        gates = F.linear(inp, weight, self.linear.bias).chunk(3 if self.output_gate else 2, -1)
-        z, f = torch.tanh(gates[0]), torch.sigmoid(gates[1])
-        o = torch.sigmoid(gates[2]) if self.output_gate else None
+        gates = F.linear(inp, weight, self.linear.bias)  # pre-activations Z | F (| O)
         # c stays fp32 across segments; only the per-step storage is the compute dtype
-        h, c = kernels.fo_pool(f, z, o, state[0].float(), backend=self.backend)
+        h, c = kernels.fo_pool(
+            gates, state[0].float(), output_gate=self.output_gate, backend=self.backend
+        )
         return h, ((c,) if self.window == 1 else (c, x[-1]))
 
 
@@ -76,6 +78,8 @@ class LSTM(nn.Module):
 
     Gate order i, f, g, o (PyTorch's). Weight drop applies to W_hh. State: ``(h, c)``,
     c in fp32 whatever the compute dtype (as the kernel keeps it between steps).
+    ``backend``: "auto", "torch" or "triton" pick the kernel family's path;
+    "cudnn" runs the recurrence through PyTorch's fused LSTM op instead (cuDNN on CUDA).
     """
 
     def __init__(
@@ -95,9 +99,34 @@ class LSTM(nn.Module):
         return tuple(torch.zeros(batch_size, self.hidden_size, device=device) for _ in range(2))
 
     def forward(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        if self.backend == "cudnn":
+            return self._fused_forward(x, state)
         gx = F.linear(x, self.w_ih, self.bias)
         w_hh = drop_weight(self.w_hh, self.weight_drop, self.training).to(gx.dtype)
         # h feeds a matmul, so it takes the compute dtype; c stays fp32 across segments
         h0, c0 = state[0].to(gx.dtype), state[1].float()
         hs, h, c = kernels.lstm_segment(gx, w_hh, h0, c0, backend=self.backend)
         return hs, (h, c)
+
+    def _fused_forward(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        """``backend="cudnn"``: PyTorch's fused LSTM op (``aten::lstm``), which runs cuDNN on
+        CUDA, with AWD-LSTM's weight drop applied to W_hh before the call, as awd-lstm-lm
+        does with ``nn.LSTM``. It is the baseline a user would otherwise pick, and the
+        fastest path wherever the Triton kernel loses.
+
+        Under autocast every operand is cast to the autocast dtype (cuDNN takes one dtype),
+        so c is carried in that dtype through the segment, unlike the other backends; it is
+        returned as fp32 for the carried state all the same. The single bias goes in as
+        b_ih, with b_hh zero.
+        """
+        dev = x.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        w_hh = drop_weight(self.w_hh, self.weight_drop, self.training)
+        weights = [w.to(dtype) for w in (self.w_ih, w_hh, self.bias)]
+        weights.append(torch.zeros_like(weights[2]))
+        hx = [state[0][None].to(dtype), state[1][None].to(dtype)]
+        with torch.autocast(dev, enabled=False):
+            hs, h, c = torch.ops.aten.lstm.input(
+                x.to(dtype), hx, weights, True, 1, 0.0, self.training, False, False
+            )
+        return hs, (h[0], c[0].float())

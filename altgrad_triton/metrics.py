@@ -222,6 +222,8 @@ def epoch_line(row: dict) -> str:
         f"epoch {row['epoch']} [{row['mode']}] lr {row['lr']:.2e} train ppl "
         f"{row['train_ppl']:.1f} val ppl {row['val_ppl']:.1f} {row['tokens_per_s']:,.0f} tok/s"
     )
+    if row.get("peak_mem_gib") is not None:
+        line += f" peak {row['peak_mem_gib']:.2f} GiB"
     return line if row["sg_cos"] is None else f"{line} sg_cos {row['sg_cos']:.3f}"
 
 

@@ -55,8 +55,10 @@ class RunConfig:
     epochs: int = opt(1, "number of training epochs", ge=1)
     out_dir: str = opt("runs", "directory that holds run directories")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto = cuda when available")
-    backend: Literal["auto", "torch", "triton"] = opt(
-        "auto", "kernels: auto = Triton on CUDA, PyTorch reference on CPU"
+    backend: Literal["auto", "torch", "triton", "cudnn"] = opt(
+        "auto",
+        "kernels: auto = Triton on CUDA, PyTorch reference on CPU; cudnn = cuDNN's LSTM for "
+        "LSTM layers (CUDA only), Triton for the rest",
     )
     dtype: Literal["float32", "bfloat16"] = opt(
         "float32", "compute dtype on CUDA (bfloat16 = autocast); CPU always float32"
@@ -264,6 +266,11 @@ def _build(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
 def _cross_checks(r: Recipe) -> list[str]:
     """Checks that involve more than one key."""
     problems = []
+    if r.run.backend == "cudnn" and r.model.cell != "lstm":
+        problems.append(
+            f"run.backend: 'cudnn' runs LSTM layers, and model.cell is {r.model.cell!r}; "
+            "use auto, triton or torch"
+        )
     if r.schedule.kind == "cosine_restarts" and not r.schedule.periods:
         problems.append("schedule.periods: must list at least one period for cosine_restarts")
     for i, p in enumerate(r.schedule.periods):

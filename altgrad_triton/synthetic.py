@@ -37,7 +37,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
@@ -331,23 +330,18 @@ class SyntheticBoundary:
         """Regress g_hat(s_k) on s_k.grad and step the synthesizer; None when inactive."""
         if self._pred is None:
             return None
-        target = (
-            join_state(
-                tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in self._leaf),
-                self.batch_dim,
-            )
-            * self.target_scale
+        grads = tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in self._leaf)
+        # one pass: the loss against target_scale * gradient, its gradient and the telemetry
+        sg_loss, cos, ratio = kernels.sg_mse_loss_with_stats(
+            self._pred,
+            join_state(grads, self.batch_dim),
+            target_scale=self.target_scale,
+            backend=self.backend,
         )
-        pred = self._pred
-        sg_loss = kernels.sg_mse_loss(pred, target, backend=self.backend)
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
             sg_loss.backward()
             self.optimizer.step()
         self.carry = detach(self._next_carry)
         self._pred = None
-        with torch.no_grad():
-            p, t = pred.detach().float(), target.float()
-            cos = F.cosine_similarity(p, t, dim=1, eps=1e-30).mean()
-            ratio = p.norm() / t.norm().clamp_min(1e-30)
-            return SGStats(sg_loss.detach(), cos, ratio)
+        return SGStats(sg_loss.detach(), cos, ratio)

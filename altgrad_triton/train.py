@@ -134,10 +134,15 @@ class Trainer:
     def run_epoch(self, plan: EpochPlan) -> None:
         """Train one epoch, validate, write its metrics line, checkpoint best and last; stop
         there if Ctrl-C came during the validation or the checkpoint."""
-        run = self.run_state
+        run, device = self.run_state, self.parts.device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         sums = self.train_epoch(plan)
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         val = self.evaluate(self.parts.corpus.valid, self.recipe.data.eval_batch_size)
         row = epoch_row(plan, sums, val, self.parts.corpus.level == "char")
+        if peak is not None:  # of this epoch's training (since a resume, if it resumed)
+            row["peak_mem_gib"] = peak / 2**30
         row["best"] = improved = val < run.best_val
         self.log.record(row)  # the line first: a run stopped before the checkpoint redoes it
         run.epoch += 1
@@ -147,7 +152,7 @@ class Trainer:
         self.save("last", row)
         # every rank agrees (one flag reduction), as after a segment
         _, stop = ddp.mean_and_any(
-            [torch.zeros((), device=self.parts.device)], self._stop_requested, self.dist
+            [torch.zeros((), device=device)], self._stop_requested, self.dist
         )
         if stop:
             raise self._stopped(f"after epoch {plan.epoch}")

@@ -10,7 +10,12 @@ from ._dispatch import BACKENDS, interpreting, use_triton
 from .elementwise import elementwise_qrnn_synth, elementwise_qrnn_synth_reference
 from .fo_pool import fo_pool, fo_pool_reference
 from .lstm import lstm_segment, lstm_segment_reference
-from .sg_loss import sg_mse_loss, sg_mse_loss_reference
+from .sg_loss import (
+    sg_mse_loss,
+    sg_mse_loss_reference,
+    sg_mse_loss_with_stats,
+    sg_mse_loss_with_stats_reference,
+)
 
 __all__ = [
     "BACKENDS",
@@ -23,5 +28,7 @@ __all__ = [
     "lstm_segment_reference",
     "sg_mse_loss",
     "sg_mse_loss_reference",
+    "sg_mse_loss_with_stats",
+    "sg_mse_loss_with_stats_reference",
     "use_triton",
 ]

@@ -1,5 +1,6 @@
 """What every kernel family shares: storage dtypes, input checks, jit activations, the
-launch rule and the launch options the installed Triton supports.
+launch rule, the launch options the installed Triton supports, and the ticket counters of
+last-arriver reductions.
 
 Each family file keeps its own kernels, configs and autograd function; the pieces below
 were repeated in each of them before, with small drifts in wording and behaviour.
@@ -35,6 +36,59 @@ def sigmoid(x):
 def tanh(x):
     """tanh(x) = 2 sigmoid(2x) - 1: libdevice's tanh is not available under the interpreter."""
     return 2.0 * sigmoid(2.0 * x) - 1.0
+
+
+# --------------------------------------------------------------------------- last arriver
+
+
+@triton.jit
+def last_to_arrive(counter, programs):
+    """Take a ticket from ``counter``; True in the one program that takes the last of
+    ``programs`` tickets, which then sees every other program's stores and must put the
+    counter back to 0 (``tl.store(counter, 0)``) before it returns.
+
+    Why it is safe without waiting (NVIDIA's threadFenceReduction pattern, done with an
+    ordered atomic instead of ``__threadfence``):
+
+    * ``tl.debug_barrier()`` (``bar.sync``): every thread of this program has issued its
+      stores before the ticket is taken. Triton performs a scalar atomic from a single
+      thread, and its release covers the other threads' stores only once they are ordered
+      before it by this barrier.
+    * ``sem="acq_rel"`` (device scope): release, so this program's stores are visible to
+      whoever draws a later ticket; acquire, so the last program sees the stores of every
+      program that drew an earlier one. Triton broadcasts the returned ticket to the
+      program's threads through shared memory behind a barrier, which carries the acquire
+      over to all of them.
+
+    Readers of the other programs' results should load them with ``cache_modifier=".cg"``
+    (from L2, never a stale L1 line). No program ever waits for another, so the pattern
+    needs no co-residency and runs unchanged under the CPU interpreter, where programs run
+    one after another and the last program launched is the last to arrive.
+    """
+    tl.debug_barrier()
+    ticket = tl.atomic_add(counter, 1, sem="acq_rel")
+    return ticket == programs - 1
+
+
+_TICKETS: dict[tuple[torch.device, int], torch.Tensor] = {}
+
+
+def ticket_counters(device: torch.device, n: int = 1) -> torch.Tensor:
+    """``n`` int32 ticket counters on ``device``, zero, for :func:`last_to_arrive`.
+
+    One cached buffer per (device, current stream), grown when a launch needs more: kernels
+    on one stream run one after another, and each leaves every counter it used at zero, so
+    the next launch finds them so without a memset. Launches on different streams get
+    different buffers, so they never share a counter while both are running. The buffer
+    should first be requested outside CUDA-graph capture (a warm-up call does it).
+    """
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device, stream)
+    buf = _TICKETS.get(key)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 64), dtype=torch.int32, device=device)
+        _TICKETS[key] = buf
+    return buf
 
 
 # --------------------------------------------------------------------------- input checks

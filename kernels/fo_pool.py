@@ -1,47 +1,62 @@
-"""QRNN fo-pooling: c_t = f_t * c_{t-1} + (1 - f_t) * z_t,  h_t = o_t * c_t.
+"""QRNN fo-pooling with the gate activations fused: from the raw projection to h.
 
-The recurrence has no matrix product: every (batch, hidden) column is an independent
-first-order scan over time. The kernels therefore run one program per BLOCK columns of
-the flattened B*H plane and loop over T inside the program, carrying c (and in the
-backward, dc) in fp32 registers, whatever the storage dtype (fp32, fp16 or bf16).
+    z_t = tanh(Z_t),  f_t = sigmoid(F_t),  o_t = sigmoid(O_t)
+    c_t = f_t c_{t-1} + (1 - f_t) z_t,   h_t = o_t c_t   (h_t = c_t without an output gate)
 
-What the forward saves for the backward: the fp32 sequence c_1..c_T ([T, B, H] fp32).
-The backward needs c_{t-1} for df_t = dc_t (c_{t-1} - z_t) and c_t for do_t = dh_t c_t;
-recomputing c_{t-1} = (c_t - (1 - f_t) z_t) / f_t from c_T is unstable when f_t is small,
-and a half-precision copy would put 2^-8 relative noise into df exactly where c_{t-1} and
-z_t nearly cancel. fp32 costs T*B*H*4 bytes (24.8 MB per 1550-wide layer at B=20, T=200),
-small next to the activations autograd keeps anyway. When ``o`` is None and the dtype is
-fp32, h *is* that sequence and is saved instead: nothing extra is written. Without a
-gradient to compute (inference, or no input requiring grad) nothing is saved.
+Z, F, O are the column blocks of the layer's projection ``gates`` [T, B, 3H] (Z | F | O, or
+Z | F without an output gate); the kernels read them in place through its strides and apply
+tanh/sigmoid themselves, and the backward writes the gradient of the whole projection,
+[T, B, 3H], in one tensor: no activation kernels, no chunk views, no concatenation.
 
-Bytes moved per (t, b, h) element, s = storage bytes (4 fp32, 2 fp16/bf16):
+Design: the recurrence is a first-order linear scan. Steps compose as maps x -> a x + b
+with (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2), so a chunk of steps is scanned in
+parallel with ``tl.associative_scan``. One program owns one batch row and BLOCK_H hidden
+units (columns contiguous in the projection) and walks time in chunks of CHUNK steps: it
+issues the next chunk's loads before this chunk's arithmetic, scans the chunk, and carries
+the chunk's last c into the next. Each program therefore has CHUNK x BLOCK_H elements of
+each gate in flight instead of one step's, which is what the sequential kernel lacked: it
+was latency-bound at 0.75-1.4 TB/s (about 0.5 us per time step whatever the width).
 
-=================  ==========================================  =========  =========
-direction          traffic                                     fp32       bf16
-=================  ==========================================  =========  =========
-forward, with o    read f, z, o (3s); write h (s), c fp32 (4)  20 B       12 B
-forward, no o      read f, z (2s); write h (s) [+ c fp32 (4)]  12 B       10 B
-backward, with o   read dh, f, z, o (4s), c (4); write df,     32 B       18 B
-                   dz, do (3s)
-backward, no o     read dh, f, z (3s), c (4); write df, dz     24 B       14 B
-=================  ==========================================  =========  =========
+The backward walks the chunks in reverse. Within a chunk it recomputes c from the fp32 c
+the forward saved at the chunk's start (a checkpoint every CHUNK steps: no c sequence, no
+division by f), then runs the reverse scan of the gradient that reaches c_{t-1} through
+step t, w_t = f_t (d_t + w_{t+1}) with d_t = dh_t o_t and w_T = dL/dc_T. Both scans also
+carry "everything but the last step" so that c_{t-1} and w_{t+1} come out of the same scan
+without shifting a tile (see :func:`_compose_keep_prev`). Then g_t = d_t + w_{t+1} and
 
-(each c_t is read once in the backward: c_t of step t is c_{t-1} of step t+1, kept in
-registers). At the paper's shape (T=200, B=20, H=1550: 6.2M elements) the bf16 forward
-moves 74 MB, about 22 us at an H100's 3.35 TB/s. The bound is bandwidth, but only 31,000
-independent columns exist, so the loads of one step are few; each program therefore
-issues the loads of step t+1 before the arithmetic of step t (one step of software
-prefetch) to keep two steps of memory traffic in flight.
+    dZ = g (1 - f) (1 - z^2),  dF = g (c_{t-1} - z) f (1 - f),  dO = dh c_t o (1 - o),
+    dc0 = w_0.
 
-Measured on an H200 (Triton 3.6, autotuned, forward saving c, with o and c0): at H=1550,
-bf16 forward 100 us (746 GB/s), backward 115 us (969 GB/s); fp32 112 us and 137 us
-(1.1 and 1.4 TB/s); at H=400, bf16 95 us and 103 us. So the kernels are latency bound,
-about 0.5 us per time step whatever the width: well short of the bandwidth bound at
-H=400, 3-6x short of it at H=1550 (4.3 TB/s), and 60-140x faster than the Python-loop
-reference.
+The backward's chunk is at least the forward's (its checkpoints mark where a chunk may
+start); a tuned backward CHUNK below the forward's runs at the forward's.
 
-Inputs f, z, o may be strided views (e.g. ``chunk`` of a [T, B, 3H] projection): the
-kernels take their strides, so no copy is made; outputs are contiguous.
+Bytes moved per (t, b, h) element, s = storage bytes (4 fp32, 2 bf16/fp16), K = CHUNK:
+
+=================  ===========================================  =========  ==========
+direction          traffic                                      fp32       bf16
+=================  ===========================================  =========  ==========
+forward, with O    read Z, F, O (3s); write h (s); c every K    16 B       8 B
+                   steps (4/K)                                  + 4/K      + 4/K
+forward, no O      read Z, F (2s); write h (s); 4/K             12 B       6 B
+backward, with O   read dh, Z, F, O (4s); write dZ, dF, dO      28 B       14 B
+                   (3s); read c every K steps (4/K)             + 4/K      + 4/K
+backward, no O     read dh, Z, F (3s); write dZ, dF (2s); 4/K   20 B       10 B
+=================  ===========================================  =========  ==========
+
+plus per column the initial and final state (c0, c_T; dc_T, dc0). At B=20, T=200, H=1550
+(6.2M elements) the bf16 forward moves about 50 MB and the backward 87 MB (plus 1.6 MB of
+checkpoints each way at K=16): 15 and 26 us at an H100's 3.35 TB/s. The sequential kernel
+moved 74 and 112 MB (activated gates in, an fp32 c sequence kept), besides three
+activation kernels each way and a concatenation. The bound is bandwidth at H=1550: 500
+programs of 64 units at B=20, each with the next 16 steps of three gates in flight, keep
+about 3 MB (bf16; 6 MB fp32) of loads outstanding across the GPU, the size that hides HBM
+latency (3.35 TB/s x 0.8 us). At H=400 (8,000 columns, 6 us of traffic) a launch's fixed
+cost is of the same size and bounds it. Not timed on a GPU yet: ``altgrad-bench
+--families fo_pool`` sets each direction against a device copy of the same bytes.
+
+The forward saves for the backward the projection (as many bytes as the activated gates
+that autograd kept before) and the checkpoints, B H T/K fp32 values, where the sequential
+kernel kept B H T; without a gradient to compute nothing is saved.
 """
 
 from __future__ import annotations
@@ -51,448 +66,485 @@ import triton
 import triton.language as tl
 
 from . import tuning
-from ._common import check_tensor, launch, strides
+from ._common import check_tensor, launch, sigmoid, tanh
 from ._dispatch import use_triton
 
 # --------------------------------------------------------------------------- kernels
 
 
+@triton.jit
+def _compose(a1, b1, a2, b2):
+    """Two steps of x -> a x + b, the earlier (a1, b1) applied first."""
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _compose_keep_prev(a1, b1, p1, q1, a2, b2, p2, q2):
+    """Compose two segments of steps, each (a, b) for the whole segment and (p, q) for the
+    segment without its last step (a single step's is the identity (1, 0)).
+
+    The segment-without-its-last-step of L then R is L then (R without its last step), so
+    this is associative, and an inclusive scan yields at each position both the map up to
+    and including it and the map up to the step before: c_t and c_{t-1}, in one scan."""
+    return a1 * a2, a2 * b1 + b2, a1 * p2, p2 * b1 + q2
+
+
 @triton.heuristics(
     {
-        "HAS_O": lambda a: a["o"] is not None,
         "HAS_C0": lambda a: a["c0"] is not None,
-        "STORE_C": lambda a: a["cseq"] is not None,
+        "STORE_CKPT": lambda a: a["ckpt"] is not None,
     }
 )
 @triton.jit(do_not_specialize=["T"])
 def _fo_pool_fwd_kernel(
-    f,  # [T, B, H] forget gate, strides (sft, sfb, sfh)
-    z,  # [T, B, H] candidate, strides (szt, szb, szh)
-    o,  # [T, B, H] output gate, strides (sot, sob, soh), or None
+    x,  # [T, B, G*H] raw pre-activations Z | F (| O), strides (sxt, sxb, sxh)
     c0,  # [B, H] contiguous initial state, or None (zeros)
-    h,  # [T, B, H] contiguous output, input dtype
-    cseq,  # [T, B, H] contiguous fp32 copy of c_1..c_T for the backward, or None
-    c_last,  # [B, H] contiguous final state, input dtype
+    h,  # [T, B, H] contiguous output, x's dtype
+    ckpt,  # [>= cdiv(T, CHUNK), B, H] contiguous fp32: c entering each chunk, or None
+    c_last,  # [B, H] contiguous final state
     T,  # sequence length (runtime: not a specialisation key)
-    H,  # hidden size, to split a flat column index into (b, h)
-    BH,  # B * H columns
-    sft,
-    sfb,
-    sfh,
-    szt,
-    szb,
-    szh,
-    sot,
-    sob,
-    soh,
-    CONTIG: tl.constexpr,  # f, z (and o) contiguous: use the flat index, skip (b, h) split
-    HAS_O: tl.constexpr,
+    B,
+    H,
+    sxt,
+    sxb,
+    sxh,
+    HAS_O: tl.constexpr,  # an output gate block O follows Z and F
     HAS_C0: tl.constexpr,
-    STORE_C: tl.constexpr,
-    BLOCK: tl.constexpr,  # columns per program
+    STORE_CKPT: tl.constexpr,
+    BLOCK_H: tl.constexpr,  # hidden units per program
+    CHUNK: tl.constexpr,  # time steps per scanned tile
 ):
-    col = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = col < BH
-    if CONTIG:
-        sft = BH
-        szt = BH
-        sot = BH
-        pf = f + col
-        pz = z + col
-        if HAS_O:
-            po = o + col
-    else:
-        bi = col // H
-        hi = col % H
-        pf = f + bi * sfb + hi * sfh
-        pz = z + bi * szb + hi * szh
-        if HAS_O:
-            po = o + bi * sob + hi * soh
+    pid = tl.program_id(0)
+    nh = tl.cdiv(H, BLOCK_H)
+    b = pid // nh
+    cols = (pid % nh) * BLOCK_H + tl.arange(0, BLOCK_H)
+    cmask = cols < H
+    rows = tl.arange(0, CHUNK)
+    last_row = rows[:, None] == CHUNK - 1
+    BH = B * H
+    plane = b * H + cols  # offset of (b, cols) inside a [B, H] plane
+    # 64-bit element offsets: T * B * 3H may pass 2^31 in a long segment
+    xcol = b.to(tl.int64) * sxb + cols[None, :].to(tl.int64) * sxh
+    xf = H * sxh  # from a Z column to its F column (and F to O)
     if HAS_C0:
-        c = tl.load(c0 + col, mask=mask, other=0.0).to(tl.float32)
+        c = tl.load(c0 + plane, mask=cmask, other=0.0).to(tl.float32)
     else:
-        c = tl.zeros([BLOCK], dtype=tl.float32)
-    ph = h + col
-    if STORE_C:
-        pc = cseq + col
-    # prefetch step 0
-    f_nx = tl.load(pf, mask=mask, other=0.0)
-    z_nx = tl.load(pz, mask=mask, other=0.0)
+        c = tl.zeros([BLOCK_H], dtype=tl.float32)
+    # the first chunk's loads
+    tt = rows[:, None].to(tl.int64)
+    m = (tt < T) & cmask[None, :]
+    px = x + tt * sxt + xcol
+    zx = tl.load(px, mask=m, other=0.0)
+    fx = tl.load(px + xf, mask=m, other=0.0)
     if HAS_O:
-        o_nx = tl.load(po, mask=mask, other=0.0)
-    for t in range(T):
-        ft = f_nx.to(tl.float32)
-        zt = z_nx.to(tl.float32)
+        ox = tl.load(px + 2 * xf, mask=m, other=0.0)
+    for t0 in range(0, T, CHUNK):
+        mc = m
+        zc = zx.to(tl.float32)
+        fc = fx.to(tl.float32)
         if HAS_O:
-            ot = o_nx.to(tl.float32)
-        # issue step t+1's loads before step t's arithmetic (nothing loaded past T-1)
-        nxt = col < tl.where(t + 1 < T, BH, 0)
-        pf += sft
-        pz += szt
-        f_nx = tl.load(pf, mask=nxt, other=0.0)
-        z_nx = tl.load(pz, mask=nxt, other=0.0)
+            oc = ox.to(tl.float32)
+        # issue the next chunk's loads before this chunk's arithmetic (none past T - 1)
+        tt = (t0 + CHUNK + rows[:, None]).to(tl.int64)
+        m = (tt < T) & cmask[None, :]
+        px = x + tt * sxt + xcol
+        zx = tl.load(px, mask=m, other=0.0)
+        fx = tl.load(px + xf, mask=m, other=0.0)
         if HAS_O:
-            po += sot
-            o_nx = tl.load(po, mask=nxt, other=0.0)
-        c = ft * c + (1.0 - ft) * zt
-        if HAS_O:
-            tl.store(ph, (ot * c).to(h.dtype.element_ty), mask=mask)
-        else:
-            tl.store(ph, c.to(h.dtype.element_ty), mask=mask)
-        ph += BH
-        if STORE_C:
-            tl.store(pc, c, mask=mask)
-            pc += BH
-    tl.store(c_last + col, c.to(c_last.dtype.element_ty), mask=mask)
+            ox = tl.load(px + 2 * xf, mask=m, other=0.0)
+        if STORE_CKPT:
+            tl.store(ckpt + (t0 // CHUNK) * BH + plane, c, mask=cmask)
+        f = sigmoid(fc)
+        # steps past T - 1 are the identity map, so the last row is c at step T - 1
+        a = tl.where(mc, f, 1.0)
+        bb = tl.where(mc, (1.0 - f) * tanh(zc), 0.0)
+        ca, cb = tl.associative_scan((a, bb), 0, _compose)
+        cs = ca * c[None, :] + cb
+        out = sigmoid(oc) * cs if HAS_O else cs
+        th = (t0 + rows[:, None]).to(tl.int64)
+        tl.store(h + th * BH + plane[None, :], out.to(h.dtype.element_ty), mask=mc)
+        c = tl.sum(tl.where(last_row, cs, 0.0), axis=0)
+    tl.store(c_last + plane, c.to(c_last.dtype.element_ty), mask=cmask)
 
 
 @triton.heuristics(
     {
-        "HAS_O": lambda a: a["o"] is not None,
-        "HAS_C0": lambda a: a["c0"] is not None,
         "HAS_DH": lambda a: a["dh"] is not None,
         "HAS_DC": lambda a: a["dc_last"] is not None,
         "STORE_DC0": lambda a: a["dc0"] is not None,
+        # the backward's chunks must start on the forward's checkpoints
+        "STEPS": lambda a: max(a["CHUNK"], a["CKPT_EVERY"]),
     }
 )
 @triton.jit(do_not_specialize=["T"])
 def _fo_pool_bwd_kernel(
-    f,  # [T, B, H] forget gate, strides (sft, sfb, sfh)
-    z,  # [T, B, H] candidate, strides (szt, szb, szh)
-    o,  # [T, B, H] output gate, strides (sot, sob, soh), or None
-    cseq,  # [T, B, H] contiguous fp32 c_1..c_T saved by the forward
-    c0,  # [B, H] contiguous initial state, or None (zeros)
+    x,  # [T, B, G*H] raw pre-activations Z | F (| O), strides (sxt, sxb, sxh)
+    ckpt,  # [>= cdiv(T, CKPT_EVERY), B, H] contiguous fp32 c entering each forward chunk
     dh,  # [T, B, H] contiguous upstream gradient of h, or None (zeros)
     dc_last,  # [B, H] contiguous upstream gradient of c_T, or None (zeros)
-    df,  # [T, B, H] contiguous output, input dtype
-    dz,  # [T, B, H] contiguous output, input dtype
-    do,  # [T, B, H] contiguous output (written when HAS_O)
+    dx,  # [T, B, G*H] contiguous output: gradient of the pre-activations, x's dtype
     dc0,  # [B, H] contiguous output, or None (not wanted)
     T,  # sequence length (runtime: not a specialisation key)
+    B,
     H,
-    BH,
-    sft,
-    sfb,
-    sfh,
-    szt,
-    szb,
-    szh,
-    sot,
-    sob,
-    soh,
-    CONTIG: tl.constexpr,
+    sxt,
+    sxb,
+    sxh,
     HAS_O: tl.constexpr,
-    HAS_C0: tl.constexpr,
+    CKPT_EVERY: tl.constexpr,  # the forward's CHUNK: steps between checkpoints
     HAS_DH: tl.constexpr,
     HAS_DC: tl.constexpr,
     STORE_DC0: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    CHUNK: tl.constexpr,  # the tuned chunk; STEPS = max(CHUNK, CKPT_EVERY) runs
+    STEPS: tl.constexpr,
 ):
-    col = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = col < BH
-    last = (T - 1).to(tl.int64)  # 64-bit: (T-1) * stride may pass 2^31
-    if CONTIG:
-        sft = BH
-        szt = BH
-        sot = BH
-        pf = f + col + last * BH
-        pz = z + col + last * BH
-        if HAS_O:
-            po = o + col + last * BH
-    else:
-        bi = col // H
-        hi = col % H
-        pf = f + bi * sfb + hi * sfh + last * sft
-        pz = z + bi * szb + hi * szh + last * szt
-        if HAS_O:
-            po = o + bi * sob + hi * soh + last * sot
-    flat = col + last * BH  # offset of step T-1 in the contiguous tensors
-    pc = cseq + flat
-    pdf = df + flat
-    pdz = dz + flat
-    if HAS_DH:
-        pdh = dh + flat
-    if HAS_O:
-        pdo = do + flat
-    if HAS_C0:
-        c_init = tl.load(c0 + col, mask=mask, other=0.0).to(tl.float32)
-    else:
-        c_init = tl.zeros([BLOCK], dtype=tl.float32)
+    pid = tl.program_id(0)
+    nh = tl.cdiv(H, BLOCK_H)
+    b = pid // nh
+    cols = (pid % nh) * BLOCK_H + tl.arange(0, BLOCK_H)
+    cmask = cols < H
+    rows = tl.arange(0, STEPS)
+    first_row = rows[:, None] == 0
+    BH = B * H
+    GH = 3 * H if HAS_O else 2 * H
+    plane = b * H + cols
+    dplane = b * GH + cols  # offset of (b, cols) in a [B, G*H] plane of dx
+    xcol = b.to(tl.int64) * sxb + cols[None, :].to(tl.int64) * sxh
+    xf = H * sxh
     if HAS_DC:
-        dc = tl.load(dc_last + col, mask=mask, other=0.0).to(tl.float32)
+        w = tl.load(dc_last + plane, mask=cmask, other=0.0).to(tl.float32)
     else:
-        dc = tl.zeros([BLOCK], dtype=tl.float32)
-    c_t = tl.load(pc, mask=mask, other=0.0)
-    # prefetch step T-1's inputs and c_{T-2}
-    pc -= BH
-    c_nx = tl.load(pc, mask=col < tl.where(T > 1, BH, 0), other=0.0)
-    f_nx = tl.load(pf, mask=mask, other=0.0)
-    z_nx = tl.load(pz, mask=mask, other=0.0)
+        w = tl.zeros([BLOCK_H], dtype=tl.float32)
+    n_chunks = tl.cdiv(T, STEPS)
+    # the last chunk's loads
+    t0 = (n_chunks - 1) * STEPS
+    tt = (t0 + rows[:, None]).to(tl.int64)
+    m = (tt < T) & cmask[None, :]
+    px = x + tt * sxt + xcol
+    zx = tl.load(px, mask=m, other=0.0)
+    fx = tl.load(px + xf, mask=m, other=0.0)
     if HAS_O:
-        o_nx = tl.load(po, mask=mask, other=0.0)
+        ox = tl.load(px + 2 * xf, mask=m, other=0.0)
     if HAS_DH:
-        dh_nx = tl.load(pdh, mask=mask, other=0.0)
-    for i in range(T):
-        t = T - 1 - i
-        ft = f_nx.to(tl.float32)
-        zt = z_nx.to(tl.float32)
-        c_prev = tl.where(t > 0, c_nx, c_init)
+        dhx = tl.load(dh + tt * BH + plane[None, :], mask=m, other=0.0)
+    cx = tl.load(ckpt + (t0 // CKPT_EVERY) * BH + plane, mask=cmask, other=0.0)
+    for i in range(n_chunks):
+        t0 = (n_chunks - 1 - i) * STEPS
+        mc = m
+        ttc = tt
+        z = tanh(zx.to(tl.float32))
+        f = sigmoid(fx.to(tl.float32))
         if HAS_O:
-            ot = o_nx.to(tl.float32)
+            o = sigmoid(ox.to(tl.float32))
         if HAS_DH:
-            dht = dh_nx.to(tl.float32)
-        # issue step t-1's loads (and c_{t-2}) before step t's arithmetic
-        nxt = col < tl.where(t > 0, BH, 0)
-        pf -= sft
-        pz -= szt
-        pc -= BH
-        f_nx = tl.load(pf, mask=nxt, other=0.0)
-        z_nx = tl.load(pz, mask=nxt, other=0.0)
-        c_nx = tl.load(pc, mask=col < tl.where(t > 1, BH, 0), other=0.0)
+            dht = dhx.to(tl.float32)
+        c_start = cx
+        # issue the previous chunk's loads before this chunk's arithmetic (none before 0)
+        tt = (t0 - STEPS + rows[:, None]).to(tl.int64)
+        m = (tt >= 0) & cmask[None, :]
+        px = x + tt * sxt + xcol
+        zx = tl.load(px, mask=m, other=0.0)
+        fx = tl.load(px + xf, mask=m, other=0.0)
         if HAS_O:
-            po -= sot
-            o_nx = tl.load(po, mask=nxt, other=0.0)
+            ox = tl.load(px + 2 * xf, mask=m, other=0.0)
         if HAS_DH:
-            pdh -= BH
-            dh_nx = tl.load(pdh, mask=nxt, other=0.0)
-            if HAS_O:
-                dc += dht * ot
-                tl.store(pdo, (dht * c_t).to(do.dtype.element_ty), mask=mask)
-            else:
-                dc += dht
-        elif HAS_O:
-            tl.store(pdo, tl.zeros([BLOCK], dtype=tl.float32).to(do.dtype.element_ty), mask=mask)
-        tl.store(pdf, (dc * (c_prev - zt)).to(df.dtype.element_ty), mask=mask)
-        tl.store(pdz, (dc * (1.0 - ft)).to(dz.dtype.element_ty), mask=mask)
-        dc = dc * ft
-        c_t = c_prev
-        pdf -= BH
-        pdz -= BH
+            dhx = tl.load(dh + tt * BH + plane[None, :], mask=m, other=0.0)
+        prev_ckpt = tl.maximum(t0 - STEPS, 0) // CKPT_EVERY
+        cx = tl.load(ckpt + prev_ckpt * BH + plane, mask=cmask, other=0.0)
+        # recompute c_t and c_{t-1} from the checkpoint (steps past T - 1: identity)
+        a = tl.where(mc, f, 1.0)
+        one = tl.full(a.shape, 1.0, tl.float32)
+        zero = tl.zeros(a.shape, tl.float32)
+        ca, cb, cp, cq = tl.associative_scan(
+            (a, tl.where(mc, (1.0 - f) * z, 0.0), one, zero), 0, _compose_keep_prev
+        )
+        c_t = ca * c_start[None, :] + cb
+        c_prev = cp * c_start[None, :] + cq
+        # d_t: what reaches c_t from h_t
+        d = (dht * o if HAS_O else dht) if HAS_DH else zero
+        # reverse scan of w_t = f_t (d_t + w_{t+1}), seeded with w after this chunk
+        wa, wb, wp, wq = tl.associative_scan(
+            (a, tl.where(mc, f * d, 0.0), one, zero), 0, _compose_keep_prev, reverse=True
+        )
+        g = d + wp * w[None, :] + wq  # d_t + w_{t+1}: dL/dc_t
+        w_new = wa * w[None, :] + wb  # w_t = f_t g_t: what reaches c_{t-1}
+        w = tl.sum(tl.where(first_row, w_new, 0.0), axis=0)
+        pdx = dx + ttc * (B * GH) + dplane[None, :]
+        dz = g * (1.0 - f) * (1.0 - z * z)
+        df = g * (c_prev - z) * f * (1.0 - f)
+        tl.store(pdx, dz.to(dx.dtype.element_ty), mask=mc)
+        tl.store(pdx + H, df.to(dx.dtype.element_ty), mask=mc)
         if HAS_O:
-            pdo -= BH
+            do = dht * c_t * o * (1.0 - o) if HAS_DH else zero
+            tl.store(pdx + 2 * H, do.to(dx.dtype.element_ty), mask=mc)
     if STORE_DC0:
-        tl.store(dc0 + col, dc.to(dc0.dtype.element_ty), mask=mask)
+        tl.store(dc0 + plane, w.to(dc0.dtype.element_ty), mask=cmask)
 
 
 # --------------------------------------------------------------------------- configs
 
+CHUNKS = (8, 16, 32)
+"""Time steps per scanned tile that the tuner tries (the forward's is also the backward's
+checkpoint spacing)."""
+
+
+def _configs(least: int, most: int) -> list[dict[str, int]]:
+    """BLOCK_H in 32-128 units by CHUNK steps on 1-4 warps, ``least`` to ``most`` elements
+    of each tile per thread."""
+    out = []
+    for block in (32, 64, 128):
+        for chunk in CHUNKS:
+            for warps in (1, 2, 4):
+                if least <= block * chunk // (32 * warps) <= most:
+                    out.append({"BLOCK_H": block, "CHUNK": chunk, "num_warps": warps})
+    return [{**m, "num_stages": 1} for m in out]
+
 
 def configs_fo_pool_fwd() -> list[dict[str, int]]:
-    """Candidates: BLOCK columns per program, 1 to 4 columns per thread.
+    """Candidates: 8 to 16 elements of each gate per thread.
 
-    Only B*H columns exist (31,000 at the paper's shape), so small blocks spread them over
-    all SMs while large ones with few warps give each thread several independent loads.
-    On an H200 (Triton 3.6) the autotuner picked 64-column programs for the forward.
+    BLOCK_H 32-128 makes 250-1000 programs at the paper's B=20, H=1550 (two or more per
+    SM); CHUNK sets how many bytes each has in flight. Compiled for sm_90 with Triton 3.9's
+    ptxas (with o, fp32 and bf16), these take 72-191 registers, prefetched tiles included,
+    and none spills.
     """
-    out = []
-    for block in (32, 64, 128, 256, 512, 1024):
-        for warps in (1, 2, 4, 8):
-            if 1 <= block // (32 * warps) <= 4:
-                out.append({"BLOCK": block, "num_warps": warps, "num_stages": 1})
-    return out
+    return _configs(8, 16)
 
 
 def configs_fo_pool_bwd() -> list[dict[str, int]]:
-    """Same space as the forward: the backward is the same scan run in reverse."""
-    return configs_fo_pool_fwd()
+    """Candidates: 4 to 8 elements of each tile per thread. The backward holds about twice
+    the forward's tiles (dh, the recomputed c, two four-part scans): 106-255 registers on
+    sm_90 (as above), none spilling; 16 per thread would need more than 255."""
+    return _configs(4, 8)
 
 
-def _heuristic(bh: int) -> dict[str, int]:
-    """The single config used under the interpreter: few, wide programs."""
-    return {"BLOCK": min(512, max(16, triton.next_power_of_2(bh))), "num_warps": 4}
+def _heuristic(steps: int, hidden: int) -> dict[str, int]:
+    """The single config used under the interpreter (and by the GPU kernel tests).
+
+    The interpreter scans a tile element by element, padding included, so: the chunk of
+    4, 8 or 16 steps that pads T least, the longest of those (fewest loop trips); 64 or
+    fewer units."""
+    padded = tuning.round_up(steps, 4)
+    chunk = max(c for c in (4, 8, 16) if tuning.round_up(steps, c) == padded)
+    return {
+        "BLOCK_H": min(64, max(4, triton.next_power_of_2(hidden))),
+        "CHUNK": chunk,
+        "num_warps": 4,
+    }
 
 
 tuning.register("fo_pool_fwd", configs_fo_pool_fwd)
 tuning.register("fo_pool_bwd", configs_fo_pool_bwd)
 
+_AUTOTUNE_KEY = ["B", "H", "HAS_O"]
 _fo_pool_fwd_tuned = triton.autotune(
-    configs=tuning.to_triton(configs_fo_pool_fwd()), key=["BH", "CONTIG"]
+    configs=tuning.to_triton(configs_fo_pool_fwd()), key=_AUTOTUNE_KEY
 )(_fo_pool_fwd_kernel)
 _fo_pool_bwd_tuned = triton.autotune(
-    configs=tuning.to_triton(configs_fo_pool_bwd()), key=["BH", "CONTIG"]
+    configs=tuning.to_triton(configs_fo_pool_bwd()), key=[*_AUTOTUNE_KEY, "CKPT_EVERY"]
 )(_fo_pool_bwd_kernel)
 
 
 # --------------------------------------------------------------------------- launchers
 
 
-def _check(f: torch.Tensor, z: torch.Tensor, o: torch.Tensor | None, c0: torch.Tensor | None):
-    check_tensor("fo_pool", "f", f)
-    if f.dim() != 3:
-        raise ValueError(f"fo_pool: f must be [T, B, H], got shape {tuple(f.shape)}")
-    T, B, H = f.shape
-    if T < 1 or B * H < 1:
-        raise ValueError(f"fo_pool: f must be non-empty, got shape {tuple(f.shape)}")
-    same = {"dtype": f.dtype, "device": f.device, "ref": "f"}
-    check_tensor("fo_pool", "z", z, shape=f.shape, **same)
-    check_tensor("fo_pool", "o", o, shape=f.shape, optional=True, **same)
+def _check(gates: torch.Tensor, c0: torch.Tensor | None, output_gate: bool) -> tuple[int, int, int]:
+    """Validate the inputs; return (T, B, H)."""
+    check_tensor("fo_pool", "gates", gates)
+    g = 3 if output_gate else 2
+    if gates.dim() != 3:
+        raise ValueError(f"fo_pool: gates must be [T, B, {g}H], got shape {tuple(gates.shape)}")
+    T, B, width = gates.shape
+    if T < 1 or B < 1 or width < 1:
+        raise ValueError(f"fo_pool: gates must be non-empty, got shape {tuple(gates.shape)}")
+    if width % g:
+        raise ValueError(
+            f"fo_pool: gates' last dimension must be {g} x hidden size "
+            f"(output_gate={output_gate}), got {width}"
+        )
+    H = width // g
     # the cell state may be carried in fp32 whatever the storage dtype
-    check_tensor("fo_pool", "c0", c0, shape=(B, H), optional=True, fp32_ok=True, **same)
-
-
-def _state_dtype(f: torch.Tensor, c0: torch.Tensor | None) -> torch.dtype:
-    """c_T's dtype: c0's (an fp32 c0 keeps the carried state in fp32), else f's."""
-    return f.dtype if c0 is None else c0.dtype
-
-
-def _launch(kernel_name: str, plain, tuned, bh: int, dtype: torch.dtype, args, meta):
-    """Launch with ``meta`` if given, else a forced/heuristic config, else autotune."""
-    launch(
-        kernel_name, plain, tuned,
-        key=tuning.make_key(dtype, bh), heuristic=lambda: _heuristic(bh),
-        grid=lambda m: (triton.cdiv(bh, m["BLOCK"]),), args=args, meta=meta,
+    check_tensor(
+        "fo_pool", "c0", c0, shape=(B, H), optional=True, fp32_ok=True,
+        dtype=gates.dtype, device=gates.device, ref="gates",
     )  # fmt: skip
+    return T, B, H
+
+
+def _state_dtype(gates: torch.Tensor, c0: torch.Tensor | None) -> torch.dtype:
+    """c_T's dtype: c0's (an fp32 c0 keeps the carried state in fp32), else the gates'."""
+    return gates.dtype if c0 is None else c0.dtype
+
+
+def _grid(batch: int, hidden: int):
+    return lambda m: (batch * triton.cdiv(hidden, m["BLOCK_H"]),)
 
 
 def fo_pool_forward(
-    f: torch.Tensor,
-    z: torch.Tensor,
-    o: torch.Tensor | None,
+    gates: torch.Tensor,
     c0: torch.Tensor | None,
     *,
-    save_c: bool,
+    output_gate: bool = True,
+    save: bool = False,
     meta: dict[str, int] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Launch the forward scan. Returns (h, c_T, cseq); cseq is the fp32 c sequence the
-    backward reads (``h`` itself when o is None and the dtype is fp32), or None unless
-    ``save_c``. ``meta`` forces a config (else override registry, heuristic, autotune)."""
-    _check(f, z, o, c0)
-    T, B, H = f.shape
-    bh = B * H
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+    """Launch the forward scan on raw pre-activations ``gates`` [T, B, 3H] (or [T, B, 2H]).
+
+    Returns (h, c_T, checkpoints, chunk): with ``save``, the fp32 c entering every chunk of
+    ``chunk`` steps (rows past cdiv(T, chunk) unused), which :func:`fo_pool_backward`
+    needs; else None. ``meta`` forces a config (else override registry, heuristic,
+    autotune)."""
+    T, B, H = _check(gates, c0, output_gate)
     c0 = None if c0 is None else c0.contiguous()
-    contig = all(t is None or t.is_contiguous() for t in (f, z, o))
-    h = torch.empty((T, B, H), dtype=f.dtype, device=f.device)
-    c_last = torch.empty((B, H), dtype=_state_dtype(f, c0), device=f.device)
-    h_is_c = o is None and f.dtype == torch.float32
-    cseq = None
-    if save_c and not h_is_c:
-        cseq = torch.empty((T, B, H), dtype=torch.float32, device=f.device)
-    args = (f, z, o, c0, h, cseq, c_last, T, H, bh)
-    args += strides(f) + strides(z) + strides(o) + (contig,)
-    _launch("fo_pool_fwd", _fo_pool_fwd_kernel, _fo_pool_fwd_tuned, bh, f.dtype, args, meta)
-    if save_c and h_is_c:
-        cseq = h
-    return h, c_last, cseq
+    h = torch.empty((T, B, H), dtype=gates.dtype, device=gates.device)
+    c_last = torch.empty((B, H), dtype=_state_dtype(gates, c0), device=gates.device)
+    key = tuning.make_key(gates.dtype, B * H)
+    if meta is None:
+        meta = tuning.pick("fo_pool_fwd", key, lambda: _heuristic(T, H))
+    ckpt = None
+    if save:  # under autotune, room for the smallest candidate chunk's checkpoints
+        rows = triton.cdiv(T, min(CHUNKS) if meta is None else meta["CHUNK"])
+        ckpt = torch.empty((rows, B, H), dtype=torch.float32, device=gates.device)
+    args = (gates, c0, h, ckpt, c_last, T, B, H, *gates.stride())
+    launch(
+        "fo_pool_fwd", _fo_pool_fwd_kernel, _fo_pool_fwd_tuned,
+        key=key, heuristic=lambda: _heuristic(T, H),
+        grid=_grid(B, H), args=args, meta=meta, HAS_O=output_gate,
+    )  # fmt: skip
+    chunk = (meta or _fo_pool_fwd_tuned.best_config.kwargs)["CHUNK"]
+    return h, c_last, ckpt, chunk
 
 
 def fo_pool_backward(
-    f: torch.Tensor,
-    z: torch.Tensor,
-    o: torch.Tensor | None,
-    c0: torch.Tensor | None,
-    cseq: torch.Tensor,
+    gates: torch.Tensor,
+    ckpt: torch.Tensor,
+    chunk: int,
     dh: torch.Tensor | None,
     dc_last: torch.Tensor | None,
     *,
-    want_dc0: bool = True,
+    output_gate: bool = True,
+    dc0_dtype: torch.dtype | None = None,
     meta: dict[str, int] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Launch the reverse scan. ``dh``/``dc_last`` None mean zeros (nothing allocated).
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Launch the reverse scan. ``ckpt``/``chunk``: what :func:`fo_pool_forward` saved;
+    ``dh``/``dc_last`` None mean zeros (nothing allocated); ``dc0_dtype`` None: no dc0.
 
-    Returns (df, dz, do or None, dc0 or None)."""
-    _check(f, z, o, c0)
-    T, B, H = f.shape
-    bh = B * H
-    if cseq.shape != f.shape or cseq.dtype != torch.float32 or not cseq.is_contiguous():
+    Returns (d gates [T, B, G*H] contiguous in the gates' dtype, dc0 or None)."""
+    T, B, H = _check(gates, None, output_gate)
+    need = triton.cdiv(T, chunk)
+    if (
+        ckpt.dtype != torch.float32
+        or ckpt.dim() != 3
+        or ckpt.shape[0] < need
+        or tuple(ckpt.shape[1:]) != (B, H)
+        or not ckpt.is_contiguous()
+    ):
         raise ValueError(
-            f"fo_pool: cseq must be contiguous fp32 of shape {tuple(f.shape)}, got "
-            f"{cseq.dtype} {tuple(cseq.shape)}"
+            f"fo_pool: checkpoints must be contiguous fp32 [>= {need}, {B}, {H}], got "
+            f"{ckpt.dtype} {tuple(ckpt.shape)}"
         )
-    for name, g, shape in (("dh", dh, f.shape), ("dc_last", dc_last, (B, H))):
-        if g is not None and tuple(g.shape) != tuple(shape):
-            raise ValueError(f"fo_pool: {name} must have shape {tuple(shape)}, got {g.shape}")
+    for name, g, shape in (("dh", dh, (T, B, H)), ("dc_last", dc_last, (B, H))):
+        if g is not None and tuple(g.shape) != shape:
+            raise ValueError(f"fo_pool: {name} must have shape {shape}, got {tuple(g.shape)}")
     dh = None if dh is None else dh.contiguous()
     dc_last = None if dc_last is None else dc_last.contiguous()
-    c0 = None if c0 is None else c0.contiguous()
-    contig = all(t is None or t.is_contiguous() for t in (f, z, o))
-    df = torch.empty((T, B, H), dtype=f.dtype, device=f.device)
-    dz = torch.empty_like(df)
-    do = None if o is None else torch.empty_like(df)
-    dc0 = None
-    if c0 is not None and want_dc0:
-        dc0 = torch.empty((B, H), dtype=c0.dtype, device=f.device)
-    args = (f, z, o, cseq, c0, dh, dc_last, df, dz, do, dc0, T, H, bh)
-    args += strides(f) + strides(z) + strides(o) + (contig,)
-    _launch("fo_pool_bwd", _fo_pool_bwd_kernel, _fo_pool_bwd_tuned, bh, f.dtype, args, meta)
-    return df, dz, do, dc0
+    dx = torch.empty(gates.shape, dtype=gates.dtype, device=gates.device)
+    dc0 = None if dc0_dtype is None else torch.empty((B, H), dtype=dc0_dtype, device=gates.device)
+    args = (gates, ckpt, dh, dc_last, dx, dc0, T, B, H, *gates.stride())
+    launch(
+        "fo_pool_bwd", _fo_pool_bwd_kernel, _fo_pool_bwd_tuned,
+        key=tuning.make_key(gates.dtype, B * H), heuristic=lambda: _heuristic(T, H),
+        grid=_grid(B, H), args=args, meta=meta, HAS_O=output_gate, CKPT_EVERY=chunk,
+    )  # fmt: skip
+    return dx, dc0
 
 
 # --------------------------------------------------------------------------- autograd
 
 
 class FoPoolFunction(torch.autograd.Function):
-    """fo-pooling with Triton forward and reverse-scan backward."""
+    """Fused-gate fo-pooling: Triton forward scan and reverse-scan backward."""
 
     @staticmethod
-    def forward(ctx, f, z, o, c0):
-        h, c_last, cseq = fo_pool_forward(f, z, o, c0, save_c=True)
-        ctx.save_for_backward(f, z, o, c0, cseq)
+    def forward(ctx, gates, c0, output_gate):
+        h, c_last, ckpt, chunk = fo_pool_forward(gates, c0, output_gate=output_gate, save=True)
+        ctx.save_for_backward(gates, ckpt)
+        ctx.chunk, ctx.output_gate = chunk, output_gate
+        ctx.c0_dtype = None if c0 is None else c0.dtype
         # unused outputs arrive as None: the kernel reads them as zeros, nothing allocated
         ctx.set_materialize_grads(False)
         return h, c_last
 
     @staticmethod
     def backward(ctx, dh, dc_last):
-        f, z, o, c0, cseq = ctx.saved_tensors
-        want_dc0 = c0 is not None and ctx.needs_input_grad[3]
-        df, dz, do, dc0 = fo_pool_backward(f, z, o, c0, cseq, dh, dc_last, want_dc0=want_dc0)
-        return df, dz, do, dc0
+        gates, ckpt = ctx.saved_tensors
+        want_dc0 = ctx.c0_dtype is not None and ctx.needs_input_grad[1]
+        dgates, dc0 = fo_pool_backward(
+            gates, ckpt, ctx.chunk, dh, dc_last, output_gate=ctx.output_gate,
+            dc0_dtype=ctx.c0_dtype if want_dc0 else None,
+        )  # fmt: skip
+        return dgates, dc0, None
 
 
 # --------------------------------------------------------------------------- reference
 
 
 def fo_pool_reference(
-    f: torch.Tensor, z: torch.Tensor, o: torch.Tensor | None, c0: torch.Tensor | None
+    gates: torch.Tensor, c0: torch.Tensor | None = None, *, output_gate: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain PyTorch fo-pooling over time. f, z, o: [T, B, H]; c0: [B, H] or None (zeros).
+    """Plain PyTorch fo-pooling from the raw projection, step by step over time.
 
-    Returns (h [T, B, H], c_T [B, H]); h = c when ``o`` is None. Computes in fp32 and
-    returns h in f's dtype, c_T in c0's (f's without c0).
+    ``gates`` [T, B, 3H] holds the pre-activations Z | F | O ([T, B, 2H], Z | F, without an
+    output gate); c0 [B, H] or None (zeros). The activations and the scan run in fp32.
+    Returns (h [T, B, H] in the gates' dtype, c_T [B, H] in c0's, the gates' without c0).
     """
-    c = torch.zeros_like(f[0], dtype=torch.float32) if c0 is None else c0.float()
+    blocks = gates.float().chunk(3 if output_gate else 2, dim=-1)
+    z, f = torch.tanh(blocks[0]), torch.sigmoid(blocks[1])
+    c = torch.zeros_like(z[0]) if c0 is None else c0.float()
     cs = []
-    for t in range(f.shape[0]):
-        ft = f[t].float()
-        c = ft * c + (1.0 - ft) * z[t].float()
+    for t in range(gates.shape[0]):
+        c = f[t] * c + (1.0 - f[t]) * z[t]
         cs.append(c)
-    cseq = torch.stack(cs)
-    h = cseq if o is None else o.float() * cseq
-    return h.to(f.dtype), c.to(_state_dtype(f, c0))
+    h = torch.stack(cs)
+    if output_gate:
+        h = torch.sigmoid(blocks[2]) * h
+    return h.to(gates.dtype), c.to(_state_dtype(gates, c0))
 
 
 # --------------------------------------------------------------------------- public
 
 
 def fo_pool(
-    f: torch.Tensor,
-    z: torch.Tensor,
-    o: torch.Tensor | None = None,
+    gates: torch.Tensor,
     c0: torch.Tensor | None = None,
     *,
+    output_gate: bool = True,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """QRNN fo-pooling, differentiable in f, z, o and c0.
+    """QRNN fo-pooling from the layer's projection, differentiable in ``gates`` and ``c0``.
 
     Args:
-        f: [T, B, H] forget gate (after the sigmoid); fp32, fp16 or bf16; any strides.
-        z: [T, B, H] candidate (after the tanh); f's dtype.
-        o: [T, B, H] output gate, or None for h = c.
-        c0: [B, H] initial state, or None for zeros; f's dtype, or fp32 to carry the state
-            in fp32 between segments under fp16/bf16 storage.
+        gates: [T, B, 3H] pre-activations, column blocks Z | F | O (tanh, sigmoid, sigmoid
+            are applied here); [T, B, 2H], Z | F, when ``output_gate`` is False. fp32,
+            fp16 or bf16; any strides (read in place).
+        c0: [B, H] initial state, or None for zeros; the gates' dtype, or fp32 to carry the
+            state in fp32 between segments under fp16/bf16 storage.
+        output_gate: whether ``gates`` holds an O block (h = o c) or not (h = c).
         backend: "auto" (Triton on CUDA tensors, else the reference), "torch", "triton".
 
     Returns:
-        (h [T, B, H], c_T [B, H]): h in f's dtype, c_T in c0's (f's without c0); the
-        scan accumulates in fp32.
+        (h [T, B, H], c_T [B, H]): h in the gates' dtype, c_T in c0's (the gates' without
+        c0); activations and scan in fp32. The gradient of ``gates`` comes back as one
+        [T, B, 3H] tensor.
 
     Raises:
         ValueError: on the Triton path, for a wrong shape, dtype or device (naming it).
     """
-    if use_triton(backend, f, z, o, c0):
-        inputs = (f, z, o, c0)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-            return FoPoolFunction.apply(f, z, o, c0)
-        h, c_last, _ = fo_pool_forward(f, z, o, c0, save_c=False)
+    if use_triton(backend, gates, c0):
+        wants_grad = gates.requires_grad or (c0 is not None and c0.requires_grad)
+        if torch.is_grad_enabled() and wants_grad:
+            return FoPoolFunction.apply(gates, c0, output_gate)
+        h, c_last, _, _ = fo_pool_forward(gates, c0, output_gate=output_gate)
         return h, c_last
-    return fo_pool_reference(f, z, o, c0)
+    return fo_pool_reference(gates, c0, output_gate=output_gate)

@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
-# GPU check, for a machine with one CUDA GPU and no network: install the project, print the
-# device and versions, run the GPU tests, autotune the WT2 QRNN's kernels, benchmark every
-# kernel family (--quick) and train the WT2 QRNN on random tokens for 60 s.
+# GPU check, for a machine with one CUDA GPU and no network: install the project, then
+# measure the main job as a user runs it and every kernel family, and run the test suite.
 #
-#   scripts/gpu-check.sh                    # logs and results in ./gpu-check-out (or $OUT)
-#   OUT=/tmp/run1 SLICE_SECONDS=30 scripts/gpu-check.sh
+#   scripts/gpu-check.sh                    # results in ./gpu-check-out (or $OUT)
+#   OUT=/tmp/run1 scripts/gpu-check.sh
 #   scripts/gpu-check.sh --install-only     # only the install step (ALTGRAD_FORCE_SHIM=1
 #                                           # exercises the no-pip fallback)
 #
-# Every step's output is tee'd to $OUT/<step>.log; $OUT also receives benchmarks.csv (the
-# rows altgrad-bench appended), tune/winners.json and summary.txt. A failing step does not
-# stop the later ones; the script exits non-zero if any step failed. Each step has a time
-# limit (the step lines below); they add up to 6 minutes (20 + 100 + 60 + 100 + 80 s), so
-# with the install the whole script fits a device lease of 15 minutes with room to rerun.
+# Steps, in order (what matters most first; each under a time limit, the limits add up to
+# 340 s, so with the install the script fits 6 minutes and a 15-minute device lease holds
+# it twice with the machine's start):
+#   env        device, driver, versions
+#   tune-*     altgrad-tune --quick for the two recipes' bf16 launches (winners stored in
+#              $OUT/tune and applied by every later step)
+#   train-*    `altgrad-train recipes/wt2.toml` and `recipes/wt2-lstm.toml` through the real
+#              CLI on wikitext-2-small (shipped: no network), 2 capped epochs each (the first
+#              compiles; the second is the one reported): the QRNN in bf16 and fp32, the LSTM
+#              in bf16 on the triton, cudnn and torch backends
+#   slices     altgrad-bench --slices: one table of those runs (tokens/s, peak GPU memory,
+#              does the loss fall, ratio against triton)
+#   profile    altgrad-bench --profile: torch.profiler, top kernels of one bf16 segment each
+#   bench      altgrad-bench --quick over the kernel families (own budget)
+#   tests      the README's test command, `python -m pytest -q`, whole
+# A step that fails or runs past its limit is reported in the summary, never dropped; a
+# failing step does not stop the later ones; the script exits non-zero if any step failed.
+#
+# What comes back (few files, as a device lease returns at most 8): $OUT/gpu-check.log
+# (every step's output), $OUT/report.md (the tables to paste into docs/benchmarks.md, with
+# device, date and versions), $OUT/benchmarks.csv (rows to append to docs/benchmarks.csv),
+# $OUT/summary.txt and $OUT/tune/winners.json. Training runs go to a scratch folder.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +36,9 @@ cd "$ROOT"
 OUT="${OUT:-./gpu-check-out}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-SLICE_SECONDS="${SLICE_SECONDS:-60}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check-work.XXXXXX")"
+LOG="$OUT/gpu-check.log"
+: >"$LOG"
 export PYTHONUNBUFFERED=1
 export TRITON_INTERPRET=0 # tests/conftest.py defaults to the CPU interpreter otherwise
 export ALTGRAD_TUNE_DIR="$OUT/tune" # altgrad-tune writes its winners there, training reads them
@@ -33,9 +51,10 @@ fi
 names=()
 codes=()
 secs=()
+RUNS=()
 PYTEST_EXTRA=()
 SHIM_DIR=""
-trap 'if [[ -n "$SHIM_DIR" ]]; then rm -rf "$SHIM_DIR"; fi' EXIT
+trap 'rm -rf "$WORK"; if [[ -n "$SHIM_DIR" ]]; then rm -rf "$SHIM_DIR"; fi' EXIT
 
 record() { # record NAME CODE SECONDS
   names+=("$1")
@@ -43,20 +62,61 @@ record() { # record NAME CODE SECONDS
   secs+=("$3")
 }
 
-step() { # step NAME LIMIT_S CMD...: run under a time limit, tee the log, record the result
+step() { # step NAME LIMIT_S CMD...: run under a time limit, append to the log, record it
   local name=$1 limit=$2
   shift 2
-  local log="$OUT/$name.log" start=$SECONDS code
-  echo "=== $name (limit ${limit} s): $*" | tee "$log"
+  local start=$SECONDS code
+  local out="$WORK/$name.out"
+  echo "=== $name (limit ${limit} s): $*" | tee -a "$LOG"
   set +e
-  timeout --signal=INT --kill-after=15 "$limit" "$@" 2>&1 | tee -a "$log"
+  timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee "$out" | tee -a "$LOG"
   code=${PIPESTATUS[0]}
   set -e
   if [[ $code -eq 124 ]]; then
-    echo "=== $name: stopped by its ${limit} s limit" | tee -a "$log"
+    echo "=== $name: stopped by its ${limit} s limit" | tee -a "$LOG" "$out"
+  elif [[ $code -eq 137 ]]; then
+    echo "=== $name: killed 10 s after its ${limit} s limit" | tee -a "$LOG" "$out"
   fi
-  echo "=== $name: exit $code after $((SECONDS - start)) s" | tee -a "$log"
+  echo "=== $name: exit $code after $((SECONDS - start)) s" | tee -a "$LOG"
   record "$name" "$code" "$((SECONDS - start))"
+}
+
+train() { # train NAME LIMIT_S RECIPE OVERRIDES...: a capped run of the real command
+  local name=$1 limit=$2 recipe=$3
+  shift 3
+  step "train-$name" "$limit" "$PY" -m altgrad_triton.cli.train "$recipe" \
+    data.corpus=wikitext-2-small data.path= run.epochs=2 run.max_eval_batches=2 \
+    run.out_dir="$WORK/runs" run.name="$name" run.log_every=1000 "$@"
+  if [[ -s "$WORK/runs/$name/metrics.jsonl" ]]; then RUNS+=("$WORK/runs/$name"); fi
+}
+
+section() { # section TITLE STEP [LINES]: a step's output as a fenced block of report.md
+  local out="$WORK/$2.out"
+  echo "## $1"
+  echo
+  echo '```'
+  if [[ ! -f "$out" ]]; then
+    echo "(step $2 did not run)"
+  elif [[ -n "${3:-}" ]]; then
+    tail -n "$3" "$out"
+  else
+    cat "$out"
+  fi
+  echo '```'
+  echo
+}
+
+report() { # the tables to paste into docs/benchmarks.md, with device, date and versions
+  {
+    echo "# gpu-check $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    section "Device and versions" env
+    section "Step summary" summary
+    section "altgrad-train through the CLI (capped epochs; the last one reported)" slices
+    section "Where a training segment's time goes (torch.profiler)" profile
+    section "Kernel benchmarks (altgrad-bench --quick)" bench
+    section "Tests (the README's command; its last lines)" tests 15
+  } >"$OUT/report.md"
 }
 
 make_shim() {
@@ -117,40 +177,61 @@ summary() {
   {
     echo
     echo "gpu-check summary ($OUT)"
-    printf '%-10s %6s %8s\n' step exit seconds
+    printf '%-22s %6s %8s\n' step exit seconds
     for i in "${!names[@]}"; do
-      printf '%-10s %6s %8s\n' "${names[$i]}" "${codes[$i]}" "${secs[$i]}"
+      printf '%-22s %6s %8s\n' "${names[$i]}" "${codes[$i]}" "${secs[$i]}"
     done
     echo "total ${SECONDS} s; failed steps: $failed"
-  } | tee "$OUT/summary.txt"
+  } | tee "$OUT/summary.txt" "$WORK/summary.out" | tee -a "$LOG"
   [[ $failed -eq 0 ]]
 }
 
 # -------------------------------------------------------------------------------- steps
 start=$SECONDS
 set +e
-install_project >"$OUT/install.log" 2>&1 # in this shell: the shim's exports must persist
+install_project >"$WORK/install.out" 2>&1 # in this shell: the shim's exports must persist
 code=$?
 set -e
-echo "=== install"
-cat "$OUT/install.log"
+echo "=== install" | tee -a "$LOG"
+tee -a "$LOG" <"$WORK/install.out"
 record install "$code" "$((SECONDS - start))"
 if [[ "${1:-}" == "--install-only" ]]; then
   summary
   exit $?
 fi
 
-step env 20 bash -c 'nvidia-smi -L || echo "nvidia-smi -L failed"; "$0" -c "
+step env 10 bash -c 'nvidia-smi -L || echo "nvidia-smi -L failed"; "$0" -c "
 import sys, torch, triton
 print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"triton\", triton.__version__)
 print(\"cuda\", torch.version.cuda, \"cudnn\", torch.backends.cudnn.version())
 print(\"device\", torch.cuda.get_device_name() if torch.cuda.is_available() else \"none\")
 "' "$PY"
-step gpu-tests 100 "$PY" -m pytest -q tests/gpu -x ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
-step tune 60 "$PY" -m altgrad_triton.cli.tune recipes/wt2.toml --quick --cache-dir "$OUT/tune"
-step bench 100 "$PY" -m altgrad_triton.cli.bench --quick --csv "$OUT/benchmarks.csv" \
-  --cache-dir "$OUT/tune"
-step slice $((SLICE_SECONDS + 20)) "$PY" -m altgrad_triton.cli.bench \
-  --train-slice "$SLICE_SECONDS" --csv "$OUT/benchmarks.csv" --cache-dir "$OUT/tune"
+step tune-qrnn 40 "$PY" -m altgrad_triton.cli.tune recipes/wt2.toml run.dtype=bfloat16 --quick
+step tune-lstm 30 "$PY" -m altgrad_triton.cli.tune recipes/wt2-lstm.toml run.dtype=bfloat16 \
+  --quick
+train qrnn-bf16-triton 30 recipes/wt2.toml run.dtype=bfloat16 run.max_batches=12
+train qrnn-fp32-triton 35 recipes/wt2.toml run.dtype=float32 run.max_batches=8
+train lstm-bf16-triton 30 recipes/wt2-lstm.toml run.dtype=bfloat16 run.max_batches=8
+train lstm-bf16-cudnn 20 recipes/wt2-lstm.toml run.dtype=bfloat16 run.max_batches=8 \
+  run.backend=cudnn
+train lstm-bf16-torch 25 recipes/wt2-lstm.toml run.dtype=bfloat16 run.max_batches=4 \
+  run.backend=torch
+if [[ ${#RUNS[@]} -gt 0 ]]; then
+  step slices 15 "$PY" -m altgrad_triton.cli.bench --slices "${RUNS[@]}" \
+    --csv "$OUT/benchmarks.csv"
+else
+  echo "=== slices: no training run finished an epoch" | tee -a "$LOG" "$WORK/slices.out"
+  record slices 1 0
+fi
+step profile 30 "$PY" -m altgrad_triton.cli.bench --profile --slice-dtype bfloat16
+step bench 35 "$PY" -m altgrad_triton.cli.bench --quick --budget 25 \
+  --families lstm fo_pool sg_loss --csv "$OUT/benchmarks.csv"
+step tests 40 "$PY" -m pytest -q ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
 
+set +e
 summary
+code=$?
+set -e
+report
+echo "report: $OUT/report.md"
+exit $code

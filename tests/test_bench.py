@@ -85,6 +85,16 @@ def test_train_slice_on_cpu(tmp_path, capsys, no_gpu):
     assert float(row["metric"]) > 0 and row["unit"] == "tokens/s"
 
 
+def test_profile_on_cpu_tables_one_segment_of_each_recipe(capsys, no_gpu):
+    assert bench_cli.main(["--profile"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "one training segment of wt2.toml" in out and "one training segment of wt2-lstm.toml" in out
+    )
+    assert out.count("Self CPU time total") == 2 and "aten::" in out
+    assert bench_cli.main(["--profile", "--train-slice", "1"]) == 2
+
+
 def test_zero_budget_skips_and_says_so(tmp_path, capsys, no_gpu):
     assert bench_cli.main(["--families", "fo_pool", "lstm", "--budget", "0", "--no-csv"]) == 0
     out = capsys.readouterr().out
@@ -115,12 +125,12 @@ def test_docs_csv_is_the_header_only():
 
 
 def test_traffic_and_flop_counts():
-    # kernels/fo_pool.py: the bf16 forward at T=200, B=20, H=1550 moves about 74 MB
+    # kernels/fo_pool.py: the bf16 forward at T=200, B=20, H=1550 moves about 50 MB
     fo = bench.fo_pool_bytes(200, 20, 1550, 2)
-    assert fo["fwd"] == 6_200_000 * 12 + 31_000 * 4
-    assert fo["bwd"] == 6_200_000 * 18 + 31_000 * 6
+    assert fo["fwd"] == 6_200_000 * 8 + 31_000 * 8
+    assert fo["bwd"] == 6_200_000 * 14 + 31_000 * 8
     assert fo["fwd+bwd"] == fo["fwd"] + fo["bwd"]
-    assert bench.fo_pool_bytes(1, 1, 1, 4)["fwd"] == 20 + 8
+    assert bench.fo_pool_bytes(1, 1, 1, 4)["fwd"] == 16 + 8
     assert bench.sg_loss_bytes(10) == {"fwd": 120, "bwd": 80, "fwd+bwd": 200}
     assert bench.elementwise_bytes(2, 3)["fwd"] == 2 * 3 * 12 + 2 * 8
     fl = bench.lstm_flops(70, 80, 1150)
@@ -141,6 +151,25 @@ def test_ratio_and_metrics_against_ours():
     bench.add_metrics(rows, group, env)
     assert rows[0].ratio == 1.0 and rows[1].ratio == 3.0 and rows[2].ratio is None
     assert rows[0].metric == pytest.approx(500.0) and rows[0].pct == pytest.approx(50.0)
+
+
+def test_copy_baseline_rows_time_a_copy_of_the_same_bytes():
+    """On a GPU a group can be set against a device copy moving its bytes per direction;
+    here the copy runs on the CPU under a GPU-mode Env, only to check the rows."""
+    env = bench.Env(torch.device("cpu"), True, "x", "9.0", "t", "tr", "d", copy_gbps=1.0)
+    group = bench.Group("fo_pool", "s", "float32", [], bytes={"fwd": 8e5, "bwd": 16e5})
+    group.directions, group.copy_baseline = ("fwd", "bwd"), True
+    timer = bench.Timer(env, 1.0, 5.0)
+    rows = bench.measure_group(group, timer, env, bench.Budget(None, ["fo_pool"]))
+    copies = [r for r in rows if r.provider == "copy"]
+    assert [r.direction for r in copies] == ["fwd", "bwd"]
+    assert all(r.ms > 0 and r.unit == "GB/s" and r.metric > 0 for r in copies)
+    group.copy_baseline = False
+    assert not [
+        r
+        for r in bench.measure_group(group, timer, env, bench.Budget(None, []))
+        if r.provider == "copy"
+    ]
 
 
 def test_gpu_check_script_syntax():

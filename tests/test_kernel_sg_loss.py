@@ -1,12 +1,21 @@
-"""SG regression loss: the fused Triton kernel (interpreter or GPU) against the reference,
-plus the tuning-seam registry in ``kernels/tuning.py`` that every kernel family uses."""
+"""SG regression loss in one launch: the Triton kernel (interpreter or GPU) against the
+reference -- loss, gradient, target scale and telemetry, over 1 to 8 programs, with the
+last-arriver's ticket counter back at zero after every call -- plus the tuning-seam
+registry in ``kernels/tuning.py`` that every kernel family uses."""
 
 import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from altgrad_triton.kernels import tuning
-from altgrad_triton.kernels.sg_loss import sg_mse_loss, sg_mse_loss_reference
+from altgrad_triton.kernels._common import ticket_counters
+from altgrad_triton.kernels.sg_loss import (
+    sg_mse_loss,
+    sg_mse_loss_reference,
+    sg_mse_loss_with_stats,
+    sg_mse_loss_with_stats_reference,
+)
 
 mod = sys.modules["altgrad_triton.kernels.sg_loss"]  # the module, not the function
 
@@ -14,8 +23,8 @@ mod = sys.modules["altgrad_triton.kernels.sg_loss"]  # the module, not the funct
 # dtype and scaled by the upstream scalar.
 TOL = {torch.float32: (1e-6, 1e-5), torch.float16: (1e-3, 2e-3)}
 
-# ragged sizes; 5000 runs 3 programs under the interpreter (chunks of 2048 elements), 5 on
-# a GPU (chunks of 1024)
+# ragged sizes; by default 5000 runs 4 programs under the interpreter (slices of 1280
+# elements), 20 on an H100 (slices of 256)
 SHAPES = [(1,), (37,), (1000,), (5000,), (20, 250), (3, 7, 11)]
 
 
@@ -84,8 +93,8 @@ def test_deterministic_and_no_grad_path(nan_poison, triton_device):
 
 
 def test_forced_config_multi_tile(monkeypatch, nan_poison, triton_device):
-    """A forced 256-element tile: each program walks its chunk (2048 elements under the
-    interpreter, 1024 on a GPU) in several tiles."""
+    """A forced 256-element tile: each program walks its slice (1280 elements under the
+    interpreter) in several tiles."""
     monkeypatch.setattr(mod, "_heuristic", lambda n: pytest.fail("heuristic used"))
     pred = torch.randn(5000, requires_grad=True)
     target = torch.randn(5000)
@@ -99,6 +108,117 @@ def test_forced_config_multi_tile(monkeypatch, nan_poison, triton_device):
     loss_ref, g_ref = grads_of(sg_mse_loss_reference, pred, target, torch.tensor(1.0))
     check(loss, loss_ref, torch.float32, "loss")
     check(g, g_ref, torch.float32, "dpred")
+
+
+def counter_is_zero(device):
+    return ticket_counters(torch.device(device)).count_nonzero().item() == 0
+
+
+@pytest.mark.parametrize("n", [1, 1023, 5000])
+@pytest.mark.parametrize("programs", [1, 3, 8])
+def test_one_launch_over_several_programs(n, programs, nan_poison, triton_device):
+    """Loss and gradient whatever the number of programs (some get no element when there
+    are more than elements); the counter is back at zero after each call, and a second call
+    gives the same bits."""
+    pred, target = torch.randn(n), torch.randn(n)
+    runs = [
+        mod.sg_loss_forward(pred, target, want_grad=True, programs_per_row=programs)
+        for _ in range(2)
+    ]
+    assert counter_is_zero(triton_device)
+    (loss, telemetry, grad), (loss2, _, grad2) = runs
+    assert telemetry is None
+    assert torch.equal(loss, loss2) and torch.equal(grad, grad2)
+    check(loss, sg_mse_loss_reference(pred, target), torch.float32, "loss")
+    check(grad, 2 * (pred - target) / n, torch.float32, "dpred")
+
+
+# (rows, elements per row): one row; ragged rows; rows that span several programs
+STATS_SHAPES = [(1, 1), (3, 341), (4, 1250), (20, 25)]
+
+
+@pytest.mark.parametrize("rows, dim", STATS_SHAPES, ids=lambda v: str(v))
+@pytest.mark.parametrize("programs", [1, 3, 8])
+def test_fused_telemetry_equals_pytorch(rows, dim, programs, nan_poison, triton_device):
+    """Loss against s * target, its gradient, and the telemetry as the trainer computed it
+    in PyTorch: F.cosine_similarity per row, averaged, and the norm ratio over the batch."""
+    scale = 37.0
+    pred, target = torch.randn(rows, dim), torch.randn(rows, dim)
+    pred[0] *= 1e-3  # rows of very different sizes: the mean of row cosines is not global
+    loss, telemetry, grad = mod.sg_loss_forward(
+        pred, target, target_scale=scale, stats=True, want_grad=True, programs_per_row=programs
+    )
+    assert counter_is_zero(triton_device)
+    t = target * scale
+    check(loss, (pred - t).pow(2).mean(), torch.float32, "loss")
+    check(grad, 2 * (pred - t) / pred.numel(), torch.float32, "dpred")
+    cos = F.cosine_similarity(pred, t, dim=1, eps=1e-30).mean()
+    torch.testing.assert_close(telemetry[0], cos, atol=1e-6, rtol=1e-5, msg="sg_cos")
+    ratio = pred.norm() / t.norm().clamp_min(1e-30)
+    torch.testing.assert_close(telemetry[1], ratio, atol=0, rtol=1e-5, msg="sg_norm_ratio")
+
+
+def test_public_fused_function_and_zero_prediction(nan_poison, triton_device):
+    """Through autograd as SyntheticBoundary.fit calls it; a zero prediction (the
+    synthesizer's first step) gives cos 0 and ratio 0, as F.cosine_similarity does."""
+    target = torch.randn(4, 50)
+    for pred in (torch.randn(4, 50), torch.zeros(4, 50)):
+        pred.requires_grad_()
+        upstream = torch.randn(())
+        got = sg_mse_loss_with_stats(pred, target, target_scale=3.0, backend="triton")
+        ref = sg_mse_loss_with_stats_reference(pred, target, 3.0)
+        for a, e, what in zip(got, ref, ("loss", "cos", "ratio"), strict=True):
+            assert a.shape == () and a.dtype == torch.float32, what
+            torch.testing.assert_close(a.detach(), e, atol=1e-6, rtol=1e-5, msg=what)
+        assert not got[1].requires_grad and not got[2].requires_grad
+        (g,) = torch.autograd.grad(got[0], pred, upstream)
+        (g_ref,) = torch.autograd.grad(ref[0], pred, upstream)
+        check(g, g_ref, torch.float32, "dpred")
+    assert ref[1] == 0 and ref[2] == 0
+
+
+def test_the_fit_pass_is_one_launch(monkeypatch, triton_device):
+    launches = []
+    real = mod.launch
+    monkeypatch.setattr(mod, "launch", lambda *a, **k: launches.append(a[0]) or real(*a, **k))
+    pred = torch.randn(3, 40, requires_grad=True)
+    loss, _, _ = sg_mse_loss_with_stats(pred, torch.randn(3, 40), backend="triton")
+    loss.backward()
+    assert launches == ["sg_loss"]
+
+
+def test_ticket_counters_are_cached_zero_and_grow():
+    cpu = torch.device("cpu")
+    first = ticket_counters(cpu)
+    assert first.dtype == torch.int32 and first.numel() >= 1 and not first.any()
+    assert ticket_counters(cpu, 2) is first
+    grown = ticket_counters(cpu, first.numel() + 1)
+    assert grown.numel() > first.numel() and not grown.any()
+    assert ticket_counters(cpu) is grown
+
+
+def test_telemetry_needs_a_batch_of_rows(triton_device):
+    with pytest.raises(ValueError, match=r"pred must be \[B, D\] .*got \(5,\)"):
+        sg_mse_loss_with_stats(torch.rand(5), torch.rand(5), backend="triton")
+
+
+def test_stats_reference_is_the_trainers_formula():
+    """The reference as SyntheticBoundary.fit wrote it before the kernel took it over."""
+    pred, target = torch.randn(6, 9, dtype=torch.float64), torch.randn(6, 9, dtype=torch.float64)
+    loss, cos, ratio = sg_mse_loss_with_stats_reference(pred, target, 5.0)
+    p, t = pred.float(), (target * 5.0).float()
+    torch.testing.assert_close(loss, (p - t).pow(2).mean())
+    torch.testing.assert_close(cos, F.cosine_similarity(p, t, dim=1, eps=1e-30).mean())
+    torch.testing.assert_close(ratio, p.norm() / t.norm())
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_cpu_tensors_take_the_stats_reference(backend, monkeypatch):
+    monkeypatch.setattr(mod, "sg_loss_forward", lambda *a, **k: pytest.fail("Triton used"))
+    pred, target = torch.randn(3, 7, requires_grad=True), torch.randn(3, 7)
+    got = sg_mse_loss_with_stats(pred, target, target_scale=2.0, backend=backend)
+    for a, e in zip(got, sg_mse_loss_with_stats_reference(pred, target, 2.0), strict=True):
+        assert torch.equal(a, e)
 
 
 def test_reference_gradcheck_float64():
@@ -119,7 +239,7 @@ def test_torch_backend_is_the_reference():
 
 @pytest.mark.parametrize("backend", ["auto", "torch"])
 def test_cpu_tensors_take_the_reference_path(backend, monkeypatch):
-    monkeypatch.setattr(mod, "sg_mse_loss_forward", lambda *a, **k: pytest.fail("Triton used"))
+    monkeypatch.setattr(mod, "sg_loss_forward", lambda *a, **k: pytest.fail("Triton used"))
     pred, target = torch.randn(37, requires_grad=True), torch.randn(37)
     assert torch.equal(
         sg_mse_loss(pred, target, backend=backend), sg_mse_loss_reference(pred, target)

@@ -81,7 +81,7 @@ r = from_dict({
             "max_eval_batches": 1, "log_every": 1000},
     "data": {"corpus": "text", "path": sys.argv[1], "batch_size": B, "eval_batch_size": 2,
              "test_batch_size": 2},
-    "model": {"cell": "lstm", "emb_size": 256, "hidden_size": 256, "layers": 2},
+    "model": {"cell": sys.argv[2], "emb_size": 256, "hidden_size": 256, "layers": 2},
     "bptt": {"length": T, "random_length": False},
 })
 ids = torch.randint(0, V, (B * T * 4,))
@@ -99,9 +99,13 @@ print(json.dumps({"measured": status("VmHWM") - before,
 """
 
 
-def test_the_bound_is_below_a_measured_training_step_and_of_its_order(tmp_path):
+@pytest.mark.parametrize("cell", ["lstm", "qrnn"])
+def test_the_bound_is_below_a_measured_training_step_and_of_its_order(tmp_path, cell):
     proc = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(tmp_path)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", MEASURE, str(tmp_path), cell],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])

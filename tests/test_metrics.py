@@ -9,6 +9,7 @@ from rich.console import Console
 from altgrad_triton.metrics import (
     MetricsLog,
     divergence_warning,
+    epoch_line,
     perplexity,
     runaway_warning,
 )
@@ -101,3 +102,10 @@ def test_the_log_warns_of_a_runaway_loss_when_it_knows_the_vocabulary(tmp_path):
         log.record({**row(epoch, "real", None), "val_loss": loss, "val_ppl": perplexity(loss)})
     warnings = [x for x in out.getvalue().splitlines() if x.startswith("warning:")]
     assert len(warnings) == 1 and "validation perplexity 9.47e+20" in warnings[0]
+
+
+def test_epoch_line_shows_the_peak_memory_when_the_row_has_it():
+    row = {"epoch": 2, "mode": "real", "lr": 1e-3, "train_ppl": 90.0, "val_ppl": 80.0,
+           "tokens_per_s": 1234.0, "sg_cos": None}  # fmt: skip
+    assert "GiB" not in epoch_line(row)
+    assert epoch_line({**row, "peak_mem_gib": 1.5}).endswith("1,234 tok/s peak 1.50 GiB")

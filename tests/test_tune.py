@@ -169,13 +169,14 @@ def test_sweep_forces_each_candidate_and_survives_a_failing_one():
     job = tune.fo_pool_jobs(2, 3, 16, torch.float32)[0]
     job.key = tune.probe_key(job)
     assert job.key == ("float32", 32)
-    before = {"BLOCK": 64, "num_warps": 1, "num_stages": 1}
+    before = {"BLOCK_H": 64, "CHUNK": 8, "num_warps": 1, "num_stages": 1}
     tuning.set_override("fo_pool_fwd", job.key, before)
     good = [
-        {"BLOCK": 32, "num_warps": 1, "num_stages": 1},
-        {"BLOCK": 16, "num_warps": 1, "num_stages": 1},
+        {"BLOCK_H": 16, "CHUNK": 4, "num_warps": 1, "num_stages": 1},
+        {"BLOCK_H": 8, "CHUNK": 4, "num_warps": 1, "num_stages": 1},
     ]
-    bad = {"BLOCK": 24, "num_warps": 1, "num_stages": 1}  # tl.arange needs a power of two
+    # tl.arange needs a power of two
+    bad = {"BLOCK_H": 24, "CHUNK": 4, "num_warps": 1, "num_stages": 1}
     seen = []
     result = tune.sweep(
         job,

@@ -4,10 +4,11 @@ For every family, at the paper's shapes, forward, backward and both, side by sid
 process on one GPU:
 
 * ``fo_pool`` (QRNN fo-pooling, B=20 T=200 H=1550 and 400, fp32 and bf16): ours (Triton),
-  the PyTorch reference eager and under ``torch.compile``, and the bandwidth bound;
-* ``sg_loss`` and ``elementwise`` (the synthetic-gradient loss and the element-wise QRNN
-  synthesizer, fp32, on the joined state of the WT2 QRNN / LSTM models): the same
-  providers;
+  the PyTorch reference eager and under ``torch.compile``, a device copy of the same bytes
+  per direction, and the bandwidth bound;
+* ``sg_loss`` and ``elementwise`` (the synthetic-gradient loss with its telemetry and the
+  element-wise QRNN synthesizer, fp32, on the joined state of the WT2 QRNN / LSTM models):
+  the same providers (the copy for the SG loss; its rows also count GPU ops per call);
 * ``lstm``: ours (``cells.LSTM`` on the Triton segment kernels) vs cuDNN ``nn.LSTM`` as the
   project would otherwise run it (bf16 autocast; one layer per row, and the 3-layer stack),
   cuDNN's best case (single layer, fp16, H=1024: where its persistent algorithm can apply)

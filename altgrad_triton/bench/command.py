@@ -22,6 +22,8 @@ from .families import (
 )
 from .measure import QUICK_BUDGET_S, Budget, Env, Row, Timer, copy_bandwidth, measure_group
 from .output import Report, check_csv
+from .profile import profile_segment, profile_title
+from .slices import slice_rows
 
 DEFAULT_CSV = Path("docs/benchmarks.csv")
 CPU_BANNER = (
@@ -49,6 +51,11 @@ def run(args, console=None) -> int:
     if args.train_slice is not None:
         report.add("end-to-end training slice", [train_slice(env, args, console)])
         return _finish(report, None, console)
+    if args.profile:
+        return profile_recipes(env, args, console)
+    if args.slices:
+        report.add("altgrad-train runs (the real command, capped epochs)", slice_rows(args.slices))
+        return _finish(report, None, console)
     budget = Budget(
         args.budget
         if args.budget is not None
@@ -61,6 +68,19 @@ def run(args, console=None) -> int:
         report.add("device-to-device copy (the bandwidth ceiling)", [_copy_row(env)])
     run_families(env, args, shapes, args.families, timer, budget, report)
     return _finish(report, budget, console)
+
+
+def profile_recipes(env: Env, args, console) -> int:
+    """``--profile``: the profiler table of one segment of each recipe (the QRNN recipe is
+    skipped with ``--slice-backend cudnn``, which runs LSTM layers only)."""
+    backend = args.slice_backend if env.gpu else "torch"  # CPU: the reference path only
+    dtype = args.slice_dtype if env.gpu else "float32"
+    recipes = [args.lstm_recipe] if backend == "cudnn" else [args.qrnn_recipe, args.lstm_recipe]
+    for path in recipes:
+        console.print(profile_title(path, backend, dtype, args.e2e_mode), markup=False)
+        table = profile_segment(env, path, args.e2e_override, backend, dtype, args.e2e_mode)
+        console.print(table, markup=False, highlight=False, soft_wrap=True)
+    return 0
 
 
 def _csv_path(args, env: Env, console) -> Path | None:

@@ -160,10 +160,14 @@ def e2e_run(
 
 
 def e2e_rows(env: Env, args, shapes: Shapes, budget: Budget) -> list[Row]:
+    from .. import recipe as recipes
+
     warm, measure = shapes.e2e_warm, shapes.e2e_measure
-    backends = ["triton", "torch"] if env.gpu else ["torch"]
     rows: list[Row] = []
     for label, path, dtypes in shapes.e2e_models:
+        backends = ["triton", "torch"] if env.gpu else ["torch"]
+        if env.gpu and recipes.load(path).model.cell == "lstm":
+            backends.append("cudnn")  # what a user would pick instead of our LSTM kernel
         for dt in dtypes:
             group: list[Row] = []
             for backend in backends:

@@ -15,12 +15,14 @@ from .measure import Case, Env, Forward, Group
 
 
 def fo_pool_bytes(steps: int, batch: int, hidden: int, size: int) -> dict[str, float]:
-    """Minimal traffic of fo-pooling with an output gate (kernels/fo_pool.py's table): the
-    forward reads f, z, o, writes h and the fp32 c sequence, plus c0 / c_T per column; the
-    backward reads dh, f, z, o, c (fp32), writes df, dz, do, plus c0, dc_T, dc0."""
+    """Minimal traffic of fused-gate fo-pooling with an output gate (kernels/fo_pool.py's
+    table): the forward reads the Z, F, O pre-activations and writes h; the backward reads
+    dh and Z, F, O and writes their three gradients; per column the fp32 state in and out
+    (c0 and c_T; dc_T and dc0). The chunk checkpoints (4 B per column per chunk of steps)
+    are the kernels' choice, not counted."""
     el, col = steps * batch * hidden, batch * hidden
-    fwd = el * (4 * size + 4) + col * 2 * size
-    bwd = el * (7 * size + 4) + col * 3 * size
+    fwd = el * 4 * size + col * 8
+    bwd = el * 7 * size + col * 8
     return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
 
 
@@ -147,21 +149,21 @@ def _gpu_providers(env: Env) -> list[str]:
 def fo_pool_group(
     env: Env, batch: int, steps: int, hidden: int, dt: str, providers: Sequence[str]
 ) -> Group:
-    """fo-pooling at one shape; f, z, o are strided views of one [T, B, 3H] projection, as
-    ``cells.QRNN`` passes them (so the kernels' strided path and autotune key are the
-    training ones)."""
+    """fo-pooling at one shape, as ``cells.QRNN`` calls it: the raw [T, B, 3H] projection
+    in the storage dtype, c0 in fp32. On a GPU each direction is also set against a device
+    copy of the same bytes (the "copy" rows: their ratio is the share of its speed ours
+    reaches)."""
     from ..kernels import fo_pool, fo_pool_reference
 
     dtype = DTYPE_OF[dt]
 
     def make(impl):
         def build():
-            proj = torch.rand(steps, batch, 3 * hidden, device=env.device).to(dtype)
-            f, z, o = (p.detach().requires_grad_() for p in proj.chunk(3, -1))
-            c0 = torch.randn(batch, hidden, device=env.device).to(dtype)
-            c0.requires_grad_()
+            gates = (2 * torch.randn(steps, batch, 3 * hidden, device=env.device)).to(dtype)
+            gates.requires_grad_()
+            c0 = torch.randn(batch, hidden, device=env.device, requires_grad=True)
             fn = impl()
-            return (lambda: fn(f, z, o, c0)), [f, z, o, c0]
+            return (lambda: fn(gates, c0)), [gates, c0]
 
         return build
 
@@ -175,6 +177,7 @@ def fo_pool_group(
         dt,
         kernel_cases(make, ours, fo_pool_reference, providers),
         bytes=fo_pool_bytes(steps, batch, hidden, size),
+        copy_baseline=True,
     )
 
 
@@ -191,8 +194,48 @@ def fo_pool_groups(env: Env, shapes: Shapes) -> list[Group]:
     return groups
 
 
+def kernel_launches(fn: Callable[[], object]) -> int | None:
+    """GPU operations (kernels, memsets, copies) that one call of ``fn`` issues, counted
+    with torch.profiler after a warm-up call; None where the profiler cannot tell."""
+    try:
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity, profile
+
+        fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        return sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA)
+    except Exception:  # noqa: BLE001 - a note, never a failed benchmark
+        return None
+
+
+def _counting(case: Case) -> Case:
+    """``case`` whose note says how many GPU operations its forward issues (on a GPU)."""
+    make = case.make
+
+    def make_and_count():
+        fwd, leaves = make()
+        n = kernel_launches(fwd) if torch.cuda.is_available() and leaves[0].is_cuda else None
+        if n is not None:
+            ops = f"{n} GPU op{'s' if n != 1 else ''} per forward (torch.profiler)"
+            case.note = f"{case.note}; {ops}" if case.note else ops
+        return fwd, leaves
+
+    case.make = make_and_count
+    return case
+
+
+SG_TARGET_SCALE = 1000.0
+"""A ``synthetic.target_scale`` of the size recipes use (tokens per segment)."""
+
+
 def sg_loss_groups(env: Env, shapes: Shapes) -> list[Group]:
-    from ..kernels import sg_mse_loss, sg_mse_loss_reference
+    """What ``SyntheticBoundary.fit`` runs: the loss against target_scale x the gradient,
+    its gradient and the telemetry (sg_cos, sg_norm_ratio) -- ours in one launch, the
+    reference as PyTorch ops -- with each provider's count of GPU operations per call."""
+    from ..kernels import sg_mse_loss_with_stats, sg_mse_loss_with_stats_reference
 
     groups = []
     for label, batch, dim in shapes.state:
@@ -200,24 +243,25 @@ def sg_loss_groups(env: Env, shapes: Shapes) -> list[Group]:
         def make(impl, batch=batch, dim=dim):
             def build():
                 pred = torch.randn(batch, dim, device=env.device).requires_grad_()
-                target = torch.randn(batch, dim, device=env.device)
+                target = torch.randn(batch, dim, device=env.device) / SG_TARGET_SCALE
                 fn = impl()
-                return (lambda: (fn(pred, target),)), [pred]
+                return (lambda: fn(pred, target, SG_TARGET_SCALE)[:1]), [pred]
 
             return build
 
-        def ours(p, t):
-            return sg_mse_loss(p, t, backend="triton")
+        def ours(p, t, s):
+            return sg_mse_loss_with_stats(p, t, target_scale=s, backend="triton")
 
-        cases = kernel_cases(make, ours, sg_mse_loss_reference, _gpu_providers(env))
+        cases = kernel_cases(make, ours, sg_mse_loss_with_stats_reference, _gpu_providers(env))
         n = batch * dim
         groups.append(
             Group(
                 "sg_loss",
                 f"{label} B={batch} D={dim} (N={n})",
                 "float32",
-                cases,
+                [_counting(c) if c.provider != "compile" else c for c in cases],
                 bytes=sg_loss_bytes(n),
+                copy_baseline=True,
             )
         )
     return groups

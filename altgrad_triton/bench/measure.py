@@ -217,6 +217,7 @@ class Group:
     bytes: dict[str, float] | None = None  # direction -> bytes moved (GB/s metric)
     flops: dict[str, float] | None = None  # direction -> flops (TFLOP/s metric)
     directions: tuple[str, ...] = DIRECTIONS
+    copy_baseline: bool = False  # on a GPU, also time a device copy of the same bytes
 
 
 def measure_case(
@@ -288,6 +289,14 @@ def measure_group(
                 row.ms, row.p20, row.p80 = res
             rows.append(row)
         free_memory(env)
+    if group.copy_baseline and group.bytes and env.gpu:
+        for d in group.directions:
+            if group.bytes.get(d):
+                ms, p20, p80 = copy_same_bytes(env, timer, group.bytes[d])
+                note = "device copy of the same bytes; ratio = the share of its speed ours reaches"
+                rows.append(
+                    Row(group.family, group.shape, group.dtype, d, "copy", ms, p20, p80, note=note)
+                )
     if group.bytes and env.copy_gbps:
         for d in group.directions:
             nbytes = group.bytes.get(d)
@@ -332,6 +341,16 @@ def free_memory(env: Env) -> None:
 
 
 # ----------------------------------------------------------------------------- bandwidth ceiling
+
+
+def copy_same_bytes(env: Env, timer: Timer, nbytes: float) -> Timing:
+    """Timing of one device-to-device copy that reads and writes ``nbytes`` in all (half
+    each way): the practical floor for a memory-bound kernel moving that many bytes, launch
+    latency and tail included, as it is for the kernel."""
+    n = max(1, int(nbytes) // 8)  # fp32 elements per buffer: 4 B read + 4 B written each
+    src = torch.empty(n, dtype=torch.float32, device=env.device).uniform_()
+    dst = torch.empty_like(src)
+    return timer(lambda: dst.copy_(src))
 
 
 def copy_bandwidth(env: Env, timer: Timer) -> float:

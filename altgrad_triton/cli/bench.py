@@ -5,6 +5,8 @@ both, and training tokens/s end to end; print tables and append rows to a CSV.
     altgrad-bench --quick --csv out/bench.csv    # main shapes, sized for ~2 minutes
     altgrad-bench --families fo_pool sg_loss --no-csv
     altgrad-bench --train-slice 60               # train the WT2 QRNN ~60 s, print tokens/s
+    altgrad-bench --profile                      # where one training segment's time goes
+    altgrad-bench --slices runs/qrnn runs/lstm   # tokens/s of runs altgrad-train made
 
 Without a CUDA GPU it times the PyTorch reference paths on tiny shapes (CPU reference
 timings, not GPU figures) and writes a CSV only when --csv is given.
@@ -137,8 +139,33 @@ def _end_to_end_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="only train the QRNN recipe for about this long and report tokens/s",
     )
-    p.add_argument("--slice-backend", choices=("triton", "torch"), default="triton")
-    p.add_argument("--slice-dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument(
+        "--slices",
+        nargs="+",
+        metavar="RUN_DIR",
+        default=None,
+        help="only tabulate runs that altgrad-train made (capped epochs): last epoch's "
+        "tokens/s, peak GPU memory, whether the training loss fell; ratio against the "
+        "triton run of the same model and dtype",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="only profile one training segment of the QRNN and the LSTM recipe "
+        "(torch.profiler: top operators and kernels by self time)",
+    )
+    p.add_argument(
+        "--slice-backend",
+        choices=("triton", "torch", "cudnn"),
+        default="triton",
+        help="backend of --train-slice and --profile (cudnn: the LSTM recipe only)",
+    )
+    p.add_argument(
+        "--slice-dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="compute dtype of --train-slice and --profile",
+    )
 
 
 def body(argv: list[str] | None = None) -> int:
@@ -146,6 +173,10 @@ def body(argv: list[str] | None = None) -> int:
     args.families = _families(args.families)
     if args.csv is not None and args.no_csv:
         raise UserError("--csv and --no-csv contradict each other")
+    alone = [o for o, v in (("--profile", args.profile), ("--train-slice", args.train_slice),
+                            ("--slices", args.slices)) if v]  # fmt: skip
+    if len(alone) > 1:
+        raise UserError(f"{' and '.join(alone)} are separate runs: give one of them")
     if args.train_slice is not None and args.train_slice <= 0:
         raise UserError(f"--train-slice must be > 0 seconds, got {args.train_slice:g}")
     from .. import bench

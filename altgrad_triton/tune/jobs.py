@@ -129,28 +129,29 @@ def _gate(shape, dtype, device):
 def fo_pool_jobs(
     batch: int, steps: int, hidden: int, dtype: torch.dtype, output_gate: bool = True
 ) -> list[Job]:
-    """Forward and backward scan; f, z, o are chunks of one [T, B, 3H] projection (strided
-    views, as ``cells.QRNN`` passes them)."""
-    fp = _kmod("fo_pool")
-    n = 3 if output_gate else 2
-    shape = f"B={batch} T={steps} H={hidden}"
+    """Forward and backward scan on the raw [T, B, 3H] projection with an fp32 c0, as
+    ``cells.QRNN`` calls them.
 
-    def gates(device):
-        proj = _gate((steps, batch, n * hidden), dtype, device)
-        parts = proj.chunk(n, -1)
-        return parts[0], parts[1], (parts[2] if output_gate else None)
+    The backward's chunks start on the forward's checkpoints, so in training it runs with
+    the longer of its own CHUNK and the forward's; it is timed here on checkpoints of the
+    shortest candidate spacing, so that every candidate runs as itself."""
+    fp = _kmod("fo_pool")
+    g = 3 if output_gate else 2
+    shape = f"B={batch} T={steps} H={hidden}"
+    spacing = min(fp.CHUNKS)
 
     def fwd(device):
-        f, z, o = gates(device)
-        c0 = _rand((batch, hidden), dtype, device)
-        return lambda: fp.fo_pool_forward(f, z, o, c0, save_c=True)
+        gates = _rand((steps, batch, g * hidden), dtype, device, 2.0)
+        c0 = _rand((batch, hidden), torch.float32, device)
+        return lambda: fp.fo_pool_forward(gates, c0, output_gate=output_gate, save=True)
 
     def bwd(device):
-        f, z, o = gates(device)
-        c0 = _rand((batch, hidden), dtype, device)
-        cseq = _rand((steps, batch, hidden), torch.float32, device)
+        gates = _rand((steps, batch, g * hidden), dtype, device, 2.0)
+        ckpt = _rand((-(-steps // spacing), batch, hidden), torch.float32, device)
         dh = _rand((steps, batch, hidden), dtype, device)
-        return lambda: fp.fo_pool_backward(f, z, o, c0, cseq, dh, None, want_dc0=True)
+        return lambda: fp.fo_pool_backward(
+            gates, ckpt, spacing, dh, None, output_gate=output_gate, dc0_dtype=torch.float32
+        )
 
     return [
         Job("fo_pool_fwd", "fo_pool", shape, dtype, fwd, batch),
@@ -189,13 +190,17 @@ def lstm_jobs(batch: int, steps: int, hidden: int, dtype: torch.dtype) -> list[J
     ]
 
 
-def sg_loss_jobs(n: int, dtype: torch.dtype = torch.float32) -> list[Job]:
+def sg_loss_jobs(n: int, dtype: torch.dtype = torch.float32, rows: int = 1) -> list[Job]:
+    """The one-launch fit pass (loss, gradient, telemetry) on ``rows`` rows (the batch; n
+    must divide by it) of ``n`` elements in all: the override key is the element count."""
     sg = _kmod("sg_loss")
+    if n % rows:
+        raise ValueError(f"sg_loss_jobs: {n} elements do not split into {rows} rows")
 
     def fwd(device):
-        pred = _rand((n,), dtype, device)
-        target = _rand((n,), dtype, device)
-        return lambda: sg.sg_mse_loss_forward(pred, target, want_grad=True)
+        pred = _rand((rows, n // rows), dtype, device)
+        target = _rand((rows, n // rows), dtype, device)
+        return lambda: sg.sg_loss_forward(pred, target, stats=True, want_grad=True)
 
     return [Job("sg_loss", "sg_loss", f"N={n}", dtype, fwd)]
 
@@ -244,7 +249,7 @@ def recipe_jobs(shapes: RecipeShapes, *, quick: bool = False) -> list[Job]:
         n = shapes.state_elements
         if shapes.synthesizer == "elementwise" and shapes.synth_cell == "qrnn":
             jobs += elementwise_jobs(n, shapes.synth_hidden)
-        jobs += sg_loss_jobs(n)
+        jobs += sg_loss_jobs(n, rows=shapes.batch)
     return jobs
 
 

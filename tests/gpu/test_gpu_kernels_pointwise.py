@@ -1,7 +1,8 @@
 """Point-wise kernel families on a real GPU, at the paper's shapes, fp32 and bf16.
 
-fo-pooling at B=20, T=200, H=1550 and H=400 (the 4-layer QRNN's widths); the SG loss and
-the element-wise synthesizer at N = 20 * 4 * 1550 = 124,000 scalars, U = 50. Triton
+fo-pooling at B=20, T=200, H=1550 and H=400 (the 4-layer QRNN's widths), from the raw
+[T, B, 3H] projection; the SG loss (with its fused telemetry) and the element-wise
+synthesizer at N = 20 * 4 * 1550 = 124,000 scalars, U = 50. Triton
 outputs and gradients are compared with the fp32 reference run on the same (upcast)
 inputs; bf16 tolerances cover the rounding of the stored outputs. Most tests force one
 candidate config through the tuning seam (compiling every autotune candidate for every
@@ -18,12 +19,18 @@ import sys
 import pytest
 import torch
 from altgrad_triton.kernels import interpreting, tuning
+from altgrad_triton.kernels._common import ticket_counters
 from altgrad_triton.kernels.elementwise import (
     elementwise_qrnn_synth,
     elementwise_qrnn_synth_reference,
 )
 from altgrad_triton.kernels.fo_pool import fo_pool, fo_pool_reference
-from altgrad_triton.kernels.sg_loss import sg_mse_loss, sg_mse_loss_reference
+from altgrad_triton.kernels.sg_loss import (
+    sg_mse_loss,
+    sg_mse_loss_reference,
+    sg_mse_loss_with_stats,
+    sg_mse_loss_with_stats_reference,
+)
 
 pytestmark = [
     pytest.mark.gpu,
@@ -86,28 +93,30 @@ def upstream(shape, dtype):
 # --------------------------------------------------------------------------- fo-pooling
 
 
-def fo_inputs(H, dtype, use_o=True, use_c0=True):
-    dev = "cuda"
-    f = torch.rand(T, B, H, device=dev).to(dtype).requires_grad_()
-    z = torch.randn(T, B, H, device=dev).to(dtype).requires_grad_()
-    o = torch.rand(T, B, H, device=dev).to(dtype).requires_grad_() if use_o else None
-    c0 = torch.randn(B, H, device=dev).to(dtype).requires_grad_() if use_c0 else None
-    return [f, z, o, c0]
+def fo_inputs(H, dtype, output_gate=True, use_c0=True):
+    """The raw [T, B, 3H] projection (scaled so the gates are neither saturated nor all
+    1/2) and c0."""
+    g = 3 if output_gate else 2
+    gates = (2 * torch.randn(T, B, g * H, device="cuda")).to(dtype).requires_grad_()
+    c0 = torch.randn(B, H, device="cuda").to(dtype).requires_grad_() if use_c0 else None
+    return [gates, c0]
 
 
-def fo_compare(H, dtype, use_o, use_c0):
-    ins = fo_inputs(H, dtype, use_o, use_c0)
-    up = [upstream((T, B, H), dtype), upstream((B, H), dtype)]
-    out = fo_pool(*ins, backend="triton")
+def fo_compare(ins, dtype, output_gate=True, c_dtype=None):
+    gates, c0 = ins
+    H = gates.shape[-1] // (3 if output_gate else 2)
+    up = [upstream((T, B, H), dtype), upstream((B, H), c_dtype or dtype)]
+    out = fo_pool(gates, c0, output_gate=output_gate, backend="triton")
     g = grads(out, up, ins)
     ref_ins = upcast(ins)
-    out_ref = fo_pool_reference(*ref_ins)
+    out_ref = fo_pool_reference(*ref_ins, output_gate=output_gate)
     g_ref = grads(out_ref, up, ref_ins)
     check(out[0], out_ref[0], dtype, "h")
-    check(out[1], out_ref[1], dtype, "c_T")
-    for a, e in zip(g, g_ref, strict=True):
-        assert a.dtype == dtype
-        check(a, e, dtype, "grad")
+    check(out[1], out_ref[1], c_dtype or dtype, "c_T")
+    assert g[0].dtype == dtype and g[0].shape == gates.shape
+    for a, e, what in zip(g, g_ref, ("dgates", "dc0"), strict=False):
+        check(a, e, dtype, what)
+    return out, g
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dname)
@@ -116,52 +125,36 @@ def test_fo_pool_paper_shapes(H, dtype, forced):
     key = tuning.make_key(dtype, B * H)
     forced("fo_pool_fwd", key)
     forced("fo_pool_bwd", key)
-    fo_compare(H, dtype, use_o=True, use_c0=True)
+    fo_compare(fo_inputs(H, dtype), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dname)
 def test_fo_pool_no_o_no_c0_strided(dtype, forced):
-    """h = c, zero initial state, gates as chunks of one [T, B, 3H] projection."""
+    """h = c, zero initial state, the projection a column slice of a wider tensor."""
     H = 400
     key = tuning.make_key(dtype, B * H)
     forced("fo_pool_fwd", key)
     forced("fo_pool_bwd", key)
-    proj = torch.rand(T, B, 3 * H, device="cuda").to(dtype)
-    z, f, _ = (t.requires_grad_() for t in proj.chunk(3, dim=-1))
-    up = [upstream((T, B, H), dtype), upstream((B, H), dtype)]
-    out = fo_pool(f, z, backend="triton")
-    g = grads(out, up, [f, z])
-    rf, rz = upcast([f, z])
-    out_ref = fo_pool_reference(rf, rz, None, None)
-    g_ref = grads(out_ref, up, [rf, rz])
-    check(out[0], out_ref[0], dtype, "h")
-    check(out[1], out_ref[1], dtype, "c_T")
-    for a, e in zip(g, g_ref, strict=True):
-        check(a, e, dtype, "grad")
+    wide = (2 * torch.randn(T, B, 2 * H + 16, device="cuda")).to(dtype)
+    gates = wide[:, :, 8 : 8 + 2 * H].requires_grad_()
+    assert not gates.is_contiguous()
+    fo_compare([gates, None], dtype, output_gate=False)
 
 
 def test_fo_pool_bf16_storage_with_fp32_cell_state():
     """c0 in fp32 as the QRNN layer passes it under bf16: c_T and dc0 come back in fp32, and
     c_T at fp32 tolerance (the scan never rounds c)."""
-    f, z, o, c0 = fo_inputs(400, torch.bfloat16)
+    gates, c0 = fo_inputs(400, torch.bfloat16)
     c0 = c0.detach().float().requires_grad_()
-    ins = [f, z, o, c0]
-    up = [upstream((T, B, 400), torch.bfloat16), upstream((B, 400), torch.float32)]
-    out = fo_pool(*ins, backend="triton")
-    g = grads(out, up, ins)
-    ref_ins = upcast(ins)
-    out_ref = fo_pool_reference(*ref_ins)
-    g_ref = grads(out_ref, up, ref_ins)
-    assert (out[0].dtype, out[1].dtype, g[-1].dtype) == (torch.bfloat16,) + (torch.float32,) * 2
-    check(out[0], out_ref[0], torch.bfloat16, "h")
-    check(out[1], out_ref[1], torch.float32, "c_T")
-    for a, e in zip(g, g_ref, strict=True):
-        check(a, e, torch.bfloat16, "grad")
+    out, g = fo_compare([gates, c0], torch.bfloat16, c_dtype=torch.float32)
+    assert (out[0].dtype, out[1].dtype, g[1].dtype) == (torch.bfloat16,) + (torch.float32,) * 2
 
 
 def test_autotuned_path_fo_pool():
+    """No override: both kernels autotune, the forward's chosen chunk sets the backward's
+    checkpoint spacing."""
     tuning.clear_overrides()
-    fo_compare(400, torch.bfloat16, use_o=True, use_c0=True)
+    fo_compare(fo_inputs(400, torch.bfloat16), torch.bfloat16)
 
 
 # --------------------------------------------------------------------------- SG loss
@@ -185,15 +178,34 @@ def test_sg_loss_paper_size(dtype, forced):
     assert torch.equal(again, loss.detach()), "loss not bit-reproducible"
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=dname)
+def test_sg_loss_with_stats_paper_size(dtype, forced):
+    """The fit pass at the WT2 QRNN's size: loss against s * target, gradient, sg_cos and
+    sg_norm_ratio as PyTorch computes them; bit-reproducible, counter back at zero."""
+    forced("sg_loss", tuning.make_key(dtype, N))
+    pred = torch.randn(B, N // B, device="cuda").to(dtype).requires_grad_()
+    target = torch.randn(B, N // B, device="cuda") * 1e-3
+    got = sg_mse_loss_with_stats(pred, target, target_scale=700.0, backend="triton")
+    ref = sg_mse_loss_with_stats_reference(upcast([pred])[0], target, 700.0)
+    for a, e, what in zip(got, ref, ("loss", "cos", "ratio"), strict=True):
+        torch.testing.assert_close(a.detach(), e.detach(), atol=1e-6, rtol=1e-5, msg=what)
+    again = sg_mse_loss_with_stats(pred.detach(), target, target_scale=700.0, backend="triton")
+    assert all(torch.equal(a, b.detach()) for a, b in zip(again, got, strict=True))
+    assert ticket_counters(pred.device).count_nonzero().item() == 0
+
+
 def test_autotuned_path_sg_loss():
+    """Autotuning launches the kernel many times: each launch must leave the counter at 0."""
     tuning.clear_overrides()
-    pred = torch.randn(N, device="cuda", requires_grad=True)
-    target = torch.randn(N, device="cuda")
-    loss = sg_mse_loss(pred, target, backend="triton")
+    pred = torch.randn(B, N // B, device="cuda", requires_grad=True)
+    target = torch.randn(B, N // B, device="cuda")
+    loss, cos, ratio = sg_mse_loss_with_stats(pred, target, backend="triton")
     loss.backward()
-    ref = sg_mse_loss_reference(pred.detach(), target)
-    torch.testing.assert_close(loss.detach(), ref, atol=1e-6, rtol=1e-5)
+    ref = sg_mse_loss_with_stats_reference(pred.detach(), target)
+    for a, e in zip((loss.detach(), cos, ratio), ref, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(pred.grad, 2 * (pred.detach() - target) / N)
+    assert ticket_counters(pred.device).count_nonzero().item() == 0
 
 
 # --------------------------------------------------------------------------- synthesizer
@@ -255,22 +267,25 @@ def test_launchers_capture_in_a_cuda_graph(forced):
     H, dtype = 400, torch.bfloat16
     for k in ("fo_pool_fwd", "fo_pool_bwd"):
         forced(k, tuning.make_key(dtype, B * H))
-    forced("sg_loss", tuning.make_key(dtype, N))
+    forced("sg_loss", tuning.make_key(dtype, T * B * H))  # the loss of h against dh
     for k in ("elementwise_fwd", "elementwise_bwd"):
         forced(k, tuning.make_key(dtype, N) + (64,))
-    f, z, o, c0 = (t.detach() for t in fo_inputs(H, dtype))
-    dh, dc = torch.randn_like(f), torch.randn_like(c0)
+    gates, c0 = (t.detach() for t in fo_inputs(H, dtype))
+    dh, dc = torch.randn(T, B, H, device="cuda").to(dtype), torch.randn_like(c0)
     ins, mask = ew_inputs(dtype)
     ins = [t.detach() for t in ins]
     dy, dcs = torch.randn(N, device="cuda"), torch.randn(N, U, device="cuda")
 
     def step():
-        h, c_last, cseq = fo_mod.fo_pool_forward(f, z, o, c0, save_c=True)
-        fo_grads = fo_mod.fo_pool_backward(f, z, o, c0, cseq, dh, dc)
-        loss, g = sg_mod.sg_mse_loss_forward(h, dh.to(dtype), want_grad=True)
+        h, c_last, ckpt, chunk = fo_mod.fo_pool_forward(gates, c0, save=True)
+        fo_grads = fo_mod.fo_pool_backward(gates, ckpt, chunk, dh, dc, dc0_dtype=c0.dtype)
+        loss, sg_stats, g = sg_mod.sg_loss_forward(
+            h.flatten(1), dh.flatten(1), target_scale=3.0, stats=True, want_grad=True
+        )
+        fo_sg = [h, c_last, *fo_grads, loss, sg_stats, g]
         y, c = ew_mod.elementwise_forward(*ins, mask)
         ew_grads = ew_mod.elementwise_backward(*ins, mask, dy, dcs)
-        return [h, c_last, *fo_grads, loss, g, y, c, *[t for t in ew_grads if t is not None]]
+        return [*fo_sg, y, c, *[t for t in ew_grads if t is not None]]
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

@@ -32,7 +32,7 @@ def test_sweep_store_and_apply_on_this_gpu(tmp_path):
     job = tune.fo_pool_jobs(4, 16, 300, torch.float32)[0]
     job.key = tune.probe_key(job)
     good = tune.job_candidates(job, quick=True)[:2]
-    bad = {"BLOCK": 24, "num_warps": 1, "num_stages": 1}  # not a power of two: compile error
+    bad = {"BLOCK_H": 24, "CHUNK": 8, "num_warps": 1}  # not a power of two: compile error
     r = tune.sweep(job, [good[0], bad, good[1]], device, tune.gpu_timer(5, 10))
     assert [t.ok for t in r.trials] == [True, False, True], [t.error for t in r.trials]
     assert r.aborted is None and r.winner is not None
