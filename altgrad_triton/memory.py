@@ -36,8 +36,13 @@ import torch
 from .errors import UserError
 from .recipe import Recipe
 
-OPTIMIZER_STATE_BYTES = {"adam": 8, "sgd": 4}
-"""Bytes of optimizer state per parameter (SGD's only with momentum)."""
+
+def optimizer_state_bytes(name: str, momentum: float) -> int:
+    """Bytes of optimizer state per parameter, at the least: Adam's two moments; a momentum
+    buffer for any other optimizer (SGD) with momentum."""
+    if name == "adam":
+        return 8
+    return 4 if momentum else 0
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ def estimate(
     """The lower bound of the module docstring for one of ``world_size`` ranks."""
     m, r = recipe.model, recipe
     p = parameter_count(recipe, vocab_size)
-    opt = OPTIMIZER_STATE_BYTES[r.optim.name] if r.optim.name == "adam" or r.optim.momentum else 0
+    opt = optimizer_state_bytes(r.optim.name, r.optim.momentum)
     sizes = layer_sizes(recipe)
     per_layer = 5 if m.cell == "lstm" else (3 if m.output_gate else 2) + 1
     width = m.emb_size + per_layer * sum(sizes[1:]) + vocab_size  # per token, activation dtype

@@ -58,6 +58,9 @@ def test_a_model_that_fits_is_not_refused_and_the_bound_grows_with_what_it_count
     assert halves.activations == small.activations  # each of 2 ranks holds half the columns
     sgd = memory.estimate(tiny_recipe(tmp_path, tmp_path, optim={"name": "sgd"}), 1000, "cpu")
     assert sgd.weights == small.parameters * 8  # value + gradient, no momentum buffer
+    momentum = tiny_recipe(tmp_path, tmp_path, optim={"name": "sgd", "momentum": 0.9})
+    assert memory.estimate(momentum, 1000, "cpu").weights == small.parameters * 12
+    assert small.weights == small.parameters * 16  # Adam: + two moments
 
 
 # One training step of a model whose memory the bound should count, in a fresh process: the
