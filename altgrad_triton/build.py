@@ -28,6 +28,7 @@ from . import distributed as ddp
 from .carry import join_state
 from .errors import UserError
 from .kernels import interpreting
+from .memory import check_memory
 from .model import Dropouts, RNNLanguageModel
 from .recipe import OptimConfig, Recipe, SyntheticConfig
 from .schedule import TrainingPlan
@@ -280,6 +281,7 @@ def build(
         torch.set_num_threads(recipe.run.threads)
     torch.manual_seed(recipe.run.seed)
     corpus = load_corpus(recipe, corpus)
+    check_memory(recipe, len(corpus.vocab), device, dist.world_size)  # before allocating
     model = build_model(recipe, len(corpus.vocab)).to(device)
     boundary, synth_generator = (
         build_synthesizer(recipe, model, device, dist.rank)

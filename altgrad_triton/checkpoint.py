@@ -13,7 +13,15 @@ A checkpoint is a directory ``<run>/checkpoints/<tag>/`` holding
 
 It is written into a hidden temporary directory and renamed into place; the previous
 checkpoint of the same tag is renamed aside first and deleted last, so a crash at any
-moment leaves either the old or the new checkpoint complete (``load`` finds either).
+moment leaves either the old or the new checkpoint complete (``load`` finds either). A
+save that fails (a full disk) deletes its temporary directory and raises an OSError naming
+the file; the previous checkpoint stays as it was.
+
+What is read back is checked before it is used: ``load`` that each file is what it claims
+(``meta.json`` an object with ``model_shape``, ``trainer.pt`` a dict with the trainer's
+keys), ``check_resumable`` that the recipe can continue the run, and ``check_shapes`` that
+every saved tensor has the shape of this run's (files copied from a run of another size
+are one line naming the file and the first tensor that differs).
 
 ``trainer.pt`` is one flat dict whose keys have not changed since checkpoints gained a
 synthesizer RNG stream; keys added later are optional when reading, so older checkpoints
@@ -31,16 +39,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from . import distributed as ddp
 from .build import Components
 from .carry import State, to_device
 from .data import Vocabulary
 from .errors import UserError, one_line
+from .files import read_json, write_file
 from .metrics import EpochSums, MetricsLog
 from .recipe import Recipe, model_shape, to_dict
+from .rundir import find_checkpoint as find
+
+TRAINER_KEYS = (
+    "epoch",
+    "best_val",
+    "sums",
+    "state",
+    "carry",
+    "optimizer",
+    "synth_optimizer",
+    "rng",
+    "cuda_rng",
+)
+"""The keys of ``trainer.pt`` every checkpoint has had; those added later are optional."""
 
 
 def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -65,14 +89,16 @@ def save(
         os.replace(old, directory)  # a save cut off between its renames: keep that one
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(_tensors(model), str(tmp / "model.safetensors"))
-    if synthesizer is not None:
-        save_file(_tensors(synthesizer), str(tmp / "synthesizer.safetensors"))
-    torch.save(trainer_state, tmp / "trainer.pt")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-    for f in tmp.iterdir():  # data on disk before the rename makes it visible
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:  # each file flushed to disk before the rename makes it visible
+        _write_tensors(tmp / "model.safetensors", model)
+        if synthesizer is not None:
+            _write_tensors(tmp / "synthesizer.safetensors", synthesizer)
+        write_file(tmp / "trainer.pt", lambda f: torch.save(trainer_state, f))
+        text = json.dumps(meta, indent=2, sort_keys=True)
+        write_file(tmp / "meta.json", lambda f: f.write(text.encode()))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
+        raise
     shutil.rmtree(old, ignore_errors=True)
     if directory.exists():
         os.replace(directory, old)
@@ -80,13 +106,11 @@ def save(
     shutil.rmtree(old, ignore_errors=True)
 
 
-def find(directory: Path) -> Path | None:
-    """The complete checkpoint at ``directory``, or the previous one if a save was cut off."""
-    directory = Path(directory)
-    if (directory / "meta.json").exists():
-        return directory
-    old = directory.parent / f".{directory.name}.old"
-    return old if (old / "meta.json").exists() else None
+def _write_tensors(path: Path, module: torch.nn.Module) -> None:
+    # serialised in memory and written by Python, so a failed write is an OSError naming
+    # the file (safetensors' own writer raises an error type of its own)
+    data = safetensors.torch.save(_tensors(module))
+    write_file(path, lambda f: f.write(data))
 
 
 def load(
@@ -100,15 +124,19 @@ def load(
             "model.safetensors and trainer.pt)"
         )
     try:
-        meta = json.loads((found / "meta.json").read_text())
+        meta = read_json(found / "meta.json", required=("model_shape",))
         model = load_file(str(found / "model.safetensors"))
         synth_path = found / "synthesizer.safetensors"
         synth = load_file(str(synth_path)) if synth_path.exists() else None
         state = torch.load(found / "trainer.pt", map_location="cpu", weights_only=False)
+        if not isinstance(state, dict):
+            raise UserError(f"{found / 'trainer.pt'}: holds a {type(state).__name__}, not a dict")
+        missing = [k for k in TRAINER_KEYS if k not in state]
+        if missing:
+            raise UserError(f"{found / 'trainer.pt'}: lacks {', '.join(map(repr, missing))}")
     except Exception as e:  # any unreadable part means the checkpoint is unusable
-        raise UserError(
-            f"{found}: checkpoint is corrupt or incomplete ({one_line(e, limit=200)})"
-        ) from None
+        detail = str(e) if isinstance(e, UserError) else one_line(e, limit=200)
+        raise UserError(f"{found}: checkpoint is corrupt or incomplete ({detail})") from None
     return meta, model, synth, state
 
 
@@ -238,6 +266,113 @@ def check_resumable(
                 f"checkpoint stopped inside epoch {st['epoch']} with batch size "
                 f"{saved_batch}; resume with data.batch_size={saved_batch}"
             )
+        _check_same_segments(saved_meta.get("recipe"), recipe, st["epoch"])
+
+
+SEGMENT_KEYS = ("run.seed", "bptt.length", "bptt.random_length", "run.max_batches")
+"""The keys that fix an epoch's segments (``train.epoch_segments``), which a run stopped
+inside an epoch continues by position."""
+
+
+def _check_same_segments(saved: dict[str, Any] | None, recipe: Recipe, epoch: int) -> None:
+    """UserError unless ``recipe`` cuts the interrupted epoch into the segments the saved
+    recipe did: the saved position would otherwise point into other segments."""
+    now = to_dict(recipe)
+
+    def value(d: dict[str, Any], key: str) -> Any:
+        section, name = key.split(".")
+        return d.get(section, {}).get(name)
+
+    differ = [k for k in SEGMENT_KEYS if saved and value(saved, k) not in (None, value(now, k))]
+    if differ:
+        ours = ", ".join(f"{k}={_toml(value(now, k))}" for k in differ)
+        theirs = [f"{k}={_toml(value(saved, k))}" for k in differ]
+        raise UserError(
+            f"cannot resume: {ours}, but the checkpoint stopped inside epoch {epoch}, whose "
+            f"segments were cut with {', '.join(theirs)}; resume with {' '.join(theirs)} "
+            "(other values may take over at an epoch boundary)"
+        )
+
+
+def _toml(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def check_shapes(
+    directory: Path,
+    weights: dict[str, torch.Tensor],
+    synth: dict[str, torch.Tensor] | None,
+    st: dict[str, Any],
+    parts: Components,
+) -> None:
+    """UserError naming the file and the first saved tensor whose shape differs from this
+    run's: a file copied in from a run of another size, which ``load_state_dict`` would
+    report as a traceback (or, for optimizer states, not at all until a step fails)."""
+    found = find(directory) or Path(directory)
+    model, b = parts.model, parts.boundary
+    _check_tensors(found / "model.safetensors", weights, model.state_dict())
+    if b is not None and synth is not None:
+        _check_tensors(found / "synthesizer.safetensors", synth, b.synthesizer.state_dict())
+    trainer = found / "trainer.pt"
+    _check_optimizer(trainer, "optimizer", st["optimizer"], parts.optimizer, model)
+    if b is not None and st["synth_optimizer"] is not None:
+        _check_optimizer(
+            trainer, "synth_optimizer", st["synth_optimizer"], b.optimizer, b.synthesizer
+        )
+    if st["state"] is not None:
+        zeros = model.init_state(st["state"][0].shape[0])
+        ours = {f"state[{i}]": t for i, t in enumerate(zeros)}
+        _check_tensors(trainer, {f"state[{i}]": t for i, t in enumerate(st["state"])}, ours)
+
+
+def _check_tensors(file: Path, saved: dict[str, Any], ours: dict[str, torch.Tensor]) -> None:
+    for name, tensor in ours.items():
+        if name not in saved:
+            raise UserError(
+                f"{file}: lacks {name!r}, which this run's model has: from another model?"
+            )
+        shape = getattr(saved[name], "shape", None)
+        if shape is None or tuple(shape) != tuple(tensor.shape):
+            raise UserError(
+                f"{file}: {name!r} has shape {_shape(shape)}, this run's has "
+                f"{_shape(tensor.shape)}: the file is from a model of another size"
+            )
+    extra = sorted(set(saved) - set(ours))
+    if extra:
+        raise UserError(
+            f"{file}: holds {extra[0]!r}, which this run's model lacks: from another model?"
+        )
+
+
+def _check_optimizer(
+    file: Path, key: str, saved: Any, optimizer: torch.optim.Optimizer, module: torch.nn.Module
+) -> None:
+    """The saved per-parameter states (Adam's moments, SGD's momentum) against the shapes of
+    the parameters they belong to, matched by position as ``load_state_dict`` does."""
+    names = {id(p): n for n, p in module.named_parameters()}
+    ours = [p for g in optimizer.param_groups for p in g["params"]]
+    try:
+        ids = [i for g in saved["param_groups"] for i in g["params"]]
+        states = saved["state"]
+    except (TypeError, KeyError):
+        raise UserError(f"{file}: {key!r} is not an optimizer state") from None
+    if len(ids) != len(ours):
+        raise UserError(
+            f"{file}: {key!r} holds the state of {len(ids)} parameters, this run has "
+            f"{len(ours)}: the file is from another model"
+        )
+    for i, p in zip(ids, ours, strict=True):
+        for part, value in states.get(i, {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                raise UserError(
+                    f"{file}: {key} state {part!r} of {names.get(id(p), f'parameter {i}')!r} "
+                    f"has shape {_shape(value.shape)}, the parameter's is {_shape(p.shape)}: "
+                    "the file is from a model of another size"
+                )
+
+
+def _shape(shape: Any) -> str:
+    return "?" if shape is None else str(list(shape))
 
 
 def restore_trainer(

@@ -6,13 +6,21 @@ the suite decides what is finished by the files that exist: a half-written
 ``results.json`` would mark a run done for ever. So whole files go through a temporary
 file and one ``os.replace``; append-only logs (``metrics.jsonl``, the horizon results) may
 end in a torn line, which readers skip.
+
+Every write here goes through Python's own file objects and fails as an ``OSError`` that
+names the file (a full disk, a read-only mount, a folder without permission), which the
+trainer turns into one line saying what was kept. Writers that take a path report the same
+faults in their own ways (``torch.save``: "unexpected pos"; safetensors: its own error
+type), so callers hand them a file object through ``write_file``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import UserError
 
@@ -23,12 +31,53 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        write_file(tmp, lambda f: f.write(text.encode()))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk gets its space back
+        raise
     return path
+
+
+def write_file(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Create ``path`` by ``write(file)`` and flush it to disk; a failed write is an OSError
+    naming ``path``, also where ``write`` turned it into an error of its own (``torch.save``
+    answers a full disk mid-file with "unexpected pos", the OSError only its context)."""
+    try:
+        with open(path, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except Exception as e:
+        cause = _os_error_in(e)
+        if cause is None:
+            raise
+        raise _naming(cause, path) from None
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append ``line`` and a newline to ``path``, flushed (a reader sees whole lines, or a
+    torn last one after a crash); a failure is an OSError naming ``path``."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+    except OSError as e:
+        raise _naming(e, path) from None
+
+
+def _os_error_in(error: BaseException | None) -> OSError | None:
+    """The first OSError in ``error``'s chain of causes and contexts, if any."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def _naming(error: OSError, path: str | Path) -> OSError:
+    if error.filename is not None or error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror, str(path))
 
 
 def read_json(path: str | Path, required: tuple[str, ...] = ()) -> dict:

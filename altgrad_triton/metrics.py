@@ -1,5 +1,5 @@
-"""What a run reports: the per-epoch sums, the metrics line, ``metrics.jsonl``, the check for a
-diverging synthesizer, and the results at the end.
+"""What a run reports: the per-epoch sums, the metrics line, ``metrics.jsonl``, the checks for a
+diverging synthesizer and a runaway loss, and the results at the end.
 
 ``metrics.jsonl`` gets one JSON line per finished epoch, flushed as it is written (a run
 stopped at any moment leaves every finished epoch's line, perhaps a torn last one that
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .files import read_jsonl, write_text_atomic
+from .files import append_line, read_jsonl, write_text_atomic
 
 if TYPE_CHECKING:
     from .schedule import EpochPlan
@@ -136,20 +136,47 @@ def divergence_warning(
     return None
 
 
+RUNAWAY_FACTOR = 10.0
+"""How many times a uniform guess's perplexity (the vocabulary size) a validation perplexity
+may reach before ``runaway_warning`` flags it."""
+
+
+def runaway_warning(val_loss: float, vocab_size: int) -> str | None:
+    """A one-line warning for a finite validation loss that has run away.
+
+    A model that guesses uniformly scores ln(V) nats, which an initialised model starts
+    near and every trained one beats; ``RUNAWAY_FACTOR`` times that perplexity means the
+    weights have blown up (too high a learning rate, clipping off). A non-finite loss
+    stops the run instead (``train.py``); this catches a finite one (ppl 1e21) that would
+    otherwise pass as a number in the epoch line.
+    """
+    uniform = math.log(vocab_size)
+    if not math.isfinite(val_loss) or val_loss <= uniform + math.log(RUNAWAY_FACTOR):
+        return None
+    return (
+        f"warning: validation perplexity {perplexity(val_loss):.3g} (loss {val_loss:.1f}) is "
+        f"over {RUNAWAY_FACTOR:g}x a uniform guess's ({vocab_size:,}): the run is diverging; "
+        "a smaller optim.lr, or optim.clip > 0, keeps the weights in check"
+    )
+
+
 # ---------------------------------------------------------------------------- the log
 
 
 class MetricsLog:
     """The epoch lines of one run: appended to ``metrics.jsonl``, printed, and watched for a
     diverging synthesizer (against the lowest SG loss of the run's earlier epochs, which it
-    keeps and a checkpoint saves: ``state_dict``).
+    keeps and a checkpoint saves: ``state_dict``) and, given ``vocab_size``, for a runaway
+    validation loss.
 
     ``writes=False`` (ranks > 0 under torchrun) keeps the bookkeeping and writes nothing.
     """
 
-    def __init__(self, run_dir: Path, console: Any, writes: bool = True):
+    def __init__(
+        self, run_dir: Path, console: Any, writes: bool = True, vocab_size: int | None = None
+    ):
         self.path = Path(run_dir) / "metrics.jsonl"
-        self.console, self.writes = console, writes
+        self.console, self.writes, self.vocab_size = console, writes, vocab_size
         self.lowest_sg_loss: float | None = None
 
     def record(self, row: dict) -> None:
@@ -164,12 +191,12 @@ class MetricsLog:
             self.lowest_sg_loss = loss
         if self.writes:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-                f.flush()
+            append_line(self.path, json.dumps(row))
         self.console.print(epoch_line(row), markup=False)
-        if warning:
-            self.console.print(warning, markup=False)
+        runaway = self.vocab_size and runaway_warning(row["val_loss"], self.vocab_size)
+        for line in (warning, runaway):
+            if line:
+                self.console.print(line, markup=False)
 
     def trim(self, next_epoch: int) -> None:
         """Drop the lines of epochs a checkpoint has not finished (``epoch >= next_epoch``):

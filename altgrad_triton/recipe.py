@@ -410,6 +410,18 @@ def to_toml(recipe: Recipe) -> str:
     return "\n".join(lines).lstrip() + "\n"
 
 
+def unused_keys(recipe: Recipe) -> list[str]:
+    """Notes, one line each, on keys this recipe sets that its model does not use (said
+    once, when a run starts; the recipe stays valid)."""
+    m = recipe.model
+    if m.layers == 1 and m.tie_weights and m.hidden_size != m.emb_size:
+        return [
+            f"note: model.hidden_size = {m.hidden_size} is not used: a 1-layer model with "
+            f"tie_weights has one layer of model.emb_size = {m.emb_size} units"
+        ]
+    return []
+
+
 def model_shape(recipe: Recipe) -> dict:
     """The recipe keys a resumed run must keep: they fix the shapes of the saved weights and
     the layout of the optimizers' states (checked when resuming)."""

@@ -9,9 +9,10 @@ recipe resolves it, after the suite's overrides), trained with ``run.seed=<seed>
 status decides what the suite does with it:
 
 * ``done``: ``results.json`` exists -- skipped;
-* ``resume``: a ``checkpoints/`` folder but no ``results.json`` (interrupted) --
+* ``resume``: a complete checkpoint but no ``results.json`` (interrupted) --
   continued with ``altgrad-train --resume``;
-* ``run``: nothing yet -- trained from the start.
+* ``run``: nothing to continue -- trained from the start; a folder that a run stopped in
+  before its first checkpoint was complete is taken over afresh (``rundir.py``).
 
 So a suite stopped at any point is continued by running the same command again. Runs go
 through ``python -m altgrad_triton.cli.train`` as subprocesses (the same code path as
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import recipe as recipes
+from . import rundir
 from .errors import UserError
 from .report import seeded_name
 
@@ -49,11 +51,7 @@ class PlannedRun:
 
     @property
     def status(self) -> str:
-        if (self.run_dir / "results.json").exists():
-            return "done"
-        if (self.run_dir / "checkpoints").exists():
-            return "resume"
-        return "run"
+        return rundir.status(self.run_dir)
 
     def command(self) -> list[str]:
         train = [sys.executable, "-m", "altgrad_triton.cli.train"]

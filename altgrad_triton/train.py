@@ -22,16 +22,18 @@ checkpoint gathers every rank's carried state and RNG state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
 
-from . import checkpoint, data
+from . import checkpoint, data, rundir
 from . import distributed as ddp
 from .build import apply_recipe_settings, build, describe, set_hyperparameters
 from .checkpoint import RunState
@@ -41,7 +43,7 @@ from .files import write_text_atomic
 from .metrics import EpochSums, MetricsLog, epoch_row, run_results, summary_rows
 from .model import autocast, lm_loss
 from .progress import EpochProgress, make_console, silent_console, summary_table
-from .recipe import Recipe, to_toml
+from .recipe import Recipe, to_toml, unused_keys
 from .schedule import EpochPlan
 from .tbptt import segment_step
 
@@ -108,25 +110,30 @@ class Trainer:
             recipe, self.dist, console=self.console, corpus=corpus, tuned_configs=tuned_configs
         )
         self.run_state = RunState()
-        self.log = MetricsLog(self.run_dir, self.console, writes=self.dist.is_main)
+        vocab_size = len(self.parts.corpus.vocab)
+        self.log = MetricsLog(self.run_dir, self.console, self.dist.is_main, vocab_size)
         self._stop_requested = False
         self.console.print(describe(self.parts, recipe, self.dist), markup=False)
+        for note in unused_keys(recipe):
+            self.console.print(note, markup=False)
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> dict[str, Any]:
         """Train from the run's next epoch to ``run.epochs``, then test the best checkpoint."""
-        if self.dist.is_main:
-            write_text_atomic(self.run_dir / "recipe.toml", to_toml(self.recipe))
-        previous = signal.signal(signal.SIGINT, lambda *_: self.request_stop())
-        try:
-            while self.run_state.epoch <= self.recipe.run.epochs:
-                self.run_epoch(self.parts.plan(self.run_state.epoch))
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        return self.finish()
+        with self._write_failures_explained():
+            if self.dist.is_main:
+                write_text_atomic(self.run_dir / "recipe.toml", to_toml(self.recipe))
+            previous = signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+            try:
+                while self.run_state.epoch <= self.recipe.run.epochs:
+                    self.run_epoch(self.parts.plan(self.run_state.epoch))
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            return self.finish()
 
     def run_epoch(self, plan: EpochPlan) -> None:
-        """Train one epoch, validate, write its metrics line, checkpoint best and last."""
+        """Train one epoch, validate, write its metrics line, checkpoint best and last; stop
+        there if Ctrl-C came during the validation or the checkpoint."""
         run, device = self.run_state, self.parts.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -143,6 +150,12 @@ class Trainer:
             run.best_val = val
             self.save("best", row)
         self.save("last", row)
+        # every rank agrees (one flag reduction), as after a segment
+        _, stop = ddp.mean_and_any(
+            [torch.zeros((), device=device)], self._stop_requested, self.dist
+        )
+        if stop:
+            raise self._stopped(f"after epoch {plan.epoch}")
 
     def train_epoch(self, plan: EpochPlan) -> EpochSums:
         """Train the segments of ``plan.epoch``, from where an interrupted epoch stopped."""
@@ -260,12 +273,26 @@ class Trainer:
 
     def _save_and_stop(self, plan: EpochPlan) -> NoReturn:
         self.save("last")
-        again = "torchrun ... -m altgrad_triton.cli.train" if self.dist.enabled else "altgrad-train"
-        raise TrainingStopped(
-            f"interrupted at epoch {plan.epoch}, segment {self.run_state.sums.segment}; saved. "
-            f"Continue with: {again} --resume {self.run_dir}",
+        raise self._stopped(f"at epoch {plan.epoch}, segment {self.run_state.sums.segment}")
+
+    def _stopped(self, where: str) -> TrainingStopped:
+        return TrainingStopped(
+            f"interrupted {where}; saved. Continue with: {self._command()} --resume {self.run_dir}",
             exit_code=130,
         )
+
+    def _command(self) -> str:
+        """How this run's trainer starts, for the messages that say how to go on."""
+        return "torchrun ... -m altgrad_triton.cli.train" if self.dist.enabled else "altgrad-train"
+
+    @contextlib.contextmanager
+    def _write_failures_explained(self) -> Iterator[None]:
+        """A failed write (a full disk, a mount turned read-only) as one line: what failed,
+        which checkpoints were kept (a failed save leaves the previous one), how to go on."""
+        try:
+            yield
+        except OSError as e:
+            raise rundir.write_failure(e, self.run_dir, self._command()) from None
 
     def _stop_non_finite(self, ce: float, plan: EpochPlan) -> NoReturn:
         best = checkpoint.find(self.run_dir / "checkpoints" / "best")
@@ -297,12 +324,15 @@ class Trainer:
         visible to all of them) and takes its own rows of the saved full-batch state.
         """
         p = self.parts
-        meta, weights, synth, st = checkpoint.load(self.run_dir / "checkpoints" / tag)
+        path = self.run_dir / "checkpoints" / tag
+        meta, weights, synth, st = checkpoint.load(path)
         checkpoint.check_resumable(meta, st, self.recipe, p.corpus.vocab)
+        checkpoint.check_shapes(path, weights, synth, st, p)
         p.model.load_state_dict(weights)
         if p.boundary is not None and synth is not None:
             p.boundary.synthesizer.load_state_dict(synth)
         checkpoint.restore_trainer(st, p, self.run_state, self.log, self.dist, self.recipe.run.seed)
         synth_optimizer = p.boundary.optimizer if p.boundary is not None else None
         apply_recipe_settings(self.recipe, p.optimizer, synth_optimizer)
-        self.log.trim(self.run_state.epoch)
+        with self._write_failures_explained():
+            self.log.trim(self.run_state.epoch)

@@ -2,10 +2,17 @@
 
 import io
 import json
+import math
 
 from rich.console import Console
 
-from altgrad_triton.metrics import MetricsLog, divergence_warning, epoch_line, perplexity
+from altgrad_triton.metrics import (
+    MetricsLog,
+    divergence_warning,
+    epoch_line,
+    perplexity,
+    runaway_warning,
+)
 
 
 def row(epoch, mode, sg_loss, norm_ratio=1.0):
@@ -74,6 +81,27 @@ def test_divergence_warning_flags_orders_of_magnitude_and_overshoot_only():
     assert "133x its lowest" in divergence_warning(0.06, 8.0, 0.23)
     message = divergence_warning(0.06, 0.26, 0.1, 10.5)  # predictions 10x their targets
     assert "10.5x the size of their targets" in message and "synthetic.lr" in message
+
+
+def test_a_runaway_validation_loss_is_warned_about():
+    v = 1000
+    assert runaway_warning(math.log(v) * 1.2, v) is None  # an untrained model: near uniform
+    assert runaway_warning(float("nan"), v) is None  # non-finite: the trainer stops instead
+    assert runaway_warning(math.log(v) + math.log(10) - 1e-6, v) is None
+    assert runaway_warning(48.3, v) == (
+        "warning: validation perplexity 9.47e+20 (loss 48.3) is over 10x a uniform guess's "
+        "(1,000): the run is diverging; a smaller optim.lr, or optim.clip > 0, keeps the "
+        "weights in check"
+    )
+
+
+def test_the_log_warns_of_a_runaway_loss_when_it_knows_the_vocabulary(tmp_path):
+    out = io.StringIO()
+    log = MetricsLog(tmp_path, Console(file=out, width=300), vocab_size=1000)
+    for epoch, loss in ((1, 5.0), (2, 48.3)):
+        log.record({**row(epoch, "real", None), "val_loss": loss, "val_ppl": perplexity(loss)})
+    warnings = [x for x in out.getvalue().splitlines() if x.startswith("warning:")]
+    assert len(warnings) == 1 and "validation perplexity 9.47e+20" in warnings[0]
 
 
 def test_epoch_line_shows_the_peak_memory_when_the_row_has_it():

@@ -72,6 +72,10 @@ def test_skip_and_resume(folder, tmp_path):
     (done / "results.json").write_text(json.dumps({"best_val_loss": 1.0}))
     interrupted = out / "exp-b-s1"
     (interrupted / "checkpoints" / "last").mkdir(parents=True)
+    (interrupted / "checkpoints" / "last" / "meta.json").write_text("{}")
+    # stopped while its first checkpoint was written: nothing to resume, so started afresh
+    stranded = out / "exp-a-s2"
+    (stranded / "checkpoints" / ".best.tmp").mkdir(parents=True)
     runs = suite.plan(folder, [1, 2], out)
     assert [r.status for r in runs] == ["done", "run", "resume", "run"]
     assert runs[2].command()[-2:] == ["--resume", str(interrupted)]

@@ -10,6 +10,10 @@ Data-parallel on several GPUs or machines: start it with torchrun, e.g.
 
 Each rank trains data.batch_size / world-size columns of the batch (see
 ``altgrad_triton/distributed.py``); rank 0 alone prints and writes the run directory.
+
+The writer holds the run directory for the whole run (``rundir.claim``: a lock, which also
+proves it writable before any data is loaded); a fresh start refuses a directory that
+holds a run, and takes over one that a run left without a complete checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import recipe as recipes
+from .. import rundir
 from ..errors import UserError
 from .common import run_main
 
@@ -69,15 +74,17 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
 def body(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
     recipe, run_dir = resolve(args)
+    writer = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone writes
     if args.dump_config:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone
+        if writer:
             sys.stdout.write(recipes.to_toml(recipe))
         return 0
-    if not args.resume and (run_dir / "checkpoints").exists():
-        raise UserError(
-            f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
-            "or pick another run.name=... or run.out_dir=..."
-        )
+    with rundir.claim(run_dir, resuming=bool(args.resume), writer=writer) as tag:
+        return train(args, recipe, run_dir, tag)
+
+
+def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: str | None) -> int:
+    """Train (or, with ``tag``, resume from that checkpoint) in one process or under torchrun."""
     from .. import distributed  # torch import deferred so --help and errors stay fast
     from ..build import pick_device
     from ..train import Trainer, TrainingStopped
@@ -89,8 +96,8 @@ def body(argv: list[str] | None = None) -> int:
     ctx = distributed.setup(pick_device(recipe.run.device), timeout)
     if not ctx.enabled:
         trainer = Trainer(recipe, run_dir)
-        if args.resume:
-            trainer.restore("last")
+        if tag is not None:
+            trainer.restore(tag)
         trainer.fit()
         return 0
     hint = (
@@ -100,8 +107,8 @@ def body(argv: list[str] | None = None) -> int:
     previous = distributed.install_sigterm_message(ctx, hint)
     try:
         trainer = Trainer(recipe, run_dir, dist=ctx)
-        if args.resume:
-            trainer.restore("last")
+        if tag is not None:
+            trainer.restore(tag)
         trainer.fit()
     except BaseException as e:
         # on the way out with a message of our own: torchrun's SIGTERM adds nothing now

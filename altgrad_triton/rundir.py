@@ -1,0 +1,185 @@
+"""The run folder as a whole: whether it holds a run to continue, a fresh start's clean
+slate, and what a failed write left.
+
+    <run>/recipe.toml  metrics.jsonl  results.json  train.lock (runlock.py)
+    <run>/checkpoints/best/  last/  (and .<tag>.tmp / .<tag>.old while one is saved)
+
+A run continues from its last complete checkpoint. A folder without one (a run killed, out
+of disk, or Ctrl-C'd twice while its first checkpoint was written) holds nothing to
+continue: a fresh start takes it over with fresh files (never appending to the old
+``metrics.jsonl``), and ``--resume`` says so and how to start afresh. Torch-free, so that
+altgrad-suite decides each run's status without importing torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import runlock
+from .errors import UserError, one_line
+from .files import read_json
+
+CHECKPOINTS = "checkpoints"
+
+
+def find_checkpoint(directory: str | Path) -> Path | None:
+    """The complete checkpoint at ``directory``, or the previous one if a save was cut off
+    between its two renames (``checkpoint.save``); None if neither is complete."""
+    directory = Path(directory)
+    if (directory / "meta.json").exists():
+        return directory
+    old = directory.parent / f".{directory.name}.old"
+    return old if (old / "meta.json").exists() else None
+
+
+def resume_tag(run_dir: str | Path) -> str | None:
+    """The checkpoint a run continues from: ``last``; ``best`` when only it is complete (a
+    run stopped while its first ``last`` was saved, right after the first ``best``, which
+    holds the same state); None when the run has no complete checkpoint."""
+    for tag in ("last", "best"):
+        if find_checkpoint(Path(run_dir) / CHECKPOINTS / tag) is not None:
+            return tag
+    return None
+
+
+def status(run_dir: str | Path) -> str:
+    """``done`` (results.json), ``resume`` (a complete checkpoint) or ``run`` (nothing to
+    continue: a fresh start, which takes over what a stopped first save left)."""
+    if (Path(run_dir) / "results.json").exists():
+        return "done"
+    return "resume" if resume_tag(run_dir) else "run"
+
+
+@contextlib.contextmanager
+def claim(run_dir: str | Path, *, resuming: bool, writer: bool = True) -> Iterator[str | None]:
+    """Hold ``run_dir`` for one run; yields the tag of the checkpoint to resume from (None for
+    a fresh start).
+
+    The writer (rank 0 under torchrun) locks the folder, which also proves it writable before
+    any data is loaded, and prepares it: a fresh start refuses a folder that holds a run and
+    clears what a run without a complete checkpoint left. Notes go to stdout, one line each.
+    """
+    run_dir = Path(run_dir)
+    if not writer:
+        yield _resumable(run_dir) if resuming else None
+        return
+    try:
+        lock = runlock.acquire(run_dir)
+    except OSError as e:
+        raise UserError(unwritable(run_dir, e, resuming)) from None
+    with lock:
+        for note in lock.notes:
+            print(note, flush=True)
+        try:
+            tag = _resumable(run_dir) if resuming else None
+            notes = [] if resuming else start_afresh(run_dir)
+        except OSError as e:
+            raise UserError(unwritable(run_dir, e, resuming)) from None
+        if tag == "best":
+            notes.append(f"note: {run_dir} has no complete 'last' checkpoint; resuming from 'best'")
+        for note in notes:
+            print(note, flush=True)
+        yield tag
+
+
+def unwritable(run_dir: Path, error: OSError, resuming: bool) -> str:
+    """The one line for a run folder that cannot be created or written."""
+    cause = error.strerror or one_line(error)
+    if isinstance(error, FileExistsError | NotADirectoryError):
+        cause = f"{cause}: a file stands where a folder is needed"
+    if error.filename and str(error.filename) != str(run_dir):
+        cause = f"{error.filename}: {cause}"
+    if resuming:
+        return f"--resume {run_dir}: cannot write there ({cause}); a resumed run writes there"
+    return (
+        f"run.out_dir: cannot write the run folder {run_dir} ({cause}); "
+        "give a writable run.out_dir=..."
+    )
+
+
+def _resumable(run_dir: Path) -> str:
+    tag = resume_tag(run_dir)
+    if tag is None:
+        again = shlex.join(
+            [
+                "altgrad-train",
+                str(run_dir / "recipe.toml"),
+                f"run.out_dir={run_dir.parent}",
+                f"run.name={run_dir.name}",
+            ]
+        )
+        raise UserError(
+            f"--resume {run_dir}: no complete checkpoint there (the run stopped before its "
+            f"first one was saved), so nothing to continue; start it afresh with: {again}"
+        )
+    return tag
+
+
+def start_afresh(run_dir: Path) -> list[str]:
+    """Make ``run_dir`` ready for a fresh run; notes (one line each) on what was set aside.
+
+    Refused (UserError) if it holds a run: a complete checkpoint, or results.json. What a run
+    without a complete checkpoint left goes: the checkpoint folder (incomplete saves only),
+    and ``metrics.jsonl``, kept as ``metrics.jsonl.old`` (its epochs have no weights), so the
+    new run's lines never mix with the old ones.
+    """
+    if resume_tag(run_dir) is not None:
+        raise UserError(
+            f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
+            "or pick another run.name=... or run.out_dir=..."
+        )
+    if (run_dir / "results.json").exists():
+        raise UserError(
+            f"{run_dir} holds a finished run (results.json) without a checkpoint to continue; "
+            f"pick another run.name=... or run.out_dir=..., or delete {run_dir} to train it again"
+        )
+    notes = []
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        metrics.replace(run_dir / "metrics.jsonl.old")
+        notes.append(
+            f"note: {run_dir} holds no complete checkpoint: starting it afresh with a new "
+            "metrics.jsonl (the old one, whose epochs have no checkpoint, is metrics.jsonl.old)"
+        )
+    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    return notes
+
+
+def kept(run_dir: str | Path) -> str | None:
+    """The complete checkpoints of ``run_dir`` as a phrase, e.g. ``runs/x/checkpoints/last
+    (resumes at epoch 3) and best (after epoch 1)``; None if there is none."""
+    found = []
+    for tag, when in (("last", "resumes at epoch {}"), ("best", "after epoch {}")):
+        path = find_checkpoint(Path(run_dir) / CHECKPOINTS / tag)
+        if path is None:
+            continue
+        try:  # meta.json's epoch is the next one to run
+            epoch = int(read_json(path / "meta.json")["epoch"])
+            detail = " (" + when.format(epoch if tag == "last" else epoch - 1) + ")"
+        except (OSError, UserError, KeyError, TypeError, ValueError):
+            detail = ""
+        found.append(f"{path if not found else path.name}{detail}")
+    return " and ".join(found) or None
+
+
+def write_failure(error: OSError, run_dir: str | Path, command: str) -> UserError:
+    """The one line for a write that failed during a run (a full disk, a mount turned
+    read-only): what failed, what was kept, how to go on. ``command`` starts the trainer."""
+    where = error.filename or run_dir
+    cause = f"cannot write {where} ({error.strerror or one_line(error)})"
+    saved = kept(run_dir)
+    if saved is None:
+        return UserError(
+            f"{cause}; the run stopped before its first checkpoint, so nothing was kept; "
+            "once that is fixed, the same command starts it afresh",
+            exit_code=1,
+        )
+    return UserError(
+        f"{cause}; the run stopped and kept {saved} intact; once that is fixed, continue "
+        f"with: {command} --resume {run_dir}",
+        exit_code=1,
+    )
