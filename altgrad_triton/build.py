@@ -114,7 +114,8 @@ def build_model(recipe: Recipe, vocab_size: int) -> RNNLanguageModel:
 
 
 def make_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """``[optim]``: the language model's optimizer."""
+    """``[optim]``: the language model's optimizer. ``nt-asgd`` starts as plain SGD; the
+    trainer replaces it by averaged SGD when NT-ASGD triggers (``asgd.py``)."""
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
