@@ -153,17 +153,16 @@ class Trainer:
         run.val_losses.append(val)
         if o.name != "nt-asgd" or not asgd.nonmonotonic(run.val_losses, o.nonmono):
             return
-        done = run.epoch - 1
-        if run.averaging_since is None:
-            self.start_averaging(done)
-            what = "switching to averaged SGD (NT-ASGD)"
-        elif self.recipe.run.parent:
-            what = "fine-tuning done (AWD's stopping rule)"
+        if self.recipe.run.parent:  # averaging since its start: AWD's finetune.py stops
+            what = "fine-tuning done"
+        elif run.averaging_since is None:
+            self.start_averaging(run.epoch - 1)
+            what = "switching to averaged SGD"
         else:
             return
         self.console.print(
-            f"epoch {done}: validation loss {val:.4f} is worse than the best before the last "
-            f"{o.nonmono} epoch(s): {what}",
+            f"epoch {run.epoch - 1}: validation loss {val:.4f} is worse than the best before "
+            f"the last {o.nonmono} epoch(s): {what} (NT-ASGD)",
             markup=False,
         )
 

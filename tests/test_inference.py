@@ -46,6 +46,9 @@ def test_scores_equal_what_the_trainer_logged(trained):
     assert valid.loss == results["best_val_loss"]
     assert test.ppl == pytest.approx(results["test_ppl"])
     assert test.bptt == recipe.bptt.length and test.tokens == (len(run.split("test")) // 2 - 1) * 2
+    # the segment length changes nothing but speed: the state crosses segments exactly
+    longer = run.score(run.split("test"), batch_size=2, bptt=50)
+    assert longer.loss == pytest.approx(test.loss, rel=1e-6) and longer.bptt == 50
 
 
 def test_batch_sizes_differ_by_where_the_state_starts_only(trained):
@@ -177,3 +180,25 @@ def test_scores_agree_across_backends(trained):
     triton_run = altgrad_triton.load_run(trained[0], backend="triton")
     want = torch_run.score(tokens, batch_size=2).loss
     assert triton_run.score(tokens, batch_size=2).loss == pytest.approx(want, rel=1e-5)
+
+
+def test_a_character_level_run_scores_in_bits_and_samples_characters(tmp_path):
+    text = tmp_path / "chars.txt"
+    text.write_text("the cat sat on the mat.\nthe dog ran to the tree.\n" * 40)
+    recipe = tiny_recipe(
+        text, tmp_path / "runs", run={"epochs": 1}, data={"corpus": "chars", "path": str(text)}
+    )
+    Trainer(recipe, tmp_path / "runs" / "tiny").fit()
+    run = altgrad_triton.load_run(tmp_path / "runs" / "tiny")
+    assert run.char_level
+    (tmp_path / "mine.txt").write_text("the cat!\n")
+    ids, unknown = run.encode_file(tmp_path / "mine.txt")
+    assert len(ids) == 9 and unknown == {"!": 1}
+    score = run.score(ids)
+    assert score.bpc == pytest.approx(score.loss / math.log(2))
+    assert score.to_dict()["bpc"] == score.bpc
+    ids, unknown = run.encode_prompt("the #")
+    assert run.vocab.decode(ids) == ["\n", "t", "h", "e", " ", UNK] and unknown == ["#"]
+    sample = list(run.generate(30, prompt="the ", seed=5))
+    assert sample == list(run.generate(30, prompt="the ", seed=5))
+    assert all(len(c) == 1 or c == UNK for c in sample)

@@ -15,6 +15,7 @@ settings AWD-LSTM published for Penn Treebank (ptb runs) or WikiText-2 (all othe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import typing
@@ -49,12 +50,13 @@ def parser() -> argparse.ArgumentParser:
         "--lambda", dest="lam", type=float, help="cache: its weight in the mix (implies --pointer)"
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--backend", choices=_backends(), help="kernels (default: the run's)")
+    p.add_argument("--backend", choices=backend_choices(), help="kernels (default: the run's)")
     p.add_argument("--json", action="store_true", help="print one JSON object, no table")
     return p
 
 
-def _backends() -> list[str]:
+def backend_choices() -> list[str]:
+    """The recipe's ``run.backend`` values, read without importing torch."""
     return list(typing.get_args(typing.get_type_hints(recipes.RunConfig)["backend"]))
 
 
@@ -120,8 +122,6 @@ def _pointer(run: Any, args: argparse.Namespace) -> Any:
     given = {"window": args.window, "theta": args.theta, "lam": args.lam}
     if not args.pointer and all(v is None for v in given.values()):
         return None
-    import dataclasses
-
     from ..pointer import published_settings
 
     default = published_settings(run.recipe.data.corpus)

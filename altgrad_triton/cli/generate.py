@@ -15,9 +15,8 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from ..data import EOS
 from .common import command_parser, one_line_parse_errors, run_main
-from .eval import _backends
+from .eval import backend_choices
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,12 +28,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--prompt", default="", metavar="TEXT", help="text to continue")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--backend", choices=_backends(), help="kernels (default: the run's)")
+    p.add_argument("--backend", choices=backend_choices(), help="kernels (default: the run's)")
     return p
 
 
 def body(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from ..data import EOS  # torch imported once the arguments are good
     from ..inference import load_run
 
     run = load_run(args.run_dir, args.checkpoint, device=args.device, backend=args.backend)
@@ -49,20 +49,21 @@ def body(argv: list[str] | None = None) -> int:
     if run.char_level:
         write_characters(args.prompt, tokens, sys.stdout)
     else:
-        write_words(args.prompt, tokens, sys.stdout)
+        write_words(args.prompt, tokens, sys.stdout, line_break=EOS)
     return 0
 
 
-def write_words(prompt: str, words: Iterable[str], out: TextIO) -> None:
-    """The prompt, then each word as it comes: spaces between words, <eos> as a line break."""
+def write_words(prompt: str, words: Iterable[str], out: TextIO, line_break: str) -> None:
+    """The prompt, then each word as it comes: spaces between words, a new line for the
+    ``line_break`` token (``<eos>``)."""
     out.write(prompt)
     line_start = not prompt.strip()
     for word in words:
-        if word == EOS:
+        if word == line_break:
             out.write("\n")
         else:
             out.write(word if line_start else f" {word}")
-        line_start = word == EOS
+        line_start = word == line_break
         out.flush()
     if not line_start:
         out.write("\n")
