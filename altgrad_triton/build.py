@@ -127,7 +127,9 @@ def make_optimizer(
     cfg: OptimConfig, params: Iterable[nn.Parameter], device: torch.device | None = None
 ) -> torch.optim.Optimizer:
     """``[optim]``: the language model's optimizer. On CUDA, Adam is PyTorch's fused
-    implementation (one kernel for every parameter instead of several per tensor)."""
+    implementation (one kernel for every parameter instead of several per tensor).
+    ``nt-asgd`` starts as plain SGD; the trainer replaces it by averaged SGD when NT-ASGD
+    triggers (``asgd.py``)."""
     if cfg.name == "adam":
         return adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, device=device)
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)

@@ -6,10 +6,17 @@ A checkpoint is a directory ``<run>/checkpoints/<tag>/`` holding
 * ``meta.json``: the resolved recipe, the model-shape keys, epoch, metrics, vocabulary
   (:func:`meta`);
 * ``trainer.pt``: where the run stands (:class:`RunState`: next epoch, best validation
-  loss, the in-epoch sums and carried state), the synthesizer's carry, the optimizer
-  states and every RNG stream, per rank under torchrun (:func:`trainer_state`), so a
-  resumed run continues exactly, even from an interrupted epoch (:func:`restore_trainer`,
-  after :func:`check_resumable`).
+  loss, the in-epoch sums and carried state, NT-ASGD's validation history and switch), the
+  synthesizer's carry, the optimizer states and every RNG stream, per rank under torchrun
+  (:func:`trainer_state`), so a resumed run continues exactly, even from an interrupted
+  epoch (:func:`restore_trainer`, after :func:`check_resumable`).
+
+With NT-ASGD averaging, ``model.safetensors`` holds the averaged weights: they are the model
+(validated, tested, loaded by ``load_run``, fine-tuned from), so every reader of the model
+file gets them without knowing about the optimizer. The training iterate, which only a
+resume needs, goes into ``trainer.pt`` under ``weights`` (the averages are also in the
+ASGD state there, as ``ax``: one model's worth of duplication, for a model file that means
+one thing).
 
 It is written into a hidden temporary directory and renamed into place; the previous
 checkpoint of the same tag is renamed aside first and deleted last, so a crash at any
@@ -43,6 +50,7 @@ import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
+from . import asgd
 from . import distributed as ddp
 from .build import Components
 from .carry import State, to_device
@@ -165,6 +173,8 @@ class RunState:
     best_val: float = math.inf
     sums: EpochSums = field(default_factory=EpochSums)  # of the epoch under way
     carried: State | None = None  # the model's state inside an interrupted epoch
+    val_losses: list[float] = field(default_factory=list)  # every epoch's, for NT-ASGD
+    averaging_since: int | None = None  # NT-ASGD: the epoch after which averaging began
 
     def state_dict(self) -> dict[str, Any]:
         carried = None if self.carried is None else [t.detach().cpu() for t in self.carried]
@@ -173,6 +183,8 @@ class RunState:
             "best_val": self.best_val,
             "sums": dataclasses.asdict(self.sums),
             "state": carried,
+            "val_losses": list(self.val_losses),
+            "averaging_since": self.averaging_since,
         }
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
@@ -180,6 +192,8 @@ class RunState:
         self.epoch, self.best_val = st["epoch"], st["best_val"]
         self.sums = EpochSums(**st["sums"])
         self.carried = None if st["state"] is None else tuple(st["state"])
+        self.val_losses = list(st.get("val_losses", []))  # older checkpoints lack these two
+        self.averaging_since = st.get("averaging_since")
 
 
 def meta(recipe: Recipe, vocab: Vocabulary, epoch: int, metrics: dict | None) -> dict[str, Any]:
@@ -210,18 +224,24 @@ def _rng_states(parts: Components, all_cuda: bool) -> dict[str, Any]:
 
 
 def trainer_state(
-    parts: Components, run: RunState, log: MetricsLog, dist: ddp.DistContext
+    parts: Components,
+    run: RunState,
+    log: MetricsLog,
+    dist: ddp.DistContext,
+    iterate: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any] | None:
     """``trainer.pt``'s content; with several ranks a collective, None off rank 0.
 
     Every rank's carried state (and synthesizer carry) is gathered and joined in rank order
     into the full-batch layout a single process would hold; every rank's RNG states are
     kept in ``rank_rng`` and ``synth_rng`` (``rng``/``cuda_rng`` stay rank 0's).
+    ``iterate``: the training weights when the model file gets the averaged ones (NT-ASGD).
     """
     b = parts.boundary
     st = {
         **run.state_dict(),
         **log.state_dict(),
+        "weights": None if iterate is None else {k: v.cpu() for k, v in iterate.items()},
         "carry": to_device(b.carry, "cpu") if b else None,
         "optimizer": parts.optimizer.state_dict(),
         "synth_optimizer": b.optimizer.state_dict() if b else None,
@@ -375,6 +395,15 @@ def _shape(shape: Any) -> str:
     return "?" if shape is None else str(list(shape))
 
 
+def training_weights(
+    model_file: dict[str, torch.Tensor], st: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """The weights a resumed run trains on: the model file's, or with NT-ASGD averaging
+    (which puts the averages there) the iterate that ``trainer.pt`` keeps."""
+    iterate = st.get("weights")
+    return model_file if iterate is None else iterate
+
+
 def restore_trainer(
     st: dict[str, Any],
     parts: Components,
@@ -387,13 +416,16 @@ def restore_trainer(
     rank's rows), where the run stands, and the RNG streams.
 
     The synthesizer's optimizer and carry come back when the run has a synthesizer and the
-    checkpoint one too. The weights are the caller's to load, and so are the recipe's
+    checkpoint one too. After an NT-ASGD switch the optimizer becomes averaged SGD first.
+    The weights are the caller's to load (:func:`training_weights`), and so are the recipe's
     optimizer settings, which win over the saved ones (``build.apply_recipe_settings``).
     """
     b = parts.boundary
     if b is not None and st["synth_optimizer"] is not None:
         b.optimizer.load_state_dict(st["synth_optimizer"])
         b.carry = to_device(ddp.share_rows(st["carry"], dist), parts.device)
+    if st.get("averaging_since") is not None:  # NT-ASGD after its switch: ASGD's state
+        parts.optimizer = asgd.averaging_optimizer(parts.optimizer)
     parts.optimizer.load_state_dict(st["optimizer"])
     state = ddp.share_rows(None if st["state"] is None else tuple(st["state"]), dist)
     run.load_state_dict({**st, "state": to_device(state, parts.device)})

@@ -1,17 +1,28 @@
 """Evaluation: a language model's mean cross-entropy per token over a split.
 
 A function of a model and a token stream, so that anything holding a model can call it
-(the trainer after each epoch and for the test, a script on a loaded checkpoint). The state
-is carried across segments of ``bptt`` tokens, as in training, without dropout.
+(the trainer after each epoch and for the test, ``altgrad-eval`` and ``load_run`` on a
+checkpoint). The state is carried across segments of ``bptt`` tokens, as in training,
+without dropout. With a ``PointerCache`` (``pointer.py``) each target's probability mixes the
+model's with the continuous cache's; the segment loop is the same.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import torch
+from rich.console import Console
 
 from . import data
 from . import distributed as ddp
 from .model import RNNLanguageModel, autocast, lm_loss
+from .pointer import PointerCache
+from .progress import EpochProgress
+
+PROGRESS_LINES = 10
+"""Plain-text progress lines over one evaluation when stdout is not a terminal."""
 
 
 @torch.no_grad()
@@ -25,6 +36,9 @@ def evaluate(
     dtype: str = "float32",
     max_segments: int = 0,
     dist: ddp.DistContext = ddp.SINGLE,
+    pointer: PointerCache | None = None,
+    console: Console | None = None,
+    title: str = "evaluating",
 ) -> float:
     """Mean cross-entropy (nats) per token of ``tokens`` [N], in ``batch_size`` columns.
 
@@ -32,7 +46,8 @@ def evaluate(
     that many segments. With several ranks and a batch size they divide, each rank evaluates
     its columns of the same batchified split and the sums are all-reduced: the number a single
     process gets. Otherwise (e.g. the usual test batch size 1) every rank evaluates the whole
-    split and rank 0's number is broadcast, so all ranks agree exactly.
+    split and rank 0's number is broadcast, so all ranks agree exactly. ``pointer``: mix in
+    the continuous cache (reset here); ``console``: show progress there, under ``title``.
     """
     model.eval()
     source = data.batchify(tokens, batch_size)
@@ -44,15 +59,25 @@ def evaluate(
     segments = data.segment_lengths(source.shape[0], bptt, False, None)
     if max_segments:
         segments = segments[:max_segments]
+    if pointer is not None:
+        pointer.reset()
     total, count = torch.zeros((), device=device, dtype=torch.float64), 0
-    for start, seq_len in segments:
-        inputs, targets = data.get_segment(source, start, seq_len)
-        with autocast(device, dtype):
-            out = model(inputs, state)
-            _, ce = lm_loss(out, targets)
-        state = out.state
-        total += ce.double() * targets.numel()
-        count += targets.numel()
+    every = max(1, len(segments) // PROGRESS_LINES)
+    bar = None if console is None else EpochProgress(console, title, len(segments), every)
+    started = time.perf_counter()
+    with bar or contextlib.nullcontext():
+        for done, (start, seq_len) in enumerate(segments, 1):
+            inputs, targets = data.get_segment(source, start, seq_len)
+            with autocast(device, dtype):
+                out = model(inputs, state)
+                if pointer is None:
+                    total += lm_loss(out, targets)[1].double() * targets.numel()
+                else:
+                    total += pointer.token_nll(out, targets).double().sum()
+            state = out.state
+            count += targets.numel()
+            if bar is not None:
+                bar.update(done, float(total) / count, count / (time.perf_counter() - started))
     if dist.enabled:
         both = torch.stack([total, total.new_tensor(float(count))])
         (ddp.all_reduce_sum if shared else ddp.broadcast)(both, dist)

@@ -71,6 +71,11 @@ class RunConfig:
     threads: int = opt(
         0, "CPU threads for PyTorch, 0 = its default; use 1 when several runs share the cores", ge=0
     )
+    parent: str = opt(
+        "",
+        "fine-tune: the run directory whose best checkpoint this run starts from, with averaged "
+        "SGD from epoch 1 (altgrad-train --finetune sets it); empty = fresh weights",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,13 +122,21 @@ class BpttConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    name: Literal["adam", "sgd"] = opt("adam", "optimizer of the language model")
+    name: Literal["adam", "sgd", "nt-asgd"] = opt(
+        "adam", "optimizer of the language model; nt-asgd = AWD-LSTM's SGD, then averaged SGD"
+    )
     lr: float = opt(1e-3, "peak learning rate", gt=0)
     weight_decay: float = opt(1.2e-6, "L2 weight decay", ge=0)
     momentum: float = opt(0.0, "SGD momentum", ge=0, lt=1)
     clip: float = opt(0.25, "gradient-norm clip, 0 = off", ge=0)
     ar_alpha: float = opt(2.0, "activation regularisation on the last layer", ge=0)
     tar_beta: float = opt(1.0, "temporal activation regularisation on the last layer", ge=0)
+    nonmono: int = opt(
+        5,
+        "nt-asgd: average once validation is worse than the best of the epochs before the "
+        "last nonmono",
+        ge=1,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,6 +298,16 @@ def _cross_checks(r: Recipe) -> list[str]:
     if r.schedule.lr_min > r.optim.lr:
         problems.append(
             f"schedule.lr_min: must be <= optim.lr ({r.optim.lr:g}), got {r.schedule.lr_min:g}"
+        )
+    if r.optim.name == "nt-asgd" and r.optim.momentum:
+        problems.append(
+            f"optim.momentum: nt-asgd has none (AWD-LSTM's plain SGD, then averaged SGD), "
+            f"got {r.optim.momentum:g}"
+        )
+    if r.run.parent and r.optim.name != "nt-asgd":
+        problems.append(
+            f"optim.name: fine-tuning (run.parent) is averaged SGD: set optim.name=nt-asgd "
+            f"and its optim.lr, got {r.optim.name!r}"
         )
     if r.data.corpus in ("text", "chars") and not r.data.path:
         problems.append(f"data.path: corpus {r.data.corpus!r} needs a path to your data")

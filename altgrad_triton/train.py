@@ -3,13 +3,14 @@
     for epoch: plan = TrainingPlan(epoch) -> (lr, mode, restart)
       for segment (AWD-LSTM random length, lr scaled by len/bptt):
         segment_step: boundary.start; model; CE + AR/TAR; boundary.backward; fit; clip; step
-      evaluate; metrics line; checkpoint best/last (atomic)
+      evaluate; metrics line; checkpoint best/last (atomic); NT-ASGD's switch
     test with the best checkpoint
 
 What the loop runs is built elsewhere (``build.py``: recipe -> components), one segment is
 ``tbptt.segment_step`` (which the copy-task horizon shares), evaluation is
 ``evaluation.evaluate``, the metrics line and its file are ``metrics.MetricsLog``, and
-checkpoints with the run's state are ``checkpoint.py``. The loop never branches on the
+checkpoints with the run's state are ``checkpoint.py``, NT-ASGD's trigger and averaged
+weights are ``asgd.py``. The loop never branches on the
 kernel backend (the cells do), and the plan is a pure function of the epoch, so
 ``--resume`` continues exactly, even from an interrupted epoch: the checkpoint holds the
 position inside the epoch and every RNG state.
@@ -33,13 +34,14 @@ from typing import Any, NoReturn
 
 import torch
 
-from . import checkpoint, data, rundir
+from . import asgd, checkpoint, data, rundir
 from . import distributed as ddp
 from .build import apply_recipe_settings, build, describe, set_hyperparameters
 from .checkpoint import RunState
 from .errors import UserError
 from .evaluation import evaluate
 from .files import write_text_atomic
+from .inference import parent_weights
 from .metrics import EpochSums, MetricsLog, epoch_row, run_results, summary_rows
 from .model import autocast, lm_loss
 from .progress import EpochProgress, make_console, silent_console, summary_table
@@ -123,9 +125,11 @@ class Trainer:
         with self._write_failures_explained():
             if self.dist.is_main:
                 write_text_atomic(self.run_dir / "recipe.toml", to_toml(self.recipe))
+            if self.recipe.run.parent and self.run_state.averaging_since is None:  # a fresh one
+                self.start_from_parent(Path(self.recipe.run.parent))
             previous = signal.signal(signal.SIGINT, lambda *_: self.request_stop())
             try:
-                while self.run_state.epoch <= self.recipe.run.epochs:
+                while self.run_state.epoch <= self.recipe.run.epochs and not self.fine_tuned():
                     self.run_epoch(self.parts.plan(self.run_state.epoch))
             finally:
                 signal.signal(signal.SIGINT, previous)
@@ -134,21 +138,24 @@ class Trainer:
     def run_epoch(self, plan: EpochPlan) -> None:
         """Train one epoch, validate, write its metrics line, checkpoint best and last; stop
         there if Ctrl-C came during the validation or the checkpoint."""
-        run, device = self.run_state, self.parts.device
+        run, p, device = self.run_state, self.parts, self.parts.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         sums = self.train_epoch(plan)
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-        val = self.evaluate(self.parts.corpus.valid, self.recipe.data.eval_batch_size)
-        row = epoch_row(plan, sums, val, self.parts.corpus.level == "char")
+        with asgd.averaged_weights(p.model, p.optimizer):  # NT-ASGD: the mean is judged
+            val = self.evaluate(p.corpus.valid, self.recipe.data.eval_batch_size)
+        row = epoch_row(plan, sums, val, p.corpus.level == "char")
         if peak is not None:  # of this epoch's training (since a resume, if it resumed)
             row["peak_mem_gib"] = peak / 2**30
         row["best"] = improved = val < run.best_val
         self.log.record(row)  # the line first: a run stopped before the checkpoint redoes it
         run.epoch += 1
+        run.val_losses.append(val)  # before the saves: either checkpoint resumes exactly
         if improved:
             run.best_val = val
             self.save("best", row)
+        self.after_validation(val)
         self.save("last", row)
         # every rank agrees (one flag reduction), as after a segment
         _, stop = ddp.mean_and_any(
@@ -156,6 +163,53 @@ class Trainer:
         )
         if stop:
             raise self._stopped(f"after epoch {plan.epoch}")
+
+    # ------------------------------------------------------------------ NT-ASGD
+    def after_validation(self, val: float) -> None:
+        """With ``optim.name = "nt-asgd"``, switch to averaged SGD once validation (``val``,
+        the latest of ``run_state.val_losses``) has stopped improving
+        (``asgd.nonmonotonic``), as AWD-LSTM does. After the best checkpoint's save: a
+        switch there would save averages that have not taken a step yet."""
+        run, o = self.run_state, self.recipe.optim
+        if o.name != "nt-asgd" or not asgd.nonmonotonic(run.val_losses, o.nonmono):
+            return
+        if self.recipe.run.parent:  # averaging since its start: AWD's finetune.py stops
+            what = "fine-tuning done"
+        elif run.averaging_since is None:
+            self.start_averaging(run.epoch - 1)
+            what = "switching to averaged SGD"
+        else:
+            return
+        self.console.print(
+            f"epoch {run.epoch - 1}: validation loss {val:.4f} is worse than the best before "
+            f"the last {o.nonmono} epoch(s): {what} (NT-ASGD)",
+            markup=False,
+        )
+
+    def start_averaging(self, after_epoch: int) -> None:
+        """From now on averaged SGD: the model is judged and saved with the averages."""
+        self.parts.optimizer = asgd.averaging_optimizer(self.parts.optimizer)
+        self.run_state.averaging_since = after_epoch
+
+    def fine_tuned(self) -> bool:
+        """A fine-tuning run (``run.parent``) ends at the same criterion that switches
+        NT-ASGD, applied to its own (averaged) epochs: AWD-LSTM's finetune.py."""
+        o = self.recipe.optim
+        return bool(self.recipe.run.parent) and asgd.nonmonotonic(
+            self.run_state.val_losses, o.nonmono
+        )
+
+    def start_from_parent(self, parent: Path) -> None:
+        """Fine-tuning: the parent run's best weights, averaged SGD from the first epoch."""
+        weights, meta = parent_weights(parent, self.recipe, self.parts.corpus.vocab)
+        self.parts.model.load_state_dict(weights)
+        self.start_averaging(0)
+        made = meta.get("metrics") or {}
+        self.console.print(
+            f"fine-tuning {parent}'s best checkpoint (epoch {made.get('epoch', '?')}, val ppl "
+            f"{made.get('val_ppl', float('nan')):.2f}) with averaged SGD from the first epoch",
+            markup=False,
+        )
 
     def train_epoch(self, plan: EpochPlan) -> EpochSums:
         """Train the segments of ``plan.epoch``, from where an interrupted epoch stopped."""
@@ -307,15 +361,19 @@ class Trainer:
     def save(self, tag: str, metrics: dict | None = None) -> None:
         """Checkpoint ``tag``; every rank calls it (it gathers), rank 0 alone writes."""
         p = self.parts
-        st = checkpoint.trainer_state(p, self.run_state, self.log, self.dist)
-        if self.dist.is_main:
-            checkpoint.save(
-                self.run_dir / "checkpoints" / tag,
-                model=p.model,
-                synthesizer=p.boundary.synthesizer if p.boundary else None,
-                meta=checkpoint.meta(self.recipe, p.corpus.vocab, self.run_state.epoch, metrics),
-                trainer_state=st,
-            )
+        # NT-ASGD: the model file gets the averages, trainer.pt the iterate to resume from
+        with asgd.averaged_weights(p.model, p.optimizer) as iterate:
+            st = checkpoint.trainer_state(p, self.run_state, self.log, self.dist, iterate)
+            if self.dist.is_main:
+                checkpoint.save(
+                    self.run_dir / "checkpoints" / tag,
+                    model=p.model,
+                    synthesizer=p.boundary.synthesizer if p.boundary else None,
+                    meta=checkpoint.meta(
+                        self.recipe, p.corpus.vocab, self.run_state.epoch, metrics
+                    ),
+                    trainer_state=st,
+                )
 
     def restore(self, tag: str = "last") -> None:
         """Load weights, optimizers, RNG and the in-epoch position from a checkpoint.
@@ -328,7 +386,7 @@ class Trainer:
         meta, weights, synth, st = checkpoint.load(path)
         checkpoint.check_resumable(meta, st, self.recipe, p.corpus.vocab)
         checkpoint.check_shapes(path, weights, synth, st, p)
-        p.model.load_state_dict(weights)
+        p.model.load_state_dict(checkpoint.training_weights(weights, st))
         if p.boundary is not None and synth is not None:
             p.boundary.synthesizer.load_state_dict(synth)
         checkpoint.restore_trainer(st, p, self.run_state, self.log, self.dist, self.recipe.run.seed)

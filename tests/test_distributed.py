@@ -265,6 +265,20 @@ def test_two_rank_evaluation_equals_one_process_on_the_same_weights(two_rank_run
     assert results["test_loss"] == pytest.approx(test, rel=1e-6)
 
 
+def test_a_two_rank_run_loads_and_scores_in_one_process(two_rank_runs):
+    """load_run reads a torchrun checkpoint (the whole model) in a single process; its
+    scores are the ones the two ranks logged."""
+    from altgrad_triton import load_run
+
+    _, root, _, _ = two_rank_runs
+    two = root / "ddp" / "real" / "tiny"
+    run = load_run(two)
+    test = run.score(run.split("test"), batch_size=1)  # every rank tested all of it
+    valid = run.score(run.split("valid"), batch_size=2)  # the ranks split these columns
+    assert test.loss == pytest.approx(json.loads((two / "results.json").read_text())["test_loss"])
+    assert valid.loss == pytest.approx(metric_rows(two)[0]["val_loss"], rel=1e-6)
+
+
 def test_two_rank_run_resumes_an_interrupted_epoch_exactly(two_rank_runs):
     _, root, proc, seconds = two_rank_runs
     straight, resumed = root / "ddp" / "straight" / "tiny", root / "ddp" / "resumed" / "tiny"

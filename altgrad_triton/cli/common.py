@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from ..errors import UserError
 
@@ -37,3 +38,14 @@ def command_parser(prog: str, doc: str, epilog: str | None = None) -> argparse.A
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=rest if epilog is None else epilog,
     )
+
+
+def one_line_parse_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``parser``, changed to raise a UserError for a bad option (one line on stderr, exit 2)
+    instead of printing its usage block."""
+
+    def error(message: str) -> NoReturn:
+        raise UserError(f"{message} (see {parser.prog} --help)")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser

@@ -3,6 +3,7 @@
     altgrad-train recipes/wt2-small.toml
     altgrad-train recipes/wt2.toml --dump-config
     altgrad-train --resume runs/wt2-small run.epochs=6
+    altgrad-train --finetune runs/wt2-awd-lstm        # AWD's fine-tuning, into a new run
 
 Data-parallel on several GPUs or machines: start it with torchrun, e.g.
 
@@ -19,6 +20,7 @@ holds a run, and takes over one that a run left without a complete checkpoint.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -42,6 +44,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-config", action="store_true", help="print the resolved recipe, exit")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     p.add_argument(
+        "--finetune",
+        metavar="RUN_DIR",
+        help="fine-tune RUN_DIR's best checkpoint with averaged SGD from the start (AWD-LSTM), "
+        "into a new run (default name: its own + '-finetune'); its recipe, then overrides",
+    )
+    p.add_argument(
         "--dist-timeout",
         metavar="SECONDS",
         type=float,
@@ -59,6 +67,11 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
     if path is not None and "=" in path and not Path(path).exists():
         overrides.insert(0, path)  # `--resume DIR key=value` puts an override first
         path = None
+    if args.finetune:
+        if args.resume or path is not None:
+            raise UserError("--finetune RUN_DIR takes its recipe from RUN_DIR: give no recipe file")
+        recipe = finetune_recipe(Path(args.finetune), overrides)
+        return recipe, Path(recipe.run.out_dir) / recipe.run.name
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "recipe.toml").exists():
@@ -69,6 +82,19 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
         raise UserError("give a recipe file (e.g. recipes/wt2-small.toml) or --resume RUN_DIR")
     recipe = recipes.load(path, overrides)
     return recipe, Path(recipe.run.out_dir) / recipe.run.name
+
+
+def finetune_recipe(parent: Path, overrides: list[str]) -> recipes.Recipe:
+    """The parent run's recipe as a fine-tuning: ``run.parent`` (absolute) and the name
+    ``<name>-finetune`` set, then the user's overrides."""
+    if not (parent / "recipe.toml").exists():
+        raise UserError(f"--finetune {parent}: not a run directory (no recipe.toml there)")
+    name = recipes.load(parent / "recipe.toml").run.name
+    own = [
+        f"run.parent={json.dumps(str(parent.resolve()))}",
+        f"run.name={json.dumps(name + '-finetune')}",
+    ]
+    return recipes.load(parent / "recipe.toml", own + overrides)
 
 
 def body(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 The public API lives here; the submodules split it by concern:
 
 * :mod:`.vocab` -- :class:`Vocabulary` (checkpointable token table);
-* :mod:`.corpora` -- :func:`load_corpus`, :class:`Corpus`, :func:`derive_wikitext2_small`;
+* :mod:`.corpora` -- :func:`load_corpus`, :class:`Corpus`, :func:`derive_wikitext2_small`,
+  :func:`encode_file` (a user's text under a trained model's vocabulary);
 * :mod:`.download` -- :func:`download_corpus` (sha256-verified, atomic, cached);
 * :mod:`.batching` -- :func:`batchify`, :func:`segment_lengths`, :func:`get_segment`;
 * :mod:`.copy_task` -- :func:`copy_task_batch` for copy / repeat-copy.
@@ -19,7 +20,14 @@ from .copy_task import (
     copy_task_batch,
     copy_task_length,
 )
-from .corpora import CORPORA, SPLITS, Corpus, derive_wikitext2_small, load_corpus
+from .corpora import (
+    CORPORA,
+    SPLITS,
+    Corpus,
+    derive_wikitext2_small,
+    encode_file,
+    load_corpus,
+)
 from .download import (
     CACHE_ENV,
     SOURCES,
@@ -51,6 +59,7 @@ __all__ = [
     "copy_task_length",
     "derive_wikitext2_small",
     "download_corpus",
+    "encode_file",
     "get_segment",
     "load_corpus",
     "resolve_cache_dir",

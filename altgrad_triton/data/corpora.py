@@ -335,6 +335,38 @@ def _wikitext2_small_texts(directory: Path):
 
 # ----------------------------------------------------------------------------- encoding
 
+
+def encode_file(path: Path, vocab: Vocabulary, level: Level) -> tuple[torch.Tensor, Counter]:
+    """A text file's ids under a trained model's ``vocab``, tokenised as its corpus was (words:
+    each line split on whitespace, plus ``<eos>``; characters: every character), and a
+    Counter of the tokens that were not in ``vocab`` and became ``<unk>``.
+
+    UserError for a missing, unreadable or empty file, one too short to score (fewer than 2
+    tokens), or unknown tokens when ``vocab`` has no ``<unk>`` to map them to.
+    """
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise UserError(f"{path} {what}: give a text file")
+    if level == "char":
+        text = _read_text(path)
+        unknown: Counter[str] = Counter(c for c in text if c not in vocab.stoi)
+        fallback = -1 if vocab.unk_index is None else vocab.unk_index
+        ids = torch.tensor([vocab.stoi.get(c, fallback) for c in text], dtype=torch.long)
+    else:
+        ids, unknown = _encode_eval_words(path, vocab)
+    if len(ids) == 0:
+        raise UserError(f"{path} is empty: give a text to score")
+    if unknown and vocab.unk_index is None:
+        examples = ", ".join(repr(w) for w, _ in unknown.most_common(3))
+        raise UserError(
+            f"{path}: {sum(unknown.values())} tokens (e.g. {examples}) are not in the "
+            f"vocabulary, which has no {UNK} to stand for them"
+        )
+    if len(ids) < 2:
+        raise UserError(f"{path} holds 1 token; scoring needs 2 or more (inputs and targets)")
+    return ids, unknown
+
+
 _TextSource = Path | tuple[str, str]  # a file, or (label, text already in memory)
 
 

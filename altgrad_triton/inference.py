@@ -1,0 +1,286 @@
+"""Use a trained run: load it, score text with it, sample from it, fine-tune from it.
+
+    run = load_run("runs/wt2-small")                      # best checkpoint, eval mode
+    run.score(run.split("test"), batch_size=1).ppl        # the trainer's own evaluation
+    ids, unknown = run.encode_file(Path("my.txt"))        # the run's tokenisation
+    run.score(ids, pointer=published_settings("wikitext-2"))   # + continuous cache
+    "".join(run.generate(50, prompt="The", seed=1))       # sampling
+
+``altgrad-eval`` and ``altgrad-generate`` are thin wrappers over these, and ``Trainer``
+fine-tunes from ``parent_weights``. A checkpoint is read the same way whoever wrote it (one
+process or torchrun: the model file holds the whole model either way), and the model is
+built for the device and backend at hand, not the ones it was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import checkpoint, data
+from . import recipe as recipes
+from .build import build_model, pick_device
+from .data import EOS, Vocabulary
+from .errors import UserError, one_line
+from .evaluation import evaluate
+from .kernels import interpreting
+from .metrics import bits, perplexity
+from .model import RNNLanguageModel, autocast
+from .pointer import PointerCache, PointerSettings
+from .recipe import Recipe
+
+CHECKPOINTS = ("best", "last")
+
+MIN_TEMPERATURE = 1e-3
+"""Below this, logits / temperature can overflow float32 (AWD-LSTM's generate.py floor)."""
+
+
+@dataclass(frozen=True)
+class Score:
+    """A text's mean cross-entropy under a model, and how it was measured."""
+
+    loss: float  # nats per token
+    tokens: int  # targets scored
+    batch_size: int
+    bptt: int
+    char_level: bool
+    pointer: PointerSettings | None = None
+
+    @property
+    def ppl(self) -> float:
+        return perplexity(self.loss)
+
+    @property
+    def bpc(self) -> float:
+        """Bits per token: per character for a character-level model."""
+        return bits(self.loss)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "loss": self.loss,
+            "ppl": self.ppl,
+            "tokens": self.tokens,
+            "batch_size": self.batch_size,
+            "bptt": self.bptt,
+        }
+        if self.char_level:
+            out["bpc"] = self.bpc
+        out["pointer"] = None if self.pointer is None else dataclasses.asdict(self.pointer)
+        return out
+
+
+@dataclass
+class LoadedRun:
+    """A trained model (eval mode, on ``device``), its vocabulary and resolved recipe."""
+
+    model: RNNLanguageModel
+    vocab: Vocabulary
+    recipe: Recipe
+    device: torch.device
+    run_dir: Path
+    checkpoint: str  # "best" or "last"
+    meta: dict[str, Any]  # the checkpoint's meta.json: epoch, the metrics line that made it
+
+    @property
+    def char_level(self) -> bool:
+        return self.recipe.data.corpus == "chars"
+
+    # ------------------------------------------------------------------ text
+    def split(self, name: str) -> torch.Tensor:
+        """The ids of the run's own ``valid`` or ``test`` split (read as the trainer did)."""
+        d = self.recipe.data
+        corpus = data.load_corpus(
+            d.corpus, d.path or None, d.cache_dir or None, download=d.download
+        )
+        if corpus.vocab != self.vocab:
+            raise UserError(
+                f"the corpus at data.path={d.path or '(cache)'!r} has another vocabulary than "
+                f"{self.run_dir}'s checkpoint; score that text with --text FILE instead"
+            )
+        return corpus.split(name)
+
+    def encode_file(self, path: Path) -> tuple[torch.Tensor, Counter]:
+        """A text file's ids, tokenised as the run's corpus was; the tokens that became
+        ``<unk>``, with their counts (``data.encode_file``)."""
+        return data.encode_file(Path(path), self.vocab, "char" if self.char_level else "word")
+
+    def encode_prompt(self, text: str) -> tuple[torch.Tensor, list[str]]:
+        """A prompt's ids, after a line start (``<eos>``, or a newline for characters), and
+        the tokens that are not in the vocabulary (fed as ``<unk>``, or left out when there
+        is none). UserError when no token of a non-empty prompt is known."""
+        tokens = list(text) if self.char_level else text.split()
+        unknown = [t for t in tokens if t not in self.vocab]
+        if tokens and len(unknown) == len(tokens):
+            kind = "character" if self.char_level else "word"
+            shown = ", ".join(repr(t) for t in dict.fromkeys(unknown))
+            raise UserError(
+                f"prompt: none of its {kind}s is in the model's vocabulary ({shown}); "
+                f"use {kind}s of the training text"
+            )
+        if self.vocab.unk_index is None:
+            tokens = [t for t in tokens if t in self.vocab]
+        start = "\n" if self.char_level else EOS
+        head = [start] if start in self.vocab else []
+        return self.vocab.encode(head + tokens), unknown
+
+    # ------------------------------------------------------------------ scoring
+    def score(
+        self,
+        tokens: torch.Tensor,
+        *,
+        batch_size: int = 1,
+        bptt: int | None = None,
+        pointer: PointerSettings | None = None,
+        console: Any = None,
+        title: str = "evaluating",
+    ) -> Score:
+        """Mean cross-entropy of ``tokens`` (``evaluation.evaluate``, the trainer's own), in
+        ``batch_size`` columns of ``bptt`` steps (default the recipe's ``bptt.length``),
+        optionally with the continuous cache; progress on ``console`` if given."""
+        bptt = self.recipe.bptt.length if bptt is None else bptt
+        if bptt < 1:
+            raise UserError(f"bptt: must be >= 1, got {bptt}")
+        data.check_batch_size(len(tokens), batch_size, "batch size")
+        loss = evaluate(
+            self.model,
+            tokens,
+            batch_size,
+            bptt,
+            device=self.device,
+            dtype=self.recipe.run.dtype,
+            pointer=None if pointer is None else PointerCache(pointer),
+            console=console,
+            title=title,
+        )
+        scored = (len(tokens) // batch_size - 1) * batch_size  # every row but the first
+        return Score(loss, scored, batch_size, bptt, self.char_level, pointer)
+
+    # ------------------------------------------------------------------ sampling
+    def generate(
+        self, n: int, *, prompt: str = "", temperature: float = 1.0, seed: int = 0
+    ) -> Iterator[str]:
+        """``n`` tokens sampled one after another, continuing ``prompt``; the same seed (on
+        the same device) gives the same tokens. Only vocabulary tokens come out."""
+        if n < 0:
+            raise UserError(f"words: must be >= 0, got {n}")
+        if not (math.isfinite(temperature) and temperature >= MIN_TEMPERATURE):
+            raise UserError(f"temperature: must be >= {MIN_TEMPERATURE:g}, got {temperature}")
+        ids, _ = self.encode_prompt(prompt)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        if len(ids) == 0:  # no prompt and no line-start token: a random first token
+            ids = torch.randint(len(self.vocab), (1,), generator=generator, device=self.device)
+        return self._sample(ids.to(self.device), n, temperature, generator)
+
+    @torch.no_grad()
+    def _sample(
+        self, ids: torch.Tensor, n: int, temperature: float, generator: torch.Generator
+    ) -> Iterator[str]:
+        self.model.eval()
+        inputs, state = ids.view(-1, 1), self.model.init_state(1, self.device)
+        for _ in range(n):
+            with autocast(self.device, self.recipe.run.dtype):
+                out = self.model(inputs, state)
+            probs = torch.softmax(out.logits[-1, 0].float() / temperature, dim=-1)
+            inputs = torch.multinomial(probs, 1, generator=generator).view(1, 1)
+            state = out.state
+            yield self.vocab.itos[int(inputs)]
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def read_checkpoint(
+    run_dir: Path, tag: str = "best"
+) -> tuple[Recipe, Vocabulary, dict[str, Any], dict[str, torch.Tensor]]:
+    """The recipe, vocabulary, meta.json and model weights of a run's ``tag`` checkpoint;
+    a one-line UserError when ``run_dir`` is not a run directory or lacks that checkpoint."""
+    run_dir = Path(run_dir)
+    if tag not in CHECKPOINTS:
+        raise UserError(f"checkpoint: must be one of {', '.join(CHECKPOINTS)}, got {tag!r}")
+    if not (run_dir / "checkpoints").is_dir():
+        why = "no such folder" if not run_dir.exists() else "no checkpoints/ in it"
+        raise UserError(
+            f"{run_dir}: not a run directory ({why}); give the folder altgrad-train wrote, "
+            "run.out_dir/run.name"
+        )
+    where = run_dir / "checkpoints" / tag
+    if checkpoint.find(where) is None:
+        held = [t for t in CHECKPOINTS if checkpoint.find(run_dir / "checkpoints" / t)]
+        has = f"it holds only '{held[0]}'" if held else "the run has not finished an epoch yet"
+        raise UserError(f"{run_dir}: no '{tag}' checkpoint; {has}")
+    meta, weights, _, _ = checkpoint.load(where)
+    try:
+        recipe = recipes.from_dict(meta["recipe"])
+        vocab = Vocabulary.from_dict(meta["vocab"])
+    except (KeyError, TypeError, UserError) as e:
+        raise UserError(f"{where}/meta.json: {one_line(e, typed=False)}") from None
+    return recipe, vocab, meta, weights
+
+
+def load_run(
+    path: str | Path,
+    checkpoint: str = "best",
+    *,
+    device: str = "auto",
+    backend: str | None = None,
+) -> LoadedRun:
+    """A trained run's model (eval mode), vocabulary and resolved recipe.
+
+    ``checkpoint``: "best" (lowest validation loss; with NT-ASGD, averaged weights) or
+    "last". ``device``: auto (CUDA when there is one), cpu or cuda. ``backend``: the kernels,
+    default the run's own, except that a run trained with Triton on a GPU is evaluated on
+    the CPU with the PyTorch reference (the same computation).
+    """
+    recipe, vocab, meta, weights = read_checkpoint(Path(path), checkpoint)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: 'cuda' asked for but no CUDA device is available; use cpu")
+    where = pick_device(device)
+    backend = _usable_backend(backend, recipe.run.backend, where)
+    recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, backend=backend))
+    with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten: leave no trace
+        model = build_model(recipe, len(vocab))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise UserError(
+            f"{path}: the checkpoint's weights do not fit the model its recipe describes "
+            f"({one_line(e, 120, typed=False)})"
+        ) from None
+    model = model.to(where).eval()
+    return LoadedRun(model, vocab, recipe, where, Path(path), checkpoint, meta)
+
+
+def _usable_backend(asked: str | None, trained: str, device: torch.device) -> str:
+    backend = asked or trained
+    if backend == "triton" and device.type != "cuda" and not interpreting():
+        if asked:
+            raise UserError("backend: 'triton' needs a CUDA device; use auto or torch here")
+        return "auto"
+    return backend
+
+
+def parent_weights(
+    parent: Path, recipe: Recipe, vocab: Vocabulary
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The best weights (and meta.json) of the run that a fine-tuning starts from, checked
+    against the fine-tuning's model and vocabulary."""
+    _, parent_vocab, meta, weights = read_checkpoint(parent, "best")
+    saved = {k: v for k, v in meta["model_shape"].items() if k.startswith("model.")}
+    diff = checkpoint.shape_mismatch(saved, recipes.model_shape(recipe))
+    if diff:
+        raise UserError(
+            f"run.parent: {parent}'s model differs from this recipe's: " + "; ".join(diff)
+        )
+    if parent_vocab != vocab:
+        raise UserError(
+            f"run.parent: {parent} was trained on a text with another vocabulary; "
+            "fine-tune on the same data.corpus and data.path"
+        )
+    return weights, meta

@@ -1,0 +1,204 @@
+"""Using a trained run: load_run, scoring (with and without the cache pointer), sampling."""
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+import altgrad_triton
+from altgrad_triton.data import EOS, UNK
+from altgrad_triton.errors import UserError
+from altgrad_triton.model import LMOutput
+from altgrad_triton.pointer import PointerCache, PointerSettings, published_settings
+from altgrad_triton.train import Trainer
+from tests.helpers import WORDS, tiny_corpus, tiny_recipe
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny run trained for two epochs (test batch size 2), and its results."""
+    root = tmp_path_factory.mktemp("inference")
+    recipe = tiny_recipe(tiny_corpus(root / "data"), root / "runs")
+    results = Trainer(recipe, root / "runs" / "tiny").fit()
+    return root / "runs" / "tiny", results
+
+
+def test_load_run_gives_the_model_its_vocabulary_and_recipe(trained):
+    run_dir, _ = trained
+    rng = torch.get_rng_state()
+    run = altgrad_triton.load_run(run_dir)
+    assert torch.equal(torch.get_rng_state(), rng)  # building the model drew nothing
+    assert not run.model.training and run.checkpoint == "best"
+    assert run.recipe.model.hidden_size == 16 and run.recipe.data.corpus == "text"
+    assert UNK in run.vocab and set(WORDS) <= set(run.vocab.itos)
+    assert run.meta["metrics"]["best"] is True
+
+
+def test_scores_equal_what_the_trainer_logged(trained):
+    run_dir, results = trained
+    run = altgrad_triton.load_run(run_dir)
+    recipe = run.recipe
+    test = run.score(run.split("test"), batch_size=recipe.data.test_batch_size)
+    valid = run.score(run.split("valid"), batch_size=recipe.data.eval_batch_size)
+    assert test.loss == results["test_loss"]
+    assert valid.loss == results["best_val_loss"]
+    assert test.ppl == pytest.approx(results["test_ppl"])
+    assert test.bptt == recipe.bptt.length and test.tokens == (len(run.split("test")) // 2 - 1) * 2
+    # the segment length changes nothing but speed: the state crosses segments exactly
+    longer = run.score(run.split("test"), batch_size=2, bptt=50)
+    assert longer.loss == pytest.approx(test.loss, rel=1e-6) and longer.bptt == 50
+
+
+def test_batch_sizes_differ_by_where_the_state_starts_only(trained):
+    """Batch 10 is ten contiguous streams, each from a zero state: its loss is the mean of
+    the ten streams scored alone at batch 1. Batch 1 on the whole text differs from it
+    only by carrying the state across those nine cuts."""
+    run = altgrad_triton.load_run(trained[0])
+    tokens = run.split("test")
+    one, ten = run.score(tokens, batch_size=1), run.score(tokens, batch_size=10)
+    assert math.isfinite(one.loss) and math.isfinite(ten.loss) and one.loss != ten.loss
+    steps = len(tokens) // 10
+    columns = [run.score(tokens[c * steps : (c + 1) * steps]).loss for c in range(10)]
+    assert ten.loss == pytest.approx(sum(columns) / 10, rel=1e-6)
+
+
+def test_a_text_with_unknown_words(trained, tmp_path):
+    run = altgrad_triton.load_run(trained[0])
+    text = tmp_path / "mine.txt"
+    text.write_text("the cat sat on a zebra\nthe zebra ran to quux\n")
+    ids, unknown = run.encode_file(text)
+    assert unknown == {"zebra": 2, "quux": 1}
+    assert ids.tolist().count(run.vocab.stoi[UNK]) == 3 and len(ids) == 13  # with 2 <eos>
+    assert math.isfinite(run.score(ids).loss)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(UserError, match="empty.txt is empty"):
+        run.encode_file(tmp_path / "empty.txt")
+
+
+def test_generation_is_deterministic_per_seed_and_in_the_vocabulary(trained):
+    run = altgrad_triton.load_run(trained[0])
+    first = list(run.generate(40, seed=1))
+    assert first == list(run.generate(40, seed=1))
+    assert first != list(run.generate(40, seed=2))
+    assert len(first) == 40 and all(w in run.vocab for w in first)
+    cold = list(run.generate(40, seed=1, temperature=0.01, prompt="the cat zebra"))
+    assert all(w in run.vocab for w in cold)
+    ids, unknown = run.encode_prompt("the cat zebra")
+    assert unknown == ["zebra"] and run.vocab.decode(ids) == [EOS, "the", "cat", UNK]
+    with pytest.raises(UserError, match="prompt: none of its words"):
+        run.generate(5, prompt="zebra quux")
+    with pytest.raises(UserError, match="temperature: must be >= 0.001"):
+        run.generate(5, temperature=0)
+
+
+def _pointer_reference(h, logits, targets, s: PointerSettings) -> torch.Tensor:
+    """Grave et al.'s cache one step at a time, per column (a transcription of the formula,
+    as AWD-LSTM's pointer.py loops it): h [N, B, H], logits [N, B, V], targets [N, B]."""
+    n, b = targets.shape
+    out = torch.empty(n, b, dtype=torch.float64)
+    for col in range(b):
+        for t in range(n):
+            p = torch.softmax(logits[t, col].double(), -1)
+            lo = max(0, t - s.window)
+            if t > lo:
+                att = torch.softmax(s.theta * (h[lo:t, col].double() @ h[t, col].double()), -1)
+                cache = torch.zeros_like(p).index_add_(0, targets[lo:t, col], att)
+                p = (1 - s.lam) * p + s.lam * cache
+            out[t, col] = -torch.log(p[targets[t, col]])
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 4, 100])
+def test_pointer_cache_matches_the_step_by_step_formula(window):
+    torch.manual_seed(3)
+    n, b, hid, v = 23, 2, 5, 7
+    h, logits = torch.randn(n, b, hid), torch.randn(n, b, v)
+    targets = torch.randint(v, (n, b))
+    s = PointerSettings(window=window, theta=0.7, lam=0.3)
+    cache = PointerCache(s)
+    got = [
+        cache.token_nll(LMOutput(logits[a:z], h[a:z], h[a:z], ()), targets[a:z])
+        for a, z in ((0, 6), (6, 7), (7, 23))  # ragged segments; the cache crosses them
+    ]
+    want = _pointer_reference(h, logits, targets, s)
+    torch.testing.assert_close(torch.cat(got).double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_pointer_with_lambda_zero_is_plain_evaluation(trained):
+    run = altgrad_triton.load_run(trained[0])
+    valid = run.split("valid")
+    plain = run.score(valid, batch_size=2)
+    off = run.score(valid, batch_size=2, pointer=PointerSettings(50, 1.0, 0.0))
+    assert off.loss == pytest.approx(plain.loss, rel=1e-7)
+    assert off.to_dict()["pointer"] == {"window": 50, "theta": 1.0, "lam": 0.0}
+
+
+def test_pointer_cache_helps_on_a_text_that_repeats(trained, tmp_path):
+    """A passage of random words (which the model cannot predict) read four times: the
+    cache holds the passage's own words (and where they came)."""
+    run = altgrad_triton.load_run(trained[0])
+    gen = torch.Generator().manual_seed(0)
+    passage = [WORDS[i] for i in torch.randint(len(WORDS), (120,), generator=gen)]
+    (tmp_path / "repeats.txt").write_text(" ".join(passage * 4) + "\n")
+    ids, _ = run.encode_file(tmp_path / "repeats.txt")
+    plain = run.score(ids)
+    cached = run.score(ids, pointer=PointerSettings(window=200, theta=1.0, lam=0.5))
+    assert cached.ppl < 0.9 * plain.ppl, (plain.ppl, cached.ppl)
+
+
+def test_published_pointer_settings_and_bad_ones():
+    assert published_settings("ptb") == PointerSettings(500, 1.0, 0.1)
+    assert published_settings("wikitext-2-small") == PointerSettings(3785, 0.662, 0.1279)
+    for bad, match in (((0, 1.0, 0.1), "window: must be >= 1"), ((5, 1.0, 1.0), "lambda")):
+        with pytest.raises(UserError, match=match):
+            PointerSettings(*bad)
+
+
+def test_bad_run_directories_and_checkpoints(trained, tmp_path):
+    with pytest.raises(UserError, match="not a run directory"):
+        altgrad_triton.load_run(tmp_path / "nowhere")
+    copy = tmp_path / "copy"
+    shutil.copytree(trained[0], copy)
+    shutil.rmtree(copy / "checkpoints" / "best")
+    with pytest.raises(UserError, match="no 'best' checkpoint; it holds only 'last'"):
+        altgrad_triton.load_run(copy)
+    assert altgrad_triton.load_run(copy, "last").checkpoint == "last"
+    meta = json.loads((copy / "checkpoints/last/meta.json").read_text())
+    meta["recipe"]["model"]["hidden_size"] = 24
+    (copy / "checkpoints/last/meta.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="weights do not fit the model"):
+        altgrad_triton.load_run(copy, "last")
+
+
+def test_scores_agree_across_backends(trained):
+    """The Triton kernels (under the CPU interpreter here, compiled on a GPU) and the PyTorch
+    reference score a checkpoint alike, whichever backend trained it."""
+    tokens = altgrad_triton.load_run(trained[0]).split("valid")
+    torch_run = altgrad_triton.load_run(trained[0], backend="torch")
+    triton_run = altgrad_triton.load_run(trained[0], backend="triton")
+    want = torch_run.score(tokens, batch_size=2).loss
+    assert triton_run.score(tokens, batch_size=2).loss == pytest.approx(want, rel=1e-5)
+
+
+def test_a_character_level_run_scores_in_bits_and_samples_characters(tmp_path):
+    text = tmp_path / "chars.txt"
+    text.write_text("the cat sat on the mat.\nthe dog ran to the tree.\n" * 40)
+    recipe = tiny_recipe(
+        text, tmp_path / "runs", run={"epochs": 1}, data={"corpus": "chars", "path": str(text)}
+    )
+    Trainer(recipe, tmp_path / "runs" / "tiny").fit()
+    run = altgrad_triton.load_run(tmp_path / "runs" / "tiny")
+    assert run.char_level
+    (tmp_path / "mine.txt").write_text("the cat!\n")
+    ids, unknown = run.encode_file(tmp_path / "mine.txt")
+    assert len(ids) == 9 and unknown == {"!": 1}
+    score = run.score(ids)
+    assert score.bpc == pytest.approx(score.loss / math.log(2))
+    assert score.to_dict()["bpc"] == score.bpc
+    ids, unknown = run.encode_prompt("the #")
+    assert run.vocab.decode(ids) == ["\n", "t", "h", "e", " ", UNK] and unknown == ["#"]
+    sample = list(run.generate(30, prompt="the ", seed=5))
+    assert sample == list(run.generate(30, prompt="the ", seed=5))
+    assert all(len(c) == 1 or c == UNK for c in sample)
