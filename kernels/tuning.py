@@ -21,7 +21,8 @@ with ``set_override``, and persist the winners (then reload them with ``set_over
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -80,6 +81,20 @@ def get_override(kernel: str, key: Key) -> Meta | None:
     """The forced meta for ``(kernel, key)``, or ``None``."""
     meta = _OVERRIDES.get((kernel, tuple(key)))
     return None if meta is None else dict(meta)
+
+
+@contextlib.contextmanager
+def overridden(key: Key, **metas: Meta) -> Iterator[None]:
+    """Force ``metas`` (kernel name -> meta) for launches whose key is ``key`` inside the
+    block, then put back what was there before (e.g. ``overridden(k, lstm_fwd=m, lstm_bwd=m)``)."""
+    before = {kernel: get_override(kernel, key) for kernel in metas}
+    try:
+        for kernel, meta in metas.items():
+            set_override(kernel, key, meta)
+        yield
+    finally:
+        for kernel, meta in before.items():
+            set_override(kernel, key, meta)
 
 
 def clear_overrides(kernel: str | None = None) -> None:

@@ -45,3 +45,24 @@ def tiny_recipe(data_dir: Path, out_dir: Path, **sections) -> recipes.Recipe:
     for name, patch in sections.items():
         base[name] = {**base.get(name, {}), **patch}
     return recipes.from_dict(base)
+
+
+def interrupt_at(trainer, epoch: int, segment: int):
+    """Make ``trainer.fit()`` stop as Ctrl-C would, when ``epoch`` has trained ``segment``
+    segments (the request lands before the next one, which is then still trained, as in a
+    real run); returns the ``TrainingStopped`` that ``fit`` raised."""
+    import pytest
+
+    from altgrad_triton.train import TrainingStopped
+
+    real_segment = trainer.train_segment
+
+    def segment_then_ctrl_c(start, seq_len, plan):
+        if plan.epoch == epoch and trainer.run_state.sums.segment == segment:
+            trainer.request_stop()
+        return real_segment(start, seq_len, plan)
+
+    trainer.train_segment = segment_then_ctrl_c
+    with pytest.raises(TrainingStopped) as stopped:
+        trainer.fit()
+    return stopped.value

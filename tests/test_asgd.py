@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from altgrad_triton import asgd
 from altgrad_triton import recipe as recipes
 from altgrad_triton.errors import UserError
-from altgrad_triton.train import Trainer, TrainingStopped
-from tests.helpers import tiny_corpus, tiny_recipe
+from altgrad_triton.train import Trainer
+from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 NT_ASGD = {"name": "nt-asgd", "lr": 2.0, "nonmono": 1}
@@ -127,16 +127,8 @@ def test_an_interrupted_nt_asgd_run_resumes_exactly(tmp_path, monkeypatch, stop)
         first.run_epoch(first.parts.plan(1))
         first.run_epoch(first.parts.plan(2))
     else:
-        real_segment = first.train_segment
-
-        def ctrl_c_in_epoch_3(start, seq_len, plan):
-            if plan.epoch == 3 and first.run_state.sums.segment == 20:
-                first.request_stop()
-            return real_segment(start, seq_len, plan)
-
-        first.train_segment = ctrl_c_in_epoch_3
-        with pytest.raises(TrainingStopped, match="interrupted at epoch 3"):
-            first.fit()
+        stopped = interrupt_at(first, epoch=3, segment=20)
+        assert str(stopped).startswith("interrupted at epoch 3")
     again = Trainer(resumed, tmp_path / "b" / "tiny")
     again.restore("last")
     assert again.run_state.averaging_since == 2

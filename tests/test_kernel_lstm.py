@@ -12,7 +12,6 @@ same bits across two runs, across which program arrives last at a tile (``slice_
 across launch modes, and across a reused workspace whose counters must be back at zero.
 """
 
-import contextlib
 import warnings
 
 import pytest
@@ -60,17 +59,9 @@ def ieee_dot(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
 
 
-@contextlib.contextmanager
 def forced(meta: dict, batch: int, hidden: int, dtype: torch.dtype):
     """Force ``meta`` for both directions through ``tuning`` (as altgrad-tune's winners)."""
-    key = config_key(batch, hidden, dtype)
-    try:
-        tuning.set_override("lstm_fwd", key, meta)
-        tuning.set_override("lstm_bwd", key, meta)
-        yield
-    finally:
-        tuning.set_override("lstm_fwd", key, None)
-        tuning.set_override("lstm_bwd", key, None)
+    return tuning.overridden(config_key(batch, hidden, dtype), lstm_fwd=meta, lstm_bwd=meta)
 
 
 def _ids(cases, dtype=torch.float32):

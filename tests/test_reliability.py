@@ -28,7 +28,7 @@ from altgrad_triton.cli import train as train_cli
 from altgrad_triton.errors import UserError
 from altgrad_triton.recipe import to_toml
 from altgrad_triton.train import Trainer, TrainingStopped
-from tests.helpers import tiny_corpus, tiny_recipe
+from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -367,17 +367,7 @@ def test_ctrl_c_during_the_last_validation_stops_after_saving(corpus_dir, tmp_pa
 )  # fmt: skip
 def test_a_resume_inside_an_epoch_refuses_to_cut_it_differently(corpus_dir, tmp_path, change, says):
     r = tiny_recipe(corpus_dir, tmp_path, run={"max_batches": 5})
-    trainer = Trainer(r, tmp_path / "tiny")
-    real_segment = trainer.train_segment
-
-    def ctrl_c_at_the_third(*args, **kwargs):
-        if trainer.run_state.sums.segment == 2:
-            trainer.request_stop()
-        return real_segment(*args, **kwargs)
-
-    trainer.train_segment = ctrl_c_at_the_third
-    with pytest.raises(TrainingStopped):
-        trainer.fit()
+    interrupt_at(Trainer(r, tmp_path / "tiny"), epoch=1, segment=2)
     sections = {**change, "run": {"max_batches": 5, **change.get("run", {})}}
     other = tiny_recipe(corpus_dir, tmp_path, **sections)
     with pytest.raises(UserError) as e:

@@ -157,23 +157,30 @@ print("code", suite.run_training([sys.executable, "-c", sys.argv[1], sys.argv[2]
 """
 
 
+def start_suite(training: str, path, **popen):
+    """``run_training`` of a stand-in ``training`` script in a process group of its own (as a
+    shell gives a foreground job), its stdout piped."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", SUITE_SIDE, training, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        process_group=0,
+        **popen,
+    )
+
+
 @pytest.mark.parametrize(
     "how", ["ctrl-c to the foreground group", "SIGINT to the suite", "SIGTERM to the suite"]
 )
 def test_stop_signal_reaches_the_run_exactly_once(tmp_path, how):
     import os
     import signal
-    import subprocess
-    import sys
 
     count = tmp_path / "sigints"
-    # its own process group, as a shell gives a foreground job
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SUITE_SIDE, FAKE_TRAINING, str(count)],
-        stdout=subprocess.PIPE,
-        text=True,
-        process_group=0,
-    )
+    proc = start_suite(FAKE_TRAINING, count)
     try:
         assert proc.stdout.readline().strip() == "ready"
         if how.startswith("ctrl-c"):
@@ -201,17 +208,11 @@ def test_interrupt_stops_a_suite_started_with_sigint_ignored(tmp_path):
     """`altgrad-suite ... &` in a script starts the suite with SIGINT ignored; its child
     used to inherit "ignored" and ran on until it installed a handler of its own."""
     import signal
-    import subprocess
-    import sys
     import time
 
     marker = tmp_path / "marker"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SUITE_SIDE, SLOW_STARTER, str(marker)],
-        stdout=subprocess.PIPE,
-        text=True,
-        process_group=0,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    proc = start_suite(  # with SIGINT ignored, as `cmd &` in a script starts it
+        SLOW_STARTER, marker, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
     )
     try:
         assert proc.stdout.readline().strip() == "loading"

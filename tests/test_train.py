@@ -11,7 +11,7 @@ from altgrad_triton import checkpoint
 from altgrad_triton import metrics as metrics_module
 from altgrad_triton.errors import UserError
 from altgrad_triton.train import Trainer, TrainingStopped, epoch_segments, next_tokens_context
-from tests.helpers import tiny_corpus, tiny_recipe
+from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
 SYNTH = {
     "enabled": True,
@@ -103,19 +103,8 @@ def test_interrupted_epoch_resumes_exactly(corpus_dir, tmp_path):
 
     r = tiny_recipe(corpus_dir, tmp_path / "b", synthetic=SYNTH, schedule=RESTARTS)
     trainer = Trainer(r, tmp_path / "b" / "tiny")
-    calls = {"n": 0}
-    real_segment = trainer.train_segment
-
-    def segment_then_ctrl_c(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 80:  # epoch 1 has 65 segments: this is inside epoch 2
-            trainer.request_stop()
-        return real_segment(*args, **kwargs)
-
-    trainer.train_segment = segment_then_ctrl_c
-    with pytest.raises(TrainingStopped, match="interrupted at epoch 2") as e:
-        trainer.fit()
-    assert e.value.exit_code == 130
+    stopped = interrupt_at(trainer, epoch=2, segment=14)  # epoch 1 has 65 segments
+    assert str(stopped).startswith("interrupted at epoch 2") and stopped.exit_code == 130
     again = Trainer(r, tmp_path / "b" / "tiny")
     again.restore("last")
     assert again.run_state.sums.segment > 0 and again.run_state.carried is not None
@@ -248,17 +237,7 @@ def test_resume_refuses_another_synthesizer_context_or_vocabulary(corpus_dir, tm
 
 def test_resume_inside_an_epoch_needs_the_same_batch_size(corpus_dir, tmp_path):
     r = tiny_recipe(corpus_dir, tmp_path / "runs")
-    trainer = Trainer(r, tmp_path / "runs" / "tiny")
-    real_segment = trainer.train_segment
-
-    def ctrl_c_at_the_third(*args, **kwargs):
-        if trainer.run_state.sums.segment == 2:
-            trainer.request_stop()
-        return real_segment(*args, **kwargs)
-
-    trainer.train_segment = ctrl_c_at_the_third
-    with pytest.raises(TrainingStopped):
-        trainer.fit()
+    interrupt_at(Trainer(r, tmp_path / "runs" / "tiny"), epoch=1, segment=2)
     wider = tiny_recipe(corpus_dir, tmp_path / "runs", data={"batch_size": 2})
     with pytest.raises(UserError, match="data.batch_size=2, .* resume with data.batch_size=4"):
         Trainer(wider, tmp_path / "runs" / "tiny").restore("last")

@@ -154,18 +154,14 @@ def _end_to_end_options(p: argparse.ArgumentParser) -> None:
         help="only profile one training segment of the QRNN and the LSTM recipe "
         "(torch.profiler: top operators and kernels by self time)",
     )
-    p.add_argument(
-        "--slice-backend",
-        choices=("triton", "torch", "cudnn"),
-        default="triton",
-        help="backend of --train-slice and --profile (cudnn: the LSTM recipe only)",
-    )
-    p.add_argument(
-        "--slice-dtype",
-        choices=("float32", "bfloat16"),
-        default="float32",
-        help="compute dtype of --train-slice and --profile",
-    )
+    for flag, choices, help_text in (
+        ("--slice-backend", ("triton", "torch", "cudnn"), "backend (cudnn: the LSTM recipe only)"),
+        ("--slice-dtype", ("float32", "bfloat16"), "compute dtype"),
+    ):
+        p.add_argument(
+            flag, choices=choices, default=choices[0], help=f"{help_text} of --train-slice "
+            "and --profile (default %(default)s)"
+        )  # fmt: skip
 
 
 def body(argv: list[str] | None = None) -> int:

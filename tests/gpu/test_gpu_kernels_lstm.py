@@ -17,7 +17,6 @@ NaN-poisoned allocations and the workspace-counter checks. Run both with
 ``TRITON_INTERPRET=0`` exported: tests/conftest.py sets the interpreter otherwise.
 """
 
-import contextlib
 import warnings
 
 import pytest
@@ -92,16 +91,8 @@ FWD = {"BLOCK_B": 32, "BLOCK_H": 32, "BLOCK_K": 64, "SPLIT_K": 4, "num_warps": 4
 BWD = {"BLOCK_B": 32, "BLOCK_H": 64, "BLOCK_K": 64, "SPLIT_K": 8, "num_warps": 4, "num_stages": 3}
 
 
-@contextlib.contextmanager
 def forced(hidden, dtype, fwd=FWD, bwd=BWD, batch=20):
-    key = config_key(batch, hidden, dtype)
-    try:
-        tuning.set_override("lstm_fwd", key, fwd)
-        tuning.set_override("lstm_bwd", key, bwd)
-        yield
-    finally:
-        tuning.set_override("lstm_fwd", key, None)
-        tuning.set_override("lstm_bwd", key, None)
+    return tuning.overridden(config_key(batch, hidden, dtype), lstm_fwd=fwd, lstm_bwd=bwd)
 
 
 def test_paper_shape_autotuned():
