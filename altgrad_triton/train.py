@@ -149,7 +149,9 @@ class Trainer:
             # of their own, so the model sees the same initial weights, dropout masks and
             # data as the BPTT run of the same seed: the runs differ by the synthetic
             # gradient alone (synthetic.scale = 0 reproduces BPTT exactly; a test checks it).
-            state_size = join_state(self.model.init_state(1)).shape[1]
+            joined = None if s.join == "all" else self.model.recurrent_state_indices()
+            zero = self.model.init_state(1)
+            state_size = join_state(zero if joined is None else [zero[i] for i in joined]).shape[1]
             context_size = s.context_tokens * recipe.model.emb_size
             self.synth_generator = torch.Generator(device=self.device)
             self.synth_generator.manual_seed(synthesizer_seed(recipe.run.seed, self.dist.rank))
@@ -159,7 +161,9 @@ class Trainer:
                     s, state_size, recipe.run.backend, context_size, self.synth_generator
                 )
             synth = synth.to(self.device)
-            self.synth_optimizer = torch.optim.Adam(synth.parameters(), lr=s.lr)
+            self.synth_optimizer = torch.optim.Adam(
+                synth.parameters(), lr=s.lr, weight_decay=s.weight_decay
+            )
             tokens = recipe.data.batch_size * recipe.bptt.length  # per segment
             self.boundary = SyntheticBoundary(
                 synth,
@@ -168,6 +172,10 @@ class Trainer:
                 fit_in_real=s.fit_in_real,
                 target_scale=s.target_scale or tokens,
                 backend=recipe.run.backend,
+                reduction=s.reduction,
+                advance=s.advance,
+                joined=joined,
+                split_target=s.split_target,
             )
         # every rank builds the same weights (same seed; DDP also broadcasts rank 0's), then
         # ranks > 0 reseed so that each draws its own dropout masks
@@ -302,7 +310,7 @@ class Trainer:
         if self.boundary is not None and synth is not None:
             self.boundary.synthesizer.load_state_dict(synth)
             self.synth_optimizer.load_state_dict(st["synth_optimizer"])
-            _set_hyperparameters(self.synth_optimizer, lr=s.lr)
+            _set_hyperparameters(self.synth_optimizer, lr=s.lr, weight_decay=s.weight_decay)
             carry = ddp.share_rows(st["carry"], self.dist)
             self.boundary.carry = _to_device(carry, self.device)
         self.optimizer.load_state_dict(st["optimizer"])
