@@ -13,7 +13,7 @@ Plots (matplotlib, the optional ``plot`` extra, imported only when plots are ask
 per group, validation perplexity (or bpc) per epoch, one line per seed, epochs trained in
 synthetic mode shaded and warm restarts marked by dashed lines, and sg_cos (cosine between
 the synthesizer's prediction and its target) per epoch; per corpus, the mean validation
-curve of every group.
+curve of every group; per ``--versus`` pair, the seed-paired difference per epoch.
 """
 
 from __future__ import annotations
@@ -501,14 +501,71 @@ def import_pyplot():
     return plt
 
 
-def plot_groups(groups: list[Group], plots_dir: Path) -> list[Path]:
-    """Write the PNGs; return their paths. Raises UserError when matplotlib is missing."""
+def _pyplot_or_error():
     plt = import_pyplot()
     if plt is None:
         raise UserError(
             "plots need matplotlib, which is not installed: "
             "pip install 'altgrad-triton[plot]' (tables were written)"
         )
+    return plt
+
+
+def _mark_phases(axes: list, epochs: list[dict]) -> None:
+    """Shade the synthetic epochs and draw a dashed line at every warm restart."""
+    for a in axes:
+        for lo, hi in synthetic_spans(epochs):
+            a.axvspan(lo, hi, color="tab:orange", alpha=0.15, lw=0)
+        for e in restart_epochs(epochs):
+            a.axvline(e - 0.5, color="grey", ls="--", lw=1)
+
+
+def plot_gaps(
+    groups: list[Group], rules: list[tuple[re.Pattern, str]], plots_dir: Path
+) -> list[Path]:
+    """Per group with a ``--versus`` baseline: run - baseline of the same seed, per epoch.
+
+    The differences seed pairing isolates are often far smaller than the curves' range, so
+    they get a plot of their own. Raises UserError when matplotlib is missing.
+    """
+    by_name = {(g.corpus, g.name): g for g in groups}
+    pairs = [(g, b) for g in groups if (b := _baseline(g, by_name, rules)) is not None]
+    if not pairs:
+        return []
+    plt = _pyplot_or_error()
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for g, base in pairs:
+        theirs = {r.seed: r for r in base.runs}
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        _mark_phases([ax], g.runs[0].epochs)
+        for r in g.runs:
+            gap = _gap(r, theirs.get(r.seed), g.char_level)
+            xs = sorted(e for e in gap if e > 0)
+            if xs:
+                label = f"seed {r.seed}" if r.seed is not None else r.name
+                ax.plot(xs, [gap[e] for e in xs], marker="o", ms=3, label=label)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"Δ val {_unit(g.char_level)[0]}")
+        ax.set_title(
+            f"{g.name} - {base.name}, same seed (negative = {g.name} better); shaded = "
+            "synthetic epochs, dashed = restart",
+            fontsize=8,
+        )
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = plots_dir / f"{_slug(g.corpus)}--{_slug(g.name)}--vs--{_slug(base.name)}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_groups(groups: list[Group], plots_dir: Path) -> list[Path]:
+    """Write the PNGs; return their paths. Raises UserError when matplotlib is missing."""
+    plt = _pyplot_or_error()
     plots_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for g in groups:
@@ -516,13 +573,7 @@ def plot_groups(groups: list[Group], plots_dir: Path) -> list[Path]:
         fig, (ax, ax2) = plt.subplots(
             2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
         )
-        first = g.runs[0]
-        for lo, hi in synthetic_spans(first.epochs):
-            for a in (ax, ax2):
-                a.axvspan(lo, hi, color="tab:orange", alpha=0.15, lw=0)
-        for e in restart_epochs(first.epochs):
-            for a in (ax, ax2):
-                a.axvline(e - 0.5, color="grey", ls="--", lw=1)
+        _mark_phases([ax, ax2], g.runs[0].epochs)
         for r in g.runs:
             label = f"seed {r.seed}" if r.seed is not None else r.name
             ax.plot(*curve(r), marker="o", ms=3, label=label)
@@ -612,7 +663,7 @@ def write_report(
     note = None
     if plots:
         try:
-            written = plot_groups(groups, plots_dir)
+            written = plot_groups(groups, plots_dir) + plot_gaps(groups, rules, plots_dir)
         except UserError as e:
             note = str(e)
     if written:

@@ -146,6 +146,12 @@ def test_write_report_with_plots(tmp_path):
     assert all(p.stat().st_size > 1000 for p in plots)
     text = md.read_text()
     assert "| wt2-alt |" in text and "](plots/wikitext-2-small--wt2-alt.png)" in text
+    for seed in (1, 2):  # with a seed twin, the difference per epoch gets a plot of its own
+        fake_run(runs, f"wt2-bptt-s{seed}", "wikitext-2-small", [5.0, 4.9, 4.8, 4.7])
+    md, plots, _ = report.write_report([runs], tmp_path / "out", versus=["alt=bptt"])
+    gap = [p for p in plots if p.name == "wikitext-2-small--wt2-alt--vs--wt2-bptt.png"]
+    assert len(gap) == 1 and gap[0].stat().st_size > 1000
+    assert "](plots/wikitext-2-small--wt2-alt--vs--wt2-bptt.png)" in md.read_text()
 
 
 def test_missing_matplotlib_still_writes_tables(tmp_path, monkeypatch):
