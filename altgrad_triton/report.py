@@ -549,8 +549,8 @@ def plot_gaps(
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"Δ val {_unit(g.char_level)[0]}")
         ax.set_title(
-            f"{g.name} - {base.name}, same seed (negative = {g.name} better); shaded = "
-            "synthetic epochs, dashed = restart",
+            f"{g.name} - {base.name}, same seed (below 0: {g.name} better)\n"
+            "shaded = synthetic epochs, dashed = warm restart",
             fontsize=8,
         )
         ax.legend(fontsize=8)

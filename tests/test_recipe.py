@@ -263,6 +263,14 @@ def test_authors_preset_fills_the_keys_a_recipe_leaves_unset(tmp_path):
     r = recipes.load(p)
     assert recipes.from_dict(tomllib.loads(recipes.to_toml(r))) == r
     assert recipes.load(tmp_path / "r.toml", ["synthetic.preset=none"]).synthetic.window == 1
+    for paper in ("wt2.toml", "ptb.toml"):  # the paper-sized recipes take it from the command line
+        s = recipes.load(ROOT / "recipes" / paper, ["synthetic.preset=authors"]).synthetic
+        assert (s.elementwise, s.sequence, s.reduction, s.enabled) == (
+            "authors",
+            "scan",
+            "sum",
+            True,
+        )
 
 
 def test_keys_of_the_authors_synthesizer_are_refused_for_another(tmp_path):
