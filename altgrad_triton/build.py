@@ -33,6 +33,7 @@ from .model import Dropouts, RNNLanguageModel
 from .recipe import OptimConfig, Recipe, SyntheticConfig
 from .schedule import TrainingPlan
 from .synthetic import (
+    AuthorsElementwiseSynthesizer,
     ConditionedSynthesizer,
     ElementwiseSynthesizer,
     LinearSynthesizer,
@@ -160,7 +161,8 @@ def apply_recipe_settings(
     momentum = {"momentum": o.momentum} if o.name == "sgd" else {}
     set_hyperparameters(optimizer, weight_decay=o.weight_decay, **momentum)
     if synth_optimizer is not None:
-        set_hyperparameters(synth_optimizer, lr=recipe.synthetic.lr)
+        s = recipe.synthetic
+        set_hyperparameters(synth_optimizer, lr=s.lr, weight_decay=s.weight_decay)
 
 
 # ---------------------------------------------------------------------------- synthesizer
@@ -193,26 +195,53 @@ def make_synthesizer(
         base = MLPSynthesizer(
             state_size, cfg.hidden, cfg.layers, cfg.dropout, generator, init_generator
         )
+    elif cfg.elementwise == "authors":
+        base = AuthorsElementwiseSynthesizer(
+            cfg.hidden,
+            window=cfg.window,
+            zoneout=cfg.zoneout,
+            input_noise=cfg.input_noise,
+            init=cfg.init,
+            sequence=cfg.sequence,
+            generator=generator,
+            init_generator=init_generator,
+        )
     else:
         base = ElementwiseSynthesizer(
-            cfg.cell, cfg.hidden, cfg.dropout, cfg.input_noise, backend, generator, init_generator
+            cfg.cell,
+            cfg.hidden,
+            cfg.dropout,
+            cfg.input_noise,
+            backend,
+            generator,
+            init_generator,
+            init=cfg.init,
         )
     return ConditionedSynthesizer(base, context_size, state_size) if context_size else base
 
 
 def make_boundary(
-    cfg: SyntheticConfig, synthesizer: nn.Module, tokens_per_segment: int, backend: str
+    cfg: SyntheticConfig,
+    synthesizer: nn.Module,
+    tokens_per_segment: int,
+    backend: str,
+    joined: tuple[int, ...] | None = None,
 ) -> SyntheticBoundary:
     """The boundary that trains ``synthesizer`` with its own Adam, as ``[synthetic]`` says;
-    ``synthetic.target_scale = 0`` means the tokens of one segment."""
+    ``synthetic.target_scale = 0`` means the tokens of one segment. ``joined``: the state
+    tensors the synthesizer sees (None: all)."""
     device = next(synthesizer.parameters()).device
     return SyntheticBoundary(
         synthesizer,
-        adam(synthesizer.parameters(), lr=cfg.lr, weight_decay=0.0, device=device),
+        adam(synthesizer.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, device=device),
         cfg.scale,
         fit_in_real=cfg.fit_in_real,
         target_scale=cfg.target_scale or tokens_per_segment,
         backend=backend,
+        reduction=cfg.reduction,
+        advance=cfg.advance,
+        joined=joined,
+        split_target=cfg.split_target,
     )
 
 
@@ -230,7 +259,9 @@ def build_synthesizer(
     those of a global CPU RNG seeded the same, as runs made before this generator had.
     """
     s = recipe.synthetic
-    state_size = join_state(model.init_state(1)).shape[1]
+    joined = None if s.join == "all" else model.recurrent_state_indices()
+    zero = model.init_state(1)
+    state_size = join_state(zero if joined is None else [zero[i] for i in joined]).shape[1]
     generator = torch.Generator(device=device)
     generator.manual_seed(synthesizer_seed(recipe.run.seed, rank))
     init_generator = torch.Generator().manual_seed(synthesizer_seed(recipe.run.seed, 0))
@@ -244,7 +275,7 @@ def build_synthesizer(
         init_generator,
     ).to(device)
     tokens = recipe.data.batch_size * recipe.bptt.length  # per segment
-    return make_boundary(s, synth, tokens, backend), generator
+    return make_boundary(s, synth, tokens, backend, joined), generator
 
 
 # ---------------------------------------------------------------------------- everything

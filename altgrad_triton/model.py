@@ -114,6 +114,16 @@ class RNNLanguageModel(nn.Module):
         """Zero state for ``batch_size`` rows, as a flat tuple."""
         return tuple(t for layer in self.layers for t in layer.init_state(batch_size, device))
 
+    def recurrent_state_indices(self) -> tuple[int, ...]:
+        """Where the recurrent states sit in the flat state: every tensor but a window-2
+        QRNN layer's carried last input (x_last, the second of its pair)."""
+        out, i = [], 0
+        for layer, n in zip(self.layers, self._state_sizes, strict=True):
+            skip = i + 1 if isinstance(layer, QRNN) and layer.window == 2 else None
+            out += [j for j in range(i, i + n) if j != skip]
+            i += n
+        return tuple(out)
+
     def _split(self, state: State) -> list[State]:
         out, i = [], 0
         for n in self._state_sizes:

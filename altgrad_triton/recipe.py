@@ -177,7 +177,79 @@ class SyntheticConfig:
     context_tokens: int = opt(
         0, "cDNI: also condition on the embeddings of the next N tokens (0 = state only)", ge=0
     )
+    preset: Literal["none", "authors"] = opt(
+        "none", "authors = every synthetic key this recipe leaves unset as the authors' code has it"
+    )
+    elementwise: Literal["toolkit", "authors"] = opt(
+        "toolkit",
+        "element-wise synthesizer: toolkit = each scalar into a cell of input size 1 (one "
+        "kernel); authors = Linear(1->hidden), a QRNN layer, Linear(hidden->1)",
+    )
+    sequence: Literal["element", "scan"] = opt(
+        "element",
+        "authors' synthesizer: element = each scalar its own sequence, one step a call; scan "
+        "= the flattened joined state is one sequence (what their QRNN code does)",
+    )
+    window: int = opt(1, "QRNN window of the authors' element-wise synthesizer", ge=1, le=2)
+    zoneout: float = opt(
+        0.0, "zoneout on the forget gate of the authors' element-wise synthesizer", ge=0, lt=1
+    )
+    init: Literal["zero", "uniform"] = opt(
+        "zero", "element-wise synthesizer's output layer: zero (DNI) or uniform(-0.1, 0.1)"
+    )
+    reduction: Literal["mean", "sum"] = opt(
+        "mean", "regression loss over the batch x state elements: mean or sum of squared errors"
+    )
+    advance: Literal["once", "every_call"] = opt(
+        "once",
+        "a recurrent synthesizer's state: advances once per boundary, or at every call (also "
+        "at s_{k+1} in synthetic mode)",
+    )
+    join: Literal["all", "recurrent"] = opt(
+        "all",
+        "joined state: every carried tensor, or the recurrent states only (not a window-2 "
+        "QRNN's carried last input)",
+    )
+    split_target: bool = opt(
+        False,
+        "synthetic mode: fit the real and the injected parts of the target separately (two "
+        "backward passes' worth: half their sum, twice the weight)",
+    )
+    weight_decay: float = opt(0.0, "L2 weight decay of the synthesizer's Adam", ge=0)
     alternation: AlternationConfig = section(AlternationConfig, "SG/real alternation")
+
+
+SYNTHETIC_PRESETS: dict[str, dict[str, Any]] = {
+    "none": {},
+    # parap1uie-s/alternate_sg, as its README's commands run it (--sgtype=QRNN,
+    # --sg_hidden_num=50, --sg_nlayers=1, --sg_dropout=0.1): model.RNNSynthesizer, dni.py's
+    # BackwardInterface, main.py's optimizer and model.RNNModel.forward's injection
+    "authors": {
+        "synthesizer": "elementwise",
+        "elementwise": "authors",
+        "cell": "qrnn",
+        "hidden": 50,
+        "sequence": "scan",  # pytorch-qrnn layers are [seq, batch, feature]: the input
+        # reshaped to [N, 1, 1] is one sequence of N steps, batch 1
+        "window": 2,
+        "zoneout": 0.1,
+        "dropout": 0.0,  # their 0.1 sits between synthesizer layers: none with one layer
+        "input_noise": 0.5,
+        "init": "uniform",
+        "scale": 0.1,
+        "lr": 1e-3,
+        "weight_decay": 1.2e-6,
+        "target_scale": 1.0,  # the raw gradient of the per-token mean loss
+        "reduction": "sum",  # d/d g_hat = 2 / n (g_hat - g) with n = 1, the joined state's
+        # first dimension
+        "advance": "every_call",
+        "join": "recurrent",  # every layer's hidden state; pytorch-qrnn keeps x_{t-1} inside
+        "split_target": True,  # the injection is its own backward pass
+        "fit_in_real": True,
+        "context_tokens": 0,
+    },
+}
+"""Values ``synthetic.preset`` gives to the synthetic keys a recipe leaves unset."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -311,13 +383,59 @@ def _cross_checks(r: Recipe) -> list[str]:
         )
     if r.data.corpus in ("text", "chars") and not r.data.path:
         problems.append(f"data.path: corpus {r.data.corpus!r} needs a path to your data")
+    return problems + _synthesizer_checks(r.synthetic)
+
+
+def _synthesizer_checks(s: SyntheticConfig) -> list[str]:
+    """Keys that only one kind of synthesizer reads must not be set for another."""
+    problems = []
+    authors = s.synthesizer == "elementwise" and s.elementwise == "authors"
+    if not authors:
+        for key, value, default in (
+            ("sequence", s.sequence, "element"),
+            ("window", s.window, 1),
+            ("zoneout", s.zoneout, 0.0),
+        ):
+            if value != default:
+                problems.append(
+                    f"synthetic.{key}: only the authors' element-wise synthesizer reads it "
+                    "(synthetic.synthesizer = 'elementwise', synthetic.elementwise = 'authors'); "
+                    f"leave it at {default!r} for this one, got {value!r}"
+                )
+    else:
+        if s.cell != "qrnn":
+            problems.append(f"synthetic.cell: the authors' synthesizer is a QRNN, got {s.cell!r}")
+        if s.dropout:
+            problems.append(
+                "synthetic.dropout: the authors' synthesizer has one layer and no dropout (their "
+                f"0.1 sat between layers), got {s.dropout!r}; use 0"
+            )
+    if s.init != "zero" and s.synthesizer != "elementwise":
+        problems.append(
+            f"synthetic.init: 'uniform' is for the element-wise synthesizers, got {s.synthesizer!r}"
+        )
     return problems
+
+
+def apply_preset(data: dict) -> dict:
+    """``data`` with ``synthetic.preset``'s values under the synthetic keys it sets itself.
+
+    A key the recipe sets (or an override sets) wins over the preset, so one difference
+    from the authors' code at a time can be switched back. An unknown preset name is left
+    for validation to report.
+    """
+    synthetic = data.get("synthetic")
+    if not isinstance(synthetic, dict):
+        return data
+    name = synthetic.get("preset")
+    preset = SYNTHETIC_PRESETS.get(name, {}) if isinstance(name, str) else {}
+    return {**data, "synthetic": {**preset, **synthetic}} if preset else data
 
 
 def from_dict(data: dict) -> Recipe:
     """Build and validate a recipe from a plain dict; raise UserError listing every problem."""
     problems: list[str] = []
-    recipe = _build(Recipe, data, "", problems)
+    recipe = _build(Recipe, apply_preset(data), "", problems)
     if not problems:
         problems = _cross_checks(recipe)
     if problems:
@@ -466,6 +584,7 @@ def model_shape(recipe: Recipe) -> dict:
     s = recipe.synthetic
     shape["synthetic.enabled"] = s.enabled
     if s.enabled:
-        keys = ("synthesizer", "cell", "hidden", "layers", "context_tokens")
+        keys = ("synthesizer", "cell", "hidden", "layers", "context_tokens", "elementwise")
+        keys += ("window", "join")
         shape.update({f"synthetic.{k}": getattr(s, k) for k in keys})
     return shape

@@ -13,7 +13,7 @@ Plots (matplotlib, the optional ``plot`` extra, imported only when plots are ask
 per group, validation perplexity (or bpc) per epoch, one line per seed, epochs trained in
 synthetic mode shaded and warm restarts marked by dashed lines, and sg_cos (cosine between
 the synthesizer's prediction and its target) per epoch; per corpus, the mean validation
-curve of every group.
+curve of every group; per ``--versus`` pair, the seed-paired difference per epoch.
 """
 
 from __future__ import annotations
@@ -296,6 +296,162 @@ def paired_table(groups: list[Group], rules: list[tuple[re.Pattern, str]]) -> st
     return "\n".join(out)
 
 
+# ---------------------------------------------------------------------------- phases
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Consecutive epochs trained in one gradient mode, ``first`` to ``last`` inclusive."""
+
+    mode: str
+    first: int
+    last: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.first}-{self.last}" if self.last > self.first else str(self.first)
+
+
+def mode_phases(epochs: list[dict]) -> list[Phase]:
+    """The run's epochs cut where the gradient mode changes."""
+    phases: list[Phase] = []
+    for e in epochs:
+        mode = e.get("mode", "real")
+        if phases and phases[-1].mode == mode and phases[-1].last == e["epoch"] - 1:
+            phases[-1] = Phase(mode, phases[-1].first, e["epoch"])
+        else:
+            phases.append(Phase(mode, e["epoch"], e["epoch"]))
+    return phases
+
+
+def _by_epoch(run: Run, key: str) -> dict[int, float]:
+    return {e["epoch"]: e[key] for e in run.epochs if e.get(key) is not None}
+
+
+def _gap(run: Run, base: Run | None, char: bool) -> dict[int, float]:
+    """run - baseline of the validation metric per epoch both have; epoch 0 (the same
+    initial weights) is 0."""
+    if base is None:
+        return {}
+    mine, theirs = _by_epoch(run, "val_loss"), _by_epoch(base, "val_loss")
+    gap = {e: metric(mine[e], char) - metric(theirs[e], char) for e in mine.keys() & theirs.keys()}
+    return {0: 0.0, **gap}
+
+
+def _baseline(g: Group, by_name: dict, rules: list[tuple[re.Pattern, str]]) -> Group | None:
+    """The group the first matching ``--versus`` rule maps ``g`` to, if any."""
+    for pattern, replacement in rules:
+        base = by_name.get((g.corpus, pattern.sub(replacement, g.name)))
+        if base is not None and base is not g:
+            return base
+    return None
+
+
+@dataclass(frozen=True)
+class SeedPhase:
+    """One seed's numbers for one phase; None where the run (or its twin) lacks them."""
+
+    cos_mean: float | None  # sg_cos over the phase's epochs
+    cos_last: float | None  # sg_cos of its last epoch
+    gap_end: float | None  # run - baseline at its last epoch
+    change: float | None  # how much that gap moved during the phase
+
+
+def seed_phase(run: Run, base: Run | None, phase: Phase, char: bool) -> SeedPhase:
+    cos, gap = _by_epoch(run, "sg_cos"), _gap(run, base, char)
+    span = [cos[e] for e in range(phase.first, phase.last + 1) if e in cos]
+    paired = phase.last in gap and phase.first - 1 in gap
+    return SeedPhase(
+        statistics.fmean(span) if span else None,
+        cos.get(phase.last),
+        gap[phase.last] if paired else None,
+        gap[phase.last] - gap[phase.first - 1] if paired else None,
+    )
+
+
+def _present(values: list[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def phase_table(groups: list[Group], rules: list[tuple[re.Pattern, str]] = ()) -> str:
+    """Per gradient-mode phase of every group that has a synthetic one: sg_cos, and what
+    the phase did against the group a ``--versus`` rule maps it to (same seed).
+
+    ``Δ at end``: run - baseline at the phase's last epoch; ``change``: how much that gap
+    moved during the phase (from the epoch before its first; 0 before epoch 1, where both
+    start from the same weights). The second table pairs, per seed, each synthetic phase
+    with sg_cos at the end of the phase before it: does a synthesizer that fitted well
+    going in make the synthetic phase help?
+    """
+    by_name = {(g.corpus, g.name): g for g in groups}
+    summary: list[tuple[Group, str]] = []
+    pairs: list[tuple[Group, str]] = []
+    for g in groups:
+        first = next((r for r in g.runs if r.epochs), None)
+        phases = mode_phases(first.epochs) if first else []
+        if not any(ph.mode == "synthetic" for ph in phases):
+            continue
+        base = _baseline(g, by_name, rules)
+        theirs = {r.seed: r for r in base.runs} if base else {}
+        digits = _unit(g.char_level)[1]
+        numbers = {
+            r.name: [seed_phase(r, theirs.get(r.seed), ph, g.char_level) for ph in phases]
+            for r in g.runs
+        }
+        for i, ph in enumerate(phases):
+            at = [numbers[r.name][i] for r in g.runs]
+            summary.append(
+                (
+                    g,
+                    f"| {g.name} | {base.name if base else '-'} | {ph.label} | {ph.mode} | "
+                    f"{fmt(_present([s.cos_mean for s in at]), 3)} | "
+                    f"{fmt(_present([s.cos_last for s in at]), 3)} | "
+                    f"{fmt(_present([s.gap_end for s in at]), digits)} | "
+                    f"{fmt(_present([s.change for s in at]), digits)} |",
+                )
+            )
+            if ph.mode != "synthetic" or i == 0:
+                continue
+            for r in g.runs:
+                before, now = numbers[r.name][i - 1], numbers[r.name][i]
+                if before.cos_last is None:
+                    continue
+                seed = r.seed if r.seed is not None else "-"
+                inside = "-" if now.cos_mean is None else f"{now.cos_mean:.3f}"
+                moved = "-" if now.change is None else f"{now.change:+.{digits}f}"
+                cells = (g.name, seed, ph.label, f"{before.cos_last:.3f}", inside, moved)
+                pairs.append((g, "| " + " | ".join(map(str, cells)) + " |"))
+    if not summary:
+        return "_No run has a synthetic phase._"
+    out = []
+    for corpus in sorted({g.corpus for g, _ in summary}):
+        unit = _unit(next(g.char_level for g, _ in summary if g.corpus == corpus))[0]
+        name = corpus or "unknown corpus"
+        out += [
+            f"**{name}**: per phase (mean ± sample std over seeds; Δ = run - baseline of the "
+            f"same seed in val {unit}, negative = the run is better)",
+            "",
+            "| run | baseline | epochs | mode | sg_cos (phase mean) | sg_cos (last epoch) | "
+            "Δ at end | change of Δ in the phase |",
+            "|---|---|---|---|---|---|---|---|",
+            *(row for g, row in summary if g.corpus == corpus),
+            "",
+        ]
+        rows = [row for g, row in pairs if g.corpus == corpus]
+        if rows:
+            out += [
+                f"**{name}**: each synthetic phase against sg_cos at the end of the phase "
+                "before it, per seed",
+                "",
+                "| run | seed | synthetic epochs | sg_cos, last epoch before | sg_cos in the "
+                f"phase | change of Δ val {unit} in the phase |",
+                "|---|---|---|---|---|---|",
+                *rows,
+                "",
+            ]
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------------------- plot data
 
 
@@ -345,14 +501,71 @@ def import_pyplot():
     return plt
 
 
-def plot_groups(groups: list[Group], plots_dir: Path) -> list[Path]:
-    """Write the PNGs; return their paths. Raises UserError when matplotlib is missing."""
+def _pyplot_or_error():
     plt = import_pyplot()
     if plt is None:
         raise UserError(
             "plots need matplotlib, which is not installed: "
             "pip install 'altgrad-triton[plot]' (tables were written)"
         )
+    return plt
+
+
+def _mark_phases(axes: list, epochs: list[dict]) -> None:
+    """Shade the synthetic epochs and draw a dashed line at every warm restart."""
+    for a in axes:
+        for lo, hi in synthetic_spans(epochs):
+            a.axvspan(lo, hi, color="tab:orange", alpha=0.15, lw=0)
+        for e in restart_epochs(epochs):
+            a.axvline(e - 0.5, color="grey", ls="--", lw=1)
+
+
+def plot_gaps(
+    groups: list[Group], rules: list[tuple[re.Pattern, str]], plots_dir: Path
+) -> list[Path]:
+    """Per group with a ``--versus`` baseline: run - baseline of the same seed, per epoch.
+
+    The differences seed pairing isolates are often far smaller than the curves' range, so
+    they get a plot of their own. Raises UserError when matplotlib is missing.
+    """
+    by_name = {(g.corpus, g.name): g for g in groups}
+    pairs = [(g, b) for g in groups if (b := _baseline(g, by_name, rules)) is not None]
+    if not pairs:
+        return []
+    plt = _pyplot_or_error()
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for g, base in pairs:
+        theirs = {r.seed: r for r in base.runs}
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        _mark_phases([ax], g.runs[0].epochs)
+        for r in g.runs:
+            gap = _gap(r, theirs.get(r.seed), g.char_level)
+            xs = sorted(e for e in gap if e > 0)
+            if xs:
+                label = f"seed {r.seed}" if r.seed is not None else r.name
+                ax.plot(xs, [gap[e] for e in xs], marker="o", ms=3, label=label)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"Δ val {_unit(g.char_level)[0]}")
+        ax.set_title(
+            f"{g.name} - {base.name}, same seed (below 0: {g.name} better)\n"
+            "shaded = synthetic epochs, dashed = warm restart",
+            fontsize=8,
+        )
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = plots_dir / f"{_slug(g.corpus)}--{_slug(g.name)}--vs--{_slug(base.name)}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_groups(groups: list[Group], plots_dir: Path) -> list[Path]:
+    """Write the PNGs; return their paths. Raises UserError when matplotlib is missing."""
+    plt = _pyplot_or_error()
     plots_dir.mkdir(parents=True, exist_ok=True)
     written = [_plot_group(plt, g, plots_dir) for g in groups]
     for corpus in sorted({g.corpus for g in groups}):
@@ -365,13 +578,7 @@ def _plot_group(plt, g: Group, plots_dir: Path) -> Path:
     fig, (ax, ax2) = plt.subplots(
         2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
-    first = g.runs[0]
-    for lo, hi in synthetic_spans(first.epochs):
-        for a in (ax, ax2):
-            a.axvspan(lo, hi, color="tab:orange", alpha=0.15, lw=0)
-    for e in restart_epochs(first.epochs):
-        for a in (ax, ax2):
-            a.axvline(e - 0.5, color="grey", ls="--", lw=1)
+    _mark_phases([ax, ax2], g.runs[0].epochs)
     for r in g.runs:
         label = f"seed {r.seed}" if r.seed is not None else r.name
         ax.plot(*curve(r), marker="o", ms=3, label=label)
@@ -457,11 +664,13 @@ def write_report(
     if rules:
         text += ["Seed-paired differences (`--versus " + " ".join(versus) + "`):", ""]
         text.append(paired_table(groups, rules))
+    if any(r.mean_sg_cos() is not None for r in runs):
+        text += ["", "Gradient-mode phases:", "", phase_table(groups, rules)]
     written: list[Path] = []
     note = None
     if plots:
         try:
-            written = plot_groups(groups, plots_dir)
+            written = plot_groups(groups, plots_dir) + plot_gaps(groups, rules, plots_dir)
         except UserError as e:
             note = str(e)
     if written:

@@ -34,6 +34,7 @@ synthesizer never shifts the model's random numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -143,7 +144,8 @@ class ElementwiseSynthesizer(Synthesizer):
     Each of the B*D scalars is its own input sequence (input size 1, one step per
     boundary), multiplied by N(1, sigma) noise in training, through a QRNN, GRU or LSTM
     cell of ``hidden`` units whose state is the carry (kept across boundaries, reset each
-    epoch), dropout on its output, and a zero-initialised linear map back to one scalar.
+    epoch), dropout on its output, and a linear map back to one scalar, zero-initialised
+    (``init`` = "uniform": uniform(-0.1, 0.1), as the authors' decoder).
     The QRNN cell runs as one Triton kernel for all scalars (``kernels.elementwise``).
     Noise and dropout masks come from ``generator`` (see ``GeneratorDropout`` for why), the
     initial weights from ``init_generator`` (a CPU generator); the global RNG when None.
@@ -158,6 +160,7 @@ class ElementwiseSynthesizer(Synthesizer):
         backend: str = "auto",
         generator: torch.Generator | None = None,
         init_generator: torch.Generator | None = None,
+        init: str = "zero",
     ):
         super().__init__()
         self.generator = generator
@@ -179,6 +182,8 @@ class ElementwiseSynthesizer(Synthesizer):
             for p in self.rnn.parameters():
                 nn.init.uniform_(p, -bound, bound, generator=init_generator)
         self.v = nn.Parameter(torch.zeros(hidden))
+        if init == "uniform":  # the authors' decoder; drawn after the cell's weights
+            nn.init.uniform_(self.v, -0.1, 0.1, generator=init_generator)
         self.b_out = nn.Parameter(torch.zeros(1))
 
     def _zero_carry(self, n: int, like: torch.Tensor) -> Carry:
@@ -209,6 +214,126 @@ class ElementwiseSynthesizer(Synthesizer):
         if mask is not None:
             h = h * mask
         return (h @ self.v + self.b_out).view_as(s), new_carry
+
+
+def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+    """c_n = a_n * c_{n-1} + b_n along dim 0 from c_{-1} = c0; a, b: [N, U], c0: [U] -> [N, U].
+
+    Differentiable through autograd, in about 2 sqrt(N) vector steps instead of N: the
+    sequence is cut into K chunks of L ~ sqrt(N) steps; every chunk is scanned from zero at
+    once (L steps over [K, U]), keeping the running product of its a's; then the chunks'
+    starting values follow one another (K steps over [U]). No division by a product, so
+    products that underflow to 0 are harmless.
+    """
+    n, u = a.shape
+    size = max(1, math.isqrt(n))  # L
+    chunks = -(-n // size)  # K
+    pad = chunks * size - n
+    if pad:  # identity steps: a = 1, b = 0
+        a = torch.cat([a, a.new_ones(pad, u)])
+        b = torch.cat([b, b.new_zeros(pad, u)])
+    # unbind, not index: the backward of an index writes a zero tensor of the whole input
+    a_j, b_j = a.view(chunks, size, u).unbind(1), b.view(chunks, size, u).unbind(1)
+    local, prod = [b_j[0]], [a_j[0]]
+    for j in range(1, size):
+        local.append(a_j[j] * local[-1] + b_j[j])
+        prod.append(prod[-1] * a_j[j])
+    ends, decays = local[-1].unbind(0), prod[-1].unbind(0)  # each chunk's last step
+    starts = [c0.to(local[0].dtype)]
+    for k in range(chunks - 1):
+        starts.append(decays[k] * starts[-1] + ends[k])
+    c = torch.stack(local, 1) + torch.stack(prod, 1) * torch.stack(starts)[:, None]
+    return c.reshape(chunks * size, u)[:n]
+
+
+class AuthorsElementwiseSynthesizer(Synthesizer):
+    """The element-wise synthesizer as the authors' code builds it (alternate_sg, sgtype QRNN).
+
+    Every scalar x of the joined state: x * N(1, sigma) noise -> ``encoder`` Linear(1 -> U)
+    -> a QRNN layer of U units with an output gate (``gates``: Linear(window * U -> 3U), rows
+    z, f, o) -> ``decoder`` Linear(U -> 1). The QRNN layer is pytorch-qrnn's, whose forget
+    gate weighs the *new* candidate: c_n = f_n z_n + (1 - f_n) c_{n-1}, h_n = o_n c_n (the
+    fo-pool kernels' f is 1 - this f). Zoneout p zeroes f with probability p in training
+    (the unit keeps its value; no rescaling) and multiplies it by 1 - p in eval.
+
+    ``sequence``: what the layer's time axis is. "scan" is what their code does: the
+    layer reads [seq, batch, feature] and gets the state reshaped to [B*D, 1, 1], so the
+    B*D scalars (row-major) are one sequence, each step's window seeing the scalar before
+    it, and the carry between calls is the last step's (c, encoded input). "element" is the
+    paper's text: each scalar its own sequence, one step per call, carry [B*D, U] each.
+
+    Initialisation as theirs: encoder and decoder weights uniform(-0.1, 0.1) (``init`` =
+    "zero" zero-initialises the decoder instead, DNI's convention), zero biases, the gates'
+    Linear at PyTorch's default. Their dropout sits between synthesizer layers, so with one
+    layer there is none. Runs in PyTorch on every device (``backend`` = "auto" on CUDA
+    too): there is no Triton kernel for it. Noise and zoneout masks come from ``generator``,
+    initial weights from ``init_generator`` (the global RNG when None).
+    """
+
+    def __init__(
+        self,
+        hidden: int = 50,
+        *,
+        window: int = 2,
+        zoneout: float = 0.1,
+        input_noise: float = 0.5,
+        init: str = "uniform",
+        sequence: str = "scan",
+        generator: torch.Generator | None = None,
+        init_generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if window not in (1, 2) or sequence not in ("element", "scan"):
+            raise ValueError(
+                f"window must be 1 or 2 and sequence element or scan, got {window}, {sequence}"
+            )
+        self.hidden, self.window, self.zoneout = hidden, window, zoneout
+        self.input_noise, self.sequence, self.generator = input_noise, sequence, generator
+        # PyTorch's defaults first, in nn.Linear's order, then the authors' re-draws: the
+        # same weights as building these layers from a global RNG seeded like init_generator
+        self.encoder = default_linear(1, hidden, init_generator)
+        self.gates = default_linear(window * hidden, 3 * hidden, init_generator)
+        self.decoder = default_linear(hidden, 1, init_generator)
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1, generator=init_generator)
+        nn.init.zeros_(self.encoder.bias)
+        if init == "uniform":
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1, generator=init_generator)
+        else:
+            nn.init.zeros_(self.decoder.weight)
+        nn.init.zeros_(self.decoder.bias)
+
+    def forward(self, s: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, Carry]:
+        x = s.reshape(-1, 1)
+        if self.training and self.input_noise > 0:
+            x = x * torch.empty_like(x).normal_(1.0, self.input_noise, generator=self.generator)
+        e = self.encoder(x)  # [N, U]
+        rows = 1 if self.sequence == "scan" else e.shape[0]
+        if carry is None:
+            zero = e.new_zeros(rows, self.hidden)
+            carry = zero if self.window == 1 else (zero, zero.clone())
+        c_prev = carry if self.window == 1 else carry[0]
+        inp = e
+        if self.window == 2:
+            e_prev = carry[1]  # the scalar before: the previous step of the same sequence
+            if self.sequence == "scan":
+                e_prev = torch.cat([e_prev, e[:-1]])
+            inp = torch.cat([e, e_prev], dim=1)
+        z, f, o = self.gates(inp).chunk(3, dim=1)
+        z, f, o = torch.tanh(z), torch.sigmoid(f), torch.sigmoid(o)
+        if self.zoneout:
+            if self.training:
+                keep = torch.empty_like(f).bernoulli_(1 - self.zoneout, generator=self.generator)
+                f = f * keep
+            else:
+                f = f * (1 - self.zoneout)
+        if self.sequence == "scan":
+            c = linear_scan(1 - f, f * z, c_prev[0])
+            last = c[-1:], e[-1:]
+        else:
+            c = f * z + (1 - f) * c_prev
+            last = c, e
+        y = self.decoder(o * c).view_as(s)
+        return y, last[0] if self.window == 1 else last
 
 
 class ConditionedSynthesizer(nn.Module):
@@ -261,6 +386,22 @@ class SyntheticBoundary:
     per-token mean loss is tiny (of order 1/tokens per segment), while Adam moves weights by
     about its learning rate per step whatever the gradient's size; a scale of the tokens
     per segment puts the targets where Adam's step sizes suit them. It changes nothing else.
+
+    Four choices reproduce the authors' code (``synthetic.preset = "authors"``; the
+    defaults are the method as written):
+
+    * ``reduction="sum"``: the regression loss is the sum of squared errors over the
+      batch x state elements (mean x their count), not their mean. Adam divides the
+      scale out of its steps, except where the gradient is near its eps.
+    * ``advance="every_call"``: a recurrent synthesizer's carry also advances at the call
+      on s_{k+1} in synthetic mode, so the next boundary's call starts from there; with
+      "once" that call reads the carry and drops its own.
+    * ``joined``: the indices of the state's tensors that form the joined state (None:
+      all). The others are passed on detached: no target, no injection.
+    * ``split_target=True``: in synthetic mode the injection is its own backward pass and
+      each pass regresses g_hat(s_k) on what it brings, the real part g and the injected
+      part j separately: |g_hat - g|^2 + |g_hat - j|^2, whose gradient is that of
+      2 |g_hat - (g + j) / 2|^2. One backward pass gives g + j, so it is fitted so.
     """
 
     def __init__(
@@ -273,14 +414,31 @@ class SyntheticBoundary:
         batch_dim: int = 0,
         target_scale: float = 1.0,
         backend: str = "auto",
+        reduction: str = "mean",
+        advance: str = "once",
+        joined: Sequence[int] | None = None,
+        split_target: bool = False,
     ):
+        if reduction not in ("mean", "sum") or advance not in ("once", "every_call"):
+            raise ValueError(
+                f"reduction must be mean or sum and advance once or every_call, got "
+                f"{reduction!r}, {advance!r}"
+            )
         self.synthesizer, self.optimizer, self.scale = synthesizer, optimizer, scale
         self.fit_in_real, self.batch_dim, self.backend = fit_in_real, batch_dim, backend
-        self.target_scale = target_scale
+        self.target_scale, self.reduction, self.advance = target_scale, reduction, advance
+        self.joined = None if joined is None else tuple(joined)
+        self.split_target = split_target
         self.carry: Carry = None
         self._leaf: State = ()
         self._pred: torch.Tensor | None = None
         self._next_carry: Carry = None
+        self._mode = "real"
+
+    def _join(self, state: State) -> torch.Tensor:
+        """The joined state of the tensors ``joined`` names."""
+        picked = state if self.joined is None else tuple(state[i] for i in self.joined)
+        return join_state(picked, self.batch_dim)
 
     def reset(self) -> None:
         """Forget the synthesizer's own carried state (at the start of each epoch)."""
@@ -302,10 +460,14 @@ class SyntheticBoundary:
     ) -> State:
         """Detach the carried state into a leaf that requires grad; keep g_hat(s_k)."""
         state = (state,) if isinstance(state, torch.Tensor) else tuple(state)
-        self._leaf = tuple(t.detach().requires_grad_(self.active(mode)) for t in state)
-        self._pred = None
-        if self.active(mode):
-            s = join_state(self._leaf, self.batch_dim).detach()
+        active = self.active(mode)
+        self._leaf = tuple(
+            t.detach().requires_grad_(active and (self.joined is None or i in self.joined))
+            for i, t in enumerate(state)
+        )
+        self._pred, self._mode = None, mode
+        if active:
+            s = self._join(self._leaf).detach()
             self._pred, self._next_carry = self._predict(s, self.carry, context)
         return self._leaf
 
@@ -317,30 +479,40 @@ class SyntheticBoundary:
         next_context: torch.Tensor | None = None,
     ) -> None:
         """One backward pass: the loss, plus scale * <g_hat(s_{k+1}), s_{k+1}> if synthetic."""
-        if mode == "synthetic" and self.scale > 0:
+        if mode == "synthetic" and (self.scale > 0 or self.advance == "every_call"):
             final = (final,) if isinstance(final, torch.Tensor) else tuple(final)
-            s_next = join_state(final, self.batch_dim)
+            s_next = self._join(final)
             with torch.no_grad():
-                g_next, _ = self._predict(s_next.detach(), self._next_carry, next_context)
+                g_next, carry = self._predict(s_next.detach(), self._next_carry, next_context)
+            if self.advance == "every_call":
+                self._next_carry = carry
             g_next = g_next.detach() / self.target_scale
             loss = loss + self.scale * (g_next * s_next).sum()
         loss.backward()
 
     def fit(self) -> SGStats | None:
-        """Regress g_hat(s_k) on s_k.grad and step the synthesizer; None when inactive."""
+        """Regress g_hat(s_k) on s_k.grad and step the synthesizer; None when inactive.
+
+        The stats compare g_hat with the target it is fitted to (halved under
+        ``split_target`` in synthetic mode); the loss is their mean squared error.
+        """
         if self._pred is None:
             return None
         grads = tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in self._leaf)
-        # one pass: the loss against target_scale * gradient, its gradient and the telemetry
+        # the loss against target_scale * gradient, its gradient and the telemetry, one pass;
+        # split_target fits half the bootstrapped target at twice the weight (see above)
+        split = self.split_target and self._mode == "synthetic"
         sg_loss, cos, ratio = kernels.sg_mse_loss_with_stats(
             self._pred,
-            join_state(grads, self.batch_dim),
-            target_scale=self.target_scale,
+            self._join(grads),
+            target_scale=self.target_scale / 2 if split else self.target_scale,
             backend=self.backend,
         )
+        weight = float(self._pred.numel()) if self.reduction == "sum" else 1.0
+        weight *= 2 if split else 1
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
-            sg_loss.backward()
+            (sg_loss * weight).backward()
             self.optimizer.step()
         self.carry = detach(self._next_carry)
         self._pred = None

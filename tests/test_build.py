@@ -5,8 +5,13 @@ import torch
 from torch import nn
 
 from altgrad_triton import build
+from altgrad_triton import recipe as recipes
 from altgrad_triton.recipe import SyntheticConfig
-from altgrad_triton.synthetic import ConditionedSynthesizer, LinearSynthesizer
+from altgrad_triton.synthetic import (
+    AuthorsElementwiseSynthesizer,
+    ConditionedSynthesizer,
+    LinearSynthesizer,
+)
 from tests.helpers import tiny_corpus, tiny_recipe
 
 ELEMENTWISE = {"enabled": True, "synthesizer": "elementwise", "hidden": 6}
@@ -17,6 +22,8 @@ KINDS = {
     "mlp": {"enabled": True, "synthesizer": "mlp", "hidden": 8, "layers": 2, "dropout": 0.5},
     "conditioned-mlp": {"enabled": True, "synthesizer": "mlp", "hidden": 8, "context_tokens": 2},
     "linear": {"enabled": True, "synthesizer": "linear"},
+    "elementwise-uniform": {**ELEMENTWISE, "init": "uniform"},
+    "authors": {"enabled": True, "preset": "authors", "hidden": 6},
 }
 
 
@@ -71,6 +78,17 @@ def _default_init_reference(kind, seed, state_size, hidden):
     torch.manual_seed(seed)
     if kind == "elementwise-qrnn":
         return [torch.empty(3, hidden).uniform_(-1.0, 1.0)]
+    if kind == "elementwise-uniform":  # the cell's weights, then the decoder's re-draw
+        return [torch.empty(3, hidden).uniform_(-1.0, 1.0), torch.empty(hidden).uniform_(-0.1, 0.1)]
+    if kind == "authors":  # as the evidence-v2 runs built it: three layers, then re-draws
+        enc, gates, dec = (
+            nn.Linear(1, hidden),
+            nn.Linear(2 * hidden, 3 * hidden),
+            nn.Linear(hidden, 1),
+        )
+        nn.init.uniform_(enc.weight, -0.1, 0.1)
+        nn.init.uniform_(dec.weight, -0.1, 0.1)
+        return [enc.weight, gates.weight, gates.bias, dec.weight]
     if kind in ("elementwise-gru", "elementwise-lstm"):
         cell = nn.GRUCell(1, hidden) if kind == "elementwise-gru" else nn.LSTMCell(1, hidden)
         return list(cell.parameters())
@@ -105,3 +123,11 @@ def test_noise_generators_are_per_rank_and_on_the_device(tmp_path):
     _, g1 = build.build_synthesizer(r, model, torch.device("cpu"), rank=1)
     assert g0.device.type == "cpu" and not torch.equal(g0.get_state(), g1.get_state())
     assert g0.initial_seed() == build.synthesizer_seed(r.run.seed, 0)
+
+
+def test_make_synthesizer_builds_the_authors_preset():
+    cfg = recipes.from_dict({"synthetic": {"enabled": True, "preset": "authors"}}).synthetic
+    synth = build.make_synthesizer(cfg, 10)
+    assert isinstance(synth, AuthorsElementwiseSynthesizer)
+    assert (synth.hidden, synth.window, synth.zoneout, synth.sequence) == (50, 2, 0.1, "scan")
+    assert synth.decoder.weight.abs().sum() > 0  # uniform, not zero

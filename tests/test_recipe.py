@@ -182,3 +182,129 @@ def test_model_shape_keys():
     r = recipes.Recipe()
     shape = recipes.model_shape(r)
     assert shape["model.hidden_size"] == 1550 and "optim.lr" not in shape
+
+
+def synthetic_epochs(path, epochs=None):
+    from altgrad_triton.schedule import TrainingPlan
+
+    r = recipes.load(path)
+    plan = TrainingPlan.from_recipe(r)
+    return [e for e in range(1, (epochs or r.run.epochs) + 1) if plan(e).mode == "synthetic"]
+
+
+def spans(*ranges):
+    return [e for lo, hi in ranges for e in range(lo, hi + 1)]
+
+
+def test_alternating_phases_follow_the_authors_commands():
+    """PTB: --mixture without --whenswitch; WikiText-2: --mixture --whenswitch=2."""
+    rec = ROOT / "recipes"
+    assert synthetic_epochs(rec / "ptb" / "alt-rb5.toml") == spans((6, 10), (21, 40), (81, 160))
+    assert synthetic_epochs(rec / "ptb" / "alt-rb160.toml") == spans((161, 320))
+    assert synthetic_epochs(rec / "wt2" / "alt-rb5.toml") == spans(
+        (2, 5), (11, 20), (41, 80), (161, 320)
+    )
+    assert synthetic_epochs(rec / "wt2" / "alt-rb160.toml") == spans((2, 160))
+    for corpus in ("ptb", "wt2"):  # DNI: --whenswitch=2, no --mixture
+        for name in ("dni", "dni-rb5", "dni-rb160"):
+            assert synthetic_epochs(rec / corpus / f"{name}.toml") == spans((2, 320))
+
+
+EVIDENCE_V2 = ROOT / "recipes" / "evidence-v2"
+
+
+def test_every_evidence_v2_recipe_loads_validates_and_holds_its_plan():
+    files = sorted(p for p in EVIDENCE_V2.rglob("*.toml") if not p.name.startswith("_"))
+    names = {recipes.load(p).run.name for p in files}
+    assert names == {
+        "ev2-bptt",
+        "ev2-bptt-rb5",
+        "ev2-dni",
+        "ev2-dni-rb5",
+        "ev2-alt-rb5-authors",
+        "ev2-alt-rb5-toolkit",
+        "ev2-alt-rb5-cdni",
+        "ev2-bptt-rb5-t10",
+        "ev2-alt-rb5-authors-t10",
+    }
+    for p in files:
+        r = recipes.load(p)
+        assert (r.model.cell, r.model.layers, r.model.window, r.run.epochs) == ("qrnn", 2, 2, 40)
+        restarts = r.schedule.kind == "cosine_restarts"
+        assert restarts == ("rb5" in r.run.name)
+        if restarts:
+            assert r.schedule.periods == [5, 5, 10, 20]
+        synthetic = synthetic_epochs(p)
+        if "alt" in r.run.name:  # the authors' WikiText-2 phases
+            assert synthetic == spans((2, 5), (11, 20))
+        elif r.run.name.startswith("ev2-dni"):
+            assert synthetic == spans((2, 40))
+        else:
+            assert synthetic == [] and not r.synthetic.enabled
+        if "authors" in r.run.name or r.run.name.startswith("ev2-dni"):
+            assert r.synthetic.preset == "authors" and r.synthetic.elementwise == "authors"
+        # the truncation ablation: same tokens per step and steps per epoch, same eval rows
+        tokens = r.data.batch_size * r.bptt.length
+        assert (tokens, r.run.max_batches) == (700, 25)
+        assert r.run.max_eval_batches * r.bptt.length == 350
+
+
+def test_authors_preset_fills_the_keys_a_recipe_leaves_unset(tmp_path):
+    p = write(tmp_path, '[synthetic]\nenabled = true\npreset = "authors"\n')
+    s = recipes.load(p).synthetic
+    assert (s.synthesizer, s.elementwise, s.sequence, s.window, s.zoneout) == (
+        "elementwise",
+        "authors",
+        "scan",
+        2,
+        0.1,
+    )
+    assert (s.init, s.reduction, s.advance, s.join, s.split_target) == (
+        "uniform",
+        "sum",
+        "every_call",
+        "recurrent",
+        True,
+    )
+    # the raw gradient of the per-token mean loss, injected at 0.1, Adam 1e-3 with decay
+    assert (s.target_scale, s.scale, s.lr, s.weight_decay, s.dropout) == (
+        1.0,
+        0.1,
+        1e-3,
+        1.2e-6,
+        0.0,
+    )
+    # a key the recipe or an override sets wins: one difference at a time can be undone
+    s = recipes.load(p, ["synthetic.reduction=mean", "synthetic.advance=once"]).synthetic
+    assert (s.reduction, s.advance, s.window) == ("mean", "once", 2)
+    # the resolved recipe reads back as itself
+    r = recipes.load(p)
+    assert recipes.from_dict(tomllib.loads(recipes.to_toml(r))) == r
+    assert recipes.load(tmp_path / "r.toml", ["synthetic.preset=none"]).synthetic.window == 1
+    for paper in ("wt2.toml", "ptb.toml"):  # the paper-sized recipes take it from the command line
+        s = recipes.load(ROOT / "recipes" / paper, ["synthetic.preset=authors"]).synthetic
+        assert (s.elementwise, s.sequence, s.reduction, s.enabled) == (
+            "authors",
+            "scan",
+            "sum",
+            True,
+        )
+
+
+def test_keys_of_the_authors_synthesizer_are_refused_for_another(tmp_path):
+    p = write(tmp_path, "[synthetic]\nwindow = 2\nzoneout = 0.1\n")
+    with pytest.raises(UserError) as e:
+        recipes.load(p)
+    msg = str(e.value)
+    assert "synthetic.window" in msg and "synthetic.zoneout" in msg and "'authors'" in msg
+    for override, key in (
+        ("synthetic.dropout=0.1", "synthetic.dropout"),
+        ("synthetic.cell=gru", "synthetic.cell"),
+    ):
+        q = write(tmp_path, '[synthetic]\npreset = "authors"\n', "q.toml")
+        with pytest.raises(UserError, match=key):
+            recipes.load(q, [override])
+    with pytest.raises(UserError, match="synthetic.init"):
+        recipes.load(write(tmp_path, '[synthetic]\nsynthesizer = "linear"\ninit = "uniform"\n'))
+    with pytest.raises(UserError, match="synthetic.preset: must be one of"):
+        recipes.load(write(tmp_path, '[synthetic]\npreset = "mine"\n'))

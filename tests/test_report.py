@@ -43,7 +43,9 @@ def fake_run(
                 "val_loss": v,
                 "val_ppl": math.exp(v),
                 "seconds": 10.0,
-                "sg_cos": sg_cos if mode == "synthetic" else None,
+                "sg_cos": sg_cos[i - 1]
+                if isinstance(sg_cos, list)
+                else (sg_cos if mode == "synthetic" else None),
             }
         )
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -144,6 +146,12 @@ def test_write_report_with_plots(tmp_path):
     assert all(p.stat().st_size > 1000 for p in plots)
     text = md.read_text()
     assert "| wt2-alt |" in text and "](plots/wikitext-2-small--wt2-alt.png)" in text
+    for seed in (1, 2):  # with a seed twin, the difference per epoch gets a plot of its own
+        fake_run(runs, f"wt2-bptt-s{seed}", "wikitext-2-small", [5.0, 4.9, 4.8, 4.7])
+    md, plots, _ = report.write_report([runs], tmp_path / "out", versus=["alt=bptt"])
+    gap = [p for p in plots if p.name == "wikitext-2-small--wt2-alt--vs--wt2-bptt.png"]
+    assert len(gap) == 1 and gap[0].stat().st_size > 1000
+    assert "](plots/wikitext-2-small--wt2-alt--vs--wt2-bptt.png)" in md.read_text()
 
 
 def test_missing_matplotlib_still_writes_tables(tmp_path, monkeypatch):
@@ -246,3 +254,53 @@ def test_versus_leaves_out_runs_still_training(tmp_path):
     groups = report.group_runs(report.find_runs([tmp_path]))
     text = report.paired_table(groups, [report.parse_versus("sg=bptt")])
     assert "| w-sg | w-bptt | 1 |" in text
+
+
+def test_mode_phases_cut_where_the_mode_changes():
+    epochs = [{"epoch": e, "mode": m} for e, m in enumerate("rssrrrs", 1)]
+    epochs = [{**e, "mode": {"r": "real", "s": "synthetic"}[e["mode"]]} for e in epochs]
+    assert [(p.mode, p.first, p.last, p.label) for p in report.mode_phases(epochs)] == [
+        ("real", 1, 1, "1"),
+        ("synthetic", 2, 3, "2-3"),
+        ("real", 4, 6, "4-6"),
+        ("synthetic", 7, 7, "7"),
+    ]
+
+
+def test_phase_table_sg_cos_and_what_each_phase_did_against_the_twin(tmp_path):
+    modes = ["real", "synthetic", "synthetic", "real"]
+    base = [5.0, 4.0, 3.0, 2.0]
+    for seed, (drop, cos) in enumerate(
+        [(0.1, [0.2, 0.3, 0.5, 0.1]), (0.3, [0.4, 0.1, 0.1, 0.0])], 1
+    ):
+        fake_run(tmp_path, f"bptt-s{seed}", "wikitext-2", base)
+        alt = [base[0], base[1] - drop, base[2] - drop, base[3] - drop]  # gains in the SG phase
+        fake_run(tmp_path, f"alt-s{seed}", "wikitext-2", alt, modes=modes, sg_cos=cos)
+    groups = report.group_runs(report.find_runs([tmp_path]))
+    text = report.phase_table(groups, [report.parse_versus("alt=bptt")])
+    lines = text.splitlines()
+    h1, h2 = math.exp(3.0 - 0.1) - math.exp(3.0), math.exp(3.0 - 0.3) - math.exp(3.0)
+
+    def mean_sd(a, b, digits=2):
+        return f"{statistics.fmean([a, b]):.{digits}f} ± {statistics.stdev([a, b]):.{digits}f}"
+
+    # the synthetic phase 2-3: sg_cos over it, the gap at epoch 3 and how it moved since epoch 1
+    row = next(x for x in lines if x.startswith("| alt | bptt | 2-3 | synthetic |"))
+    assert f"| {mean_sd(0.4, 0.1, 3)} | {mean_sd(0.5, 0.1, 3)} | {mean_sd(h1, h2)} |" in row
+    assert row.endswith(f"| {mean_sd(h1, h2)} |")  # the gap was 0 after the real epoch 1
+    row = next(x for x in lines if x.startswith("| alt | bptt | 4 | real |"))
+    g3, g4 = math.exp(2.0 - 0.1) - math.exp(2.0), math.exp(2.0 - 0.3) - math.exp(2.0)
+    assert row.endswith(f"| {mean_sd(g3 - h1, g4 - h2)} |")
+    # per seed: sg_cos at the end of the real epoch 1 against what the SG phase then did
+    assert f"| alt | 1 | 2-3 | 0.200 | 0.400 | {h1:+.2f} |" in lines
+    assert f"| alt | 2 | 2-3 | 0.400 | 0.100 | {h2:+.2f} |" in lines
+    assert not any(x.startswith("| bptt") for x in lines)  # no synthetic phase: no rows
+
+
+def test_report_has_the_phase_table_only_where_a_synthesizer_was_fitted(tmp_path):
+    fake_run(tmp_path, "bptt-s1", "wikitext-2", [5.0, 4.0])
+    md, _, _ = report.write_report([tmp_path], tmp_path / "out", plots=False)
+    assert "Gradient-mode phases" not in md.read_text()
+    fake_run(tmp_path, "sg-s1", "wikitext-2", [5.0, 4.0], modes=["real", "synthetic"], sg_cos=0.2)
+    md, _, _ = report.write_report([tmp_path], tmp_path / "out", plots=False)
+    assert "| sg | - | 2 | synthetic | 0.200 | 0.200 | - | - |" in md.read_text()

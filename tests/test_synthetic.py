@@ -1,17 +1,21 @@
 """The synthetic-gradient boundary is exactly what the method says it is."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from altgrad_triton.model import RNNLanguageModel, lm_loss
 from altgrad_triton.synthetic import (
+    AuthorsElementwiseSynthesizer,
     ConditionedSynthesizer,
     ElementwiseSynthesizer,
     LinearSynthesizer,
     Synthesizer,
     SyntheticBoundary,
     join_state,
+    linear_scan,
 )
 
 V, B, T1, T2 = 13, 3, 5, 4
@@ -266,3 +270,233 @@ def test_only_a_conditioned_synthesizer_fits_a_gradient_the_state_does_not_deter
             seen.append(float(boundary.fit().cos))
         cos[name] = sum(seen[-20:]) / 20
     assert cos["context"] > 0.95 and abs(cos["state"]) < 0.2
+
+
+# ---------------------------------------------------------------------------- the authors' code
+
+
+def scan_by_steps(a, b, c0):
+    out, c = [], c0
+    for n in range(a.shape[0]):
+        c = a[n] * c + b[n]
+        out.append(c)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 16, 17, 50])
+def test_linear_scan_matches_a_step_by_step_loop_forward_and_gradients(n):
+    g = torch.Generator().manual_seed(n)
+    a = torch.rand(n, 3, generator=g, dtype=torch.float64).requires_grad_()
+    b = torch.randn(n, 3, generator=g, dtype=torch.float64).requires_grad_()
+    c0 = torch.randn(3, generator=g, dtype=torch.float64).requires_grad_()
+    up = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    got, want = linear_scan(a, b, c0), scan_by_steps(a, b, c0)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for x, y in zip(
+        torch.autograd.grad((got * up).sum(), (a, b, c0)),
+        torch.autograd.grad((want * up).sum(), (a, b, c0)),
+        strict=True,
+    ):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+def sigmoid(v):
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def authors_by_hand(synth, xs, c_prev, e_prev, sequence, zoneout_eval=0.0):
+    """The authors' synthesizer one scalar at a time in plain Python floats.
+
+    Per scalar x: e = w_enc x + b_enc; the gates read [e, e_before]; c = f z + (1 - f) c_prev
+    (pytorch-qrnn's ForgetMult: f weighs the new value), h = o c, y = v . h + b_dec.
+    ``scan``: e_before and c_prev are the previous scalar's; ``element``: each scalar's own.
+    """
+    u = synth.hidden
+    we, be = synth.encoder.weight[:, 0].tolist(), synth.encoder.bias.tolist()
+    wg, bg = synth.gates.weight.tolist(), synth.gates.bias.tolist()
+    v, bd = synth.decoder.weight[0].tolist(), synth.decoder.bias.item()
+    ys, cs, es = [], [], []
+    for n, x in enumerate(xs):
+        e = [we[i] * x + be[i] for i in range(u)]
+        before = es[-1] if sequence == "scan" and es else e_prev[0 if sequence == "scan" else n]
+        prev = cs[-1] if sequence == "scan" and cs else c_prev[0 if sequence == "scan" else n]
+        inp = e + before
+        pre = [
+            sum(w * i for w, i in zip(row, inp, strict=True)) + b
+            for row, b in zip(wg, bg, strict=True)
+        ]
+        z = [math.tanh(p) for p in pre[:u]]
+        f = [sigmoid(p) * (1 - zoneout_eval) for p in pre[u : 2 * u]]
+        o = [sigmoid(p) for p in pre[2 * u :]]
+        c = [f[i] * z[i] + (1 - f[i]) * prev[i] for i in range(u)]
+        ys.append(sum(v[i] * o[i] * c[i] for i in range(u)) + bd)
+        cs.append(c)
+        es.append(e)
+    return ys, cs, es
+
+
+@pytest.mark.parametrize("sequence", ["scan", "element"])
+def test_authors_synthesizer_by_hand(sequence):
+    """Two rows of three scalars, a carry from a previous call, window 2, eval-mode zoneout."""
+    torch.manual_seed(5)
+    synth = AuthorsElementwiseSynthesizer(
+        2, window=2, zoneout=0.25, input_noise=0.0, sequence=sequence
+    ).double()
+    nn.init.normal_(synth.gates.bias)
+    synth.eval()
+    s = torch.tensor([[0.5, -1.0, 2.0], [0.25, 3.0, -0.5]], dtype=torch.float64)
+    rows = 1 if sequence == "scan" else 6
+    c_prev, e_prev = torch.randn(rows, 2).double(), torch.randn(rows, 2).double()
+    y, (c, e) = synth(s, (c_prev, e_prev))
+    ys, cs, es = authors_by_hand(
+        synth, s.flatten().tolist(), c_prev.tolist(), e_prev.tolist(), sequence, 0.25
+    )
+    torch.testing.assert_close(
+        y, torch.tensor(ys, dtype=torch.float64).view(2, 3), rtol=1e-12, atol=1e-12
+    )
+    if sequence == "scan":  # the carry is the last scalar's (c, encoded input)
+        cs, es = cs[-1:], es[-1:]
+    torch.testing.assert_close(c, torch.tensor(cs, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(e, torch.tensor(es, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+
+
+def test_authors_scan_reads_the_scalars_in_order_and_element_does_not():
+    torch.manual_seed(6)
+    s = torch.randn(2, 4)
+    for sequence in ("scan", "element"):
+        synth = AuthorsElementwiseSynthesizer(4, input_noise=0.0, sequence=sequence).eval()
+        y, _ = synth(s, None)
+        s2 = s.clone()
+        s2[0, 1] += 1.0  # the second scalar of the flattened state
+        changed = (synth(s2, None)[0] != y).flatten()
+        if sequence == "scan":  # it and every scalar after it
+            assert not changed[0] and changed[1:].all()
+        else:
+            assert changed.sum() == 1 and changed[1]
+
+
+def test_authors_synthesizer_parameters_and_initialisation():
+    torch.manual_seed(7)
+    synth = AuthorsElementwiseSynthesizer(50)
+    shapes = {name: tuple(p.shape) for name, p in synth.named_parameters()}
+    assert shapes == {
+        "encoder.weight": (50, 1),
+        "encoder.bias": (50,),
+        "gates.weight": (150, 100),  # window 2: the current and the previous encoded scalar
+        "gates.bias": (150,),
+        "decoder.weight": (1, 50),
+        "decoder.bias": (1,),
+    }
+    for w in (synth.encoder.weight, synth.decoder.weight):
+        assert w.abs().max() <= 0.1 and w.abs().min() > 0 and w.std() > 0.04
+    assert synth.encoder.bias.abs().sum() == 0 and synth.decoder.bias.abs().sum() == 0
+    assert synth.gates.weight.abs().max() <= 0.1  # PyTorch's Linear: 1 / sqrt(100)
+    y, _ = synth(torch.randn(3, 4), None)
+    assert y.abs().min() > 0  # not zero-initialised: it predicts from the first call
+    zero = AuthorsElementwiseSynthesizer(50, init="zero")
+    assert zero(torch.randn(3, 4), None)[0].abs().sum() == 0
+    toolkit = ElementwiseSynthesizer(init="uniform")  # the toolkit's, with the authors' init
+    assert 0 < toolkit.v.abs().max() <= 0.1 and toolkit.b_out.item() == 0
+    assert ElementwiseSynthesizer().v.abs().sum() == 0
+
+
+def test_authors_zoneout_keeps_a_units_value_with_probability_p():
+    """In training, zoneout sets f to 0 for a fraction p of the (scalar, unit) pairs, which
+    then keep their previous c exactly; nothing is rescaled."""
+    synth = AuthorsElementwiseSynthesizer(
+        50, window=1, zoneout=0.3, input_noise=0.0, sequence="element",
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    c_prev = torch.randn(400, 50)
+    _, c = synth(torch.randn(20, 20), c_prev)
+    kept = (c == c_prev).float().mean().item()
+    assert 0.27 < kept < 0.33
+
+
+class FixedPrediction(Synthesizer):
+    """Predicts the same tensor whatever the state: a parameter, so its gradient is the
+    regression loss's gradient with respect to the prediction itself."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = nn.Parameter(value.clone())
+
+    def forward(self, s, carry):
+        return self.value.expand_as(s), carry
+
+
+def fitted_gradient(mode, **options):
+    """s -> final = 2 s, loss = <a, final>: the real target is 2a; the synthesizer predicts
+    p = [0.5, -1] everywhere, so the injected part of the target is scale * 2 p."""
+    synth = FixedPrediction(torch.tensor([[0.5, -1.0]], dtype=torch.float64))
+    boundary = SyntheticBoundary(synth, torch.optim.SGD(synth.parameters(), lr=0.0), 0.1, **options)
+    (leaf,) = boundary.start((torch.zeros(1, 2, dtype=torch.float64),), mode)
+    final = 2 * leaf
+    boundary.backward((torch.tensor([[1.0, 2.0]], dtype=torch.float64) * final).sum(), final, mode)
+    boundary.fit()
+    return synth.value.grad[0].tolist()
+
+
+def test_regression_reduction_mean_or_sum_by_hand():
+    # real mode, target 2a = [2, 4]: d/dp of mean (p - t)^2 is 2 (p - t) / 2, of the sum 2 (p - t)
+    assert fitted_gradient("real") == pytest.approx([-1.5, -5.0])
+    assert fitted_gradient("real", reduction="sum") == pytest.approx([-3.0, -10.0])
+
+
+def test_split_target_fits_the_real_and_injected_parts_separately_by_hand():
+    # synthetic mode: real part g = [2, 4], injected part j = 0.1 * 2 * p = [0.1, -0.2]
+    joined = fitted_gradient("synthetic", reduction="sum")  # 2 (p - (g + j))
+    assert joined == pytest.approx([-3.2, -9.6])
+    split = fitted_gradient("synthetic", reduction="sum", split_target=True)
+    assert split == pytest.approx([-3.0 + 0.8, -10.0 - 1.6])  # 2 (p - g) + 2 (p - j)
+    # real mode has one backward pass: nothing to split
+    assert fitted_gradient("real", reduction="sum", split_target=True) == pytest.approx(
+        [-3.0, -10.0]
+    )
+
+
+class CountingSynthesizer(Synthesizer):
+    """Its carry counts the calls; its prediction is the count it was called with."""
+
+    def forward(self, s, carry):
+        count = torch.zeros(()) if carry is None else carry
+        return torch.full_like(s, float(count)), count + 1
+
+
+@pytest.mark.parametrize(
+    "advance, reads, injected, last",
+    [("once", [0, 1, 2], [1, 2], 3), ("every_call", [0, 2, 4], [1, 3], 5)],
+)
+def test_synthesizer_state_advances_once_or_at_every_call_by_hand(advance, reads, injected, last):
+    """Segments: synthetic, synthetic, real. 'once': the carry moves once per boundary and
+    the call on s_{k+1} is dropped; 'every_call': that call moves it too."""
+    boundary = SyntheticBoundary(CountingSynthesizer(), None, 1.0, advance=advance)
+    seen, sent = [], []
+    for mode in ("synthetic", "synthetic", "real"):
+        (leaf,) = boundary.start((torch.zeros(1, 2),), mode)
+        seen.append(boundary._pred[0, 0].item())
+        final = leaf * 1.0
+        boundary.backward(final.sum() * 0, final, mode)
+        if mode == "synthetic":  # final = leaf: the injected gradient reaches s_k as is
+            sent.append(leaf.grad[0, 0].item())
+        boundary.fit()
+    assert seen == reads and sent == injected and boundary.carry.item() == last
+
+
+def test_joined_state_leaves_out_the_tensors_not_named():
+    state = (torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 5))
+    boundary = SyntheticBoundary(LinearSynthesizer(8), None, 1.0, joined=(0, 2))
+    leaf = boundary.start(state, "synthetic")
+    assert [t.requires_grad for t in leaf] == [True, False, True]
+    assert boundary._pred.shape == (2, 8)
+    nn.init.normal_(boundary.synthesizer.out.weight)
+    final = tuple(t * 2 for t in leaf)
+    boundary.backward(final[0].sum() * 0, final, "synthetic")
+    assert leaf[1].grad is None and leaf[0].grad.abs().sum() > 0
+    assert boundary.fit().loss >= 0
+
+
+def test_the_models_recurrent_states_leave_out_the_qrnn_window_input():
+    qrnn = small_model("qrnn")  # 2 layers, window 2 on the first: (c, x_last), (c,)
+    assert qrnn.recurrent_state_indices() == (0, 2)
+    assert small_model("lstm").recurrent_state_indices() == (0, 1, 2, 3)

@@ -10,6 +10,7 @@ from rich.console import Console
 from altgrad_triton import checkpoint
 from altgrad_triton import metrics as metrics_module
 from altgrad_triton.errors import UserError
+from altgrad_triton.synthetic import AuthorsElementwiseSynthesizer
 from altgrad_triton.train import Trainer, TrainingStopped, epoch_segments, next_tokens_context
 from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
@@ -20,6 +21,7 @@ SYNTH = {
     "alternation": {"start": "real", "switch_epochs": [2], "switch_at_restarts": True},
 }
 CONDITIONED = {**SYNTH, "synthesizer": "linear", "context_tokens": 2}
+AUTHORS = {"enabled": True, "preset": "authors", "hidden": 6, "alternation": SYNTH["alternation"]}
 RESTARTS = {"kind": "cosine_restarts", "periods": [1, 2]}
 
 
@@ -65,7 +67,9 @@ def test_training_writes_metrics_checkpoints_and_results(corpus_dir, tmp_path):
     assert results["test_ppl"] < 17 and json.loads((run / "results.json").read_text())
 
 
-@pytest.mark.parametrize("synthetic", [None, SYNTH, CONDITIONED], ids=["real", "sg", "cdni"])
+@pytest.mark.parametrize(
+    "synthetic", [None, SYNTH, CONDITIONED, AUTHORS], ids=["real", "sg", "cdni", "authors"]
+)
 def test_resume_continues_exactly(corpus_dir, tmp_path, synthetic):
     extra = {"synthetic": synthetic, "schedule": RESTARTS} if synthetic else {}
     straight = tiny_recipe(corpus_dir, tmp_path / "a", run={"epochs": 4}, **extra)
@@ -311,8 +315,8 @@ def test_resume_drops_the_line_of_an_epoch_that_was_not_checkpointed(corpus_dir,
 
 @pytest.mark.parametrize(
     "synth",
-    [SYNTH, {**SYNTH, "synthesizer": "mlp", "hidden": 8, "dropout": 0.5}, CONDITIONED],
-    ids=["elementwise", "mlp", "conditioned"],
+    [SYNTH, {**SYNTH, "synthesizer": "mlp", "hidden": 8, "dropout": 0.5}, CONDITIONED, AUTHORS],
+    ids=["elementwise", "mlp", "conditioned", "authors"],
 )
 def test_a_synthesizer_that_injects_nothing_leaves_the_bptt_run_unchanged(
     corpus_dir, tmp_path, synth
@@ -353,3 +357,30 @@ def test_a_checkpoint_without_the_later_keys_still_resumes(corpus_dir, tmp_path)
     assert again.run_state.epoch == 2 and again.log.lowest_sg_loss is None
     again.fit()
     assert [row["epoch"] for row in metrics(tmp_path / "runs" / "tiny")] == [1, 2]
+
+
+def test_the_authors_preset_builds_their_synthesizer_and_boundary(corpus_dir, tmp_path):
+    """On a window-2 QRNN: the joined state leaves out the carried last input, the target is
+    the raw gradient (target_scale 1, not tokens per segment), summed, split, every call."""
+    r = tiny_recipe(
+        corpus_dir, tmp_path, synthetic=AUTHORS, model={"cell": "qrnn", "window": 2, "layers": 2}
+    )
+    trainer = Trainer(r, tmp_path / "tiny")
+    b = trainer.parts.boundary
+    assert isinstance(b.synthesizer, AuthorsElementwiseSynthesizer)
+    assert b.joined == trainer.parts.model.recurrent_state_indices() == (0, 2)
+    assert (b.target_scale, b.scale, b.reduction, b.advance, b.split_target) == (
+        1.0,
+        0.1,
+        "sum",
+        "every_call",
+        True,
+    )
+    group = b.optimizer.param_groups[0]
+    assert (group["lr"], group["weight_decay"]) == (1e-3, 1.2e-6)
+    trainer.fit()
+    rows = metrics(tmp_path / "tiny")
+    assert [row["mode"] for row in rows] == ["real", "synthetic"]
+    assert all(row["sg_cos"] is not None and row["val_loss"] < 3.0 for row in rows)
+    carry = trainer.parts.boundary.carry  # the scan's carry: the last scalar's (c, encoded input)
+    assert [tuple(t.shape) for t in carry] == [(1, 6), (1, 6)]
