@@ -8,6 +8,8 @@
 #                                           # exercises the no-pip fallback)
 #   TESTS_SECONDS=300 scripts/gpu-check.sh --tests   # install + env + the whole test suite
 #                                           # under a longer limit (a lease's second call)
+#   scripts/gpu-check.sh --kernels          # install + env + tune + the kernel families'
+#                                           # benchmarks with a 180 s budget + tests/gpu
 #
 # Steps, in order (what matters most first; each under a time limit, the limits add up to
 # 340 s, so with the install the script fits 6 minutes and a 15-minute device lease holds
@@ -120,6 +122,7 @@ report() { # the tables to paste into docs/benchmarks.md, with device, date and 
     section "Where a training segment's time goes (torch.profiler)" profile
     section "Kernel benchmarks (altgrad-bench --quick)" bench
     section "Tests (the README's command; its last lines)" tests 15
+    section "GPU tests (tests/gpu; its last lines)" gpu-tests 15
   } >"$OUT/report.md"
 }
 
@@ -210,18 +213,29 @@ print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"triton
 print(\"cuda\", torch.version.cuda, \"cudnn\", torch.backends.cudnn.version())
 print(\"device\", torch.cuda.get_device_name() if torch.cuda.is_available() else \"none\")
 "' "$PY"
-if [[ "${1:-}" == "--tests" ]]; then
-  step tests "${TESTS_SECONDS:-300}" "$PY" -m pytest -q ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+finish() { # the summary, then report.md; exit non-zero if a step failed
   set +e
   summary
-  code=$?
+  local code=$?
   set -e
   report
+  echo "report: $OUT/report.md"
   exit $code
+}
+
+if [[ "${1:-}" == "--tests" ]]; then
+  step tests "${TESTS_SECONDS:-300}" "$PY" -m pytest -q ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+  finish
 fi
 step tune-qrnn 40 "$PY" -m altgrad_triton.cli.tune recipes/wt2.toml run.dtype=bfloat16 --quick
 step tune-lstm 30 "$PY" -m altgrad_triton.cli.tune recipes/wt2-lstm.toml run.dtype=bfloat16 \
   --quick
+if [[ "${1:-}" == "--kernels" ]]; then # the kernel issues' targets: LSTM vs cuDNN, fo-pool
+  step bench 200 "$PY" -m altgrad_triton.cli.bench --quick --budget 180 \
+    --families lstm fo_pool sg_loss --csv "$OUT/benchmarks.csv"
+  step gpu-tests 60 "$PY" -m pytest -q tests/gpu ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+  finish
+fi
 train qrnn-bf16-triton 30 recipes/wt2.toml run.dtype=bfloat16 run.max_batches=12
 train qrnn-fp32-triton 35 recipes/wt2.toml run.dtype=float32 run.max_batches=8
 train lstm-bf16-triton 30 recipes/wt2-lstm.toml run.dtype=bfloat16 run.max_batches=8
@@ -240,11 +254,4 @@ step profile 30 "$PY" -m altgrad_triton.cli.bench --profile --slice-dtype bfloat
 step bench 35 "$PY" -m altgrad_triton.cli.bench --quick --budget 25 \
   --families lstm fo_pool sg_loss --csv "$OUT/benchmarks.csv"
 step tests 40 "$PY" -m pytest -q ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
-
-set +e
-summary
-code=$?
-set -e
-report
-echo "report: $OUT/report.md"
-exit $code
+finish
