@@ -555,12 +555,17 @@ def plot_gaps(
         )
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = plots_dir / f"{_slug(g.corpus)}--{_slug(g.name)}--vs--{_slug(base.name)}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        written.append(path)
+        name = f"{_slug(g.corpus)}--{_slug(g.name)}--vs--{_slug(base.name)}.png"
+        written.append(_save(plt, fig, plots_dir / name))
     return written
+
+
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out, write (the legend kept when it sits beside the axes) and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot_groups(groups: list[Group], plots_dir: Path) -> list[Path]:
@@ -595,11 +600,7 @@ def _plot_group(plt, g: Group, plots_dir: Path) -> Path:
     ax2.set_xlabel("epoch")
     ax.grid(alpha=0.3)
     ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    path = plots_dir / f"{_slug(g.corpus)}--{_slug(g.name)}.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, plots_dir / f"{_slug(g.corpus)}--{_slug(g.name)}.png")
 
 
 def _plot_overview(plt, gs: list[Group], plots_dir: Path) -> Path:
@@ -625,11 +626,7 @@ def _plot_overview(plt, gs: list[Group], plots_dir: Path) -> Path:
     ax.set_title(f"{corpus}: mean validation curve over seeds", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = plots_dir / f"{_slug(corpus)}--overview.png"
-    fig.savefig(path, dpi=90, bbox_inches="tight")  # keep the legend beside the axes
-    plt.close(fig)
-    return path
+    return _save(plt, fig, plots_dir / f"{_slug(corpus)}--overview.png")
 
 
 def write_report(
