@@ -389,40 +389,49 @@ def phase_table(groups: list[Group], rules: list[tuple[re.Pattern, str]] = ()) -
     for g in groups:
         first = next((r for r in g.runs if r.epochs), None)
         phases = mode_phases(first.epochs) if first else []
-        if not any(ph.mode == "synthetic" for ph in phases):
-            continue
-        base = _baseline(g, by_name, rules)
-        theirs = {r.seed: r for r in base.runs} if base else {}
-        digits = _unit(g.char_level)[1]
-        numbers = {
-            r.name: [seed_phase(r, theirs.get(r.seed), ph, g.char_level) for ph in phases]
-            for r in g.runs
-        }
-        for i, ph in enumerate(phases):
-            at = [numbers[r.name][i] for r in g.runs]
-            summary.append(
-                (
-                    g,
-                    f"| {g.name} | {base.name if base else '-'} | {ph.label} | {ph.mode} | "
-                    f"{fmt(_present([s.cos_mean for s in at]), 3)} | "
-                    f"{fmt(_present([s.cos_last for s in at]), 3)} | "
-                    f"{fmt(_present([s.gap_end for s in at]), digits)} | "
-                    f"{fmt(_present([s.change for s in at]), digits)} |",
-                )
-            )
-            if ph.mode != "synthetic" or i == 0:
-                continue
-            for r in g.runs:
-                before, now = numbers[r.name][i - 1], numbers[r.name][i]
-                if before.cos_last is None:
-                    continue
-                seed = r.seed if r.seed is not None else "-"
-                inside = "-" if now.cos_mean is None else f"{now.cos_mean:.3f}"
-                moved = "-" if now.change is None else f"{now.change:+.{digits}f}"
-                cells = (g.name, seed, ph.label, f"{before.cos_last:.3f}", inside, moved)
-                pairs.append((g, "| " + " | ".join(map(str, cells)) + " |"))
+        if any(ph.mode == "synthetic" for ph in phases):
+            rows, paired = _phase_rows(g, _baseline(g, by_name, rules), phases)
+            summary += [(g, row) for row in rows]
+            pairs += [(g, row) for row in paired]
     if not summary:
         return "_No run has a synthetic phase._"
+    return "\n".join(_phase_markdown(summary, pairs))
+
+
+def _phase_rows(g: Group, base: Group | None, phases: list) -> tuple[list[str], list[str]]:
+    """One group's table rows: one per phase, and one per (synthetic phase, seed) pair."""
+    theirs = {r.seed: r for r in base.runs} if base else {}
+    digits = _unit(g.char_level)[1]
+    numbers = {
+        r.name: [seed_phase(r, theirs.get(r.seed), ph, g.char_level) for ph in phases]
+        for r in g.runs
+    }
+    summary, pairs = [], []
+    for i, ph in enumerate(phases):
+        at = [numbers[r.name][i] for r in g.runs]
+        summary.append(
+            f"| {g.name} | {base.name if base else '-'} | {ph.label} | {ph.mode} | "
+            f"{fmt(_present([s.cos_mean for s in at]), 3)} | "
+            f"{fmt(_present([s.cos_last for s in at]), 3)} | "
+            f"{fmt(_present([s.gap_end for s in at]), digits)} | "
+            f"{fmt(_present([s.change for s in at]), digits)} |"
+        )
+        if ph.mode != "synthetic" or i == 0:
+            continue
+        for r in g.runs:
+            before, now = numbers[r.name][i - 1], numbers[r.name][i]
+            if before.cos_last is None:
+                continue
+            seed = r.seed if r.seed is not None else "-"
+            inside = "-" if now.cos_mean is None else f"{now.cos_mean:.3f}"
+            moved = "-" if now.change is None else f"{now.change:+.{digits}f}"
+            cells = (g.name, seed, ph.label, f"{before.cos_last:.3f}", inside, moved)
+            pairs.append("| " + " | ".join(map(str, cells)) + " |")
+    return summary, pairs
+
+
+def _phase_markdown(summary: list[tuple[Group, str]], pairs: list[tuple[Group, str]]) -> list[str]:
+    """The two phase tables of every corpus, as markdown lines."""
     out = []
     for corpus in sorted({g.corpus for g, _ in summary}):
         unit = _unit(next(g.char_level for g, _ in summary if g.corpus == corpus))[0]
@@ -449,7 +458,7 @@ def phase_table(groups: list[Group], rules: list[tuple[re.Pattern, str]] = ()) -
                 *rows,
                 "",
             ]
-    return "\n".join(out)
+    return out
 
 
 # ---------------------------------------------------------------------------- plot data
