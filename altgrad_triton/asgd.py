@@ -42,8 +42,14 @@ def averaging_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.ASGD:
     """
     group = optimizer.param_groups[0]
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    # capturable on CUDA: the step counts stay on the device, no host sync per parameter
     return torch.optim.ASGD(
-        params, lr=group["lr"], t0=0, lambd=0.0, weight_decay=group["weight_decay"]
+        params,
+        lr=group["lr"],
+        t0=0,
+        lambd=0.0,
+        weight_decay=group["weight_decay"],
+        capturable=params[0].is_cuda,
     )
 
 

@@ -57,6 +57,7 @@ from .carry import State, to_device
 from .data import Vocabulary
 from .errors import UserError, one_line
 from .files import read_json, write_file
+from .kernels import tuning
 from .metrics import EpochSums, MetricsLog
 from .recipe import Recipe, model_shape, to_dict
 from .rundir import find_checkpoint as find
@@ -248,6 +249,7 @@ def trainer_state(
         **_rng_states(parts, all_cuda=True),
         "world_size": dist.world_size,
         "rank_rng": None,
+        "kernel_configs": tuning.overrides(),
     }
     if not dist.enabled:
         return st
@@ -416,7 +418,8 @@ def restore_trainer(
     rank's rows), where the run stands, and the RNG streams.
 
     The synthesizer's optimizer and carry come back when the run has a synthesizer and the
-    checkpoint one too. After an NT-ASGD switch the optimizer becomes averaged SGD first.
+    checkpoint one too, and the Triton kernels' launch configs as the run had them. After an
+    NT-ASGD switch the optimizer becomes averaged SGD first.
     The weights are the caller's to load (:func:`training_weights`), and so are the recipe's
     optimizer settings, which win over the saved ones (``build.apply_recipe_settings``).
     """
@@ -430,6 +433,8 @@ def restore_trainer(
     state = ddp.share_rows(None if st["state"] is None else tuple(st["state"]), dist)
     run.load_state_dict({**st, "state": to_device(state, parts.device)})
     log.load_state_dict(st)
+    # the kernel configs the run used (autotuned or stored): the same fp32 sum orders
+    tuning.restore_overrides(st.get("kernel_configs", []))
     _restore_rng(st, parts, dist, seed, run.epoch)
 
 

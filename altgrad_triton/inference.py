@@ -235,14 +235,14 @@ def load_run(
 
     ``checkpoint``: "best" (lowest validation loss; with NT-ASGD, averaged weights) or
     "last". ``device``: auto (CUDA when there is one), cpu or cuda. ``backend``: the kernels,
-    default the run's own, except that a run trained with Triton on a GPU is evaluated on
-    the CPU with the PyTorch reference (the same computation).
+    default the run's own, except that a run trained with Triton or cuDNN on a GPU is
+    evaluated on the CPU with the PyTorch reference (the same computation).
     """
     recipe, vocab, meta, weights = read_checkpoint(Path(path), checkpoint)
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("device: 'cuda' asked for but no CUDA device is available; use cpu")
     where = pick_device(device)
-    backend = _usable_backend(backend, recipe.run.backend, where)
+    backend = _usable_backend(backend, recipe.run.backend, where, recipe.model.cell)
     recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, backend=backend))
     with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten: leave no trace
         model = build_model(recipe, len(vocab))
@@ -257,8 +257,19 @@ def load_run(
     return LoadedRun(model, vocab, recipe, where, Path(path), checkpoint, meta)
 
 
-def _usable_backend(asked: str | None, trained: str, device: torch.device) -> str:
+def _usable_backend(
+    asked: str | None, trained: str, device: torch.device, cell: str = "lstm"
+) -> str:
     backend = asked or trained
+    if backend == "cudnn" and cell != "lstm":
+        raise UserError(
+            f"backend: 'cudnn' runs LSTM layers, and this run's model.cell is {cell!r}; "
+            "use auto, torch or triton"
+        )
+    if backend == "cudnn" and device.type != "cuda":
+        if asked:
+            raise UserError("backend: 'cudnn' needs a CUDA device; use auto or torch here")
+        return "auto"
     if backend == "triton" and device.type != "cuda" and not interpreting():
         if asked:
             raise UserError("backend: 'triton' needs a CUDA device; use auto or torch here")

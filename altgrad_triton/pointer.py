@@ -76,6 +76,10 @@ class PointerCache:
         ``out``: the model's output for a segment (``last_raw`` [T, B, H] is the cache's
         key and query); ``targets`` [T, B]. The segment's own steps join the cache as they go.
         """
+        with torch.autocast(out.logits.device.type, enabled=False):  # fp32 scores under bf16
+            return self._token_nll(out, targets)
+
+    def _token_nll(self, out: LMOutput, targets: torch.Tensor) -> torch.Tensor:
         s = self.settings
         logp = F.log_softmax(out.logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1))
         logp = logp.squeeze(-1)  # [T, B]

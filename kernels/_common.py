@@ -82,6 +82,8 @@ def ticket_counters(device: torch.device, n: int = 1) -> torch.Tensor:
     different buffers, so they never share a counter while both are running. The buffer
     should first be requested outside CUDA-graph capture (a warm-up call does it).
     """
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" are one buffer
+        device = torch.device("cuda", torch.cuda.current_device())
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (device, stream)
     buf = _TICKETS.get(key)
@@ -161,12 +163,15 @@ def launch(
 
     ``meta`` given > a forced choice for ``(kernel_name, key)`` in :mod:`tuning` > the
     ``heuristic`` under the interpreter > ``@triton.autotune`` over the registered
-    candidates (``tuned``). ``grid`` maps a meta dict to the launch grid.
+    candidates (``tuned``), whose winner is then pinned for the key (``tuning.pin``: later
+    launches and a resumed run use the same config). ``grid`` maps a meta dict to the
+    launch grid.
     """
     if meta is None:
         meta = tuning.pick(kernel_name, key, heuristic)
     if meta is None:
         tuned[grid](*args, **constexprs)
+        tuning.pin(kernel_name, key, tuned.best_config)
     else:
         plain[grid(meta)](*args, **constexprs, **meta)
     return meta

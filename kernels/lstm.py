@@ -611,16 +611,19 @@ class _Stepper:
     kernel with its winner, skipping the autotuner's per-call key building.
     """
 
-    def __init__(self, kernel, tuned, meta: dict | None, grid: Callable, args: Callable):
+    def __init__(
+        self, kernel, tuned, meta: dict | None, grid: Callable, args: Callable, pin: Callable
+    ):
         self.kernel, self.tuned, self.grid = kernel, tuned, grid
         self.meta = None if meta is None else {k: meta[k] for k in meta if k not in _LAUNCH_KEYS}
         self.args = args  # (step_base, step) -> the kernel's arguments and constexprs
+        self.pin = pin  # records the autotuner's winner (``tuning.pin``)
 
     def __call__(self, step: int, step_base: torch.Tensor | None = None, pdl: bool = False):
         args, constexprs = self.args(step_base, step)
         if self.meta is None:
             self.tuned[self.grid](*args, **constexprs, USE_PDL=False)
-            self.meta = _as_meta(self.tuned.best_config)
+            self.meta = _as_meta(self.pin(self.tuned.best_config))
             return
         extra = {"launch_pdl": True} if pdl else {}
         self.kernel[self.grid(self.meta)](*args, **constexprs, **self.meta, USE_PDL=pdl, **extra)
@@ -784,7 +787,8 @@ def lstm_segment_forward(
     _check_inputs(gx, w_hh, h0, c0)
     n_steps, batch, _ = gx.shape
     hidden = w_hh.shape[1]
-    meta = _pick_meta(_FWD, meta, config_key(batch, hidden, gx.dtype), batch)
+    key = config_key(batch, hidden, gx.dtype)
+    meta = _pick_meta(_FWD, meta, key, batch)
     mode, graph_steps = _launch_choice(launch, meta, gx.device)
     ws = _use_workspace(workspace, "fwd", batch, hidden, gx.device, meta)
     w, ldw = _padded_weight(w_hh)
@@ -804,8 +808,9 @@ def lstm_segment_forward(
                 n_steps, batch, hidden, ldw), dict(constexprs, slice_shift=slice_shift)  # fmt: skip
 
     stepper = _Stepper(
-        _lstm_fwd_step_kernel, _lstm_fwd_step_tuned, meta, _grid("fwd", batch, hidden), args
-    )
+        _lstm_fwd_step_kernel, _lstm_fwd_step_tuned, meta, _grid("fwd", batch, hidden), args,
+        lambda config: tuning.pin(_FWD, key, config),
+    )  # fmt: skip
     _run_steps(stepper, gx.device, 0, n_steps, 1, n_steps, mode, graph_steps)
     return h_all, c_all, (act if save_for_backward else None)
 
@@ -833,7 +838,8 @@ def lstm_segment_backward(
     n_steps, batch, _ = act.shape
     hidden = w_hh.shape[1]
     dev = w_hh.device
-    meta = _pick_meta(_BWD, meta, config_key(batch, hidden, w_hh.dtype), batch)
+    key = config_key(batch, hidden, w_hh.dtype)
+    meta = _pick_meta(_BWD, meta, key, batch)
     mode, graph_steps = _launch_choice(launch, meta, dev)
     ws = _use_workspace(workspace, "bwd", batch, hidden, dev, meta)
     w, ldw = _padded_weight(w_hh)
@@ -855,8 +861,9 @@ def lstm_segment_backward(
                     constexprs, slice_shift=slice_shift)  # fmt: skip
 
     stepper = _Stepper(
-        _lstm_bwd_step_kernel, _lstm_bwd_step_tuned, meta, _grid("bwd", batch, hidden), args
-    )
+        _lstm_bwd_step_kernel, _lstm_bwd_step_tuned, meta, _grid("bwd", batch, hidden), args,
+        lambda config: tuning.pin(_BWD, key, config),
+    )  # fmt: skip
     # steps T-1 down to -1 (dh0); a step below -1 is a no-op
     _run_steps(stepper, dev, n_steps - 1, n_steps + 1, -1, -n_steps - 2, mode, graph_steps)
     return dgates[:n_steps], dh0, dc[0]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -95,6 +96,31 @@ def overridden(key: Key, **metas: Meta) -> Iterator[None]:
     finally:
         for kernel, meta in before.items():
             set_override(kernel, key, meta)
+
+
+def pin(kernel: str, key: Key, config: Any) -> Meta:
+    """Force ``config`` (a ``triton.Config``, e.g. an autotuner's ``best_config``) for
+    ``(kernel, key)`` from now on, and return it as a meta dict.
+
+    Launchers pin what ``@triton.autotune`` chose on its first launch: autotuning again in
+    another process may pick another tile or split, which changes the order of fp32 sums,
+    so a resumed run would no longer give the bits of the run it continues. The trainer
+    saves the pinned choices with its checkpoints (:func:`overrides`) and restores them.
+    """
+    meta = dict(config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
+    set_override(kernel, key, meta)
+    return dict(meta)
+
+
+def overrides() -> list[tuple[str, Key, Meta]]:
+    """Every forced choice, as ``(kernel, key, meta)`` (for a checkpoint)."""
+    return [(kernel, key, dict(meta)) for (kernel, key), meta in _OVERRIDES.items()]
+
+
+def restore_overrides(entries: list) -> None:
+    """Force the choices :func:`overrides` returned (keys may come back as lists)."""
+    for kernel, key, meta in entries:
+        set_override(kernel, tuple(key), meta)
 
 
 def clear_overrides(kernel: str | None = None) -> None:

@@ -139,6 +139,7 @@ make_shim() {
     ln -s "$entry" "$shim/altgrad_triton/"
   done
   ln -s "$ROOT/kernels" "$shim/altgrad_triton/kernels"
+  ln -s "$ROOT/tests" "$shim/tests" # the tests import tests.helpers
   export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
   # The repo root must not come before the shim: its altgrad_triton/ has no kernels/.
   # PYTHONSAFEPATH (Python >= 3.11) keeps `python -m`/`-c` from prepending the cwd, and

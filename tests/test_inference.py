@@ -202,3 +202,14 @@ def test_a_character_level_run_scores_in_bits_and_samples_characters(tmp_path):
     sample = list(run.generate(30, prompt="the ", seed=5))
     assert sample == list(run.generate(30, prompt="the ", seed=5))
     assert all(len(c) == 1 or c == UNK for c in sample)
+
+
+def test_cudnn_scores_lstm_runs_only_and_on_cuda():
+    from altgrad_triton.inference import _usable_backend
+
+    cpu = torch.device("cpu")
+    with pytest.raises(UserError, match="'cudnn' runs LSTM layers, and this run's model.cell"):
+        _usable_backend("cudnn", "auto", cpu, "qrnn")
+    with pytest.raises(UserError, match="'cudnn' needs a CUDA device"):
+        _usable_backend("cudnn", "auto", cpu, "lstm")
+    assert _usable_backend(None, "cudnn", cpu, "lstm") == "auto"  # a cuDNN run, scored on CPU

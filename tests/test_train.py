@@ -384,3 +384,22 @@ def test_the_authors_preset_builds_their_synthesizer_and_boundary(corpus_dir, tm
     assert all(row["sg_cos"] is not None and row["val_loss"] < 3.0 for row in rows)
     carry = trainer.parts.boundary.carry  # the scan's carry: the last scalar's (c, encoded input)
     assert [tuple(t.shape) for t in carry] == [(1, 6), (1, 6)]
+
+
+def test_kernel_configs_the_run_used_come_back_on_resume(corpus_dir, tmp_path):
+    """On a GPU, launches without a stored winner autotune once and pin the winner; another
+    process could pick another config (another fp32 sum order), so checkpoints keep them."""
+    from altgrad_triton.kernels import tuning
+
+    key = ("float32", 64)
+    meta = {"BLOCK_H": 16, "CHUNK": 8, "num_warps": 1, "num_stages": 1}
+    try:
+        tuning.set_override("fo_pool_fwd", key, meta)
+        r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 1})
+        Trainer(r, tmp_path / "runs" / "tiny").fit()
+        tuning.clear_overrides()
+        again = Trainer(r, tmp_path / "runs" / "tiny")
+        again.restore("last")
+        assert tuning.get_override("fo_pool_fwd", key) == meta
+    finally:
+        tuning.clear_overrides()

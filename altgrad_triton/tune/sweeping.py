@@ -231,9 +231,11 @@ def tune_all(
     quick: bool = False,
     path: Path | None = None,
 ) -> tuple[list[SweepResult], list[Winner], Path | None]:
-    """Sweep every job (printing a table each), then store the winners at ``path`` (None:
-    do not store). Stops early if the device is left in an error state."""
+    """Sweep every job (printing a table each), storing each job's winner at ``path`` as soon
+    as it is known (None: do not store), so a sweep stopped by a time limit or Ctrl-C keeps
+    what it finished. Stops early if the device is left in an error state."""
     results = []
+    saved = None
     started = time.perf_counter()
     for job in jobs:
         metas = job_candidates(job, quick=quick)
@@ -244,11 +246,13 @@ def tune_all(
         console.print(
             f"  {len(metas)} candidates in {time.perf_counter() - t0:.1f} s", markup=False
         )
+        found = winners_from([r], here)
+        if found and path is not None:
+            saved = save_winners(path, found)
         if r.aborted:
             console.print("stopping: the device is in an error state", markup=False)
             break
     winners = winners_from(results, here)
-    saved = save_winners(path, winners) if winners and path is not None else None
     console.print(winners_table(results, saved))
     console.print(
         f"tuned {len(winners)}/{len(results)} launches in {time.perf_counter() - started:.1f} s",
