@@ -112,6 +112,11 @@ def test_recipe_jobs_probe_the_launchers_keys():
         ("elementwise_fwd", ("float32", 131072, 64)),  # N = 109,000; U=50 padded to 64
         ("elementwise_bwd", ("float32", 131072, 64)),
         ("sg_loss", ("float32", 131072)),
+        # validation (B=10) and test (B=1) forwards: keys of their own
+        ("fo_pool_fwd", ("float32", 16384)),
+        ("fo_pool_fwd", ("float32", 4096)),
+        ("fo_pool_fwd", ("float32", 2048)),
+        ("fo_pool_fwd", ("float32", 512)),
     ]
     lstm = tune.unique_jobs(
         tune.recipe_jobs(

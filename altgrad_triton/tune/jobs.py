@@ -54,6 +54,7 @@ class RecipeShapes:
     synthesizer: str = "elementwise"
     synth_cell: str = "qrnn"
     synth_hidden: int = 50
+    eval_batches: tuple[int, ...] = ()  # validation and test batch sizes (forward only)
 
     @property
     def state_elements(self) -> int:
@@ -88,6 +89,9 @@ def shapes_from_recipe(recipe) -> RecipeShapes:
         synthesizer=s.synthesizer,
         synth_cell=s.cell,
         synth_hidden=s.hidden,
+        eval_batches=tuple(
+            dict.fromkeys((recipe.data.eval_batch_size, recipe.data.test_batch_size))
+        ),
     )
 
 
@@ -239,20 +243,29 @@ def elementwise_jobs(n: int, units: int, dtype: torch.dtype = torch.float32) -> 
 
 
 def recipe_jobs(shapes: RecipeShapes, *, quick: bool = False) -> list[Job]:
-    """Every tunable launch of one training segment of the recipe (distinct layer sizes)."""
+    """Every tunable launch of one training segment of the recipe (distinct layer sizes),
+    then the recurrent forwards of validation and test at their batch sizes (other tuning
+    keys, which would otherwise autotune inside the first evaluation). Training's first:
+    altgrad-tune stores each winner as it goes, so a sweep cut short keeps those."""
     jobs: list[Job] = []
-    for h in dict.fromkeys(shapes.hidden):  # distinct, in layer order
-        if shapes.cell == "qrnn":
-            jobs += fo_pool_jobs(shapes.batch, shapes.bptt, h, shapes.dtype, shapes.output_gate)
-        else:
-            steps = min(shapes.bptt, QUICK_LSTM_STEPS) if quick else shapes.bptt
-            jobs += lstm_jobs(shapes.batch, steps, h, shapes.dtype)
+    steps = min(shapes.bptt, QUICK_LSTM_STEPS) if quick and shapes.cell == "lstm" else shapes.bptt
+    layers = list(dict.fromkeys(shapes.hidden))  # distinct, in layer order
+    for h in layers:
+        jobs += _recurrent_jobs(shapes, shapes.batch, steps, h)
     if shapes.synthetic:
         n = shapes.state_elements
         if shapes.synthesizer == "elementwise" and shapes.synth_cell == "qrnn":
             jobs += elementwise_jobs(n, shapes.synth_hidden)
         jobs += sg_loss_jobs(n, rows=shapes.batch)
+    for batch, h in ((b, h) for b in shapes.eval_batches for h in layers):
+        jobs += [j for j in _recurrent_jobs(shapes, batch, steps, h) if j.kernel.endswith("_fwd")]
     return jobs
+
+
+def _recurrent_jobs(shapes: RecipeShapes, batch: int, steps: int, hidden: int) -> list[Job]:
+    if shapes.cell == "qrnn":
+        return fo_pool_jobs(batch, steps, hidden, shapes.dtype, shapes.output_gate)
+    return lstm_jobs(batch, steps, hidden, shapes.dtype)
 
 
 SPEC_KEYS = {
