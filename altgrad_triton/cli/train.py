@@ -70,10 +70,10 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
     if args.finetune:
         if args.resume or path is not None:
             raise UserError("--finetune RUN_DIR takes its recipe from RUN_DIR: give no recipe file")
-        recipe = finetune_recipe(Path(args.finetune), overrides)
+        recipe = finetune_recipe(Path(args.finetune).expanduser(), overrides)
         return recipe, Path(recipe.run.out_dir) / recipe.run.name
     if args.resume:
-        run_dir = Path(args.resume)
+        run_dir = Path(args.resume).expanduser()
         if not (run_dir / "recipe.toml").exists():
             raise UserError(f"--resume {run_dir}: not a run directory (no recipe.toml there)")
         recipe = recipes.load(path or run_dir / "recipe.toml", overrides)
