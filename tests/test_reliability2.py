@@ -4,6 +4,7 @@ every command, and a preempted run (SIGTERM, SIGHUP) saves like Ctrl-C."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from altgrad_triton import recipe as recipes
 from altgrad_triton.errors import UserError
 from tests.helpers import tiny_corpus, tiny_recipe
 from tests.test_cli import assert_user_error, train
+from tests.test_report import fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "recipes" / "wt2-small.toml"
@@ -149,3 +151,66 @@ def test_a_preempted_run_saves_exits_with_its_signal_and_resumes_exactly(preempt
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert metric_rows(run) == straight
+
+
+# ---------------------------------------------------------------------------- seeds
+
+
+def report_of(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "altgrad_triton.cli.report", *args, "--no-plots"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+
+
+def test_one_run_named_three_times_or_copied_is_one_seed(tmp_path):
+    runs = tmp_path / "runs"
+    one = fake_run(runs, "a-s1", "wikitext-2-small", [5.0, 4.0])
+    fake_run(runs, "a-s2", "wikitext-2-small", [5.0, 4.2])
+    shutil.copytree(one, tmp_path / "elsewhere" / "a-s1")
+    again = os.path.relpath(one, tmp_path / "elsewhere")
+    proc = report_of(str(one), str(one), f"{tmp_path / 'elsewhere'}/{again}", str(runs),
+                     str(tmp_path / "elsewhere"), "--out", str(tmp_path / "out"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "2 runs in 1 groups." in proc.stdout
+    notes = proc.stderr.strip().splitlines()
+    assert len(notes) == 4 and all("is the same run as" in n for n in notes), notes
+    assert f"{tmp_path / 'elsewhere' / 'a-s1'} is the same run as {one}" in notes[-1]
+
+
+def test_a_suite_refuses_a_repeated_seed(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "altgrad_triton.cli.suite", str(SMALL), "--seeds", "1", "1",
+         "--out", str(tmp_path), "--dry-run"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert_user_error(proc, "--seeds: 1 given more than once")
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (lambda d: (d / "metrics.jsonl").write_text('{"epoch": 1, "val_loss": "low"}\n'),
+         "metrics.jsonl: val_loss must be a number, got 'low'"),
+        (lambda d: (d / "results.json").write_text('{"best_val_loss": "x"}'),
+         "results.json: best_val_loss must be a number, got 'x'"),
+        (lambda d: ((d / "metrics.jsonl").unlink(), (d / "metrics.jsonl").mkdir()),
+         "metrics.jsonl: cannot read (Is a directory)"),
+        (lambda d: (d / "metrics.jsonl").write_text("garbage\n"),
+         "metrics.jsonl: holds no complete JSON line"),
+    ],
+    ids=["val-loss-text", "best-val-loss-text", "metrics-folder", "only-line-garbage"],
+)  # fmt: skip
+def test_a_broken_run_is_one_line_and_the_others_still_tabulate(tmp_path, damage, says):
+    runs = tmp_path / "runs"
+    fake_run(runs, "a-s1", "wikitext-2-small", [5.0, 4.0])
+    broken = fake_run(runs, "a-s2", "wikitext-2-small", [5.0, 4.2])
+    damage(broken)
+    proc = report_of(str(runs), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "1 runs in 1 groups." in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: left out a broken run: "), lines
+    assert f"{broken}/{says}" in lines[0]
+    alone = report_of(str(broken), "--out", str(tmp_path / "out"))  # nothing else to report
+    assert_user_error(alone, f"{broken}/{says}")
