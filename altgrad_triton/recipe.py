@@ -47,6 +47,10 @@ def section(cls: type, help: str) -> Any:
     return field(default_factory=cls, metadata={"help": help})
 
 
+MAX_THREADS = 1024
+"""The most CPU threads a recipe may ask for (torch crashes on absurd counts, e.g. 100000)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     name: str = opt("run", "run name; the run directory is out_dir/name")
@@ -70,7 +74,10 @@ class RunConfig:
     max_eval_batches: int = opt(0, "cap on evaluation segments, 0 = whole split", ge=0)
     log_every: int = opt(20, "plain-text progress line every this many segments", ge=1)
     threads: int = opt(
-        0, "CPU threads for PyTorch, 0 = its default; use 1 when several runs share the cores", ge=0
+        0,
+        "CPU threads for PyTorch, 0 = its default; use 1 when several runs share the cores",
+        ge=0,
+        le=MAX_THREADS,
     )
     parent: str = opt(
         "",

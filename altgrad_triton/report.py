@@ -317,9 +317,16 @@ def parse_versus(rule: str) -> tuple[re.Pattern, str]:
     if not sep or not pattern:
         raise UserError(f"--versus: expected PATTERN=REPLACEMENT (a regex), got {rule!r}")
     try:
-        return re.compile(pattern), replacement
+        compiled = re.compile(pattern)
     except re.error as e:
         raise UserError(f"--versus: {pattern!r} is not a regular expression ({e})") from None
+    try:  # re compiles the replacement before it searches: group references are checked
+        compiled.sub(replacement, "")
+    except (re.error, IndexError) as e:
+        raise UserError(
+            f"--versus: {replacement!r} is not a replacement for {pattern!r} ({e})"
+        ) from None
+    return compiled, replacement
 
 
 def paired_table(groups: list[Group], rules: list[tuple[re.Pattern, str]]) -> str:

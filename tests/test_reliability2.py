@@ -3,6 +3,8 @@ every command, and a preempted run (SIGTERM, SIGHUP) saves like Ctrl-C."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import shutil
 import signal
@@ -214,3 +216,123 @@ def test_a_broken_run_is_one_line_and_the_others_still_tabulate(tmp_path, damage
     assert f"{broken}/{says}" in lines[0]
     alone = report_of(str(broken), "--out", str(tmp_path / "out"))  # nothing else to report
     assert_user_error(alone, f"{broken}/{says}")
+
+
+# ---------------------------------------------------------------------------- one line each
+
+COMMANDS = ["train", "eval", "generate", "report", "suite", "horizon", "bench", "tune"]
+
+
+def command(name: str, *args: str, stdout: object = subprocess.PIPE) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", f"altgrad_triton.cli.{name}", *args],
+        stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_an_unknown_option_is_one_line_from_every_command(name):
+    proc = command(name, "somewhere", "--no-such-option")
+    assert_user_error(proc, "--no-such-option", f"altgrad-{name} --help")
+
+
+def assert_machine_fault(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit code 1 (the machine's fault, not the user's) and one ``error:`` line, the last
+    on stderr (altgrad-eval --json shows its progress there)."""
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0], proc.stderr
+    for f in fragments:
+        assert f in errors[0], (f, errors[0])
+
+
+@pytest.fixture
+def report_runs(tmp_path):
+    fake_run(tmp_path / "runs", "a-s1", "wikitext-2-small", [5.0, 4.0])
+    return tmp_path / "runs"
+
+
+def test_report_outputs_that_cannot_be_written_are_one_line(report_runs, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert_user_error(report_of(str(report_runs), "--out", str(a_file)), "a file stands where")
+    proc = report_of(str(report_runs), "--markdown", str(tmp_path))
+    assert_user_error(proc, f"{tmp_path}", "a folder stands where a file is needed")
+    proc = report_of(str(report_runs), "--out", str(tmp_path / "o"), "--versus", "wt2=\\9")
+    assert_user_error(proc, "--versus: '\\\\9' is not a replacement for 'wt2'")
+    with open("/dev/full", "w") as full:
+        proc = command("report", str(report_runs), "--out", str(tmp_path / "o"), stdout=full)
+    assert_machine_fault(proc, "No space left on device")
+
+
+def test_a_read_only_output_disk_is_one_line_exit_1(report_runs, tmp_path, monkeypatch, capsys):
+    from altgrad_triton import report
+    from altgrad_triton.cli import report as report_cli
+
+    def read_only(path, text):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(report, "write_text_atomic", read_only)
+    assert report_cli.main([str(report_runs), "--out", str(tmp_path / "o"), "--no-plots"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'o' / 'report.md'}: Read-only file system"]
+
+
+def test_absurd_thread_counts_are_refused():
+    with pytest.raises(UserError, match=r"run\.threads: must be <= 1024, got 100000"):
+        recipes.load(SMALL, ["run.threads=100000"])
+    proc = command("horizon", "--threads", "100000")
+    assert_user_error(proc, "--threads: must be from 1 to 1024, got 100000")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny run trained for one epoch."""
+    from altgrad_triton.train import Trainer
+
+    root = tmp_path_factory.mktemp("trained")
+    recipe = tiny_recipe(tiny_corpus(root / "data"), root / "runs", run={"epochs": 1})
+    Trainer(recipe, root / "runs" / "tiny").fit()
+    return root / "runs" / "tiny"
+
+
+def test_a_seed_beyond_64_bits_is_one_line(trained, capsys):
+    from altgrad_triton import load_run
+    from altgrad_triton.cli import generate as generate_cli
+
+    with pytest.raises(UserError, match=r"seed: must be an integer from 0 to 2\*\*63 - 1"):
+        load_run(trained).generate(5, seed=2**63)
+    assert generate_cli.main([str(trained), "--seed", str(2**63), "--words", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: seed: must be an integer from 0 to 2**63 - 1, got {2**63}"]
+
+
+def test_eval_json_to_a_full_disk_is_one_line_exit_1(trained):
+    with open("/dev/full", "w") as full:
+        proc = command("eval", str(trained), "--json", stdout=full)
+    assert_machine_fault(proc, "No space left on device")
+
+
+def test_a_meta_json_without_vocab_names_the_key_and_the_file(trained, tmp_path):
+    from altgrad_triton import load_run
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(trained, copy)
+    meta = copy / "checkpoints" / "best" / "meta.json"
+    data = json.loads(meta.read_text())
+    del data["vocab"]
+    meta.write_text(json.dumps(data))
+    with pytest.raises(UserError) as e:
+        load_run(copy)
+    assert str(e.value).startswith(
+        f"{copy / 'checkpoints' / 'best'}/meta.json: lacks the key 'vocab'"
+    )
+
+
+def test_a_resume_that_renames_the_run_is_refused(trained, tmp_path):
+    from altgrad_triton.cli import train as train_cli
+
+    recipe = (trained / "recipe.toml").read_text()
+    with pytest.raises(UserError, match=r"run\.name=other would rename the run 'tiny'"):
+        train_cli.body(["--resume", str(trained), "run.name=other"])
+    assert (trained / "recipe.toml").read_text() == recipe
