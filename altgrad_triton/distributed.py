@@ -33,6 +33,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -221,14 +222,34 @@ def install_sigterm_message(ctx: DistContext, hint: str) -> Any:
     """
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        sys.stderr.write(
-            f"error: rank {ctx.rank}: terminated (SIGTERM): torchrun stops every "
-            f"rank when one fails, or the job was cancelled. {hint}\n"
-        )
-        sys.stderr.flush()
-        os._exit(128 + signal.SIGTERM)
+        _say_terminated(ctx, hint)
 
     return signal.signal(signal.SIGTERM, on_sigterm)
+
+
+SIGTERM_GRACE_S = 20.0
+"""How long a rank may take to stop after a SIGTERM during training: torchrun's agent sends
+SIGKILL 30 s after its SIGTERM, and a rank that is still alive then has said nothing."""
+
+
+def exit_after_grace(ctx: DistContext, hint: str, seconds: float = SIGTERM_GRACE_S) -> None:
+    """End this rank with the SIGTERM message if it has not stopped ``seconds`` from now.
+
+    A SIGTERM during training asks the rank to finish its segment and save (a preempted
+    job); when it came because another rank died, the collective that should agree on the
+    stop may wait for the dead one, and this ends the rank with one line instead."""
+    timer = threading.Timer(seconds, _say_terminated, (ctx, hint))
+    timer.daemon = True
+    timer.start()
+
+
+def _say_terminated(ctx: DistContext, hint: str) -> None:
+    sys.stderr.write(
+        f"error: rank {ctx.rank}: terminated (SIGTERM): torchrun stops every "
+        f"rank when one fails, or the job was cancelled. {hint}\n"
+    )
+    sys.stderr.flush()
+    os._exit(128 + signal.SIGTERM)
 
 
 # ---------------------------------------------------------------------------- shares

@@ -172,6 +172,8 @@ class LoadedRun:
             raise UserError(f"words: must be >= 0, got {n}")
         if not (math.isfinite(temperature) and temperature >= MIN_TEMPERATURE):
             raise UserError(f"temperature: must be >= {MIN_TEMPERATURE:g}, got {temperature}")
+        if not 0 <= seed <= MAX_SEED:
+            raise UserError(f"seed: must be an integer from 0 to 2**63 - 1, got {seed}")
         ids, _ = self.encode_prompt(prompt)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         if len(ids) == 0:  # no prompt and no line-start token: a random first token
@@ -194,6 +196,10 @@ class LoadedRun:
 
 
 # ---------------------------------------------------------------------------- loading
+
+
+MAX_SEED = 2**63 - 1
+"""The largest seed a torch.Generator takes."""
 
 
 def read_checkpoint(
@@ -219,7 +225,12 @@ def read_checkpoint(
     try:
         recipe = recipes.from_dict(meta["recipe"])
         vocab = Vocabulary.from_dict(meta["vocab"])
-    except (KeyError, TypeError, UserError) as e:
+    except KeyError as e:
+        raise UserError(
+            f"{where}/meta.json: lacks the key {e.args[0]!r} that a checkpoint's meta.json "
+            "holds (written by altgrad-train); the checkpoint is damaged or not one"
+        ) from None
+    except (TypeError, UserError) as e:
         raise UserError(f"{where}/meta.json: {one_line(e, typed=False)}") from None
     return recipe, vocab, meta, weights
 

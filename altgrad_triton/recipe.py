@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -46,6 +47,10 @@ def section(cls: type, help: str) -> Any:
     return field(default_factory=cls, metadata={"help": help})
 
 
+MAX_THREADS = 1024
+"""The most CPU threads a recipe may ask for (torch crashes on absurd counts, e.g. 100000)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     name: str = opt("run", "run name; the run directory is out_dir/name")
@@ -69,7 +74,10 @@ class RunConfig:
     max_eval_batches: int = opt(0, "cap on evaluation segments, 0 = whole split", ge=0)
     log_every: int = opt(20, "plain-text progress line every this many segments", ge=1)
     threads: int = opt(
-        0, "CPU threads for PyTorch, 0 = its default; use 1 when several runs share the cores", ge=0
+        0,
+        "CPU threads for PyTorch, 0 = its default; use 1 when several runs share the cores",
+        ge=0,
+        le=MAX_THREADS,
     )
     parent: str = opt(
         "",
@@ -348,9 +356,36 @@ def _build(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
         return cls()
 
 
+RUN_NAME_PUNCTUATION = "._-+=@,"
+"""What a run name may hold besides letters and digits: it is one folder below run.out_dir."""
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a run name, or None. An empty name (an unset shell variable)
+    would make run.out_dir itself the run folder, a separator or ``..`` another folder."""
+    bad = [c for c in name if not (c.isalnum() or c in RUN_NAME_PUNCTUATION)]
+    if name and not bad and not name.startswith("."):
+        return None
+    return (
+        f"run.name: must be one non-empty folder name of letters, digits and "
+        f"{' '.join(RUN_NAME_PUNCTUATION)} (not starting with '.'; no quotes, spaces or "
+        f"path separators), got {name!r}"
+    )
+
+
+def _expand_home(r: Recipe) -> Recipe:
+    """``r`` with ``~`` expanded in its path keys (a quoted ``"~/x"`` reaches us as is)."""
+    home = os.path.expanduser
+    return dataclasses.replace(
+        r,
+        run=dataclasses.replace(r.run, out_dir=home(r.run.out_dir), parent=home(r.run.parent)),
+        data=dataclasses.replace(r.data, path=home(r.data.path), cache_dir=home(r.data.cache_dir)),
+    )
+
+
 def _cross_checks(r: Recipe) -> list[str]:
     """Checks that involve more than one key."""
-    problems = []
+    problems = [p for p in [run_name_problem(r.run.name)] if p]
     if r.run.backend == "cudnn" and r.model.cell != "lstm":
         problems.append(
             f"run.backend: 'cudnn' runs LSTM layers, and model.cell is {r.model.cell!r}; "
@@ -440,7 +475,7 @@ def from_dict(data: dict) -> Recipe:
         problems = _cross_checks(recipe)
     if problems:
         raise UserError("invalid recipe: " + "; ".join(problems))
-    return recipe
+    return _expand_home(recipe)
 
 
 def _merge(base: dict, over: dict) -> dict:

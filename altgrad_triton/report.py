@@ -6,8 +6,10 @@ A run directory is what ``altgrad-train`` leaves: ``metrics.jsonl`` (one line pe
 Seeds: a run named ``<name>-s<seed>`` (``altgrad-suite`` names them so) is one seed of the
 recipe ``<name>``; runs are grouped by that name and every group gets the mean and the
 sample standard deviation (n - 1) over its seeds. A name without the suffix is a group of
-its own. Word-level corpora are reported in perplexity, character level (corpus "chars")
-in bits per character (loss / ln 2).
+its own. A run counts once however often it is named (the same folder, or a copy: the
+same recipe, ``fingerprint``), and a run whose files cannot be read is left out with a
+one-line warning while the others are reported. Word-level corpora are reported in
+perplexity, character level (corpus "chars") in bits per character (loss / ln 2).
 
 Plots (matplotlib, the optional ``plot`` extra, imported only when plots are asked for):
 per group, validation perplexity (or bpc) per epoch, one line per seed, epochs trained in
@@ -18,6 +20,7 @@ curve of every group; per ``--versus`` pair, the seed-paired difference per epoc
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -91,43 +94,117 @@ def metric(loss: float | None, char_level: bool) -> float | None:
 
 
 def read_run(path: Path) -> Run:
-    """Read one run directory (metrics.jsonl required; results.json, recipe.toml optional)."""
+    """Read one run directory (metrics.jsonl required; results.json, recipe.toml optional);
+    a file that cannot be read or holds no numbers where they belong is one UserError
+    naming it."""
     path = Path(path)
     metrics = path / "metrics.jsonl"
     if not metrics.exists():
         raise UserError(f"{path}: not a run directory (no metrics.jsonl)")
-    corpus, name = "", path.name
-    recipe = path / "recipe.toml"
-    if recipe.exists():
-        try:
-            r = tomllib.loads(recipe.read_text(encoding="utf-8"))
-            corpus = r.get("data", {}).get("corpus", "")
-            name = r.get("run", {}).get("name", name) or name
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-            pass  # the folder name stands in for a damaged recipe.toml
+    recipe = _recipe_of(path)
+    corpus = recipe.get("data", {}).get("corpus", "")
+    name = recipe.get("run", {}).get("name", "") or path.name
     results = None
-    if (path / "results.json").exists():
-        results = read_json(path / "results.json", required=("best_val_loss",))
+    try:
+        if (path / "results.json").exists():
+            results = read_json(path / "results.json", required=("best_val_loss",))
+            _numbers([results], ("best_val_loss", "test_loss", "seconds"), path / "results.json")
+        epochs = read_jsonl(metrics, required=("epoch",))
+    except OSError as e:
+        raise UserError(f"{e.filename or path}: cannot read ({e.strerror or e})") from None
+    if not epochs and metrics.read_text(encoding="utf-8", errors="replace").strip():
+        raise UserError(f"{metrics}: holds no complete JSON line (its only line is not JSON)")
+    _numbers(epochs, ("val_loss", "sg_cos", "seconds"), metrics)
     group, seed = split_seed(name)
-    epochs = read_jsonl(metrics, required=("epoch",))
     return Run(path, name, group, seed, corpus, epochs, results)
 
 
-def find_runs(paths: list[str | Path]) -> list[Run]:
+def _recipe_of(path: Path) -> dict:
+    """The run's recipe.toml as a dict; empty if it is missing or damaged (the folder name
+    then stands in for the run's name)."""
+    try:
+        r = tomllib.loads((path / "recipe.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return {}
+    run, data = r.get("run", {}), r.get("data", {})
+    ok = isinstance(run, dict) and isinstance(data, dict)
+    return r if ok and isinstance(run.get("name", ""), str) else {}
+
+
+def _numbers(rows: list[dict], keys: tuple[str, ...], where: Path) -> None:
+    """A UserError naming ``where`` if one of ``keys`` holds something other than a number
+    (or null): a table cannot average it."""
+    for row in rows:
+        for key in keys:
+            v = row.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise UserError(f"{where}: {key} must be a number, got {v!r}")
+
+
+FINGERPRINT_IGNORES = ("out_dir", "threads", "log_every")
+"""run keys that do not change what a run computes: a run copied or trained again into
+another folder is the same seed."""
+
+
+def fingerprint(path: Path) -> str | None:
+    """What makes two run folders the same run: their recipe, less the keys of
+    FINGERPRINT_IGNORES; None without a readable recipe.toml."""
+    recipe = _recipe_of(path)
+    if not recipe:
+        return None
+    run = {k: v for k, v in recipe.get("run", {}).items() if k not in FINGERPRINT_IGNORES}
+    return json.dumps({**recipe, "run": run}, sort_keys=True, default=str)
+
+
+def run_dirs(paths: list[str | Path]) -> list[Path]:
     """Run directories named, or found one or two levels below the folders named."""
-    runs: list[Run] = []
-    for p in map(Path, paths):
+    dirs: list[Path] = []
+    for p in (Path(x).expanduser() for x in paths):
         if not p.exists():
             raise UserError(f"{p}: no such file or directory")
         if (p / "metrics.jsonl").exists():
-            runs.append(read_run(p))
+            dirs.append(p)
             continue
         found = sorted(
             {m.parent for m in [*p.glob("*/metrics.jsonl"), *p.glob("*/*/metrics.jsonl")]}
         )
         if not found:
             raise UserError(f"{p}: holds no run directories (no metrics.jsonl inside)")
-        runs += [read_run(d) for d in found]
+        dirs += found
+    return dirs
+
+
+def find_runs(paths: list[str | Path], notes: list[str] | None = None) -> list[Run]:
+    """The runs of ``run_dirs(paths)``, each once: a folder named twice, or a copy of a run
+    (the same recipe.toml, see ``fingerprint``), is one seed, not two. With ``notes``, each
+    duplicate dropped and each broken run left out is a line there (the other runs are
+    still read); without, a broken run is a UserError. A UserError if no run is readable."""
+    runs: list[Run] = []
+    broken: list[UserError] = []
+    seen: dict[object, Path] = {}
+    for d in run_dirs(paths):
+        keys = [d.resolve(), fingerprint(d)]
+        first = next((seen[k] for k in keys if k in seen), None)
+        if first is not None:
+            if notes is not None:
+                notes.append(
+                    f"{d} is the same run as {first} (same folder or recipe): counted once"
+                )
+            continue
+        try:
+            run = read_run(d)
+        except UserError as e:
+            if notes is None:
+                raise
+            broken.append(e)
+            continue
+        seen.update((k, d) for k in keys if k is not None)
+        runs.append(run)
+    if broken and not runs:
+        more = f" (and {len(broken) - 1} more broken runs)" if len(broken) > 1 else ""
+        raise UserError(f"{broken[0]}{more}")
+    if notes is not None:
+        notes += [f"left out a broken run: {e}" for e in broken]
     return runs
 
 
@@ -240,9 +317,16 @@ def parse_versus(rule: str) -> tuple[re.Pattern, str]:
     if not sep or not pattern:
         raise UserError(f"--versus: expected PATTERN=REPLACEMENT (a regex), got {rule!r}")
     try:
-        return re.compile(pattern), replacement
+        compiled = re.compile(pattern)
     except re.error as e:
         raise UserError(f"--versus: {pattern!r} is not a regular expression ({e})") from None
+    try:  # re compiles the replacement before it searches: group references are checked
+        compiled.sub(replacement, "")
+    except (re.error, IndexError) as e:
+        raise UserError(
+            f"--versus: {replacement!r} is not a replacement for {pattern!r} ({e})"
+        ) from None
+    return compiled, replacement
 
 
 def paired_table(groups: list[Group], rules: list[tuple[re.Pattern, str]]) -> str:
@@ -647,14 +731,18 @@ def write_report(
     plots: bool = True,
     title: str = "Results",
     versus: list[str] = (),
+    notes: list[str] | None = None,
 ) -> tuple[Path, list[Path], str | None]:
     """Tables (always), seed-paired differences for the ``versus`` rules (see
     ``paired_table``), and plots (when asked and matplotlib is there).
 
-    Returns (markdown path, plot paths, a note when plots were skipped).
+    Returns (markdown path, plot paths, a note when plots were skipped). ``notes``, if
+    given, gets a line for each duplicate run dropped and each broken run left out (see
+    ``find_runs``); they are listed in the Markdown too.
     """
     rules = [parse_versus(v) for v in versus]
-    runs = find_runs(paths)
+    notes = [] if notes is None else notes
+    runs = find_runs(paths, notes)
     groups = group_runs(runs)
     out_dir = Path(out_dir)
     markdown = Path(markdown) if markdown else out_dir / "report.md"
@@ -665,6 +753,7 @@ def write_report(
         "",
         f"{len(runs)} runs in {len(groups)} groups.",
         "",
+        *[f"_Note: {n}_\n" for n in notes],
         markdown_table(groups),
     ]
     if rules:

@@ -145,8 +145,30 @@ def start_afresh(run_dir: Path) -> list[str]:
             f"note: {run_dir} holds no complete checkpoint: starting it afresh with a new "
             "metrics.jsonl (the old one, whose epochs have no checkpoint, is metrics.jsonl.old)"
         )
-    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+    _remove_own_checkpoints(run_dir)
     return notes
+
+
+CHECKPOINT_ENTRIES = tuple(
+    name for tag in ("best", "last") for name in (tag, f".{tag}.tmp", f".{tag}.old")
+)
+"""What ``checkpoint.save`` leaves in a run's checkpoints folder, and all a fresh start removes."""
+
+
+def _remove_own_checkpoints(run_dir: Path) -> None:
+    """Remove the incomplete checkpoints a stopped run left, and nothing else: only in a
+    folder a run marked as its own (its recipe.toml), only the entries ``checkpoint.save``
+    writes; the checkpoints folder itself only once empty. Whatever else lives there (a
+    finished run that someone named ``checkpoints`` one level up) is not this run's."""
+    folder = run_dir / CHECKPOINTS
+    if not (run_dir / "recipe.toml").is_file() or not folder.is_dir() or folder.is_symlink():
+        return
+    for name in CHECKPOINT_ENTRIES:
+        entry = folder / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty: something that is not ours
+        folder.rmdir()
 
 
 def kept(run_dir: str | Path) -> str | None:

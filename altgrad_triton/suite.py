@@ -85,6 +85,12 @@ def plan(
     """
     if not seeds:
         raise UserError("--seeds: give at least one seed")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise UserError(
+            f"--seeds: {' '.join(map(str, repeated))} given more than once; each seed is one "
+            "run, and a repeated one would count the same run twice"
+        )
     out = Path(out)
     runs: list[PlannedRun] = []
     names: dict[str, Path] = {}

@@ -51,8 +51,14 @@ from .tbptt import segment_step
 
 
 class TrainingStopped(UserError):
-    """The run stopped on purpose (Ctrl-C) or on a non-finite loss; the message says which
-    checkpoint was kept."""
+    """The run stopped on purpose (Ctrl-C, SIGTERM, SIGHUP) or on a non-finite loss; the
+    message says which checkpoint was kept."""
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Ctrl-C, and what a scheduler (SLURM, Kubernetes, torchrun's agent) or a closed terminal
+sends before it kills: each stops the run after its segment with ``last`` saved, and the run
+exits with 128 + the signal's number (130, 143, 129), as a shell reports a signal."""
 
 
 def epoch_segments(rows: int, recipe: Recipe, epoch: int) -> list[data.Segment]:
@@ -114,7 +120,7 @@ class Trainer:
         self.run_state = RunState()
         vocab_size = len(self.parts.corpus.vocab)
         self.log = MetricsLog(self.run_dir, self.console, self.dist.is_main, vocab_size)
-        self._stop_requested = False
+        self._stop_requested, self._stop_signal = False, signal.SIGINT
         self.console.print(describe(self.parts, recipe, self.dist), markup=False)
         for note in unused_keys(recipe):
             self.console.print(note, markup=False)
@@ -127,12 +133,15 @@ class Trainer:
                 write_text_atomic(self.run_dir / "recipe.toml", to_toml(self.recipe))
             if self.recipe.run.parent and self.run_state.averaging_since is None:  # a fresh one
                 self.start_from_parent(Path(self.recipe.run.parent))
-            previous = signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+            previous = {
+                s: signal.signal(s, lambda n, _: self.request_stop(n)) for s in STOP_SIGNALS
+            }
             try:
                 while self.run_state.epoch <= self.recipe.run.epochs and not self.fine_tuned():
                     self.run_epoch(self.parts.plan(self.run_state.epoch))
             finally:
-                signal.signal(signal.SIGINT, previous)
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
             return self.finish()
 
     def run_epoch(self, plan: EpochPlan) -> None:
@@ -316,24 +325,35 @@ class Trainer:
         return ddp.broadcast_object(results, self.dist)
 
     # ------------------------------------------------------------------ stopping
-    def request_stop(self) -> None:
-        """Stop after the current segment and save (Ctrl-C); asked twice, abort at once."""
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Stop after the current segment and save (Ctrl-C, or ``signum`` of STOP_SIGNALS);
+        asked twice, abort at once. Under torchrun a SIGTERM may also mean that another rank
+        failed: the segment's collective then fails, or ``ddp.exit_after_grace`` ends it."""
         if self._stop_requested:
             raise KeyboardInterrupt
-        self._stop_requested = True
-        self.console.print(
-            "stopping after this segment (Ctrl-C again to abort without saving)", markup=False
-        )
+        self._stop_requested, self._stop_signal = True, signum
+        if signum == signal.SIGINT:
+            said = "stopping after this segment (Ctrl-C again to abort without saving)"
+        else:
+            said = f"{signal.Signals(signum).name}: stopping after this segment to save"
+        self.console.print(said, markup=False)
+        if signum == signal.SIGTERM and self.dist.enabled:
+            ddp.exit_after_grace(self.dist, f"Continue with: {self._resume_hint()}")
 
     def _save_and_stop(self, plan: EpochPlan) -> NoReturn:
         self.save("last")
         raise self._stopped(f"at epoch {plan.epoch}, segment {self.run_state.sums.segment}")
 
     def _stopped(self, where: str) -> TrainingStopped:
+        number = self._stop_signal
+        by = "" if number == signal.SIGINT else f" by {signal.Signals(number).name}"
         return TrainingStopped(
-            f"interrupted {where}; saved. Continue with: {self._command()} --resume {self.run_dir}",
-            exit_code=130,
+            f"interrupted{by} {where}; saved. Continue with: {self._resume_hint()}",
+            exit_code=128 + number,
         )
+
+    def _resume_hint(self) -> str:
+        return f"{self._command()} --resume {self.run_dir}"
 
     def _command(self) -> str:
         """How this run's trainer starts, for the messages that say how to go on."""

@@ -43,6 +43,7 @@ ELEMENTWISE_SG = {
 RESTARTS = {"kind": "cosine_restarts", "periods": [1, 2]}
 COLLECTIVE_TIMEOUT_S = 20  # per collective, in the two-rank runs
 LAUNCH_TIMEOUT_S = 120  # per torchrun launch, whatever happens
+PREEMPT_AT_SEGMENT = 20  # inside epoch 1
 CRASH_AT_SEGMENT = 75  # rank 1 dies here: epoch 1 has 65 segments, so inside epoch 2
 
 
@@ -331,6 +332,28 @@ def test_a_dead_rank_ends_the_job_and_the_last_checkpoint_resumes(tmp_path):
     assert_close_params(params(run), params(single / "tiny"))
 
 
+def test_a_preempted_torchrun_job_saves_and_resumes_as_one_process_trains(tmp_path):
+    """SIGTERM to torchrun's agent (what SLURM or Kubernetes sends), which sends it on to
+    every rank: they stop at the same segment, rank 0 saves, and a resume trains on."""
+    data = tiny_corpus(tmp_path / "data")
+    r = tiny_recipe(data, tmp_path / "runs", model=NO_DROPOUT)
+    (tmp_path / "r.toml").write_text(recipes.to_toml(r))
+    run = tmp_path / "runs" / "tiny"
+    proc = torchrun(Path(__file__), "preempt", tmp_path / "r.toml")
+    ours = [x for x in proc.stderr.splitlines() if x.startswith("error: rank 0: ") or
+            x.startswith("error: interrupted")]  # fmt: skip
+    assert len(ours) == 1, proc.stderr[-3000:]
+    assert ours[0].startswith("error: interrupted by SIGTERM at epoch 1, segment "), ours
+    assert ours[0].endswith(f"torchrun ... -m altgrad_triton.cli.train --resume {run}")
+    meta, _, _, _ = checkpoint.load(run / "checkpoints" / "last")
+    assert meta["epoch"] == 1  # inside epoch 1, which the resume finishes
+    proc = torchrun("-m", "altgrad_triton.cli.train", "--resume", run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = tmp_path / "single"
+    Trainer(tiny_recipe(data, single, model=NO_DROPOUT), single / "tiny").fit()
+    assert_close_rows(metric_rows(run), metric_rows(single / "tiny"))
+
+
 def test_a_stuck_rank_times_out_instead_of_hanging(tmp_path):
     r = tiny_recipe(tiny_corpus(tmp_path / "data"), tmp_path / "runs", model=NO_DROPOUT)
     (tmp_path / "r.toml").write_text(recipes.to_toml(r))
@@ -400,11 +423,33 @@ def _rank_crash(crashed_at: Path, cli_args: list[str], stuck: bool = False) -> i
     return cli.main(cli_args)
 
 
+def _rank_preempted(cli_args: list[str]) -> int:
+    """The CLI on every rank; rank 0 sends SIGTERM to torchrun's agent inside epoch 1."""
+    import signal
+
+    from altgrad_triton.cli import train as cli
+
+    if os.environ["RANK"] == "0":
+        real_segment = Trainer.train_segment
+        calls = {"n": 0}
+
+        def segment_then_preempt(self, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == PREEMPT_AT_SEGMENT:
+                os.kill(os.getppid(), signal.SIGTERM)
+            return real_segment(self, *args, **kwargs)
+
+        Trainer.train_segment = segment_then_preempt
+    return cli.main(cli_args)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode, *rest = sys.argv[1:]
     if mode == "scenarios":
         _rank_scenarios(Path(rest[0]), Path(rest[1]))
+    elif mode == "preempt":
+        sys.exit(_rank_preempted(rest))
     elif mode in ("crash", "stuck"):
         sys.exit(_rank_crash(Path(rest[0]), rest[1:], stuck=mode == "stuck"))
     else:

@@ -133,6 +133,7 @@ def test_resume_without_a_complete_checkpoint_says_how_to_start_afresh(tmp_path,
 def test_a_fresh_start_takes_over_a_folder_without_a_complete_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
     (run / "checkpoints" / ".best.tmp").mkdir(parents=True)
+    (run / "recipe.toml").write_text("")  # what marks it as a run's own folder
     (run / "metrics.jsonl").write_text('{"epoch": 1}\n')
     with rundir.claim(run, resuming=False) as tag:
         assert tag is None

@@ -1,8 +1,11 @@
-"""What every entry point shares: one-line errors on stderr, exit code 2, no traceback."""
+"""What every entry point shares: one-line errors on stderr, no traceback; exit code 2 for
+a user's mistake (a bad option, a file that is not what it should be), 1 for a fault of the
+machine (a full or read-only disk)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable
@@ -23,8 +26,37 @@ def run_main(body: Callable[[], int | None]) -> int:
         print("error: aborted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # piped into `head`, which stopped reading: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit flush
+        _stdout_to_devnull()
         return 141  # what a shell reports for SIGPIPE
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        try:  # what is still buffered for stdout would fail again at exit, with a traceback
+            sys.stdout.flush()
+        except OSError:
+            _stdout_to_devnull()
+        return 1 if e.errno in ENVIRONMENT_FAULTS else 2
+
+
+ENVIRONMENT_FAULTS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO, errno.ENOMEM}
+"""Errors of the machine, not of what the user asked: exit code 1."""
+
+
+def os_error_line(error: OSError) -> str:
+    """A file-system error as ``<file>: <what>``, one line."""
+    what = error.strerror or str(error)
+    if isinstance(error, FileExistsError | NotADirectoryError):
+        what += " (a file stands where a folder is needed)"
+    elif isinstance(error, IsADirectoryError):
+        what += " (a folder stands where a file is needed)"
+    where = next(  # of a rename, its destination: the file the user named
+        (f for f in (error.filename2, error.filename) if f is not None), "the output"
+    )
+    return " ".join(f"{where}: {what}".split())
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, for the flush at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def command_parser(prog: str, doc: str, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -32,7 +64,7 @@ def command_parser(prog: str, doc: str, epilog: str | None = None) -> argparse.A
     description and, unless ``epilog`` is given, the rest of it (examples) below the options,
     printed as written."""
     description, _, rest = doc.partition("\n\n")
-    return argparse.ArgumentParser(
+    return CommandParser(
         prog=prog,
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -40,12 +72,9 @@ def command_parser(prog: str, doc: str, epilog: str | None = None) -> argparse.A
     )
 
 
-def one_line_parse_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """``parser``, changed to raise a UserError for a bad option (one line on stderr, exit 2)
-    instead of printing its usage block."""
+class CommandParser(argparse.ArgumentParser):
+    """A parser whose bad option is a UserError (one line on stderr, exit 2), not a usage
+    block; every command's parser is one."""
 
-    def error(message: str) -> NoReturn:
-        raise UserError(f"{message} (see {parser.prog} --help)")
-
-    parser.error = error  # type: ignore[method-assign]
-    return parser
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see {self.prog} --help)")

@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import recipe as recipes
-from .common import command_parser, one_line_parse_errors, run_main
+from .common import command_parser, run_main
 
 UNKNOWN_SHOWN = 8
 """How many distinct unknown words the note names (the most frequent)."""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = one_line_parse_errors(command_parser("altgrad-eval", __doc__))
+    p = command_parser("altgrad-eval", __doc__)
     p.add_argument("run_dir", help="a run directory written by altgrad-train")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     what = p.add_mutually_exclusive_group()

@@ -15,12 +15,12 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from .common import command_parser, one_line_parse_errors, run_main
+from .common import command_parser, run_main
 from .eval import backend_choices
 
 
 def parser() -> argparse.ArgumentParser:
-    p = one_line_parse_errors(command_parser("altgrad-generate", __doc__))
+    p = command_parser("altgrad-generate", __doc__)
     p.add_argument("run_dir", help="a run directory written by altgrad-train")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--words", type=int, default=100, help="tokens to sample (default 100)")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..files import write_text_atomic
+from ..recipe import MAX_THREADS
 from .common import command_parser, run_main
 
 
@@ -69,6 +70,8 @@ def body(argv: list[str] | None = None) -> int:
             raise UserError(f"{args.table_only}: no results there")
         print(horizon.table(rows))
         return 0
+    if not 1 <= args.threads <= MAX_THREADS:
+        raise UserError(f"--threads: must be from 1 to {MAX_THREADS}, got {args.threads}")
     torch.set_num_threads(args.threads)
     settings = {name: getattr(args, name) for name in SETTINGS}
     configs = horizon.plan(args.tasks, args.truncations, args.methods, args.seeds, **settings)

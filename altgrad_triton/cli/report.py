@@ -43,6 +43,7 @@ def body(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..report import write_report
 
+    notes: list[str] = []
     md, plots, note = write_report(
         args.runs,
         Path(args.out),
@@ -51,11 +52,12 @@ def body(argv: list[str] | None = None) -> int:
         plots=not args.no_plots,
         title=args.title,
         versus=args.versus,
+        notes=notes,
     )
     print(md.read_text())
     print(f"wrote {md}" + (f" and {len(plots)} plots in {plots[0].parent}" if plots else ""))
-    if note:
-        print(f"warning: {note}", file=sys.stderr)
+    for line in [*notes, note] if note else notes:
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

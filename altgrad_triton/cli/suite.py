@@ -50,16 +50,18 @@ def body(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         present = [r.run_dir for r in runs if (r.run_dir / "metrics.jsonl").exists()]
         if present:
+            notes: list[str] = []
             md, plots, note = write_report(
                 present,
                 out / "report",
                 plots=not args.no_plots,
                 title=f"altgrad-suite {args.folder}",
+                notes=notes,
             )
             print(md.read_text())
             print(f"report written to {md}" + (f" ({len(plots)} plots)" if plots else ""))
-            if note:
-                print(f"warning: {note}", file=sys.stderr)
+            for line in [*notes, note] if note else notes:
+                print(f"warning: {line}", file=sys.stderr)
     if failed:
         raise UserError(
             f"{len(failed)} run(s) failed: {', '.join(r.name for r in failed)}; "

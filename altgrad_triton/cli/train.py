@@ -30,11 +30,11 @@ from typing import Any
 from .. import recipe as recipes
 from .. import rundir
 from ..errors import UserError
-from .common import run_main
+from .common import CommandParser, run_main
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="altgrad-train",
         description=__doc__.split("\n\n")[0],
         epilog="Overrides are key.sub=value, values parsed as TOML (bare words as strings).",
@@ -70,18 +70,30 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
     if args.finetune:
         if args.resume or path is not None:
             raise UserError("--finetune RUN_DIR takes its recipe from RUN_DIR: give no recipe file")
-        recipe = finetune_recipe(Path(args.finetune), overrides)
+        recipe = finetune_recipe(Path(args.finetune).expanduser(), overrides)
         return recipe, Path(recipe.run.out_dir) / recipe.run.name
     if args.resume:
-        run_dir = Path(args.resume)
+        run_dir = Path(args.resume).expanduser()
         if not (run_dir / "recipe.toml").exists():
             raise UserError(f"--resume {run_dir}: not a run directory (no recipe.toml there)")
         recipe = recipes.load(path or run_dir / "recipe.toml", overrides)
+        _same_name(run_dir, recipe)
         return recipe, run_dir
     if path is None:
         raise UserError("give a recipe file (e.g. recipes/wt2-small.toml) or --resume RUN_DIR")
     recipe = recipes.load(path, overrides)
     return recipe, Path(recipe.run.out_dir) / recipe.run.name
+
+
+def _same_name(run_dir: Path, recipe: recipes.Recipe) -> None:
+    """Refuse a resume that renames the run: it continues in ``run_dir`` whatever the name,
+    and would write the other name into its recipe.toml."""
+    stored = recipes.load(run_dir / "recipe.toml").run.name
+    if recipe.run.name != stored:
+        raise UserError(
+            f"--resume {run_dir}: run.name={recipe.run.name} would rename the run "
+            f"{stored!r}, which a resume cannot (it continues in {run_dir}); leave run.name out"
+        )
 
 
 def finetune_recipe(parent: Path, overrides: list[str]) -> recipes.Recipe:
