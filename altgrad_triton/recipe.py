@@ -6,9 +6,10 @@ declarations, so a new key needs no extra checking code. Problems are collected,
 raised one at a time: a user fixing a recipe sees every mistake in one go, each naming the
 dotted key, the value and what is allowed.
 
-Recipes may ``extends = "base.toml"`` (a path relative to the recipe) and are deep-merged
-over their base; command-line overrides ``key.sub=value`` are applied last, their values
-parsed as TOML (a bare word that is not valid TOML is taken as a string).
+Recipes may ``extends = "base.toml"`` (a path relative to the recipe, else a packaged
+recipe's name: ``catalog.py``) and are deep-merged over their base; command-line overrides
+``key.sub=value`` are applied last, their values parsed as TOML (a bare word that is not
+valid TOML is taken as a string).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import catalog
 from .errors import UserError
 
 
@@ -471,7 +473,17 @@ def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         return data
     if not isinstance(base, str):
         raise UserError(f"{path}: extends must be a path string, got {base!r}")
-    return _merge(read_toml(path.parent / base, (*_seen, path.resolve())), data)
+    return _merge(read_toml(_base_file(path, base), (*_seen, path.resolve())), data)
+
+
+def _base_file(path: Path, base: str) -> Path:
+    """The file ``extends = base`` in ``path`` names: relative to ``path``'s folder, else
+    a packaged recipe of that name (a copied recipe may extend one); else the relative path,
+    which read_toml reports as not found."""
+    beside = path.parent / base
+    if beside.is_file():
+        return beside
+    return catalog.packaged(base) or beside
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -499,7 +511,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read, merge, override and validate a recipe file; an invalid recipe's error names it."""
+    """Read, merge, override and validate a recipe file or packaged recipe name
+    (``catalog.locate``); an invalid recipe's error names it."""
+    path = catalog.locate(path)
     data = apply_overrides(read_toml(path), list(overrides))
     try:
         return from_dict(data)
