@@ -384,7 +384,15 @@ def _cross_checks(r: Recipe) -> list[str]:
             f"and its optim.lr, got {r.optim.name!r}"
         )
     if r.data.corpus in ("text", "chars") and not r.data.path:
-        problems.append(f"data.path: corpus {r.data.corpus!r} needs a path to your data")
+        wanted = (
+            "a text file (e.g. tinyshakespeare's input.txt) or a folder of train/valid/test.txt"
+            if r.data.corpus == "chars"
+            else "a folder of WikiText-layout train/valid/test files"
+        )
+        problems.append(
+            f"data.path: corpus {r.data.corpus!r} needs your data: pass data.path=... naming "
+            f"{wanted}"
+        )
     return problems + _synthesizer_checks(r.synthetic)
 
 
