@@ -69,7 +69,14 @@ class RunConfig:
         0, "cap on training segments per epoch (a new window each epoch), 0 = whole epoch", ge=0
     )
     max_eval_batches: int = opt(0, "cap on evaluation segments, 0 = whole split", ge=0)
-    log_every: int = opt(20, "plain-text progress line every this many segments", ge=1)
+    log_every: int = opt(
+        20,
+        "plain-text progress line (and TensorBoard's train/* scalars) every this many segments",
+        ge=1,
+    )
+    tensorboard: bool = opt(
+        False, "also write the metrics to RUN_DIR/tensorboard/ (the tensorboard extra)"
+    )
     threads: int = opt(
         0, "CPU threads for PyTorch, 0 = its default; use 1 when several runs share the cores", ge=0
     )

@@ -51,6 +51,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-config", action="store_true", help="print the resolved recipe, exit")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
     p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log to RUN_DIR/tensorboard/ (run.tensorboard=true; the tensorboard extra)",
+    )
+    p.add_argument(
         "--finetune",
         metavar="RUN_DIR",
         help="fine-tune RUN_DIR's best checkpoint with averaged SGD from the start (AWD-LSTM), "
@@ -74,6 +79,8 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
     if path is not None and "=" in path and not Path(path).exists():
         overrides.insert(0, path)  # `--resume DIR key=value` puts an override first
         path = None
+    if args.tensorboard:
+        overrides.append("run.tensorboard=true")
     if args.finetune:
         if args.resume or path is not None:
             raise UserError("--finetune RUN_DIR takes its recipe from RUN_DIR: give no recipe file")
