@@ -55,6 +55,17 @@ def packaged(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def packaged_folder(name: str) -> Path | None:
+    """The packaged folder called ``name`` (``evidence/wt2``, or ``recipes/evidence/wt2``),
+    or None."""
+    root = packaged_root()
+    key = name.removeprefix("recipes").strip("/")
+    if root is None or key.startswith("."):
+        return None
+    path = root / key
+    return path if path.is_dir() else None
+
+
 def locate(text: str | Path) -> Path:
     """The recipe file ``text`` names: an existing path, else a packaged recipe; else a
     one-line error with the close names."""

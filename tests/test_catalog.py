@@ -136,3 +136,14 @@ def test_every_command_prints_its_versions(module):
         f"altgrad-{module} 0.1.0 (torch {metadata.version('torch')}, "
         f"triton {metadata.version('triton')})"
     )
+
+
+def test_a_suite_takes_a_packaged_folder_by_name(tmp_path, monkeypatch):
+    from altgrad_triton import suite
+
+    monkeypatch.chdir(tmp_path)
+    by_name = suite.plan("evidence/wt2", [1], "runs")
+    by_path = suite.plan(ROOT / "recipes" / "evidence" / "wt2", [1], "runs")
+    assert [r.name for r in by_name] == [r.name for r in by_path] and len(by_name) == 14
+    with pytest.raises(UserError, match="evidence/wt3: no such recipe folder, nor a packaged"):
+        suite.plan("evidence/wt3", [1], "runs")
