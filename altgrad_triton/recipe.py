@@ -6,9 +6,10 @@ declarations, so a new key needs no extra checking code. Problems are collected,
 raised one at a time: a user fixing a recipe sees every mistake in one go, each naming the
 dotted key, the value and what is allowed.
 
-Recipes may ``extends = "base.toml"`` (a path relative to the recipe) and are deep-merged
-over their base; command-line overrides ``key.sub=value`` are applied last, their values
-parsed as TOML (a bare word that is not valid TOML is taken as a string).
+Recipes may ``extends = "base.toml"`` (a path relative to the recipe, else a packaged
+recipe's name: ``catalog.py``) and are deep-merged over their base; command-line overrides
+``key.sub=value`` are applied last, their values parsed as TOML (a bare word that is not
+valid TOML is taken as a string).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import catalog
 from .errors import UserError
 
 
@@ -72,7 +74,14 @@ class RunConfig:
         0, "cap on training segments per epoch (a new window each epoch), 0 = whole epoch", ge=0
     )
     max_eval_batches: int = opt(0, "cap on evaluation segments, 0 = whole split", ge=0)
-    log_every: int = opt(20, "plain-text progress line every this many segments", ge=1)
+    log_every: int = opt(
+        20,
+        "plain-text progress line (and TensorBoard's train/* scalars) every this many segments",
+        ge=1,
+    )
+    tensorboard: bool = opt(
+        False, "also write the metrics to RUN_DIR/tensorboard/ (the tensorboard extra)"
+    )
     threads: int = opt(
         0,
         "CPU threads for PyTorch, 0 = its default; use 1 when several runs share the cores",
@@ -417,7 +426,15 @@ def _cross_checks(r: Recipe) -> list[str]:
             f"and its optim.lr, got {r.optim.name!r}"
         )
     if r.data.corpus in ("text", "chars") and not r.data.path:
-        problems.append(f"data.path: corpus {r.data.corpus!r} needs a path to your data")
+        wanted = (
+            "a text file (e.g. tinyshakespeare's input.txt) or a folder of train/valid/test.txt"
+            if r.data.corpus == "chars"
+            else "a folder of WikiText-layout train/valid/test files"
+        )
+        problems.append(
+            f"data.path: corpus {r.data.corpus!r} needs your data: pass data.path=... naming "
+            f"{wanted}"
+        )
     return problems + _synthesizer_checks(r.synthetic)
 
 
@@ -506,7 +523,17 @@ def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
         return data
     if not isinstance(base, str):
         raise UserError(f"{path}: extends must be a path string, got {base!r}")
-    return _merge(read_toml(path.parent / base, (*_seen, path.resolve())), data)
+    return _merge(read_toml(_base_file(path, base), (*_seen, path.resolve())), data)
+
+
+def _base_file(path: Path, base: str) -> Path:
+    """The file ``extends = base`` in ``path`` names: relative to ``path``'s folder, else
+    a packaged recipe of that name (a copied recipe may extend one); else the relative path,
+    which read_toml reports as not found."""
+    beside = path.parent / base
+    if beside.is_file():
+        return beside
+    return catalog.packaged(base) or beside
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -534,7 +561,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read, merge, override and validate a recipe file; an invalid recipe's error names it."""
+    """Read, merge, override and validate a recipe file or packaged recipe name
+    (``catalog.locate``); an invalid recipe's error names it."""
+    path = catalog.locate(path)
     data = apply_overrides(read_toml(path), list(overrides))
     try:
         return from_dict(data)

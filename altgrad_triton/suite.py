@@ -35,8 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import catalog, rundir
 from . import recipe as recipes
-from . import rundir
 from .errors import UserError
 from .report import seeded_name
 
@@ -61,11 +61,16 @@ class PlannedRun:
 
 
 def find_recipes(folder: str | Path) -> list[Path]:
+    """The recipes a suite runs: a file, a folder's ``*.toml`` (not the ``_*`` bases), or
+    a packaged recipe or folder of that name (``evidence/wt2``)."""
     folder = Path(folder)
     if folder.is_file():
         return [folder]
     if not folder.is_dir():
-        raise UserError(f"{folder}: no such recipe folder")
+        named = catalog.packaged(str(folder)) or catalog.packaged_folder(str(folder))
+        if named is None:
+            raise UserError(f"{folder}: no such recipe folder, nor a packaged one")
+        return find_recipes(named)
     found = sorted(p for p in folder.rglob("*.toml") if not p.name.startswith("_"))
     if not found:
         raise UserError(f"{folder}: holds no recipes (*.toml not starting with '_')")

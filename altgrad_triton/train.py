@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from . import asgd, checkpoint, data, rundir
+from . import asgd, board, checkpoint, data, rundir
 from . import distributed as ddp
 from .build import apply_recipe_settings, build, describe, set_hyperparameters
 from .checkpoint import RunState
@@ -76,6 +76,18 @@ def epoch_segments(rows: int, recipe: Recipe, epoch: int) -> list[data.Segment]:
         first = (epoch - 1) % (len(segments) // k) * k
         segments = segments[first : first + k]
     return segments
+
+
+def steps_before(rows: int, recipe: Recipe, epoch: int) -> int:
+    """The training segments of the epochs before ``epoch``: the global step (TensorBoard's
+    axis) that ``epoch`` starts after. Recomputed from the plan, so a resumed run has it."""
+    return sum(len(epoch_segments(rows, recipe, e)) for e in range(1, epoch))
+
+
+def segment_lr(plan_lr: float, seq_len: int, recipe: Recipe) -> float:
+    """A segment's learning rate: the epoch's, scaled by len/bptt for random lengths."""
+    r = recipe
+    return plan_lr * seq_len / r.bptt.length if r.bptt.random_length else plan_lr
 
 
 def next_tokens_context(
@@ -121,6 +133,10 @@ class Trainer:
         vocab_size = len(self.parts.corpus.vocab)
         self.log = MetricsLog(self.run_dir, self.console, self.dist.is_main, vocab_size)
         self._stop_requested, self._stop_signal = False, signal.SIGINT
+        self.board: board.Board | None = None
+        self._step_base = 0  # global segments before the epoch under way (TensorBoard)
+        if recipe.run.tensorboard and self.dist.is_main:
+            board.require()  # a missing package fails before the data is loaded
         self.console.print(describe(self.parts, recipe, self.dist), markup=False)
         for note in unused_keys(recipe):
             self.console.print(note, markup=False)
@@ -128,7 +144,7 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def fit(self) -> dict[str, Any]:
         """Train from the run's next epoch to ``run.epochs``, then test the best checkpoint."""
-        with self._write_failures_explained():
+        with self._write_failures_explained(), self._board_open():
             if self.dist.is_main:
                 write_text_atomic(self.run_dir / "recipe.toml", to_toml(self.recipe))
             if self.recipe.run.parent and self.run_state.averaging_since is None:  # a fresh one
@@ -159,6 +175,8 @@ class Trainer:
             row["peak_mem_gib"] = peak / 2**30
         row["best"] = improved = val < run.best_val
         self.log.record(row)  # the line first: a run stopped before the checkpoint redoes it
+        if self.board is not None:
+            self.board.epoch(self._step_base, row)
         run.epoch += 1
         run.val_losses.append(val)  # before the saves: either checkpoint resumes exactly
         if improved:
@@ -240,9 +258,13 @@ class Trainer:
                 tokens = seq_len * p.train_data.shape[1] * self.dist.world_size
                 sums.add(tokens, ce, time.perf_counter() - t0, sg)
                 bar.update(sums.segment, sums.mean_loss(), sums.tokens_per_s())
+                if self.board is not None and sums.segment % self.recipe.run.log_every == 0:
+                    lr = segment_lr(plan.lr, seq_len, self.recipe)
+                    self.board.segment(self._step_base + sums.segment, ce, lr, sg)
                 if self._stop_requested:
                     self._save_and_stop(plan)
         run.carried = None
+        self._step_base += len(segments)  # now this epoch's last segment
         return sums
 
     def train_segment(self, start: int, seq_len: int, plan: EpochPlan) -> tuple[float, list[float]]:
@@ -250,8 +272,7 @@ class Trainer:
         was fitted, its SG loss, cos and norm ratio (all means over ranks)."""
         p, r = self.parts, self.recipe
         inputs, targets = data.get_segment(p.train_data, start, seq_len)
-        lr = plan.lr * seq_len / r.bptt.length if r.bptt.random_length else plan.lr
-        set_hyperparameters(p.optimizer, lr=lr)
+        set_hyperparameters(p.optimizer, lr=segment_lr(plan.lr, seq_len, r))
 
         def forward(state):
             with autocast(p.device, r.run.dtype):
@@ -358,6 +379,23 @@ class Trainer:
     def _command(self) -> str:
         """How this run's trainer starts, for the messages that say how to go on."""
         return "torchrun ... -m altgrad_triton.cli.train" if self.dist.enabled else "altgrad-train"
+
+    @contextlib.contextmanager
+    def _board_open(self) -> Iterator[None]:
+        """With ``run.tensorboard`` (rank 0), ``self.board`` open while the run trains,
+        continuing after the segment the run resumes from (``board.Board``)."""
+        run = self.run_state
+        if not (self.recipe.run.tensorboard and self.dist.is_main):
+            yield
+            return
+        self._step_base = steps_before(self.parts.train_data.shape[0], self.recipe, run.epoch)
+        done = run.sums.segment if run.carried is not None else 0  # inside an epoch
+        self.board = board.Board(self.run_dir, self._step_base + done + 1)
+        try:
+            yield
+        finally:
+            self.board.close()
+            self.board = None
 
     @contextlib.contextmanager
     def _write_failures_explained(self) -> Iterator[None]:

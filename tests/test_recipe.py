@@ -21,8 +21,23 @@ def test_every_shipped_recipe_is_valid():
     files = list((ROOT / "recipes").rglob("*.toml"))  # the _*.toml bases load on their own too
     assert len(files) >= 23
     for p in files:
-        r = recipes.load(p)
+        # tinyshakespeare is not packaged: its recipes ask for data.path (checked below)
+        given = ["data.path=input.txt"] if "shakespeare" in p.parts else []
+        r = recipes.load(p, given)
         assert r.run.name
+
+
+def test_no_shipped_recipe_names_a_path_outside_the_repository():
+    for p in (ROOT / "recipes").rglob("*.toml"):
+        path = tomllib.loads(p.read_text()).get("data", {}).get("path", "")
+        assert path == "", (p, path)  # the packaged corpus, the cache, or the user's
+
+
+def test_a_recipe_whose_corpus_is_not_packaged_asks_for_data_path():
+    with pytest.raises(UserError) as e:
+        recipes.load(ROOT / "recipes" / "evidence" / "shakespeare" / "bptt-t25.toml")
+    assert "data.path: corpus 'chars' needs your data: pass data.path=" in str(e.value)
+    assert "input.txt" in str(e.value)
 
 
 def test_paper_recipe_holds_the_paper_configuration():

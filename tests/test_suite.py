@@ -122,7 +122,8 @@ def test_missing_folder_is_one_line_error(tmp_path, capsys):
 
 def test_evidence_recipes_resolve():
     folder = Path(__file__).resolve().parents[1] / "recipes" / "evidence"
-    runs = suite.plan(folder, [1, 2, 3], "runs/evidence")
+    runs = suite.plan(folder / "wt2", [1, 2, 3], "runs/evidence")
+    runs += suite.plan(folder / "shakespeare", [1, 2, 3], "runs/evidence", ["data.path=in.txt"])
     schedules = ["alt-restarts", "alt-restarts-cdni", "bptt", "bptt-restarts"]
     schedules += ["sg", "sg-cdni", "sg-restarts"]
     expected = {

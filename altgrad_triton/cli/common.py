@@ -9,8 +9,10 @@ import errno
 import os
 import sys
 from collections.abc import Callable
+from importlib import metadata
 from typing import NoReturn
 
+from .. import __version__
 from ..errors import UserError
 
 
@@ -62,14 +64,46 @@ def _stdout_to_devnull() -> None:
 def command_parser(prog: str, doc: str, epilog: str | None = None) -> argparse.ArgumentParser:
     """The parser every command starts from: its module docstring's first paragraph as the
     description and, unless ``epilog`` is given, the rest of it (examples) below the options,
-    printed as written."""
+    printed as written; and ``--version``."""
     description, _, rest = doc.partition("\n\n")
-    return CommandParser(
-        prog=prog,
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=rest if epilog is None else epilog,
+    return with_version(
+        CommandParser(
+            prog=prog,
+            description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=rest if epilog is None else epilog,
+        )
     )
+
+
+def versions(prog: str) -> str:
+    """``prog``'s version line: the package's, torch's and Triton's (from their installed
+    metadata, so that nothing is imported)."""
+
+    def of(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"{prog} {__version__} (torch {of('torch')}, triton {of('triton')})"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``versions`` and exit (computed only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object):
+        super().__init__(option_strings, dest, nargs=0, help="print the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> NoReturn:
+        print(versions(parser.prog))
+        parser.exit()
+
+
+def with_version(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``parser`` with a ``--version`` option."""
+    parser.add_argument("--version", action=_VersionAction)
+    return parser
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -1,6 +1,7 @@
 """altgrad-train: train a language model from a recipe, or resume a run.
 
     altgrad-train recipes/wt2-small.toml
+    altgrad-train wt2-small                           # the same recipe by its packaged name
     altgrad-train recipes/wt2.toml --dump-config
     altgrad-train --resume runs/wt2-small run.epochs=6
     altgrad-train --finetune runs/wt2-awd-lstm        # AWD's fine-tuning, into a new run
@@ -30,7 +31,7 @@ from typing import Any
 from .. import recipe as recipes
 from .. import rundir
 from ..errors import UserError
-from .common import CommandParser, run_main
+from .common import CommandParser, run_main, with_version
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,10 +40,21 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog="Overrides are key.sub=value, values parsed as TOML (bare words as strings).",
     )
-    p.add_argument("recipe", nargs="?", help="recipe TOML file (optional with --resume)")
+    with_version(p)
+    p.add_argument(
+        "recipe",
+        nargs="?",
+        help="recipe TOML file or packaged recipe name, e.g. wt2-small (altgrad-recipes ls); "
+        "optional with --resume",
+    )
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. optim.lr=3e-4")
     p.add_argument("--dump-config", action="store_true", help="print the resolved recipe, exit")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log to RUN_DIR/tensorboard/ (run.tensorboard=true; the tensorboard extra)",
+    )
     p.add_argument(
         "--finetune",
         metavar="RUN_DIR",
@@ -67,6 +79,8 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
     if path is not None and "=" in path and not Path(path).exists():
         overrides.insert(0, path)  # `--resume DIR key=value` puts an override first
         path = None
+    if args.tensorboard:
+        overrides.append("run.tensorboard=true")
     if args.finetune:
         if args.resume or path is not None:
             raise UserError("--finetune RUN_DIR takes its recipe from RUN_DIR: give no recipe file")
@@ -80,7 +94,10 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
         _same_name(run_dir, recipe)
         return recipe, run_dir
     if path is None:
-        raise UserError("give a recipe file (e.g. recipes/wt2-small.toml) or --resume RUN_DIR")
+        raise UserError(
+            "give a recipe file or packaged name (e.g. wt2-small; altgrad-recipes ls lists "
+            "them) or --resume RUN_DIR"
+        )
     recipe = recipes.load(path, overrides)
     return recipe, Path(recipe.run.out_dir) / recipe.run.name
 
