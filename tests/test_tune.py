@@ -90,7 +90,7 @@ def test_shapes_from_wt2_recipe():
     # layer 4 c 400 (tied to the 400-dim embedding)
     assert s.state_size == 1550 + 400 + 1550 + 1550 + 400 == 5450
     assert s.state_elements == 20 * 5450
-    assert s.synthetic and s.synthesizer == "elementwise" and s.synth_hidden == 50
+    assert s.synthetic and s.synthesizer == "toolkit" and s.synth_hidden == 50
     bf16 = tune.shapes_from_recipe(recipes.load(WT2, ["run.dtype=bfloat16"]))
     assert bf16.dtype == torch.bfloat16
 
