@@ -25,8 +25,8 @@ if str(ROOT) not in sys.path:  # as a torchrun script, this file's folder is sys
 
 from altgrad_triton import checkpoint, distributed  # noqa: E402
 from altgrad_triton import recipe as recipes  # noqa: E402
-from altgrad_triton.errors import UserError  # noqa: E402
 from altgrad_triton.carry import join_state  # noqa: E402
+from altgrad_triton.errors import UserError  # noqa: E402
 from altgrad_triton.synthesizers import ToolkitElementwiseSynthesizer  # noqa: E402
 from altgrad_triton.train import Trainer, TrainingStopped  # noqa: E402
 from tests.helpers import tiny_corpus, tiny_recipe  # noqa: E402

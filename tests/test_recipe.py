@@ -339,7 +339,11 @@ def test_old_checkpoint_shapes_read_in_todays_keys():
         "synthetic.synthesizer": "authors",
         "synthetic.authors.window": 2,
     }
-    mlp = {"synthetic.synthesizer": "mlp", "synthetic.elementwise": "toolkit", "synthetic.window": 1}
+    mlp = {
+        "synthetic.synthesizer": "mlp",
+        "synthetic.elementwise": "toolkit",
+        "synthetic.window": 1,
+    }
     assert legacy_keys.migrate_shape(mlp) == {"synthetic.synthesizer": "mlp"}
 
 

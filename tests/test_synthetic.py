@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from altgrad_triton.model import RNNLanguageModel, lm_loss
 from altgrad_triton.boundary import SyntheticBoundary
 from altgrad_triton.carry import join_state
+from altgrad_triton.model import RNNLanguageModel, lm_loss
 from altgrad_triton.synthesizers import (
     AuthorsSynthesizer,
     ConditionedSynthesizer,
@@ -134,7 +134,10 @@ def test_synthetic_step_equals_real_step_when_injection_is_zero(kind):
         state = model.init_state(B)
         d = join_state(state).shape[1]
         if kind == "zero-init-elementwise":
-            synth, scale = ToolkitElementwiseSynthesizer(hidden=5, dropout=0.0, input_noise=0.0), 1.0
+            synth, scale = (
+                ToolkitElementwiseSynthesizer(hidden=5, dropout=0.0, input_noise=0.0),
+                1.0,
+            )
         else:
             synth, scale = LinearSynthesizer(d), (1.0 if kind == "zero-init-linear" else 0.0)
             if kind == "scale-0":

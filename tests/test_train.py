@@ -21,7 +21,12 @@ SYNTH = {
     "alternation": {"start": "real", "switch_epochs": [2], "switch_at_restarts": True},
 }
 CONDITIONED = {**SYNTH, "synthesizer": "linear", "context_tokens": 2}
-AUTHORS = {"enabled": True, "synthesizer": "authors", "hidden": 6, "alternation": SYNTH["alternation"]}
+AUTHORS = {
+    "enabled": True,
+    "synthesizer": "authors",
+    "hidden": 6,
+    "alternation": SYNTH["alternation"],
+}
 RESTARTS = {"kind": "cosine_restarts", "periods": [1, 2]}
 
 

@@ -130,6 +130,14 @@ def test_recipe_jobs_probe_the_launchers_keys():
     assert lstm[0].shape == "B=20 T=64 H=1150"  # --quick: LSTM timed over 64 steps
 
 
+def test_only_the_toolkit_synthesizer_tunes_the_elementwise_kernel():
+    """The authors' synthesizer runs in PyTorch everywhere: nothing of it to tune."""
+    for spelling in ("synthetic.synthesizer=authors", "synthetic.preset=authors"):
+        shapes = tune.shapes_from_recipe(recipes.load(WT2, [spelling]))
+        kernels = {j.kernel for j in tune.recipe_jobs(shapes)}
+        assert "sg_loss" in kernels and not kernels & {"elementwise_fwd", "elementwise_bwd"}
+
+
 def test_shape_specs():
     jobs = tune.parse_shape_spec("fo_pool:B=2,T=3,H=5,dtype=bfloat16", torch.float32)
     assert [j.kernel for j in jobs] == ["fo_pool_fwd", "fo_pool_bwd"]
