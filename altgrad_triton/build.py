@@ -25,6 +25,7 @@ from torch import nn
 
 from . import data
 from . import distributed as ddp
+from .boundary import SyntheticBoundary
 from .carry import join_state
 from .errors import UserError
 from .kernels import interpreting
@@ -32,14 +33,13 @@ from .memory import check_memory
 from .model import Dropouts, RNNLanguageModel
 from .recipe import OptimConfig, Recipe, SyntheticConfig
 from .schedule import TrainingPlan
-from .synthetic import (
-    AuthorsElementwiseSynthesizer,
+from .synthesizers import (
+    AuthorsSynthesizer,
     ConditionedSynthesizer,
-    ElementwiseSynthesizer,
     LinearSynthesizer,
     MLPSynthesizer,
     Synthesizer,
-    SyntheticBoundary,
+    ToolkitElementwiseSynthesizer,
 )
 
 # ---------------------------------------------------------------------------- device
@@ -195,19 +195,19 @@ def make_synthesizer(
         base = MLPSynthesizer(
             state_size, cfg.hidden, cfg.layers, cfg.dropout, generator, init_generator
         )
-    elif cfg.elementwise == "authors":
-        base = AuthorsElementwiseSynthesizer(
+    elif cfg.synthesizer == "authors":
+        base = AuthorsSynthesizer(
             cfg.hidden,
-            window=cfg.window,
-            zoneout=cfg.zoneout,
+            window=cfg.authors.window,
+            zoneout=cfg.authors.zoneout,
             input_noise=cfg.input_noise,
             init=cfg.init,
-            sequence=cfg.sequence,
+            sequence=cfg.authors.sequence,
             generator=generator,
             init_generator=init_generator,
         )
     else:
-        base = ElementwiseSynthesizer(
+        base = ToolkitElementwiseSynthesizer(
             cfg.cell,
             cfg.hidden,
             cfg.dropout,

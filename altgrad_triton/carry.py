@@ -13,6 +13,7 @@ import functools
 from collections.abc import Callable
 
 import torch
+from einops import rearrange
 
 State = tuple[torch.Tensor, ...]
 """A recurrent model's carried state: every layer's tensors, batch rows first."""
@@ -45,4 +46,12 @@ def join_state(state: State, batch_dim: int = 0) -> torch.Tensor:
     The result is at least float32 (a bf16 state is joined in fp32; a float64 one stays so).
     """
     dtype = functools.reduce(torch.promote_types, (t.dtype for t in state), torch.float32)
-    return torch.cat([t.movedim(batch_dim, 0).flatten(1).to(dtype) for t in state], dim=1)
+    return torch.cat([batch_rows(t, batch_dim).to(dtype) for t in state], dim=1)
+
+
+def batch_rows(t: torch.Tensor, batch_dim: int = 0) -> torch.Tensor:
+    """``t`` as one row per batch entry, [batch, every other axis in order]."""
+    axes = [f"a{i}" for i in range(t.dim())]
+    axes[batch_dim % t.dim()] = "batch"
+    rest = " ".join(a for a in axes if a != "batch")
+    return rearrange(t, f"{' '.join(axes)} -> batch ({rest})")

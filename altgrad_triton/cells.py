@@ -13,6 +13,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from . import kernels
@@ -62,7 +63,8 @@ class QRNN(nn.Module):
     def forward(self, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
         inp = x
         if self.window == 2:
-            shifted = torch.cat([state[1].unsqueeze(0).to(x.dtype), x[:-1]], dim=0)
+            x_last = rearrange(state[1], "batch feature -> 1 batch feature")  # one time step
+            shifted = torch.cat([x_last.to(x.dtype), x[:-1]], dim=0)
             inp = torch.cat([x, shifted], dim=-1)
         weight = drop_weight(self.linear.weight, self.weight_drop, self.training)
         gates = F.linear(inp, weight, self.linear.bias)  # pre-activations Z | F (| O)

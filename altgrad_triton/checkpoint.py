@@ -50,7 +50,7 @@ import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
-from . import asgd
+from . import asgd, legacy_keys
 from . import distributed as ddp
 from .build import Components
 from .carry import State, to_device
@@ -155,6 +155,7 @@ def shape_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     A key the checkpoint does not record (written before the key was checked) is not
     compared, so older checkpoints still resume.
     """
+    saved = legacy_keys.migrate_shape(saved)  # a run folder written before the renaming
     return [
         f"{k}: checkpoint {saved[k]!r} vs recipe {wanted.get(k)!r}"
         for k in sorted(saved)

@@ -9,7 +9,7 @@ are for:
 
 * ``bptt``: plain truncated BPTT, the gradient stops at every boundary;
 * ``sg``: the same, plus DNI synthetic gradients at every boundary
-  (:class:`~altgrad_triton.synthetic.SyntheticBoundary` in synthetic mode throughout).
+  (:class:`~altgrad_triton.boundary.SyntheticBoundary` in synthetic mode throughout).
 
 A curriculum starts at N = 1 (R = 1) and moves to the next level whenever the average
 error over the recall outputs of the last ``window`` stream steps falls below
@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .boundary import SyntheticBoundary
 from .build import make_boundary, make_synthesizer
 from .cells import LSTM
 from .data.copy_task import COPY_VOCABULARY, copy_task_batch
@@ -47,7 +48,6 @@ from .errors import UserError
 from .files import read_jsonl
 from .metrics import bits
 from .recipe import SyntheticConfig
-from .synthetic import SyntheticBoundary
 from .tbptt import segment_step
 
 TASKS = ("copy", "repeat-copy")

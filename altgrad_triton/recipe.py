@@ -18,13 +18,14 @@ import dataclasses
 import difflib
 import math
 import os
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import catalog
+from . import catalog, legacy_keys
 from .errors import UserError
 
 
@@ -173,12 +174,35 @@ class AlternationConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AuthorsConfig:
+    """``[synthetic.authors]``: what only the authors' synthesizer reads; each key defaults
+    to what the authors' code does."""
+
+    defaults: bool = opt(
+        True,
+        "the authors' values for every [synthetic] key this recipe leaves unset (false: the "
+        "toolkit's defaults for those)",
+    )
+    sequence: Literal["element", "scan"] = opt(
+        "scan",
+        "element = each scalar its own sequence, one step a call; scan = the flattened joined "
+        "state is one sequence (what their QRNN code does)",
+    )
+    window: int = opt(2, "QRNN window of the authors' synthesizer", ge=1, le=2)
+    zoneout: float = opt(0.1, "zoneout on the forget gate of the authors' synthesizer", ge=0, lt=1)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SyntheticConfig:
     enabled: bool = opt(False, "train a synthesizer and use synthetic gradients")
-    synthesizer: Literal["elementwise", "mlp", "linear"] = opt(
-        "elementwise", "what predicts dL_future/d state"
+    synthesizer: Literal["toolkit", "authors", "mlp", "linear"] = opt(
+        "toolkit",
+        "what predicts dL_future/d state: toolkit = this toolkit's element-wise synthesizer "
+        "(each scalar into a cell of input size 1, one kernel); authors = the authors' code's "
+        "(Linear(1->hidden), a QRNN layer, Linear(hidden->1)), with [synthetic.authors]; "
+        "mlp / linear = DNI's, on the whole joined state",
     )
-    cell: Literal["qrnn", "gru", "lstm"] = opt("qrnn", "cell of the element-wise synthesizer")
+    cell: Literal["qrnn", "gru", "lstm"] = opt("qrnn", "cell of the toolkit's synthesizer")
     hidden: int = opt(50, "hidden units of the mlp / element-wise synthesizer", ge=1)
     layers: int = opt(1, "hidden layers of the mlp synthesizer", ge=1)
     dropout: float = opt(0.1, "dropout inside the synthesizer", ge=0, lt=1)
@@ -193,23 +217,6 @@ class SyntheticConfig:
     fit_in_real: bool = opt(True, "keep fitting the synthesizer in real mode")
     context_tokens: int = opt(
         0, "cDNI: also condition on the embeddings of the next N tokens (0 = state only)", ge=0
-    )
-    preset: Literal["none", "authors"] = opt(
-        "none", "authors = every synthetic key this recipe leaves unset as the authors' code has it"
-    )
-    elementwise: Literal["toolkit", "authors"] = opt(
-        "toolkit",
-        "element-wise synthesizer: toolkit = each scalar into a cell of input size 1 (one "
-        "kernel); authors = Linear(1->hidden), a QRNN layer, Linear(hidden->1)",
-    )
-    sequence: Literal["element", "scan"] = opt(
-        "element",
-        "authors' synthesizer: element = each scalar its own sequence, one step a call; scan "
-        "= the flattened joined state is one sequence (what their QRNN code does)",
-    )
-    window: int = opt(1, "QRNN window of the authors' element-wise synthesizer", ge=1, le=2)
-    zoneout: float = opt(
-        0.0, "zoneout on the forget gate of the authors' element-wise synthesizer", ge=0, lt=1
     )
     init: Literal["zero", "uniform"] = opt(
         "zero", "element-wise synthesizer's output layer: zero (DNI) or uniform(-0.1, 0.1)"
@@ -233,40 +240,36 @@ class SyntheticConfig:
         "backward passes' worth: half their sum, twice the weight)",
     )
     weight_decay: float = opt(0.0, "L2 weight decay of the synthesizer's Adam", ge=0)
+    authors: AuthorsConfig = section(AuthorsConfig, "the authors' synthesizer only")
     alternation: AlternationConfig = section(AlternationConfig, "SG/real alternation")
 
 
-SYNTHETIC_PRESETS: dict[str, dict[str, Any]] = {
-    "none": {},
+AUTHORS_VALUES: dict[str, Any] = {
     # parap1uie-s/alternate_sg, as its README's commands run it (--sgtype=QRNN,
     # --sg_hidden_num=50, --sg_nlayers=1, --sg_dropout=0.1): model.RNNSynthesizer, dni.py's
-    # BackwardInterface, main.py's optimizer and model.RNNModel.forward's injection
-    "authors": {
-        "synthesizer": "elementwise",
-        "elementwise": "authors",
-        "cell": "qrnn",
-        "hidden": 50,
-        "sequence": "scan",  # pytorch-qrnn layers are [seq, batch, feature]: the input
-        # reshaped to [N, 1, 1] is one sequence of N steps, batch 1
-        "window": 2,
-        "zoneout": 0.1,
-        "dropout": 0.0,  # their 0.1 sits between synthesizer layers: none with one layer
-        "input_noise": 0.5,
-        "init": "uniform",
-        "scale": 0.1,
-        "lr": 1e-3,
-        "weight_decay": 1.2e-6,
-        "target_scale": 1.0,  # the raw gradient of the per-token mean loss
-        "reduction": "sum",  # d/d g_hat = 2 / n (g_hat - g) with n = 1, the joined state's
-        # first dimension
-        "advance": "every_call",
-        "join": "recurrent",  # every layer's hidden state; pytorch-qrnn keeps x_{t-1} inside
-        "split_target": True,  # the injection is its own backward pass
-        "fit_in_real": True,
-        "context_tokens": 0,
-    },
+    # BackwardInterface, main.py's optimizer and model.RNNModel.forward's injection; the
+    # QRNN layer's own settings are [synthetic.authors]'s defaults (sequence "scan": the
+    # pytorch-qrnn layers are [seq, batch, feature], so the input reshaped to [N, 1, 1] is one
+    # sequence of N steps, batch 1; window 2; zoneout 0.1)
+    "cell": "qrnn",
+    "hidden": 50,
+    "dropout": 0.0,  # their 0.1 sits between synthesizer layers: none with one layer
+    "input_noise": 0.5,
+    "init": "uniform",
+    "scale": 0.1,
+    "lr": 1e-3,
+    "weight_decay": 1.2e-6,
+    "target_scale": 1.0,  # the raw gradient of the per-token mean loss
+    "reduction": "sum",  # d/d g_hat = 2 / n (g_hat - g) with n = 1, the joined state's
+    # first dimension
+    "advance": "every_call",
+    "join": "recurrent",  # every layer's hidden state; pytorch-qrnn keeps x_{t-1} inside
+    "split_target": True,  # the injection is its own backward pass
+    "fit_in_real": True,
+    "context_tokens": 0,
 }
-"""Values ``synthetic.preset`` gives to the synthetic keys a recipe leaves unset."""
+"""Values ``synthetic.synthesizer = "authors"`` gives to the synthetic keys a recipe leaves
+unset (unless ``synthetic.authors.defaults = false``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -441,18 +444,15 @@ def _cross_checks(r: Recipe) -> list[str]:
 def _synthesizer_checks(s: SyntheticConfig) -> list[str]:
     """Keys that only one kind of synthesizer reads must not be set for another."""
     problems = []
-    authors = s.synthesizer == "elementwise" and s.elementwise == "authors"
-    if not authors:
-        for key, value, default in (
-            ("sequence", s.sequence, "element"),
-            ("window", s.window, 1),
-            ("zoneout", s.zoneout, 0.0),
-        ):
+    if s.synthesizer != "authors":
+        unset = AuthorsConfig()
+        for key in ("defaults", *legacy_keys.AUTHORS_ONLY):
+            value, default = getattr(s.authors, key), getattr(unset, key)
             if value != default:
                 problems.append(
-                    f"synthetic.{key}: only the authors' element-wise synthesizer reads it "
-                    "(synthetic.synthesizer = 'elementwise', synthetic.elementwise = 'authors'); "
-                    f"leave it at {default!r} for this one, got {value!r}"
+                    f"synthetic.authors.{key}: only the authors' synthesizer reads it "
+                    f"(synthetic.synthesizer = 'authors'); leave it at {default!r} for the "
+                    f"{s.synthesizer} one, got {value!r}"
                 )
     else:
         if s.cell != "qrnn":
@@ -462,32 +462,37 @@ def _synthesizer_checks(s: SyntheticConfig) -> list[str]:
                 "synthetic.dropout: the authors' synthesizer has one layer and no dropout (their "
                 f"0.1 sat between layers), got {s.dropout!r}; use 0"
             )
-    if s.init != "zero" and s.synthesizer != "elementwise":
+    if s.init != "zero" and s.synthesizer not in ("toolkit", "authors"):
         problems.append(
-            f"synthetic.init: 'uniform' is for the element-wise synthesizers, got {s.synthesizer!r}"
+            f"synthetic.init: 'uniform' is for the element-wise synthesizers (toolkit, "
+            f"authors), got {s.synthesizer!r}"
         )
     return problems
 
 
-def apply_preset(data: dict) -> dict:
-    """``data`` with ``synthetic.preset``'s values under the synthetic keys it sets itself.
+def apply_authors_values(data: dict) -> dict:
+    """``data`` with the authors' values under the synthetic keys it leaves unset, when it
+    picks the authors' synthesizer (and ``synthetic.authors.defaults`` is not false).
 
-    A key the recipe sets (or an override sets) wins over the preset, so one difference
-    from the authors' code at a time can be switched back. An unknown preset name is left
-    for validation to report.
+    A key the recipe sets (or an override sets) wins, so one difference from the authors'
+    code at a time can be switched back.
     """
     synthetic = data.get("synthetic")
-    if not isinstance(synthetic, dict):
+    if not isinstance(synthetic, dict) or synthetic.get("synthesizer") != "authors":
         return data
-    name = synthetic.get("preset")
-    preset = SYNTHETIC_PRESETS.get(name, {}) if isinstance(name, str) else {}
-    return {**data, "synthetic": {**preset, **synthetic}} if preset else data
+    authors = synthetic.get("authors")
+    if isinstance(authors, dict) and authors.get("defaults") is False:
+        return data
+    return {**data, "synthetic": {**AUTHORS_VALUES, **synthetic}}
 
 
 def from_dict(data: dict) -> Recipe:
     """Build and validate a recipe from a plain dict; raise UserError listing every problem."""
     problems: list[str] = []
-    recipe = _build(Recipe, apply_preset(data), "", problems)
+    data, notes = legacy_keys.migrate(data)
+    for note in notes:
+        print(note, file=sys.stderr)
+    recipe = _build(Recipe, apply_authors_values(data), "", problems)
     if not problems:
         problems = _cross_checks(recipe)
     if problems:
@@ -648,7 +653,8 @@ def model_shape(recipe: Recipe) -> dict:
     s = recipe.synthetic
     shape["synthetic.enabled"] = s.enabled
     if s.enabled:
-        keys = ("synthesizer", "cell", "hidden", "layers", "context_tokens", "elementwise")
-        keys += ("window", "join")
+        keys = ("synthesizer", "cell", "hidden", "layers", "context_tokens", "join")
         shape.update({f"synthetic.{k}": getattr(s, k) for k in keys})
+        if s.synthesizer == "authors":
+            shape["synthetic.authors.window"] = s.authors.window
     return shape

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from .boundary import SGStats, SyntheticBoundary
 from .carry import State
-from .synthetic import SGStats, SyntheticBoundary
 
 Forward = Callable[[State], tuple[torch.Tensor, State, Any]]
 """``forward(state) -> (loss, final state, anything else the caller wants back)``."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+from einops import rearrange
 
 from . import asgd, board, checkpoint, data, rundir
 from . import distributed as ddp
@@ -102,7 +103,7 @@ def next_tokens_context(
     ids = tokens[row : row + n]  # [<= n, B], a view: no index tensor to build
     if ids.shape[0] < n:
         ids = torch.cat([ids, tokens[-1:].expand(n - ids.shape[0], -1)])
-    return embedding.detach()[ids].transpose(0, 1).flatten(1)
+    return rearrange(embedding.detach()[ids], "token batch emb -> batch (token emb)")
 
 
 class Trainer:

@@ -44,7 +44,7 @@ def test_torch_and_triton_backends_train_identically(tmp_path, cell, kernel_devi
             model={"cell": cell, "hidden_size": 12, "emb_size": 12},
             synthetic={
                 "enabled": True,
-                "synthesizer": "elementwise",
+                "synthesizer": "toolkit",
                 "cell": "qrnn",
                 "hidden": 5,
                 "alternation": {"start": "synthetic"},

@@ -7,14 +7,14 @@ from torch import nn
 from altgrad_triton import build
 from altgrad_triton import recipe as recipes
 from altgrad_triton.recipe import SyntheticConfig
-from altgrad_triton.synthetic import (
-    AuthorsElementwiseSynthesizer,
+from altgrad_triton.synthesizers import (
+    AuthorsSynthesizer,
     ConditionedSynthesizer,
     LinearSynthesizer,
 )
 from tests.helpers import tiny_corpus, tiny_recipe
 
-ELEMENTWISE = {"enabled": True, "synthesizer": "elementwise", "hidden": 6}
+ELEMENTWISE = {"enabled": True, "synthesizer": "toolkit", "hidden": 6}
 KINDS = {
     "elementwise-qrnn": ELEMENTWISE,
     "elementwise-gru": {**ELEMENTWISE, "cell": "gru"},
@@ -23,7 +23,7 @@ KINDS = {
     "conditioned-mlp": {"enabled": True, "synthesizer": "mlp", "hidden": 8, "context_tokens": 2},
     "linear": {"enabled": True, "synthesizer": "linear"},
     "elementwise-uniform": {**ELEMENTWISE, "init": "uniform"},
-    "authors": {"enabled": True, "preset": "authors", "hidden": 6},
+    "authors": {"enabled": True, "synthesizer": "authors", "hidden": 6},
 }
 
 
@@ -125,9 +125,9 @@ def test_noise_generators_are_per_rank_and_on_the_device(tmp_path):
     assert g0.initial_seed() == build.synthesizer_seed(r.run.seed, 0)
 
 
-def test_make_synthesizer_builds_the_authors_preset():
-    cfg = recipes.from_dict({"synthetic": {"enabled": True, "preset": "authors"}}).synthetic
+def test_make_synthesizer_builds_the_authors_synthesizer():
+    cfg = recipes.from_dict({"synthetic": {"enabled": True, "synthesizer": "authors"}}).synthetic
     synth = build.make_synthesizer(cfg, 10)
-    assert isinstance(synth, AuthorsElementwiseSynthesizer)
+    assert isinstance(synth, AuthorsSynthesizer)
     assert (synth.hidden, synth.window, synth.zoneout, synth.sequence) == (50, 2, 0.1, "scan")
     assert synth.decoder.weight.abs().sum() > 0  # uniform, not zero

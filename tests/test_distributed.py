@@ -25,8 +25,9 @@ if str(ROOT) not in sys.path:  # as a torchrun script, this file's folder is sys
 
 from altgrad_triton import checkpoint, distributed  # noqa: E402
 from altgrad_triton import recipe as recipes  # noqa: E402
+from altgrad_triton.carry import join_state  # noqa: E402
 from altgrad_triton.errors import UserError  # noqa: E402
-from altgrad_triton.synthetic import ElementwiseSynthesizer, join_state  # noqa: E402
+from altgrad_triton.synthesizers import ToolkitElementwiseSynthesizer  # noqa: E402
 from altgrad_triton.train import Trainer, TrainingStopped  # noqa: E402
 from tests.helpers import tiny_corpus, tiny_recipe  # noqa: E402
 
@@ -36,7 +37,7 @@ NO_DROPOUT = {
 LINEAR_SG = {"enabled": True, "synthesizer": "linear", "alternation": {"start": "synthetic"}}
 ELEMENTWISE_SG = {
     "enabled": True,
-    "synthesizer": "elementwise",
+    "synthesizer": "toolkit",
     "hidden": 6,
     "alternation": {"start": "real", "switch_epochs": [2], "switch_at_restarts": True},
 }
@@ -183,7 +184,7 @@ def test_rank_shares_rebuild_the_single_process_layout():
     # after one step (a tuple of rows) and shared out for a second one
     torch.manual_seed(1)
     state = (torch.randn(batch, 3), torch.randn(batch, 3))
-    synth = ElementwiseSynthesizer("lstm", hidden=5, dropout=0.0, input_noise=0.0).eval()
+    synth = ToolkitElementwiseSynthesizer("lstm", hidden=5, dropout=0.0, input_noise=0.0).eval()
     for p in synth.parameters():
         torch.nn.init.normal_(p)
     _, carry1 = synth(join_state(state), None)

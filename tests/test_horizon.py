@@ -80,7 +80,12 @@ def test_tiny_run(method):
     )
     row = horizon.run(cfg)
     assert row["steps"] == 60 and row["segments"] == 20
-    assert row["method"] == method and row["solved"] >= 0
+    assert row["method"] == method
+    # solved is the N*R of the last level passed (0 before any); on copy each pass is N+1
+    passed = row["history"]
+    assert row["levels_passed"] == len(passed)
+    assert row["solved"] == (passed[-1][1] * passed[-1][2] if passed else 0)
+    assert (row["n"], row["r"]) == (row["solved"] + 1, 1)
     assert (row["sg_cos"] is None) == (method == "bptt")
     json.dumps(row)
 

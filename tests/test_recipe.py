@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from altgrad_triton import legacy_keys
 from altgrad_triton import recipe as recipes
 from altgrad_triton.errors import UserError
 
@@ -57,7 +58,7 @@ def test_paper_recipe_holds_the_paper_configuration():
     s = r.synthetic
     assert (s.enabled, s.synthesizer, s.cell, s.hidden, s.scale, s.lr) == (
         True,
-        "elementwise",
+        "toolkit",
         "qrnn",
         50,
         0.1,
@@ -257,18 +258,17 @@ def test_every_evidence_v2_recipe_loads_validates_and_holds_its_plan():
         else:
             assert synthetic == [] and not r.synthetic.enabled
         if "authors" in r.run.name or r.run.name.startswith("ev2-dni"):
-            assert r.synthetic.preset == "authors" and r.synthetic.elementwise == "authors"
+            assert r.synthetic.synthesizer == "authors"
         # the truncation ablation: same tokens per step and steps per epoch, same eval rows
         tokens = r.data.batch_size * r.bptt.length
         assert (tokens, r.run.max_batches) == (700, 25)
         assert r.run.max_eval_batches * r.bptt.length == 350
 
 
-def test_authors_preset_fills_the_keys_a_recipe_leaves_unset(tmp_path):
-    p = write(tmp_path, '[synthetic]\nenabled = true\npreset = "authors"\n')
+def test_the_authors_synthesizer_fills_the_keys_a_recipe_leaves_unset(tmp_path):
+    p = write(tmp_path, '[synthetic]\nenabled = true\nsynthesizer = "authors"\n')
     s = recipes.load(p).synthetic
-    assert (s.synthesizer, s.elementwise, s.sequence, s.window, s.zoneout) == (
-        "elementwise",
+    assert (s.synthesizer, s.authors.sequence, s.authors.window, s.authors.zoneout) == (
         "authors",
         "scan",
         2,
@@ -290,36 +290,91 @@ def test_authors_preset_fills_the_keys_a_recipe_leaves_unset(tmp_path):
         0.0,
     )
     # a key the recipe or an override sets wins: one difference at a time can be undone
-    s = recipes.load(p, ["synthetic.reduction=mean", "synthetic.advance=once"]).synthetic
-    assert (s.reduction, s.advance, s.window) == ("mean", "once", 2)
+    s = recipes.load(p, ["synthetic.reduction=mean", "synthetic.authors.window=1"]).synthetic
+    assert (s.reduction, s.advance, s.authors.window) == ("mean", "every_call", 1)
+    # the authors' synthesizer with the toolkit's values for the rest
+    s = recipes.load(p, ["synthetic.authors.defaults=false", "synthetic.dropout=0"]).synthetic
+    assert (s.reduction, s.advance, s.init, s.authors.window) == ("mean", "once", "zero", 2)
     # the resolved recipe reads back as itself
     r = recipes.load(p)
     assert recipes.from_dict(tomllib.loads(recipes.to_toml(r))) == r
-    assert recipes.load(tmp_path / "r.toml", ["synthetic.preset=none"]).synthetic.window == 1
     for paper in ("wt2.toml", "ptb.toml"):  # the paper-sized recipes take it from the command line
+        s = recipes.load(ROOT / "recipes" / paper, ["synthetic.synthesizer=authors"]).synthetic
+        assert (s.authors.sequence, s.reduction, s.enabled) == ("scan", "sum", True)
+
+
+OLD_SPELLINGS = [
+    # (old [synthetic] keys, the same recipe in today's keys)
+    ({"preset": "authors"}, {"synthesizer": "authors"}),
+    ({"synthesizer": "elementwise"}, {"synthesizer": "toolkit"}),
+    ({"synthesizer": "elementwise", "elementwise": "toolkit", "preset": "none"}, {}),
+    (
+        {"synthesizer": "elementwise", "elementwise": "authors", "dropout": 0.0},
+        {
+            "synthesizer": "authors",
+            "dropout": 0.0,
+            "authors": {"defaults": False, "sequence": "element", "window": 1, "zoneout": 0.0},
+        },
+    ),
+    (
+        {"preset": "authors", "window": 1, "sequence": "element"},
+        {"synthesizer": "authors", "authors": {"window": 1, "sequence": "element"}},
+    ),
+    ({"synthesizer": "mlp", "elementwise": "toolkit", "window": 1}, {"synthesizer": "mlp"}),
+]
+
+
+@pytest.mark.parametrize("old, new", OLD_SPELLINGS)
+def test_the_old_synthesizer_keys_give_the_same_recipe_with_a_note(old, new, capsys):
+    was = recipes.from_dict({"synthetic": {"enabled": True, **old}})
+    note = capsys.readouterr().err
+    assert was == recipes.from_dict({"synthetic": {"enabled": True, **new}})
+    assert note.count("\n") == 1 and note.startswith("note: synthetic.")
+    assert "is now spelled synthetic.synthesizer = " in note
+    assert not capsys.readouterr().err  # today's keys: no note
+
+
+def test_old_synthesizer_keys_work_as_overrides_and_in_shipped_bases(tmp_path, capsys):
+    for paper in ("wt2.toml", "ptb.toml"):
         s = recipes.load(ROOT / "recipes" / paper, ["synthetic.preset=authors"]).synthetic
-        assert (s.elementwise, s.sequence, s.reduction, s.enabled) == (
-            "authors",
-            "scan",
-            "sum",
-            True,
-        )
+        assert (s.synthesizer, s.authors.sequence, s.reduction) == ("authors", "scan", "sum")
+    assert "synthetic.preset = 'authors' is now spelled" in capsys.readouterr().err
+    with pytest.raises(UserError, match="synthetic.preset: must be one of"):
+        recipes.load(write(tmp_path, '[synthetic]\npreset = "mine"\n'))
+    with pytest.raises(UserError, match="synthetic.preset = 'authors' with the mlp synthesizer"):
+        recipes.load(write(tmp_path, '[synthetic]\npreset = "authors"\nsynthesizer = "mlp"\n'))
+    with pytest.raises(UserError, match="synthetic.window: only the authors' synthesizer"):
+        recipes.load(write(tmp_path, "[synthetic]\nwindow = 2\n"))
+
+
+def test_old_checkpoint_shapes_read_in_todays_keys():
+    old = {"synthetic.synthesizer": "elementwise", "synthetic.elementwise": "authors"}
+    old["synthetic.window"] = 2
+    assert legacy_keys.migrate_shape(old) == {
+        "synthetic.synthesizer": "authors",
+        "synthetic.authors.window": 2,
+    }
+    mlp = {
+        "synthetic.synthesizer": "mlp",
+        "synthetic.elementwise": "toolkit",
+        "synthetic.window": 1,
+    }
+    assert legacy_keys.migrate_shape(mlp) == {"synthetic.synthesizer": "mlp"}
 
 
 def test_keys_of_the_authors_synthesizer_are_refused_for_another(tmp_path):
-    p = write(tmp_path, "[synthetic]\nwindow = 2\nzoneout = 0.1\n")
+    p = write(tmp_path, "[synthetic.authors]\nwindow = 1\nzoneout = 0.2\n")
     with pytest.raises(UserError) as e:
         recipes.load(p)
     msg = str(e.value)
-    assert "synthetic.window" in msg and "synthetic.zoneout" in msg and "'authors'" in msg
+    assert "synthetic.authors.window" in msg and "synthetic.authors.zoneout" in msg
+    assert "synthetic.synthesizer = 'authors'" in msg
     for override, key in (
         ("synthetic.dropout=0.1", "synthetic.dropout"),
         ("synthetic.cell=gru", "synthetic.cell"),
     ):
-        q = write(tmp_path, '[synthetic]\npreset = "authors"\n', "q.toml")
+        q = write(tmp_path, '[synthetic]\nsynthesizer = "authors"\n', "q.toml")
         with pytest.raises(UserError, match=key):
             recipes.load(q, [override])
     with pytest.raises(UserError, match="synthetic.init"):
         recipes.load(write(tmp_path, '[synthetic]\nsynthesizer = "linear"\ninit = "uniform"\n'))
-    with pytest.raises(UserError, match="synthetic.preset: must be one of"):
-        recipes.load(write(tmp_path, '[synthetic]\npreset = "mine"\n'))

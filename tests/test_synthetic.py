@@ -6,15 +6,15 @@ import pytest
 import torch
 from torch import nn
 
+from altgrad_triton.boundary import SyntheticBoundary
+from altgrad_triton.carry import join_state
 from altgrad_triton.model import RNNLanguageModel, lm_loss
-from altgrad_triton.synthetic import (
-    AuthorsElementwiseSynthesizer,
+from altgrad_triton.synthesizers import (
+    AuthorsSynthesizer,
     ConditionedSynthesizer,
-    ElementwiseSynthesizer,
     LinearSynthesizer,
     Synthesizer,
-    SyntheticBoundary,
-    join_state,
+    ToolkitElementwiseSynthesizer,
     linear_scan,
 )
 
@@ -134,7 +134,10 @@ def test_synthetic_step_equals_real_step_when_injection_is_zero(kind):
         state = model.init_state(B)
         d = join_state(state).shape[1]
         if kind == "zero-init-elementwise":
-            synth, scale = ElementwiseSynthesizer(hidden=5, dropout=0.0, input_noise=0.0), 1.0
+            synth, scale = (
+                ToolkitElementwiseSynthesizer(hidden=5, dropout=0.0, input_noise=0.0),
+                1.0,
+            )
         else:
             synth, scale = LinearSynthesizer(d), (1.0 if kind == "zero-init-linear" else 0.0)
             if kind == "scale-0":
@@ -168,7 +171,7 @@ def test_synthesizer_learns_a_fixed_linear_map():
 
 
 def test_elementwise_carry_advances_per_boundary_and_resets():
-    synth = ElementwiseSynthesizer(hidden=4, dropout=0.0, input_noise=0.0)
+    synth = ToolkitElementwiseSynthesizer(hidden=4, dropout=0.0, input_noise=0.0)
     nn.init.normal_(synth.v)
     boundary = SyntheticBoundary(synth, None, scale=1.0)
     s = (torch.randn(2, 3),)
@@ -184,7 +187,7 @@ def test_elementwise_carry_advances_per_boundary_and_resets():
 
 @pytest.mark.parametrize("cell", ["qrnn", "gru", "lstm"])
 def test_elementwise_cells_predict_per_scalar(cell):
-    synth = ElementwiseSynthesizer(cell=cell, hidden=5, dropout=0.0, input_noise=0.0).eval()
+    synth = ToolkitElementwiseSynthesizer(cell=cell, hidden=5, dropout=0.0, input_noise=0.0).eval()
     nn.init.normal_(synth.v)
     s = torch.randn(4, 6)
     y, carry = synth(s, None)
@@ -219,7 +222,7 @@ def conditioned_linear(d, c):
 
 
 def test_conditioned_synthesizer_starts_as_its_base():
-    base = ElementwiseSynthesizer(hidden=4, dropout=0.0, input_noise=0.0)
+    base = ToolkitElementwiseSynthesizer(hidden=4, dropout=0.0, input_noise=0.0)
     nn.init.normal_(base.v)
     s, c = torch.randn(3, 5), torch.randn(3, 7)
     synth = ConditionedSynthesizer(base, 7, 5)
@@ -339,7 +342,7 @@ def authors_by_hand(synth, xs, c_prev, e_prev, sequence, zoneout_eval=0.0):
 def test_authors_synthesizer_by_hand(sequence):
     """Two rows of three scalars, a carry from a previous call, window 2, eval-mode zoneout."""
     torch.manual_seed(5)
-    synth = AuthorsElementwiseSynthesizer(
+    synth = AuthorsSynthesizer(
         2, window=2, zoneout=0.25, input_noise=0.0, sequence=sequence
     ).double()
     nn.init.normal_(synth.gates.bias)
@@ -364,7 +367,7 @@ def test_authors_scan_reads_the_scalars_in_order_and_element_does_not():
     torch.manual_seed(6)
     s = torch.randn(2, 4)
     for sequence in ("scan", "element"):
-        synth = AuthorsElementwiseSynthesizer(4, input_noise=0.0, sequence=sequence).eval()
+        synth = AuthorsSynthesizer(4, input_noise=0.0, sequence=sequence).eval()
         y, _ = synth(s, None)
         s2 = s.clone()
         s2[0, 1] += 1.0  # the second scalar of the flattened state
@@ -377,7 +380,7 @@ def test_authors_scan_reads_the_scalars_in_order_and_element_does_not():
 
 def test_authors_synthesizer_parameters_and_initialisation():
     torch.manual_seed(7)
-    synth = AuthorsElementwiseSynthesizer(50)
+    synth = AuthorsSynthesizer(50)
     shapes = {name: tuple(p.shape) for name, p in synth.named_parameters()}
     assert shapes == {
         "encoder.weight": (50, 1),
@@ -393,17 +396,17 @@ def test_authors_synthesizer_parameters_and_initialisation():
     assert synth.gates.weight.abs().max() <= 0.1  # PyTorch's Linear: 1 / sqrt(100)
     y, _ = synth(torch.randn(3, 4), None)
     assert y.abs().min() > 0  # not zero-initialised: it predicts from the first call
-    zero = AuthorsElementwiseSynthesizer(50, init="zero")
+    zero = AuthorsSynthesizer(50, init="zero")
     assert zero(torch.randn(3, 4), None)[0].abs().sum() == 0
-    toolkit = ElementwiseSynthesizer(init="uniform")  # the toolkit's, with the authors' init
+    toolkit = ToolkitElementwiseSynthesizer(init="uniform")  # the toolkit's, with the authors' init
     assert 0 < toolkit.v.abs().max() <= 0.1 and toolkit.b_out.item() == 0
-    assert ElementwiseSynthesizer().v.abs().sum() == 0
+    assert ToolkitElementwiseSynthesizer().v.abs().sum() == 0
 
 
 def test_authors_zoneout_keeps_a_units_value_with_probability_p():
     """In training, zoneout sets f to 0 for a fraction p of the (scalar, unit) pairs, which
     then keep their previous c exactly; nothing is rescaled."""
-    synth = AuthorsElementwiseSynthesizer(
+    synth = AuthorsSynthesizer(
         50, window=1, zoneout=0.3, input_noise=0.0, sequence="element",
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
@@ -456,10 +459,16 @@ def test_split_target_fits_the_real_and_injected_parts_separately_by_hand():
 
 
 class CountingSynthesizer(Synthesizer):
-    """Its carry counts the calls; its prediction is the count it was called with."""
+    """Its carry counts the calls; its prediction is the count it was called with (each
+    call's is kept in ``predicted``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.predicted: list[float] = []
 
     def forward(self, s, carry):
         count = torch.zeros(()) if carry is None else carry
+        self.predicted.append(float(count))
         return torch.full_like(s, float(count)), count + 1
 
 
@@ -470,11 +479,12 @@ class CountingSynthesizer(Synthesizer):
 def test_synthesizer_state_advances_once_or_at_every_call_by_hand(advance, reads, injected, last):
     """Segments: synthetic, synthetic, real. 'once': the carry moves once per boundary and
     the call on s_{k+1} is dropped; 'every_call': that call moves it too."""
-    boundary = SyntheticBoundary(CountingSynthesizer(), None, 1.0, advance=advance)
+    synthesizer = CountingSynthesizer()
+    boundary = SyntheticBoundary(synthesizer, None, 1.0, advance=advance)
     seen, sent = [], []
     for mode in ("synthetic", "synthetic", "real"):
         (leaf,) = boundary.start((torch.zeros(1, 2),), mode)
-        seen.append(boundary._pred[0, 0].item())
+        seen.append(synthesizer.predicted[-1])  # start's call: g_hat(s_k)
         final = leaf * 1.0
         boundary.backward(final.sum() * 0, final, mode)
         if mode == "synthetic":  # final = leaf: the injected gradient reaches s_k as is
@@ -486,14 +496,18 @@ def test_synthesizer_state_advances_once_or_at_every_call_by_hand(advance, reads
 def test_joined_state_leaves_out_the_tensors_not_named():
     state = (torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 5))
     boundary = SyntheticBoundary(LinearSynthesizer(8), None, 1.0, joined=(0, 2))
+    seen = []
+    boundary.synthesizer.register_forward_hook(lambda m, i, out: seen.append(i[0].shape))
     leaf = boundary.start(state, "synthetic")
     assert [t.requires_grad for t in leaf] == [True, False, True]
-    assert boundary._pred.shape == (2, 8)
+    assert seen == [(2, 8)]  # g_hat(s_k) saw tensors 0 and 2 joined: 3 + 5 per row
     nn.init.normal_(boundary.synthesizer.out.weight)
     final = tuple(t * 2 for t in leaf)
     boundary.backward(final[0].sum() * 0, final, "synthetic")
     assert leaf[1].grad is None and leaf[0].grad.abs().sum() > 0
-    assert boundary.fit().loss >= 0
+    # g_hat(s_k) was predicted by the zero-initialised map: the loss is the target's mean square
+    target = torch.cat([leaf[0].grad, leaf[2].grad], dim=1)
+    torch.testing.assert_close(boundary.fit().loss, target.pow(2).mean())
 
 
 def test_the_models_recurrent_states_leave_out_the_qrnn_window_input():

@@ -3,8 +3,9 @@
 import torch
 from torch import nn
 
+from altgrad_triton.boundary import SyntheticBoundary
 from altgrad_triton.cells import LSTM
-from altgrad_triton.synthetic import LinearSynthesizer, SyntheticBoundary
+from altgrad_triton.synthesizers import LinearSynthesizer
 from altgrad_triton.tbptt import segment_step
 
 

@@ -90,7 +90,7 @@ def test_shapes_from_wt2_recipe():
     # layer 4 c 400 (tied to the 400-dim embedding)
     assert s.state_size == 1550 + 400 + 1550 + 1550 + 400 == 5450
     assert s.state_elements == 20 * 5450
-    assert s.synthetic and s.synthesizer == "elementwise" and s.synth_hidden == 50
+    assert s.synthetic and s.synthesizer == "toolkit" and s.synth_hidden == 50
     bf16 = tune.shapes_from_recipe(recipes.load(WT2, ["run.dtype=bfloat16"]))
     assert bf16.dtype == torch.bfloat16
 
@@ -128,6 +128,14 @@ def test_recipe_jobs_probe_the_launchers_keys():
         ("lstm_fwd", ("bfloat16", 32, 512)), ("lstm_bwd", ("bfloat16", 32, 512)),
     ]  # fmt: skip
     assert lstm[0].shape == "B=20 T=64 H=1150"  # --quick: LSTM timed over 64 steps
+
+
+def test_only_the_toolkit_synthesizer_tunes_the_elementwise_kernel():
+    """The authors' synthesizer runs in PyTorch everywhere: nothing of it to tune."""
+    for spelling in ("synthetic.synthesizer=authors", "synthetic.preset=authors"):
+        shapes = tune.shapes_from_recipe(recipes.load(WT2, [spelling]))
+        kernels = {j.kernel for j in tune.recipe_jobs(shapes)}
+        assert "sg_loss" in kernels and not kernels & {"elementwise_fwd", "elementwise_bwd"}
 
 
 def test_shape_specs():

@@ -51,7 +51,7 @@ class RecipeShapes:
     state_size: int  # joined state per batch row (every carried tensor of every layer)
     output_gate: bool = True
     synthetic: bool = False
-    synthesizer: str = "elementwise"
+    synthesizer: str = "toolkit"
     synth_cell: str = "qrnn"
     synth_hidden: int = 50
     eval_batches: tuple[int, ...] = ()  # validation and test batch sizes (forward only)
@@ -254,7 +254,7 @@ def recipe_jobs(shapes: RecipeShapes, *, quick: bool = False) -> list[Job]:
         jobs += _recurrent_jobs(shapes, shapes.batch, steps, h)
     if shapes.synthetic:
         n = shapes.state_elements
-        if shapes.synthesizer == "elementwise" and shapes.synth_cell == "qrnn":
+        if shapes.synthesizer == "toolkit" and shapes.synth_cell == "qrnn":
             jobs += elementwise_jobs(n, shapes.synth_hidden)
         jobs += sg_loss_jobs(n, rows=shapes.batch)
     for batch, h in ((b, h) for b in shapes.eval_batches for h in layers):

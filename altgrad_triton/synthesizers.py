@@ -1,47 +1,40 @@
-"""Synthetic gradients at the truncation boundary (DNI), and the synthesizers.
+"""The synthesizers: what predicts dL_future/ds for a joined state s [B, D], and whose each is.
 
-For segment k with starting state s_k and final state s_{k+1} (every carried tensor of the
-RNN, joined into one vector per batch row):
+* ``ToolkitElementwiseSynthesizer`` (``synthetic.synthesizer = "toolkit"``, the default):
+  this toolkit's; every scalar of the state into a cell of input size 1, one Triton kernel.
+* ``AuthorsSynthesizer`` (``"authors"``): the authors' code (alternate_sg) as it runs;
+  Linear(1 -> U), a QRNN layer scanned over the scalars, Linear(U -> 1).
+* ``MLPSynthesizer`` (``"mlp"``) and ``LinearSynthesizer`` (``"linear"``): DNI's, on the
+  whole joined state.
+* ``ConditionedSynthesizer`` (``synthetic.context_tokens`` > 0): cDNI's; any of the above
+  plus a linear map of a context.
 
-1. ``start``: s_k becomes a leaf that requires grad; the synthesizer's prediction
-   g_hat(s_k) is computed now and kept (with its graph to the synthesizer's weights).
-2. the caller runs the segment and computes its loss L_k.
-3. ``backward``: real mode backwards L_k; synthetic mode backwards
-   ``L_k + scale * <g_hat(s_{k+1}).detach(), s_{k+1}>`` in the same single pass, so the
-   segment's weights also receive the predicted gradient from beyond the cut.
-4. ``fit``: s_k.grad -- the gradient that reached the start of the segment, bootstrapped
-   with g_hat(s_{k+1}) in synthetic mode -- is the regression target for g_hat(s_k);
-   the synthesizer takes one step of its own optimizer on the SG loss kernel.
-
-The synthesizer's last layer starts at zero, so synthetic mode starts as plain TBPTT.
-Nothing here knows about language models: any RNN whose state is a tensor or a tuple of
-tensors with a batch dimension works (see ``SyntheticBoundary``).
-
-A synthesizer may also see a *context* per boundary (``ConditionedSynthesizer``): the
-DNI paper's cDNI, which conditions on labels. For a language model the context is the
-embeddings of the first tokens after the boundary (``context_tokens``), which is what makes
-the gradient predictable at all: for a calibrated model the expected gradient of the next
-token's loss given the state alone, W^T (p - E[y | s]), is near zero, so a state-only
-synthesizer can only fit the model's miscalibration.
+Every output layer starts at zero (unless ``init = "uniform"``, the authors' decoder), so
+synthetic mode starts as plain TBPTT. A synthesizer may also see a *context* per boundary
+(``ConditionedSynthesizer``): the DNI paper's cDNI, which conditions on labels. For a
+language model the context is the embeddings of the first tokens after the boundary, which
+is what makes the gradient predictable at all: for a calibrated model the expected gradient
+of the next token's loss given the state alone, W^T (p - E[y | s]), is near zero, so a
+state-only synthesizer can only fit the model's miscalibration.
 
 The classes take plain arguments (``build.make_synthesizer`` reads a recipe's
 ``[synthetic]``), and their random numbers come from generators the caller passes:
 ``init_generator`` for the initial weights, ``generator`` for training noise and dropout
 masks (the global RNG when None). The trainer gives both streams of their own, so that a
-synthesizer never shifts the model's random numbers.
+synthesizer never shifts the model's random numbers. How a synthesizer is trained at the
+truncation boundary is ``boundary.py``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from . import kernels
-from .carry import Carry, State, detach, join_state
+from .carry import Carry
 
 
 def zero_linear(n_in: int, n_out: int, bias: bool = True) -> nn.Linear:
@@ -138,14 +131,16 @@ class MLPSynthesizer(Synthesizer):
         return self.out(self.body(s)), carry
 
 
-class ElementwiseSynthesizer(Synthesizer):
-    """The authors' synthesizer: every scalar of the state through a tiny recurrent net.
+class ToolkitElementwiseSynthesizer(Synthesizer):
+    """This toolkit's element-wise synthesizer (``synthetic.synthesizer = "toolkit"``): the
+    paper's idea, every scalar of the state through a tiny recurrent net, built to run as one
+    kernel (the authors' code builds it otherwise: ``AuthorsSynthesizer``).
 
     Each of the B*D scalars is its own input sequence (input size 1, one step per
     boundary), multiplied by N(1, sigma) noise in training, through a QRNN, GRU or LSTM
     cell of ``hidden`` units whose state is the carry (kept across boundaries, reset each
     epoch), dropout on its output, and a linear map back to one scalar, zero-initialised
-    (``init`` = "uniform": uniform(-0.1, 0.1), as the authors' decoder).
+    (``init`` = "uniform": uniform(-0.1, 0.1), like the authors' decoder).
     The QRNN cell runs as one Triton kernel for all scalars (``kernels.elementwise``).
     Noise and dropout masks come from ``generator`` (see ``GeneratorDropout`` for why), the
     initial weights from ``init_generator`` (a CPU generator); the global RNG when None.
@@ -191,7 +186,7 @@ class ElementwiseSynthesizer(Synthesizer):
         return (c, c.clone()) if self.cell_kind == "lstm" else c
 
     def forward(self, s: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, Carry]:
-        x = s.reshape(-1)
+        x = rearrange(s, "batch state -> (batch state)")  # every scalar its own sequence
         if carry is None:
             carry = self._zero_carry(x.shape[0], x)
         if self.training and self.input_noise > 0:
@@ -205,15 +200,22 @@ class ElementwiseSynthesizer(Synthesizer):
             y, c = kernels.elementwise_qrnn_synth(
                 x, carry, self.w, self.b, self.v, self.b_out, mask, backend=self.backend
             )
-            return y.view_as(s), c
+            return _per_row(y, s), c
+        step = rearrange(x, "scalar -> scalar 1")  # one step of input size 1
         if self.cell_kind == "gru":
-            h = new_carry = self.rnn(x[:, None], carry)
+            h = new_carry = self.rnn(step, carry)
         else:
-            new_carry = self.rnn(x[:, None], carry)
+            new_carry = self.rnn(step, carry)
             h = new_carry[0]
         if mask is not None:
             h = h * mask
-        return (h @ self.v + self.b_out).view_as(s), new_carry
+        return _per_row(h @ self.v + self.b_out, s), new_carry
+
+
+def _per_row(y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """One prediction per scalar of ``s`` [B, D], [B*D] or [B*D, 1], back in s's layout."""
+    pattern = "(batch state) 1 -> batch state" if y.dim() == 2 else "(batch state) -> batch state"
+    return rearrange(y, pattern, batch=s.shape[0])
 
 
 def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
@@ -233,7 +235,7 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor) -> torch.Ten
         a = torch.cat([a, a.new_ones(pad, u)])
         b = torch.cat([b, b.new_zeros(pad, u)])
     # unbind, not index: the backward of an index writes a zero tensor of the whole input
-    a_j, b_j = a.view(chunks, size, u).unbind(1), b.view(chunks, size, u).unbind(1)
+    a_j, b_j = (rearrange(t, "(k l) u -> k l u", l=size).unbind(1) for t in (a, b))
     local, prod = [b_j[0]], [a_j[0]]
     for j in range(1, size):
         local.append(a_j[j] * local[-1] + b_j[j])
@@ -242,12 +244,14 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor) -> torch.Ten
     starts = [c0.to(local[0].dtype)]
     for k in range(chunks - 1):
         starts.append(decays[k] * starts[-1] + ends[k])
-    c = torch.stack(local, 1) + torch.stack(prod, 1) * torch.stack(starts)[:, None]
-    return c.reshape(chunks * size, u)[:n]
+    start = rearrange(torch.stack(starts), "k u -> k 1 u")
+    c = torch.stack(local, 1) + torch.stack(prod, 1) * start
+    return rearrange(c, "k l u -> (k l) u")[:n]
 
 
-class AuthorsElementwiseSynthesizer(Synthesizer):
-    """The element-wise synthesizer as the authors' code builds it (alternate_sg, sgtype QRNN).
+class AuthorsSynthesizer(Synthesizer):
+    """The element-wise synthesizer as the authors' code builds it (alternate_sg, sgtype QRNN;
+    ``synthetic.synthesizer = "authors"``, its own settings under ``[synthetic.authors]``).
 
     Every scalar x of the joined state: x * N(1, sigma) noise -> ``encoder`` Linear(1 -> U)
     -> a QRNN layer of U units with an output gate (``gates``: Linear(window * U -> 3U), rows
@@ -303,7 +307,7 @@ class AuthorsElementwiseSynthesizer(Synthesizer):
         nn.init.zeros_(self.decoder.bias)
 
     def forward(self, s: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, Carry]:
-        x = s.reshape(-1, 1)
+        x = rearrange(s, "batch state -> (batch state) 1")  # every scalar, input size 1
         if self.training and self.input_noise > 0:
             x = x * torch.empty_like(x).normal_(1.0, self.input_noise, generator=self.generator)
         e = self.encoder(x)  # [N, U]
@@ -332,7 +336,7 @@ class AuthorsElementwiseSynthesizer(Synthesizer):
         else:
             c = f * z + (1 - f) * c_prev
             last = c, e
-        y = self.decoder(o * c).view_as(s)
+        y = _per_row(self.decoder(o * c), s)
         return y, last[0] if self.window == 1 else last
 
 
@@ -355,165 +359,3 @@ class ConditionedSynthesizer(nn.Module):
     ) -> tuple[torch.Tensor, Carry]:
         g, carry = self.base(s, carry)
         return g + self.context(context.to(g.dtype)), carry
-
-
-@dataclass
-class SGStats:
-    """How well g_hat(s_k) matched its target at one boundary.
-
-    0-d tensors on the model's device: the trainer reads them in the same single host
-    transfer as the segment's loss.
-    """
-
-    loss: torch.Tensor
-    cos: torch.Tensor  # mean over batch rows of cos(g_hat, target)
-    norm_ratio: torch.Tensor  # |g_hat| / |target| over the whole batch
-
-
-class SyntheticBoundary:
-    """Injects synthetic gradients at segment boundaries and trains the synthesizer.
-
-    Use per segment: ``s = boundary.start(s, mode)``; run the RNN from ``s`` to ``final``
-    and compute ``loss``; ``boundary.backward(loss, final, mode)``; then
-    ``stats = boundary.fit()``; then step the RNN's optimizer. A ``ConditionedSynthesizer``
-    also takes the context of each boundary: ``start(s, mode, context=c_k)`` and
-    ``backward(loss, final, mode, next_context=c_{k+1})``. ``optimizer=None`` keeps
-    the synthesizer frozen (an oracle in tests, or a pre-trained one).
-    ``fit_in_real=False`` skips the synthesizer entirely in real mode.
-
-    ``target_scale`` sets the synthesizer's units: it is fitted to ``target_scale`` times
-    the gradient and its output is divided by it before injection. The gradient of a
-    per-token mean loss is tiny (of order 1/tokens per segment), while Adam moves weights by
-    about its learning rate per step whatever the gradient's size; a scale of the tokens
-    per segment puts the targets where Adam's step sizes suit them. It changes nothing else.
-
-    Four choices reproduce the authors' code (``synthetic.preset = "authors"``; the
-    defaults are the method as written):
-
-    * ``reduction="sum"``: the regression loss is the sum of squared errors over the
-      batch x state elements (mean x their count), not their mean. Adam divides the
-      scale out of its steps, except where the gradient is near its eps.
-    * ``advance="every_call"``: a recurrent synthesizer's carry also advances at the call
-      on s_{k+1} in synthetic mode, so the next boundary's call starts from there; with
-      "once" that call reads the carry and drops its own.
-    * ``joined``: the indices of the state's tensors that form the joined state (None:
-      all). The others are passed on detached: no target, no injection.
-    * ``split_target=True``: in synthetic mode the injection is its own backward pass and
-      each pass regresses g_hat(s_k) on what it brings, the real part g and the injected
-      part j separately: |g_hat - g|^2 + |g_hat - j|^2, whose gradient is that of
-      2 |g_hat - (g + j) / 2|^2. One backward pass gives g + j, so it is fitted so.
-    """
-
-    def __init__(
-        self,
-        synthesizer: Synthesizer,
-        optimizer: torch.optim.Optimizer | None,
-        scale: float,
-        *,
-        fit_in_real: bool = True,
-        batch_dim: int = 0,
-        target_scale: float = 1.0,
-        backend: str = "auto",
-        reduction: str = "mean",
-        advance: str = "once",
-        joined: Sequence[int] | None = None,
-        split_target: bool = False,
-    ):
-        if reduction not in ("mean", "sum") or advance not in ("once", "every_call"):
-            raise ValueError(
-                f"reduction must be mean or sum and advance once or every_call, got "
-                f"{reduction!r}, {advance!r}"
-            )
-        self.synthesizer, self.optimizer, self.scale = synthesizer, optimizer, scale
-        self.fit_in_real, self.batch_dim, self.backend = fit_in_real, batch_dim, backend
-        self.target_scale, self.reduction, self.advance = target_scale, reduction, advance
-        self.joined = None if joined is None else tuple(joined)
-        self.split_target = split_target
-        self.carry: Carry = None
-        self._leaf: State = ()
-        self._pred: torch.Tensor | None = None
-        self._next_carry: Carry = None
-        self._mode = "real"
-
-    def _join(self, state: State) -> torch.Tensor:
-        """The joined state of the tensors ``joined`` names."""
-        picked = state if self.joined is None else tuple(state[i] for i in self.joined)
-        return join_state(picked, self.batch_dim)
-
-    def reset(self) -> None:
-        """Forget the synthesizer's own carried state (at the start of each epoch)."""
-        self.carry = None
-
-    def active(self, mode: str) -> bool:
-        return mode == "synthetic" or self.fit_in_real
-
-    def _predict(
-        self, s: torch.Tensor, carry: Carry, context: torch.Tensor | None
-    ) -> tuple[torch.Tensor, Carry]:
-        """g_hat and the synthesizer's next carry; a context goes to a conditioned one."""
-        if context is None:
-            return self.synthesizer(s, carry)
-        return self.synthesizer(s, carry, context)
-
-    def start(
-        self, state: State | torch.Tensor, mode: str, context: torch.Tensor | None = None
-    ) -> State:
-        """Detach the carried state into a leaf that requires grad; keep g_hat(s_k)."""
-        state = (state,) if isinstance(state, torch.Tensor) else tuple(state)
-        active = self.active(mode)
-        self._leaf = tuple(
-            t.detach().requires_grad_(active and (self.joined is None or i in self.joined))
-            for i, t in enumerate(state)
-        )
-        self._pred, self._mode = None, mode
-        if active:
-            s = self._join(self._leaf).detach()
-            self._pred, self._next_carry = self._predict(s, self.carry, context)
-        return self._leaf
-
-    def backward(
-        self,
-        loss: torch.Tensor,
-        final: State | torch.Tensor,
-        mode: str,
-        next_context: torch.Tensor | None = None,
-    ) -> None:
-        """One backward pass: the loss, plus scale * <g_hat(s_{k+1}), s_{k+1}> if synthetic."""
-        if mode == "synthetic" and (self.scale > 0 or self.advance == "every_call"):
-            final = (final,) if isinstance(final, torch.Tensor) else tuple(final)
-            s_next = self._join(final)
-            with torch.no_grad():
-                g_next, carry = self._predict(s_next.detach(), self._next_carry, next_context)
-            if self.advance == "every_call":
-                self._next_carry = carry
-            g_next = g_next.detach() / self.target_scale
-            loss = loss + self.scale * (g_next * s_next).sum()
-        loss.backward()
-
-    def fit(self) -> SGStats | None:
-        """Regress g_hat(s_k) on s_k.grad and step the synthesizer; None when inactive.
-
-        The stats compare g_hat with the target it is fitted to (halved under
-        ``split_target`` in synthetic mode); the loss is their mean squared error.
-        """
-        if self._pred is None:
-            return None
-        grads = tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in self._leaf)
-        # the loss against target_scale * gradient, its gradient and the telemetry, one pass;
-        # split_target fits half the bootstrapped target at twice the weight (see above)
-        split = self.split_target and self._mode == "synthetic"
-        sg_loss, cos, ratio = kernels.sg_mse_loss_with_stats(
-            self._pred,
-            self._join(grads),
-            target_scale=self.target_scale / 2 if split else self.target_scale,
-            backend=self.backend,
-        )
-        weight = float(self._pred.numel()) if self.reduction == "sum" else 1.0
-        weight *= 2 if split else 1
-        if self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-            (sg_loss * weight).backward()
-            self.optimizer.step()
-        self.carry = detach(self._next_carry)
-        self._pred = None
-        return SGStats(sg_loss.detach(), cos, ratio)
