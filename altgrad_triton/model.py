@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .carry import State
-from .kernels import linear_cross_entropy
 from .cells import LSTM, QRNN
+from .kernels import linear_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,10 @@ class LMOutput:
         else:
             dtype = torch.promote_types(h.dtype, w.dtype)
         h, w, b = (None if x is None else x.to(dtype) for x in (h, w, b))
-        return linear_cross_entropy(
-            h, w, b, targets.reshape(-1), backend=self._backend, chunk_rows=self._chunk_rows
-        )
+        with torch.profiler.record_function("lm_head: linear_cross_entropy"):
+            return linear_cross_entropy(
+                h, w, b, targets.reshape(-1), backend=self._backend, chunk_rows=self._chunk_rows
+            )
 
 
 class RNNLanguageModel(nn.Module):

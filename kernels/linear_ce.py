@@ -103,11 +103,12 @@ def _ce_rows_kernel(
 
 def configs_linear_ce() -> list[dict[str, int]]:
     """Candidates for the row kernel: vocabulary tiles of 1-8K columns on 4-16 warps,
-    8 to 64 columns per thread (a row of 33K words is 4-33 tiles per pass)."""
+    8 to 32 columns per thread (a row of 33K words is 4-33 tiles per pass); 64 per thread
+    spilled registers in fp32 (tests/test_kernel_compile.py)."""
     out = []
     for block in (1024, 2048, 4096, 8192):
         for warps in (4, 8, 16):
-            if 8 <= block // (32 * warps) <= 64:
+            if 8 <= block // (32 * warps) <= 32:
                 out.append({"BLOCK_V": block, "num_warps": warps, "num_stages": 1})
     return out
 
@@ -186,28 +187,48 @@ def linear_ce_chunks(
     n, d = hidden.shape
     vocab = weight.shape[0]
     loss_rows = torch.empty(n, dtype=torch.float32, device=hidden.device)
+    acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32 (float64 stays float64)
     dh = torch.empty_like(hidden) if want_grad else None
-    dw = torch.zeros(vocab, d, dtype=torch.float32, device=hidden.device) if want_grad else None
+    dw = torch.zeros(vocab, d, dtype=acc, device=hidden.device) if want_grad else None
     db = None
     if want_grad and bias is not None:
-        db = torch.zeros(vocab, dtype=torch.float32, device=hidden.device)
+        db = torch.zeros(vocab, dtype=acc, device=hidden.device)
     for r0 in range(0, n, chunk_rows):
-        h = hidden[r0 : r0 + chunk_rows]
+        rows = slice(r0, r0 + chunk_rows)
+        h = hidden[rows]
         z = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
-        rows_step(z, targets[r0 : r0 + chunk_rows], loss_rows[r0 : r0 + chunk_rows], 1.0 / n, want_grad)
+        rows_step(z, targets[rows], loss_rows[rows], 1.0 / n, want_grad)
         if not want_grad:
             continue
-        torch.mm(z, weight, out=dh[r0 : r0 + chunk_rows])
-        if z.dtype == torch.float32:
+        torch.mm(z, weight, out=dh[rows])
+        if z.dtype == acc:
             dw.addmm_(z.t(), h)
         else:  # addmm_ needs one dtype: this chunk's product, then its fp32 sum
             dw += torch.mm(z.t(), h)
         if db is not None:
-            db += z.sum(0, dtype=torch.float32)
+            db += z.sum(0, dtype=acc)
     return loss_rows.sum() / n, dh, dw, db
 
 
 # --------------------------------------------------------------------------- launcher
+
+
+def _check_float_inputs(fn, hidden, weight, bias, float64_ok: bool) -> None:
+    """hidden, weight and bias: tensors of one storage dtype (float64 too where
+    ``float64_ok``: the PyTorch path serves float64 models) on one device."""
+    if float64_ok and isinstance(hidden, torch.Tensor) and hidden.dtype == torch.float64:
+        for name, t in (("weight", weight), ("bias", bias)):
+            if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != hidden.dtype):
+                got = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"{fn}: {name} has dtype {got}, must match hidden's float64")
+            if t is not None and t.device != hidden.device:
+                where = f"{t.device}, must match hidden's {hidden.device}"
+                raise ValueError(f"{fn}: {name} is on {where}")
+        return
+    check_tensor(fn, "hidden", hidden)
+    same = {"dtype": hidden.dtype, "device": hidden.device, "ref": "hidden"}
+    check_tensor(fn, "weight", weight, **same)
+    check_tensor(fn, "bias", bias, optional=True, **same)
 
 
 def check_inputs(
@@ -216,21 +237,21 @@ def check_inputs(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     targets: torch.Tensor,
+    *,
+    float64_ok: bool = False,
 ) -> None:
     """One ``ValueError`` naming the bad input: shapes [N, D], [V, D], [V], [N]; one
     storage dtype and device; integer targets in [0, V) (one host sync)."""
-    check_tensor(fn, "hidden", hidden)
+    _check_float_inputs(fn, hidden, weight, bias, float64_ok)
     if hidden.dim() != 2 or hidden.shape[0] < 1 or hidden.shape[1] < 1:
-        raise ValueError(f"{fn}: hidden must be a non-empty [N, D], got shape {tuple(hidden.shape)}")
+        got = tuple(hidden.shape)
+        raise ValueError(f"{fn}: hidden must be a non-empty [N, D], got shape {got}")
     n, d = hidden.shape
-    check_tensor(fn, "weight", weight, dtype=hidden.dtype, device=hidden.device, ref="hidden")
     if weight.dim() != 2 or weight.shape[1] != d or weight.shape[0] < 1:
         raise ValueError(f"{fn}: weight must be [V, {d}] (V >= 1), got shape {tuple(weight.shape)}")
     vocab = weight.shape[0]
-    check_tensor(
-        fn, "bias", bias, shape=(vocab,), dtype=hidden.dtype, device=hidden.device,
-        optional=True, ref="hidden",
-    )  # fmt: skip
+    if bias is not None and tuple(bias.shape) != (vocab,):
+        raise ValueError(f"{fn}: bias must have shape ({vocab},), got {tuple(bias.shape)}")
     if not isinstance(targets, torch.Tensor) or targets.dtype not in (torch.int64, torch.int32):
         got = targets.dtype if isinstance(targets, torch.Tensor) else type(targets).__name__
         raise ValueError(f"{fn}: targets must be an int64 or int32 tensor, got {got}")
@@ -332,8 +353,9 @@ def linear_cross_entropy(
     Args:
         hidden: [N, D] the decoder's input (the last layer's output, flattened over T, B).
         weight: [V, D] the decoder weight (tied or not: a tied embedding receives dW).
-        bias: [V] or None. hidden, weight and bias share one dtype (fp32, fp16 or bf16)
-            and device; logits and gradients accumulate in fp32.
+        bias: [V] or None. hidden, weight and bias share one dtype (fp32, fp16 or bf16;
+            float64 too on the PyTorch path) and device; logits and gradients accumulate
+            in fp32 (float64 stays float64 on the PyTorch path).
         targets: [N] int64/int32 word ids, every one in [0, V) (none is ignored).
         backend: "auto" (Triton on CUDA tensors, else the reference), "torch", "triton".
         chunk_rows: rows per chunk; None sizes a chunk to 32M logits on a GPU, 8M on the
@@ -348,10 +370,11 @@ def linear_cross_entropy(
             chunk_rows below 1, naming the input.
     """
     fn = "linear_cross_entropy"
-    check_inputs(fn, hidden, weight, bias, targets)
+    triton_path = use_triton(backend, hidden, weight, bias, targets)
+    check_inputs(fn, hidden, weight, bias, targets, float64_ok=not triton_path)
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError(f"{fn}: chunk_rows must be >= 1, got {chunk_rows}")
-    if use_triton(backend, hidden, weight, bias, targets):
+    if triton_path:
         rows = chunk_rows or chunk_rows_for(weight.shape[0], "cpu" if interpreting() else "cuda")
         return _apply(hidden, weight, bias, targets.long(), ce_rows_triton, rows)
     return linear_cross_entropy_reference(

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from altgrad_triton.kernels import linear_cross_entropy, linear_cross_entropy_reference
+
 from altgrad_triton.model import LMOutput, RNNLanguageModel, lm_loss
 
 mod = sys.modules["altgrad_triton.kernels.linear_ce"]
@@ -66,7 +67,8 @@ def test_chunked_reference_matches_unfused(shape):
     n, vocab, d, chunk = shape
     h, w, b, t = inputs(n, vocab, d)
     up = torch.randn(())
-    got = loss_and_grads(linear_cross_entropy, h, w, b, t, up, backend="torch", chunk_rows=chunk or 4)
+    chunk = chunk or 4
+    got = loss_and_grads(linear_cross_entropy, h, w, b, t, up, backend="torch", chunk_rows=chunk)
     check_all(got, loss_and_grads(oracle, h, w, b, t, up), torch.float32)
 
 
@@ -122,7 +124,8 @@ def test_tied_weight_gradient_adds_into_the_embedding(triton_device):
 def test_out_of_range_targets_are_an_error(backend, bad, triton_device):
     h, w, b, t = inputs(6, 37, 4)
     t[3] = bad
-    with pytest.raises(ValueError, match=rf"targets\[3\] = {bad} is outside the vocabulary \[0, 37\)"):
+    msg = rf"targets\[3\] = {bad} is outside the vocabulary \[0, 37\)"
+    with pytest.raises(ValueError, match=msg):
         linear_cross_entropy(h, w, b, t, backend=backend)
 
 
