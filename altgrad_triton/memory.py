@@ -13,8 +13,10 @@ vocabulary, ``a`` the activation dtype's size: 2 for bf16 autocast on CUDA, else
   moments, 4 for SGD with momentum, 0 without);
 * one training segment's activations that autograd keeps for the backward pass:
   a x T x B x (E for the embedding output, + per layer 5 x out for an LSTM (its four gates
-  and its output) or (gates + 1) x out for a QRNN, + V for the logits), plus 4 x T x B x V
-  for the fp32 log-softmax the cross-entropy keeps.
+  and its output) or (gates + 1) x out for a QRNN);
+* the LM head (``kernels.linear_cross_entropy``): when the segment's T x B rows fit one
+  chunk of the fused head, its logits and their fp32 log-softmax, (a + 4) x T x B x V;
+  otherwise one chunk of logits at a time, a x rows x V (``chunk_rows_for``).
 
 Left out, so that the bound stays below the truth: dropout masks and the other
 intermediate tensors, the synthesizer, the evaluation pass, the activations' gradients
@@ -34,6 +36,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .kernels.linear_ce import chunk_rows_for
 from .recipe import Recipe
 
 
@@ -93,14 +96,24 @@ def estimate(
     opt = optimizer_state_bytes(r.optim.name, r.optim.momentum)
     sizes = layer_sizes(recipe)
     per_layer = 5 if m.cell == "lstm" else (3 if m.output_gate else 2) + 1
-    width = m.emb_size + per_layer * sum(sizes[1:]) + vocab_size  # per token, activation dtype
+    width = m.emb_size + per_layer * sum(sizes[1:])  # per token, activation dtype
     tokens = r.bptt.length * (r.data.batch_size // world_size)
     a = 2 if device_type == "cuda" and r.run.dtype == "bfloat16" else 4
     return MemoryEstimate(
         parameters=p,
         weights=p * (8 + opt),
-        activations=tokens * (a * width + 4 * vocab_size),
+        activations=tokens * a * width + head_bytes(tokens, vocab_size, a, device_type),
     )
+
+
+def head_bytes(tokens: int, vocab_size: int, a: int, device_type: str) -> int:
+    """What the LM head holds at once for a segment of ``tokens`` rows: all the logits and
+    their fp32 log-softmax when the rows fit one chunk of the fused head, else one chunk of
+    logits (the chunk loop keeps no more)."""
+    rows = chunk_rows_for(vocab_size, device_type)
+    if tokens <= rows:
+        return tokens * vocab_size * (a + 4)
+    return rows * vocab_size * a
 
 
 def available(device: torch.device) -> tuple[int, str] | None:

@@ -17,6 +17,7 @@ from torch import nn
 
 from .carry import State
 from .cells import LSTM, QRNN
+from .kernels import linear_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,53 @@ def embedding_dropout(
     return F.embedding(words, weight)
 
 
-@dataclass
 class LMOutput:
-    logits: torch.Tensor  # [T, B, V]
-    last_raw: torch.Tensor  # last layer's output before dropout (for TAR)
-    last_dropped: torch.Tensor  # after output dropout (for AR)
-    state: State  # final carried state, same layout as the input state
+    """One segment's output. The logits [T, B, V] are computed only when read (the
+    pointer cache, sampling): the training and evaluation loss, :meth:`cross_entropy`, goes
+    through the fused head (``kernels.linear_cross_entropy``) and never builds them."""
+
+    def __init__(
+        self,
+        logits: torch.Tensor | None,
+        last_raw: torch.Tensor,
+        last_dropped: torch.Tensor,
+        state: State,
+        *,
+        decoder: nn.Linear | None = None,
+        backend: str = "auto",
+        chunk_rows: int | None = None,
+    ):
+        self._logits = logits  # given, or None: decoder(last_dropped) on first read
+        self.last_raw = last_raw  # last layer's output before dropout (for TAR)
+        self.last_dropped = last_dropped  # after output dropout (for AR); the decoder's input
+        self.state = state  # final carried state, same layout as the input state
+        self._decoder, self._backend, self._chunk_rows = decoder, backend, chunk_rows
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """[T, B, V] decoder output (computed once, on first read)."""
+        if self._logits is None:
+            self._logits = self._decoder(self.last_dropped)
+        return self._logits
+
+    def cross_entropy(self, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy (0-d fp32) against ``targets`` [T, B]: the fused head, or the
+        full logits when they were given or have been read already."""
+        if self._logits is not None or self._decoder is None:
+            flat = self.logits.reshape(-1, self.logits.shape[-1])
+            return F.cross_entropy(flat.float(), targets.reshape(-1))
+        h, w, b = self.last_dropped, self._decoder.weight, self._decoder.bias
+        h = h.reshape(-1, h.shape[-1])
+        device = h.device.type
+        if torch.is_autocast_enabled(device):  # the dtype autocast's F.linear would use
+            dtype = torch.get_autocast_dtype(device)
+        else:
+            dtype = torch.promote_types(h.dtype, w.dtype)
+        h, w, b = (None if x is None else x.to(dtype) for x in (h, w, b))
+        with torch.profiler.record_function("lm_head: linear_cross_entropy"):
+            return linear_cross_entropy(
+                h, w, b, targets.reshape(-1), backend=self._backend, chunk_rows=self._chunk_rows
+            )
 
 
 class RNNLanguageModel(nn.Module):
@@ -62,7 +104,9 @@ class RNNLanguageModel(nn.Module):
 
     ``layers`` recurrent layers of ``hidden_size`` units, the last of ``emb_size`` when the
     decoder is tied to the embedding; ``window`` is the first QRNN layer's convolution
-    window (1 above it).
+    window (1 above it). ``backend`` runs the cells and the fused LM head (loss without
+    the logits); ``head_chunk_rows`` sets the head's rows per chunk (None: sized to the
+    vocabulary, ``kernels.linear_ce.chunk_rows_for``).
     """
 
     def __init__(
@@ -78,8 +122,10 @@ class RNNLanguageModel(nn.Module):
         output_gate: bool = True,
         dropout: Dropouts = Dropouts(),
         backend: str = "auto",
+        head_chunk_rows: int | None = None,
     ):
         super().__init__()
+        self.backend, self.head_chunk_rows = backend, head_chunk_rows
         if cell not in ("qrnn", "lstm"):
             raise ValueError(f"cell must be qrnn or lstm, got {cell!r}")
         self.dropouts = dropout
@@ -143,14 +189,17 @@ class RNNLanguageModel(nn.Module):
             new_state.extend(s_new)
             last = i == len(self.layers) - 1
             x = locked_dropout(raw, d.output if last else d.hidden, self.training)
-        return LMOutput(self.decoder(x), raw, x, tuple(new_state))
+        return LMOutput(
+            None, raw, x, tuple(new_state),
+            decoder=self.decoder, backend=self.backend, chunk_rows=self.head_chunk_rows,
+        )  # fmt: skip
 
 
 def lm_loss(
     out: LMOutput, targets: torch.Tensor, ar_alpha: float = 0.0, tar_beta: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(training loss with AR/TAR, plain cross-entropy) for one segment; targets: [T, B]."""
-    ce = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]).float(), targets.reshape(-1))
+    ce = out.cross_entropy(targets)
     loss = ce
     if ar_alpha:
         loss = loss + ar_alpha * out.last_dropped.float().pow(2).mean()

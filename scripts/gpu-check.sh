@@ -233,7 +233,7 @@ step tune-lstm 30 "$PY" -m altgrad_triton.cli.tune recipes/wt2-lstm.toml run.dty
   --quick
 if [[ "${1:-}" == "--kernels" ]]; then # the kernel issues' targets: LSTM vs cuDNN, fo-pool
   step bench 200 "$PY" -m altgrad_triton.cli.bench --quick --budget 180 \
-    --families lstm fo_pool sg_loss --csv "$OUT/benchmarks.csv"
+    --families lstm fo_pool sg_loss linear_ce --csv "$OUT/benchmarks.csv"
   step gpu-tests 60 "$PY" -m pytest -q tests/gpu ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
   finish
 fi
@@ -253,6 +253,6 @@ else
 fi
 step profile 30 "$PY" -m altgrad_triton.cli.bench --profile --slice-dtype bfloat16
 step bench 35 "$PY" -m altgrad_triton.cli.bench --quick --budget 25 \
-  --families lstm fo_pool sg_loss --csv "$OUT/benchmarks.csv"
+  --families lstm fo_pool sg_loss linear_ce --csv "$OUT/benchmarks.csv"
 step tests 40 "$PY" -m pytest -q ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
 finish

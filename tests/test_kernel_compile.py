@@ -1,4 +1,5 @@
-"""The fo-pool, SG-loss and LSTM kernels compile for an H100 (sm_90) without a GPU.
+"""The fo-pool, SG-loss, LSTM and LM-head (linear_ce) kernels compile for an H100 (sm_90)
+without a GPU.
 
 The interpreter runs the kernels' Python, not Triton's GPU code generation (layouts, the
 scans' lowering, loop-carried values, constexpr branches); this compiles them to a cubin
@@ -91,6 +92,32 @@ for direction, dt, pdl, graph in (("fwd", "bf16", True, True), ("bwd", "bf16", T
     assert ("griddepcontrol.wait" in ptx) == pdl, name
     if direction == "fwd" and dt == "bf16":  # W_hh rows in 16-byte async copies
         assert "cp.async.cg.shared.global" in ptx and ", 0x10" in ptx, name
+
+# the LM head's row kernel, every autotune candidate: no register spills (ptxas -v) and
+# shared memory within an H100's 232,448 bytes per block
+import pathlib, re, subprocess, tempfile
+from triton.backends.nvidia.compiler import get_ptxas
+lce = importlib.import_module("altgrad_triton.kernels.linear_ce")
+ptxas = get_ptxas(90).path  # the ptxas Triton itself uses for sm_90
+for dt in ("bf16", "fp32"):
+    for meta in lce.configs_linear_ce():
+        fn = jit_of(lce._ce_rows_kernel)
+        types = {"logits": f"*{dt}", "targets": "*i64", "loss": "*fp32", "scale": "fp32"}
+        cx = {"GRAD": True, "BLOCK_V": meta["BLOCK_V"]}
+        sig = {n: types.get(n, "constexpr" if n in cx else "i32") for n in fn.arg_names}
+        ck = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=cx),
+                            target=GPUTarget("cuda", 90, 32),
+                            options={"num_warps": meta["num_warps"]})
+        name = f"linear_ce {dt} {meta}"
+        assert ck.metadata.shared <= 232448, (name, ck.metadata.shared)
+        with tempfile.TemporaryDirectory() as tmp:
+            src = pathlib.Path(tmp) / "k.ptx"
+            src.write_text(ck.asm["ptx"])
+            log = subprocess.run([ptxas, "-arch=sm_90a", "-v", str(src), "-o",
+                                  str(src.with_suffix(".cubin"))],
+                                 capture_output=True, text=True, check=True).stderr
+        spills = [int(x) for x in re.findall(r"(\d+) bytes spill (?:stores|loads)", log)]
+        assert spills and not any(spills), (name, log)
 print("compiled")
 """
 

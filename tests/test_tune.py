@@ -146,6 +146,9 @@ def test_shape_specs():
     assert [(j.kernel, j.dtype, j.shape) for j in only] == [
         ("elementwise_bwd", torch.float16, "N=7 U=50")
     ]
+    head = tune.parse_shape_spec("linear_ce:N=8,V=100,dtype=bfloat16", torch.float32)
+    assert [(j.kernel, j.shape) for j in head] == [("linear_ce", "N=8 V=100")]
+    assert tune.probe_key(head[0]) == ("bfloat16", 128)  # the key its launcher asks for
     with pytest.raises(UserError, match="unknown"):
         tune.parse_shape_spec("sg_loss:N=3,Q=4", torch.float32)
     with pytest.raises(UserError, match="integers"):

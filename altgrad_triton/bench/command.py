@@ -16,6 +16,7 @@ from .families import (
     elementwise_groups,
     fo_pool_group,
     fo_pool_groups,
+    linear_ce_groups,
     lstm_groups,
     plan_shapes,
     sg_loss_groups,
@@ -139,6 +140,7 @@ TITLES = {
     "sg_loss": "synthetic-gradient loss",
     "elementwise": "element-wise QRNN synthesizer (one step)",
     "lstm": "LSTM (input projection + recurrence)",
+    "linear_ce": "LM head: linear + cross-entropy (loss and every gradient)",
     "e2e": "end to end: training slice tokens/s",
 }
 BANDWIDTH_FAMILIES = ("fo_pool", "sg_loss", "elementwise")
@@ -158,6 +160,7 @@ def run_families(
         "sg_loss": sg_loss_groups,
         "elementwise": elementwise_groups,
         "lstm": lstm_groups,
+        "linear_ce": linear_ce_groups,
     }
     for family in BENCH_FAMILIES:
         if family not in families:

@@ -47,6 +47,14 @@ def lstm_flops(steps: int, batch: int, hidden: int, layers: int = 1) -> dict[str
     return {"fwd": fwd, "bwd": 2 * fwd, "fwd+bwd": 3 * fwd}
 
 
+def linear_ce_flops(n: int, vocab: int, dim: int) -> dict[str, float]:
+    """The head's three GEMMs: logits 2 N V D forward; dh and dW 4 N V D backward. Ours
+    computes the gradients inside its forward, so its fwd row holds all 6 N V D and its
+    bwd row only scales them: compare the fwd+bwd rows."""
+    fwd = 2.0 * n * vocab * dim
+    return {"fwd": fwd, "bwd": 2 * fwd, "fwd+bwd": 3 * fwd}
+
+
 # ----------------------------------------------------------------------------- families
 
 DTYPE_OF = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -66,6 +74,7 @@ class Shapes:
     lstm_stack: list[tuple[int, int, int]]  # (B, T, H), 3 layers
     lstm_best: list[tuple[int, int, int]]  # (B, T, H), fp16 single layer (cuDNN's best case)
     lstm_modes: list[str]  # "bf16-autocast", "float32"
+    linear_ce: list[tuple[str, int, int, int, str]]  # (label, N, V, D, dtype)
     stack_reference: bool  # also the PyTorch reference for the 3-layer stack
     e2e_models: list[tuple[str, str, list[str]]]  # (label, recipe path, dtypes)
     e2e_warm: int
@@ -82,7 +91,7 @@ def plan_shapes(env: Env, quick: bool, args) -> Shapes:
             fo_pool=[(2, 8, 16)], fo_pool_dtypes=["float32"], compile_all=False,
             state=[("tiny", 4, 48)], units=8,
             lstm_layer=[(2, 8, 16)], lstm_stack=[], lstm_best=[], lstm_modes=["float32"],
-            stack_reference=False,
+            stack_reference=False, linear_ce=[("tiny", 96, 500, 24, "float32")],
             e2e_models=[("tiny qrnn", args.qrnn_recipe, ["float32"]),
                         ("tiny lstm", args.lstm_recipe, ["float32"])],
             e2e_warm=2, e2e_measure=3,
@@ -99,6 +108,7 @@ def plan_shapes(env: Env, quick: bool, args) -> Shapes:
             lstm_layer=[(20, 200, 650), (20, 200, 1550), (80, 70, 1150)],
             lstm_stack=[(20, 200, 1150), (20, 200, 1550)], lstm_best=[(20, 200, 1024)],
             lstm_modes=["bf16-autocast"], stack_reference=False,
+            linear_ce=[("wt2", 4000, 33278, 400, "bfloat16")],
             e2e_models=[("wt2 qrnn", args.qrnn_recipe, ["float32", "bfloat16"]),
                         ("wt2 lstm", args.lstm_recipe, ["bfloat16"])],
             e2e_warm=2, e2e_measure=3,
@@ -110,6 +120,8 @@ def plan_shapes(env: Env, quick: bool, args) -> Shapes:
         lstm_stack=[(b, t, h) for b in (20, 80) for h in (1150, 1550) for t in (70, 200)],
         lstm_best=[(20, 200, 1024), (80, 70, 1024)],
         lstm_modes=["bf16-autocast", "float32"], stack_reference=True,
+        linear_ce=[("wt2", 4000, 33278, 400, "bfloat16"), ("wt2", 4000, 33278, 400, "float32"),
+                   ("wt103 vocab", 4000, 267735, 400, "bfloat16")],
         e2e_models=[("wt2 qrnn", args.qrnn_recipe, ["float32", "bfloat16"]),
                     ("wt2 lstm", args.lstm_recipe, ["float32", "bfloat16"])],
         e2e_warm=3, e2e_measure=10,
@@ -395,4 +407,96 @@ def lstm_groups(env: Env, shapes: Shapes) -> list[Group]:
             add(f"B={b} T={t} H={h} 1 layer", b, t, h, 1, mode, [*ours, nn_name, "torch"])
     for b, t, h in shapes.lstm_best:
         add(f"B={b} T={t} H={h} 1 layer (cuDNN best case)", b, t, h, 1, "float16", [*ours, nn_name])
+    return groups
+
+
+def peak_memory(fn: Callable[[], object]) -> int | None:
+    """Bytes ``fn`` allocates on the GPU at its peak above what was allocated before (a
+    warm-up call first); None off a GPU."""
+    if not torch.cuda.is_available():
+        return None
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+def _with_peak_memory(case: Case) -> Case:
+    """``case`` whose note gives the peak GPU memory of one forward + backward beyond its
+    inputs (on a GPU)."""
+    make = case.make
+
+    def make_and_measure():
+        fwd, leaves = make()
+        if leaves[0].is_cuda:
+
+            def step():
+                torch.autograd.grad(list(fwd()), leaves, allow_unused=True)
+
+            peak = peak_memory(step)
+            if peak is not None:
+                mib = f"peak {peak / 2**20:,.0f} MiB fwd+bwd beyond the inputs"
+                case.note = f"{case.note}; {mib}" if case.note else mib
+        return fwd, leaves
+
+    case.make = make_and_measure
+    return case
+
+
+def linear_ce_unfused(h, w, b, t):
+    """The head as the model computed it before the fused one: full logits, fp32 loss."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(F.linear(h, w, b).float(), t)
+
+
+def linear_ce_groups(env: Env, shapes: Shapes) -> list[Group]:
+    """The fused LM head (``kernels.linear_cross_entropy``) against ``F.linear`` +
+    ``F.cross_entropy`` eager and under torch.compile, and the chunked PyTorch reference
+    (the CPU training path), each with its peak GPU memory in the note. Inputs in the
+    storage dtype, as the model passes them under autocast; the bias untied, the weight a
+    leaf (a tied embedding receives the same dW)."""
+    from ..kernels import linear_cross_entropy
+
+    groups = []
+    for label, n, vocab, dim, dt in shapes.linear_ce:
+        dtype = DTYPE_OF[dt]
+
+        def make(impl, n=n, vocab=vocab, dim=dim, dtype=dtype):
+            def build():
+                dev = env.device
+                h = torch.randn(n, dim, device=dev).to(dtype).requires_grad_()
+                w = (torch.randn(vocab, dim, device=dev) * 0.05).to(dtype).requires_grad_()
+                b = torch.zeros(vocab, device=dev, dtype=dtype).requires_grad_()
+                t = torch.randint(0, vocab, (n,), device=dev)
+                fn = impl()
+                return (lambda: (fn(h, w, b, t),)), [h, w, b]
+
+            return build
+
+        def ours(h, w, b, t):
+            return linear_cross_entropy(h, w, b, t, backend="triton")
+
+        def chunked(h, w, b, t):
+            return linear_cross_entropy(h, w, b, t, backend="torch", chunk_rows=max(1, len(t) // 8))
+
+        cases = kernel_cases(make, ours, linear_ce_unfused, _gpu_providers(env))
+        for c in cases:
+            if c.provider == "torch":
+                c.note = "F.linear + F.cross_entropy, eager"
+            elif c.provider == "compile":
+                c.note = "torch.compile(F.linear + F.cross_entropy)"
+        cases.append(Case("chunked", make(lambda: chunked), note="PyTorch reference, 8 chunks"))
+        groups.append(
+            Group(
+                "linear_ce",
+                f"{label} N={n} V={vocab} D={dim}",
+                dt,
+                [_with_peak_memory(c) for c in cases],
+                flops=linear_ce_flops(n, vocab, dim),
+            )
+        )
     return groups

@@ -22,6 +22,7 @@ FAMILY_KERNELS = {
     "lstm": ("lstm_fwd", "lstm_bwd"),
     "sg_loss": ("sg_loss",),
     "elementwise": ("elementwise_fwd", "elementwise_bwd"),
+    "linear_ce": ("linear_ce",),
 }
 """Kernel families this package knows how to launch, and the kernel names each registers."""
 
@@ -242,6 +243,22 @@ def elementwise_jobs(n: int, units: int, dtype: torch.dtype = torch.float32) -> 
     ]
 
 
+def linear_ce_jobs(rows: int, vocab: int, dtype: torch.dtype = torch.bfloat16) -> list[Job]:
+    """The LM head's row kernel on one chunk of ``rows`` x ``vocab`` logits, writing their
+    gradient in place (as training does). The override key is the vocabulary; recipes do
+    not list it (their vocabulary comes from the corpus): give it as a ``--shapes`` spec,
+    or the first training launch autotunes and pins it."""
+    lce = _kmod("linear_ce")
+
+    def fwd(device):
+        logits = _rand((rows, vocab), dtype, device)
+        targets = torch.zeros(rows, dtype=torch.int64, device=device)
+        loss = torch.empty(rows, dtype=torch.float32, device=device)
+        return lambda: lce.ce_rows_triton(logits, targets, loss, 1.0 / rows, True)
+
+    return [Job("linear_ce", "linear_ce", f"N={rows} V={vocab}", dtype, fwd)]
+
+
 def recipe_jobs(shapes: RecipeShapes, *, quick: bool = False) -> list[Job]:
     """Every tunable launch of one training segment of the recipe (distinct layer sizes),
     then the recurrent forwards of validation and test at their batch sizes (other tuning
@@ -273,6 +290,7 @@ SPEC_KEYS = {
     "lstm": (("B", "T", "H"), ()),
     "sg_loss": (("N",), ()),
     "elementwise": (("N",), ("U",)),
+    "linear_ce": (("N", "V"), ()),
 }
 """Per family: the keys a ``--shapes`` spec needs, and the optional ones."""
 
@@ -284,6 +302,7 @@ def parse_shape_spec(spec: str, default_dtype: torch.dtype, *, quick: bool = Fal
     * ``lstm:B=20,T=200,H=1150``
     * ``sg_loss:N=109000``
     * ``elementwise:N=109000,U=50``
+    * ``linear_ce:N=1008,V=33278`` (rows of one chunk of the LM head's logits)
 
     Any spec may add ``dtype=bfloat16`` (else ``--dtype``). A kernel name (``fo_pool_fwd``)
     in place of the family keeps only that kernel.
@@ -303,6 +322,8 @@ def parse_shape_spec(spec: str, default_dtype: torch.dtype, *, quick: bool = Fal
         jobs = lstm_jobs(ints["B"], steps, ints["H"], dtype)
     elif family == "sg_loss":
         jobs = sg_loss_jobs(ints["N"], dtype)
+    elif family == "linear_ce":
+        jobs = linear_ce_jobs(ints["N"], ints["V"], dtype)
     else:
         jobs = elementwise_jobs(ints["N"], ints.get("U", 50), dtype)
     return [j for j in jobs if only is None or j.kernel == only]
