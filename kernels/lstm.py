@@ -94,9 +94,9 @@ dtype (row 0 = h0; rows 1.. are h_seq, so no extra memory), c_all [T+1, B, H] fp
 activated gates [T, B, 4H] fp32: 16*T*B*H bytes, e.g. 99 MB at T=200, B=20, H=1550.
 Saving the gates saves the backward a second [B, H] x [H, 4H] product per step.
 
-fp32 ``tl.dot`` uses TF32 on a GPU when ``torch.backends.cudnn.allow_tf32`` is True
-(PyTorch's default, which is also what cuDNN's LSTM does), IEEE fp32 otherwise and always
-under the interpreter.
+fp32 is fp32: the fp32 ``tl.dot`` uses TF32 on a GPU only when
+``torch.backends.cuda.matmul.allow_tf32`` is True (the switch ``nn.Linear`` follows; off by
+default), IEEE fp32 otherwise and always under the interpreter.
 """
 
 from __future__ import annotations
@@ -497,9 +497,15 @@ def _n_slices(k: int, meta: dict) -> int:
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
-    if interpreting():
-        return "ieee"
-    if dtype == torch.float32 and not torch.backends.cudnn.allow_tf32:
+    """The ``tl.dot`` input precision of a launch (IEEE always under the interpreter)."""
+    return "ieee" if interpreting() else _dot_precision_for(dtype)
+
+
+def _dot_precision_for(dtype: torch.dtype) -> str:
+    """fp32 is fp32: TF32 only when ``torch.backends.cuda.matmul.allow_tf32`` is on (the
+    switch ``nn.Linear`` follows; off by default), IEEE fp32 otherwise. bf16/fp16 inputs
+    multiply exactly either way."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
         return "ieee"
     return "tf32"
 
