@@ -320,7 +320,9 @@ def test_each_programs_slice_starts_256_aligned(monkeypatch, per_row, programs, 
 
     seen = []
     real = mod.launch
-    monkeypatch.setattr(mod, "launch", lambda *a, **kw: seen.append(kw["args"][10]) or real(*a, **kw))
+    monkeypatch.setattr(
+        mod, "launch", lambda *a, **kw: seen.append(kw["args"][10]) or real(*a, **kw)
+    )
     pred = torch.randn(1, per_row, device=triton_device)
     target = torch.randn(1, per_row, device=triton_device)
     loss, _, _ = mod.sg_loss_forward(pred, target, want_grad=False, programs_per_row=programs)

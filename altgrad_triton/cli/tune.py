@@ -245,12 +245,23 @@ def _dry_run_table(jobs: list, quick: bool):
     from .. import tune
 
     table = Table(title="launches to tune (dry run)", title_justify="left")
-    for col in ("kernel", "shape", "dtype", "override key", "candidates"):
+    for col in ("kernel", "shape", "dtype", "override key", "candidates", "compiles"):
         table.add_column(col)
+    total = 0
     for j in jobs:
-        n = len(tune.job_candidates(j, quick=quick))
-        table.add_row(j.kernel, j.shape, tune.dtype_name(j.dtype), str(tuple(j.key)), str(n))
+        metas = tune.job_candidates(j, quick=quick)
+        total += (n := compile_count(metas))
+        table.add_row(j.kernel, j.shape, tune.dtype_name(j.dtype), str(tuple(j.key)),
+                      str(len(metas)), str(n))  # fmt: skip
+    table.caption = f"{total} kernels to compile on a cold cache"
     return table
+
+
+def compile_count(metas: list[dict]) -> int:
+    """Distinct kernels a job's candidates compile: SPLIT_K is a runtime argument and
+    GRAPH_STEPS a host-side count, so candidates that differ only there share one."""
+    runtime = ("SPLIT_K", "GRAPH_STEPS")
+    return len({tuple(sorted((k, v) for k, v in m.items() if k not in runtime)) for m in metas})
 
 
 def main(argv: list[str] | None = None) -> int:

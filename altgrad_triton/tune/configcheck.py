@@ -31,7 +31,7 @@ from ..kernels import tuning
 from .jobs import RecipeShapes, _kmod, dtype_name
 
 SM90_SHARED_LIMIT = 232_448
-"""Bytes of shared memory one block may use on sm_90 (227 KB, cudaDevAttrMaxSharedMemoryPerBlockOptin)."""
+"""Bytes of shared memory one block may use on sm_90 (227 KB, the opt-in maximum)."""
 
 _TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -103,8 +103,8 @@ def lstm_specs(batch: int, hidden: int, dtype: torch.dtype, train: bool,
     if dtype == torch.float32:
         shape += f" {prec}"
     out = []
-    for kernel, fn, args in (("lstm_fwd", "_lstm_fwd_step_kernel", fwd),
-                             ("lstm_bwd", "_lstm_bwd_step_kernel", bwd))[: 2 if train else 1]:  # fmt: skip
+    kinds = (("lstm_fwd", "_lstm_fwd_step_kernel", fwd), ("lstm_bwd", "_lstm_bwd_step_kernel", bwd))
+    for kernel, fn, args in kinds[: 2 if train else 1]:
         for m in _tiles(kernel):
             if m["BLOCK_B"] == want:
                 out.append(_spec(kernel, shape, dtype, m, "lstm", fn, {**args, **m}))
@@ -162,8 +162,10 @@ def elementwise_specs(n: int, units: int) -> list[CompileSpec]:
     shape = f"N={n} U={units}"
     return [
         _spec(kernel, shape, torch.float32, m, "elementwise", fn, {**args, **m})
-        for kernel, fn, args in (("elementwise_fwd", "_ew_fwd_kernel", fwd),
-                                 ("elementwise_bwd", "_ew_bwd_kernel", bwd))  # fmt: skip
+        for kernel, fn, args in (
+            ("elementwise_fwd", "_ew_fwd_kernel", fwd),
+            ("elementwise_bwd", "_ew_bwd_kernel", bwd),
+        )  # fmt: skip
         for m in _tiles(kernel)
     ]
 
@@ -211,6 +213,7 @@ def family_specs(dtypes: Iterable[torch.dtype], families: Iterable[str] = ("lstm
     if "elementwise" in families:
         specs += elementwise_specs(20 * 3 * hidden, 50)
     return list(dict.fromkeys(specs))
+
 
 # ----------------------------------------------------------------------------- compiling
 
