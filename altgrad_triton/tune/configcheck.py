@@ -303,9 +303,17 @@ def _worker_init() -> None:
 
 def check_specs(specs: list[CompileSpec], jobs: int | None = None) -> list[CompileResult]:
     """Compile every spec on ``jobs`` processes (default: every core); results in order."""
+    import multiprocessing
+
     jobs = jobs or os.cpu_count() or 1
-    with ProcessPoolExecutor(jobs, initializer=_worker_init) as pool:
-        return list(pool.map(compile_one, specs, chunksize=1))
+    saved = os.environ.pop("TRITON_INTERPRET", None)  # fresh (spawned) workers: real kernels
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init) as pool:
+            return list(pool.map(compile_one, specs, chunksize=1))
+    finally:
+        if saved is not None:
+            os.environ["TRITON_INTERPRET"] = saved
 
 
 def results_table(results: list[CompileResult], title: str):
