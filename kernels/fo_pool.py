@@ -306,8 +306,8 @@ def configs_fo_pool_fwd() -> list[dict[str, int]]:
 
     BLOCK_H 32-128 makes 250-1000 programs at the paper's B=20, H=1550 (two or more per
     SM); CHUNK sets how many bytes each has in flight. Compiled for sm_90 with Triton 3.9's
-    ptxas (with o, fp32 and bf16), these take 72-191 registers, prefetched tiles included,
-    and none spills.
+    ptxas (with o, fp32 and bf16), these take 72-191 registers, prefetched tiles included;
+    ``altgrad-tune --check-configs`` measures them.
     """
     return _configs(8, 16)
 
@@ -315,7 +315,9 @@ def configs_fo_pool_fwd() -> list[dict[str, int]]:
 def configs_fo_pool_bwd() -> list[dict[str, int]]:
     """Candidates: 4 to 8 elements of each tile per thread. The backward holds about twice
     the forward's tiles (dh, the recomputed c, two four-part scans): 106-255 registers on
-    sm_90 (as above), none spilling; 16 per thread would need more than 255."""
+    sm_90 (as above). Not all fit: a backward chunk shorter than the forward's runs at the
+    forward's (STEPS), and at 16 or more elements per thread it spills on sm_90 (268 B to
+    17.7 KB, ``altgrad-tune --check-configs``); pruning those is still open (issue 25)."""
     return _configs(4, 8)
 
 

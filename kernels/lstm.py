@@ -94,9 +94,9 @@ dtype (row 0 = h0; rows 1.. are h_seq, so no extra memory), c_all [T+1, B, H] fp
 activated gates [T, B, 4H] fp32: 16*T*B*H bytes, e.g. 99 MB at T=200, B=20, H=1550.
 Saving the gates saves the backward a second [B, H] x [H, 4H] product per step.
 
-fp32 ``tl.dot`` uses TF32 on a GPU when ``torch.backends.cudnn.allow_tf32`` is True
-(PyTorch's default, which is also what cuDNN's LSTM does), IEEE fp32 otherwise and always
-under the interpreter.
+fp32 is fp32: the fp32 ``tl.dot`` uses TF32 on a GPU only when
+``torch.backends.cuda.matmul.allow_tf32`` is True (the switch ``nn.Linear`` follows; off by
+default), IEEE fp32 otherwise and always under the interpreter.
 """
 
 from __future__ import annotations
@@ -365,38 +365,66 @@ def _block_b(batch: int) -> int:
     return 128
 
 
-def _num_warps(block_b: int, block_h: int, gates: int) -> int:
-    """8 warps once the fp32 accumulator passes 64 values per thread of 4 warps."""
-    return 8 if block_b * block_h * gates > 8192 else 4
+_SHARED_LIMIT = 232_448  # bytes of shared memory per block on sm_90
+_VALUES_PER_THREAD = 112  # live fp32 values per thread that fit 255 registers with the rest
+_MAX_WARPS = 8  # 16 warps cap a thread at 128 registers: every such tile spilled on sm_90
+
+
+def _num_warps(block_b: int, block_h: int, gates: int = 4, block_k: int = 64) -> int | None:
+    """Warps that hold a tile's live fp32 values without spilling, or None past 8 warps.
+
+    Two peaks, each at most about 112 values per thread (ptxas then fits the tile in 255
+    registers with its addresses and masks): the K loop holds the accumulator (4 forward,
+    1 backward [BLOCK_B, BLOCK_H] tiles) plus one chunk of both operands, [BLOCK_B, BLOCK_K]
+    and [gates * BLOCK_H, BLOCK_K], in fp32 (the IEEE dot runs on FMAs from registers); the
+    last arriver's epilogue holds about 14 [BLOCK_B, BLOCK_H] tiles (the four gate sums,
+    gx, c, the activated gates, the outputs). ``altgrad-tune --check-configs`` measures it."""
+    loop = gates * block_b * block_h + (block_b + gates * block_h) * block_k
+    epilogue = 14 * block_b * block_h
+    for warps in (4, _MAX_WARPS):
+        if max(loop, epilogue) <= _VALUES_PER_THREAD * 32 * warps:
+            return warps
+    return None
+
+
+def _num_stages(block_b: int, rows: int, block_k: int) -> int | None:
+    """Pipeline stages (at most 3) whose fp32 operand tiles, [BLOCK_B, BLOCK_K] of h or
+    dgates and [rows, BLOCK_K] of W_hh per stage, fit sm_90's shared memory per block;
+    None below 2 (no pipelining left). Sized for fp32, the larger storage dtype."""
+    stages = _SHARED_LIMIT // ((block_b + rows) * block_k * 4)
+    return min(stages, 3) if stages >= 2 else None
+
+
+def _tile(bb: int, bh: int, bk: int, gates: int) -> dict | None:
+    """One tile with its warps and stages, or None if it cannot fit sm_90."""
+    warps, stages = _num_warps(bb, bh, gates, bk), _num_stages(bb, gates * bh, bk)
+    if warps is None or stages is None:
+        return None
+    return {"BLOCK_B": bb, "BLOCK_H": bh, "BLOCK_K": bk, "num_warps": warps, "num_stages": stages}
 
 
 def _tiles_fwd() -> list[dict]:
     """Forward tiles: BLOCK_B 16-128 (the launchers keep the one covering B, so a batch block
     reads W_hh once), BLOCK_H 16/32/64 (4x as many rows of W_hh: H=1550 gives 97/49/25
     tiles), BLOCK_K 64/128 and SPLIT_K 1/2/4/8 K slices (H=1550, BLOCK_H=32: 49 to 392
-    programs). SPLIT_K is a runtime argument: the 24 tiles per BLOCK_B compile to 6 kernels."""
-    return [
-        {"BLOCK_B": bb, "BLOCK_H": bh, "BLOCK_K": bk, "SPLIT_K": sk,
-         "num_warps": _num_warps(bb, bh, 4), "num_stages": 3}
-        for bb in (16, 32, 64, 128)
-        for bh in (16, 32, 64)
-        for bk in (64, 128)
-        for sk in (1, 2, 4, 8)
-    ]  # fmt: skip
+    programs), less the tiles that would spill or overflow shared memory (``_tile``).
+    SPLIT_K is a runtime argument: the tiles per BLOCK_B compile to at most 6 kernels."""
+    tiles = [_tile(bb, bh, bk, 4) for bb in (16, 32, 64, 128) for bh in (16, 32, 64)
+             for bk in (64, 128)]  # fmt: skip
+    return [dict(t, SPLIT_K=sk) for t in tiles if t is not None for sk in (1, 2, 4, 8)]
 
 
 def _tiles_bwd() -> list[dict]:
     """Backward tiles: BLOCK_H 32/64/128 columns of W_hh (contiguous: 64-256 B per row),
     BLOCK_K 64/128 gate rows per chunk, SPLIT_K 2/4/8/16 slices of the 4H reduction
-    (H=1550, BLOCK_H=64: 50 to 400 programs)."""
-    return [
-        {"BLOCK_B": bb, "BLOCK_H": bh, "BLOCK_K": bk, "SPLIT_K": sk,
-         "num_warps": _num_warps(bb, bh, 1), "num_stages": 3}
-        for bb in (16, 32, 64, 128)
-        for bh in (32, 64, 128)
-        for bk in (64, 128)
-        for sk in (2, 4, 8, 16)
-    ]  # fmt: skip
+    (H=1550, BLOCK_H=64: 50 to 400 programs), less the tiles that cannot fit (``_tile``);
+    every BLOCK_B keeps at least one tile."""
+    tiles = []
+    for bb in (16, 32, 64, 128):
+        fit = [t for bh in (32, 64, 128) for bk in (64, 128) if (t := _tile(bb, bh, bk, 1))]
+        # BLOCK_B=128 fits only 16 columns (its epilogue): those, rather than no tile
+        tiles += fit or [t for bk in (64, 128) if (t := _tile(bb, 16, bk, 1))]
+    return [dict(t, SPLIT_K=sk) for t in tiles if t is not None for sk in (2, 4, 8, 16)]
 
 
 _LAUNCH_CHOICES = ({"LAUNCH": 0}, {"LAUNCH": 1}, {"LAUNCH": 2, "GRAPH_STEPS": GRAPH_STEPS},
@@ -497,9 +525,15 @@ def _n_slices(k: int, meta: dict) -> int:
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
-    if interpreting():
-        return "ieee"
-    if dtype == torch.float32 and not torch.backends.cudnn.allow_tf32:
+    """The ``tl.dot`` input precision of a launch (IEEE always under the interpreter)."""
+    return "ieee" if interpreting() else _dot_precision_for(dtype)
+
+
+def _dot_precision_for(dtype: torch.dtype) -> str:
+    """fp32 is fp32: TF32 only when ``torch.backends.cuda.matmul.allow_tf32`` is on (the
+    switch ``nn.Linear`` follows; off by default), IEEE fp32 otherwise. bf16/fp16 inputs
+    multiply exactly either way."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
         return "ieee"
     return "tf32"
 

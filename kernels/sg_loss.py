@@ -233,7 +233,7 @@ def sg_loss_forward(
     per_row = pred.numel() // rows
     p, q = _rows(pred, rows), _rows(target.detach(), rows)
     j = programs_per_row or _programs_per_row(pred.device, rows, per_row)
-    chunk = tuning.cdiv(per_row, j)
+    chunk = tuning.round_up(tuning.cdiv(per_row, j), _CHUNK_ALIGN)  # slices stay aligned
     dev = pred.device
     partial = torch.empty(4 * rows * j, dtype=torch.float32, device=dev)
     loss = torch.empty((), dtype=torch.float32, device=dev)

@@ -22,6 +22,7 @@ with ``set_override``, and persist the winners (then reload them with ``set_over
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -118,9 +119,29 @@ def overrides() -> list[tuple[str, Key, Meta]]:
 
 
 def restore_overrides(entries: list) -> None:
-    """Force the choices :func:`overrides` returned (keys may come back as lists)."""
+    """Force the choices :func:`overrides` returned (keys may come back as lists), except a
+    registered kernel's config that is no longer among its candidates (one that may not
+    fit the GPU): that one is left to the tuner, with a one-line warning."""
     for kernel, key, meta in entries:
+        if kernel in _CANDIDATES and not is_candidate(kernel, meta):
+            warnings.warn(
+                f"saved {kernel} config {meta} is no longer a candidate; ignored", stacklevel=2
+            )
+            continue
         set_override(kernel, tuple(key), meta)
+
+
+_MODE_KEYS = ("LAUNCH", "GRAPH_STEPS")  # how a config is launched, not what compiles
+
+
+def is_candidate(kernel: str, meta: Meta) -> bool:
+    """Whether ``meta`` is one of ``kernel``'s candidates (launch-mode keys aside: an
+    autotuner's pick has none)."""
+
+    def core(m: Meta) -> dict:
+        return {k: v for k, v in m.items() if k not in _MODE_KEYS}
+
+    return core(meta) in [core(m) for m in candidates(kernel)]
 
 
 def clear_overrides(kernel: str | None = None) -> None:

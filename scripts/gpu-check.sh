@@ -69,13 +69,15 @@ record() { # record NAME CODE SECONDS
 }
 
 step() { # step NAME LIMIT_S CMD...: run under a time limit, append to the log, record it
+  # (SIGINT at the limit, as Ctrl-C: training saves and exits; SIGKILL 10 s later)
   local name=$1 limit=$2
   shift 2
   local start=$SECONDS code
   local out="$WORK/$name.out"
   echo "=== $name (limit ${limit} s): $*" | tee -a "$LOG"
   set +e
-  timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee "$out" | tee -a "$LOG"
+  timeout --signal="${STEP_SIGNAL:-INT}" --kill-after=10 "$limit" "$@" 2>&1 | tee "$out" |
+    tee -a "$LOG"
   code=${PIPESTATUS[0]}
   set -e
   if [[ $code -eq 124 ]]; then
@@ -224,8 +226,19 @@ finish() { # the summary, then report.md; exit non-zero if a step failed
   exit $code
 }
 
+tests_step() { # tests_step NAME LIMIT_S PYTEST_ARGS...: pytest that always ends with its summary
+  # A training test traps SIGINT (it saves and resumes, as Ctrl-C does), so a timeout's
+  # SIGINT would not stop pytest. Instead tests/conftest.py starts no test past
+  # ALTGRAD_TEST_DEADLINE (the limit less 20 s of grace), so pytest stops by itself and
+  # prints its summary; a test still running at the limit gets SIGKILL (never trapped).
+  local name=$1 limit=$2
+  shift 2
+  ALTGRAD_TEST_DEADLINE=$(($(date +%s) + limit - 20)) STEP_SIGNAL=KILL \
+    step "$name" "$limit" "$PY" -m pytest -q "$@" ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+}
+
 if [[ "${1:-}" == "--tests" ]]; then
-  step tests "${TESTS_SECONDS:-300}" "$PY" -m pytest -q ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+  tests_step tests "${TESTS_SECONDS:-300}"
   finish
 fi
 step tune-qrnn 40 "$PY" -m altgrad_triton.cli.tune recipes/wt2.toml run.dtype=bfloat16 --quick
@@ -234,7 +247,7 @@ step tune-lstm 30 "$PY" -m altgrad_triton.cli.tune recipes/wt2-lstm.toml run.dty
 if [[ "${1:-}" == "--kernels" ]]; then # the kernel issues' targets: LSTM vs cuDNN, fo-pool
   step bench 200 "$PY" -m altgrad_triton.cli.bench --quick --budget 180 \
     --families lstm fo_pool sg_loss linear_ce --csv "$OUT/benchmarks.csv"
-  step gpu-tests 60 "$PY" -m pytest -q tests/gpu ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+  tests_step gpu-tests 60 tests/gpu
   finish
 fi
 train qrnn-bf16-triton 30 recipes/wt2.toml run.dtype=bfloat16 run.max_batches=12
@@ -253,6 +266,6 @@ else
 fi
 step profile 30 "$PY" -m altgrad_triton.cli.bench --profile --slice-dtype bfloat16
 step bench 35 "$PY" -m altgrad_triton.cli.bench --quick --budget 25 \
-  --families lstm fo_pool sg_loss linear_ce --csv "$OUT/benchmarks.csv"
-step tests 40 "$PY" -m pytest -q ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+    --families lstm fo_pool sg_loss linear_ce --csv "$OUT/benchmarks.csv"
+tests_step tests 40
 finish

@@ -56,7 +56,7 @@ def _meta(split: int, batch: int = 1) -> dict:
 @pytest.fixture
 def ieee_dot(monkeypatch):
     """IEEE fp32 ``tl.dot`` on a GPU too (TF32 would miss the fp32 tolerances)."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # neither switch: IEEE
 
 
 def forced(meta: dict, batch: int, hidden: int, dtype: torch.dtype):

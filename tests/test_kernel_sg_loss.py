@@ -309,3 +309,22 @@ def test_override_roundtrip_and_validation(monkeypatch):
 def test_to_triton_splits_launch_options():
     (cfg,) = tuning.to_triton([{"BLOCK": 256, "num_warps": 2, "num_stages": 1}])
     assert cfg.kwargs == {"BLOCK": 256} and cfg.num_warps == 2 and cfg.num_stages == 1
+
+
+@pytest.mark.parametrize("per_row, programs", [(1000, None), (1000, 2), (5000, 3), (300, 2)])
+def test_each_programs_slice_starts_256_aligned(monkeypatch, per_row, programs, triton_device):
+    """The chunk handed to the kernel is the 256-aligned one ``_programs_per_row`` sized J
+    with (1000 elements over J=2 must be 512 + 488, not 500 + 500), and the loss still
+    equals PyTorch's."""
+    from altgrad_triton.kernels import sg_loss as mod
+
+    seen = []
+    real = mod.launch
+    monkeypatch.setattr(
+        mod, "launch", lambda *a, **kw: seen.append(kw["args"][10]) or real(*a, **kw)
+    )
+    pred = torch.randn(1, per_row, device=triton_device)
+    target = torch.randn(1, per_row, device=triton_device)
+    loss, _, _ = mod.sg_loss_forward(pred, target, want_grad=False, programs_per_row=programs)
+    assert seen and seen[0] % 256 == 0, seen
+    torch.testing.assert_close(loss, F.mse_loss(pred, target), rtol=1e-5, atol=0)

@@ -295,7 +295,8 @@ def test_apply_stored_winners_only_for_this_device_and_triton(tmp_path, monkeypa
     ]
     (tmp_path / "winners.json").write_text(json.dumps({"format": tune.FORMAT, "entries": entries}))
     monkeypatch.setattr(tune.store, "present_device", lambda device=None: HERE)
-    assert tune.apply_stored_winners(torch.device("cuda"), tmp_path) == 2
+    with pytest.warns(UserWarning, match="1 stored winner.*no longer candidates"):
+        assert tune.apply_stored_winners(torch.device("cuda"), tmp_path) == 2
     assert tuning.get_override("fo_pool_fwd", ("bfloat16", 32768)) == cands[0]
     assert tuning.get_override("fo_pool_fwd", ("float32", 8192)) == cands[1]
     for n in (1, 2, 4, 8, 16):

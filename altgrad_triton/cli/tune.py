@@ -5,6 +5,7 @@ GPU and store the fastest per (device, Triton version, kernel, dtype, size bucke
     altgrad-tune recipes/wt2.toml run.dtype=bfloat16 --quick
     altgrad-tune --shapes fo_pool:B=20,T=200,H=1550 sg_loss:N=109000 --dtype bfloat16
     altgrad-tune recipes/wt2-lstm.toml --dry-run      # the launches and keys, no GPU needed
+    altgrad-tune --check-configs                      # compile every candidate for sm_90, no GPU
 """
 
 from __future__ import annotations
@@ -64,6 +65,20 @@ def parser() -> argparse.ArgumentParser:
         help="list the launches, their override keys and candidate counts; no GPU",
     )
     p.add_argument("--no-save", action="store_true", help="time and print, do not store")
+    p.add_argument(
+        "--check-configs",
+        action="store_true",
+        help="no GPU needed: compile every candidate of the kernels the recipes (positional "
+        "arguments; default every shipped recipes/*.toml) launch, in bf16 and fp32, for sm_90 "
+        "and report registers, spills and shared memory; exit 1 if one would not run",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes that compile in parallel (default: every core)",
+    )
     return p
 
 
@@ -99,6 +114,10 @@ def _jobs(args: argparse.Namespace):
 
 def body(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.check_configs:
+        return _check_configs([a for a in (args.recipe, *args.overrides) if a], args.jobs)
     import torch
 
     from .. import tune
@@ -131,6 +150,42 @@ def body(argv: list[str] | None = None) -> int:
     if not winners:
         raise UserError("every candidate failed; nothing stored (see the tables above)")
     return 0
+
+
+def _check_configs(recipe_paths: list[str], jobs: int | None) -> int:
+    """``--check-configs``: compile every candidate for sm_90 and print the table."""
+    import time
+
+    import torch
+
+    from .. import recipe as recipes
+    from .. import tune
+    from ..progress import make_console
+    from ..tune import configcheck
+
+    paths = recipe_paths or sorted(str(p) for p in Path("recipes").glob("*.toml"))
+    if not paths:
+        raise UserError("--check-configs: no recipe given and no recipes/*.toml here")
+    specs = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise UserError(f"--check-configs: recipe {path!r} is not a file")
+        shapes = tune.shapes_from_recipe(recipes.load(path, []))
+        specs += configcheck.recipe_specs(shapes, (torch.bfloat16, torch.float32))
+    specs = list(dict.fromkeys(specs))
+    console = make_console(wide_tables=True)
+    start = time.perf_counter()
+    results = configcheck.check_specs(specs, jobs)
+    wall = time.perf_counter() - start
+    console.print(configcheck.results_table(results, f"sm_90 compile check: {', '.join(paths)}"))
+    bad = [r for r in results if not r.fits]
+    cpu = sum(r.seconds for r in results)
+    console.print(
+        f"{len(results)} kernels compiled in {wall:.0f} s ({cpu:.0f} s of compile time, "
+        f"{cpu / max(len(results), 1):.2f} s each); {len(bad)} would not run",
+        markup=False,
+    )
+    return 1 if bad else 0
 
 
 def _check_can_tune() -> None:
@@ -190,12 +245,23 @@ def _dry_run_table(jobs: list, quick: bool):
     from .. import tune
 
     table = Table(title="launches to tune (dry run)", title_justify="left")
-    for col in ("kernel", "shape", "dtype", "override key", "candidates"):
+    for col in ("kernel", "shape", "dtype", "override key", "candidates", "compiles"):
         table.add_column(col)
+    total = 0
     for j in jobs:
-        n = len(tune.job_candidates(j, quick=quick))
-        table.add_row(j.kernel, j.shape, tune.dtype_name(j.dtype), str(tuple(j.key)), str(n))
+        metas = tune.job_candidates(j, quick=quick)
+        total += (n := compile_count(metas))
+        table.add_row(j.kernel, j.shape, tune.dtype_name(j.dtype), str(tuple(j.key)),
+                      str(len(metas)), str(n))  # fmt: skip
+    table.caption = f"{total} kernels to compile on a cold cache"
     return table
+
+
+def compile_count(metas: list[dict]) -> int:
+    """Distinct kernels a job's candidates compile: SPLIT_K is a runtime argument and
+    GRAPH_STEPS a host-side count, so candidates that differ only there share one."""
+    runtime = ("SPLIT_K", "GRAPH_STEPS")
+    return len({tuple(sorted((k, v) for k, v in m.items() if k not in runtime)) for m in metas})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -211,12 +211,22 @@ def apply_stored_winners(
         return 0
     configs = kernel_tuning()
     registered = set(configs.kernels())
-    applied = 0
+    applied, stale = 0, []
     for w in entries:
         if (w.device, tuple(w.capability), w.triton) != (here.name, here.capability, here.triton):
             continue
-        if w.kernel not in registered or w.meta not in configs.candidates(w.kernel):
+        if w.kernel not in registered:
+            continue
+        if w.meta not in configs.candidates(w.kernel):
+            stale.append(w.kernel)
             continue
         configs.set_override(w.kernel, w.key, w.meta)
         applied += 1
+    if stale:
+        warnings.warn(
+            f"altgrad-tune: {len(stale)} stored winner(s) ({', '.join(sorted(set(stale)))}) "
+            f"are no longer candidates (configs that may not fit the GPU); ignored, rerun "
+            f"altgrad-tune",
+            stacklevel=2,
+        )
     return applied
