@@ -363,7 +363,9 @@ def test_a_stuck_rank_times_out_instead_of_hanging(tmp_path):
     ended = time.time()
     assert proc.returncode != 0
     waited = ended - float(stuck_at.read_text())
-    assert 8 <= waited < 8 + 15, proc.stderr[-3000:]  # the timeout, then a prompt teardown
+    # the timeout, then the teardown: torchrun's SIGTERM asks the stuck rank to finish its
+    # segment and save (a preempted job's grace), so it may take up to the grace to end
+    assert 8 <= waited < 8 + distributed.SIGTERM_GRACE_S + 15, proc.stderr[-3000:]
     ours = [x for x in proc.stderr.splitlines() if x.startswith("error: rank 0: ")]
     assert len(ours) == 1 and "lost contact" in ours[0] and "8 s" in ours[0], proc.stderr[-3000:]
 
