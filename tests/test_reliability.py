@@ -1,4 +1,4 @@
-"""What can go wrong with a run, as a user meets it (README, "What can go wrong"): a run
+"""What can go wrong with a run, as a user meets it (docs/troubleshooting.md): a run
 killed while its first checkpoint is written, two writers on one run folder, output folders
 that cannot be written and disks that fill up, checkpoint files that do not fit the model,
 Ctrl-C during the last validation, a resume that would cut an epoch differently. Real
