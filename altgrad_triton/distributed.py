@@ -227,7 +227,7 @@ def install_sigterm_message(ctx: DistContext, hint: str) -> Any:
     return signal.signal(signal.SIGTERM, on_sigterm)
 
 
-SIGTERM_GRACE_S = 20.0
+SIGTERM_GRACE_S = 25.0
 """How long a rank may take to stop after a SIGTERM during training: torchrun's agent sends
 SIGKILL 30 s after its SIGTERM, and a rank that is still alive then has said nothing."""
 
