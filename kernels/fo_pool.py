@@ -284,20 +284,23 @@ def _fo_pool_bwd_kernel(
 
 # --------------------------------------------------------------------------- configs
 
-CHUNKS = (8, 16, 32)
+CHUNKS = (8, 16)
 """Time steps per scanned tile that the tuner tries (the forward's is also the backward's
-checkpoint spacing)."""
+checkpoint spacing). Not 32: a backward tile runs at least the forward's chunk, and at 32
+steps the backward's 8-element tiles spilled on sm_90 (32 units on 4 warps in bf16, 64 on
+8 in both: 8 B at 255 registers; ``altgrad-tune --check-configs``)."""
 
 
-def _configs(least: int, most: int) -> list[dict[str, int]]:
-    """BLOCK_H in 32-128 units by CHUNK steps on 1-4 warps, ``least`` to ``most`` elements
-    of each tile per thread."""
+def _configs(least: int, most: int, steps_floor: int = 0, warps: tuple[int, ...] = (1, 2, 4),
+             blocks: tuple[int, ...] = (32, 64, 128)) -> list[dict[str, int]]:  # fmt: skip
+    """``blocks`` units by CHUNK steps on ``warps``, ``least`` to ``most`` elements of each
+    tile per thread, counted at the steps a tile runs: max(CHUNK, ``steps_floor``)."""
     out = []
-    for block in (32, 64, 128):
+    for block in blocks:
         for chunk in CHUNKS:
-            for warps in (1, 2, 4):
-                if least <= block * chunk // (32 * warps) <= most:
-                    out.append({"BLOCK_H": block, "CHUNK": chunk, "num_warps": warps})
+            for w in warps:
+                if least <= block * max(chunk, steps_floor) // (32 * w) <= most:
+                    out.append({"BLOCK_H": block, "CHUNK": chunk, "num_warps": w})
     return [{**m, "num_stages": 1} for m in out]
 
 
@@ -313,12 +316,17 @@ def configs_fo_pool_fwd() -> list[dict[str, int]]:
 
 
 def configs_fo_pool_bwd() -> list[dict[str, int]]:
-    """Candidates: 4 to 8 elements of each tile per thread. The backward holds about twice
-    the forward's tiles (dh, the recomputed c, two four-part scans): 106-255 registers on
-    sm_90 (as above). Not all fit: a backward chunk shorter than the forward's runs at the
-    forward's (STEPS), and at 16 or more elements per thread it spills on sm_90 (268 B to
-    17.7 KB, ``altgrad-tune --check-configs``); pruning those is still open (issue 25)."""
-    return _configs(4, 8)
+    """Candidates: 4 to 8 elements of each tile per thread at the steps the tile runs.
+
+    The backward holds about twice the forward's tiles (dh, the recomputed c, two
+    four-part scans). A backward chunk shorter than the forward's runs at the forward's
+    (STEPS = max(CHUNK, CKPT_EVERY)), and the forward's chunk is tuned apart (a stored
+    backward winner meets any forward candidate), so elements are counted at the longest
+    chunk: at 16 or more per thread the backward spilled on sm_90 (8 B to 17.7 KB).
+    Not 128 units: on 8 warps it spilled 8 B in fp32 at 8 steps. Compiled for sm_90 with
+    Triton 3.9's ptxas these take 70-194 registers and none spills
+    (``altgrad-tune --check-configs``)."""
+    return _configs(4, 8, steps_floor=max(CHUNKS), warps=(1, 2, 4, 8), blocks=(32, 64))
 
 
 def _heuristic(steps: int, hidden: int) -> dict[str, int]:

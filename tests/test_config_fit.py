@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from altgrad_triton.kernels import lstm, tuning
+from altgrad_triton.kernels.elementwise import configs_elementwise_bwd
+from altgrad_triton.kernels.fo_pool import configs_fo_pool_bwd, configs_fo_pool_fwd
 
 from altgrad_triton.tune import configcheck
 
@@ -55,6 +57,19 @@ def test_a_saved_config_that_is_no_longer_a_candidate_is_ignored():
         tuning.clear_overrides("lstm_fwd")
 
 
+def test_pointwise_backward_candidates_stay_below_the_spill_point():
+    """fo_pool backward runs STEPS = max(CHUNK, the forward's CHUNK) steps, and a stored
+    backward winner may meet any forward candidate: at most 8 elements per thread at the
+    longest forward chunk (16 spilled). Elementwise backward: at most 8 rows per warp."""
+    longest = max(m["CHUNK"] for m in configs_fo_pool_fwd())
+    bwd = configs_fo_pool_bwd()
+    assert bwd
+    for m in bwd:
+        assert m["BLOCK_H"] * max(m["CHUNK"], longest) // (32 * m["num_warps"]) <= 8, m
+    for m in configs_elementwise_bwd():
+        assert m["BLOCK_N"] // m["num_warps"] <= 8, m
+
+
 def _lstm_values(m: dict, gates: int) -> float:
     """fp32 values per thread at the tile's peak (the K loop or the epilogue)."""
     bb, bh, bk = m["BLOCK_B"], m["BLOCK_H"], m["BLOCK_K"]
@@ -77,9 +92,10 @@ def _representative() -> list:
         for kernel, g in (("lstm_fwd", 4), ("lstm_bwd", 1)):
             mine = [s for s in both if s.kernel == kernel]
             specs += _largest(mine, lambda m, g=g: _lstm_values(m, g))
+    longest = max(m["CHUNK"] for m in configs_fo_pool_fwd())
     fo = [s for s in configcheck.fo_pool_specs(20, 1550, torch.float32, True, True)
-          if s.kernel == "fo_pool_bwd" and dict(s.meta)["CKPT_EVERY"] == 32]  # fmt: skip
-    specs += _largest(fo, lambda m: m["BLOCK_H"] * max(m["CHUNK"], 32) / m["num_warps"], 2)
+          if s.kernel == "fo_pool_bwd" and dict(s.meta)["CKPT_EVERY"] == longest]  # fmt: skip
+    specs += _largest(fo, lambda m: m["BLOCK_H"] * max(m["CHUNK"], longest) / m["num_warps"], 2)
     for kernel in ("elementwise_fwd", "elementwise_bwd"):
         ew = [s for s in configcheck.elementwise_specs(20 * 4650, 50) if s.kernel == kernel]
         specs += _largest(ew, lambda m: (m["BLOCK_N"] / m["num_warps"], m["BLOCK_N"]))
@@ -101,12 +117,8 @@ def test_representative_lstm_candidates_compile_for_sm90_without_spills():
     assert not bad, bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not pruned yet (issue 25): fo_pool backward tiles run at STEPS = max(CHUNK, "
-    "the forward's CHUNK) and spill at 16+ elements per thread; elementwise backward "
-    "BLOCK_N 32/64 spill 1.1-1.5 KB (altgrad-tune --check-configs lists them)",
-)
 def test_representative_pointwise_candidates_compile_for_sm90_without_spills():
+    """Before the pruning, fo_pool backward tiles at 16+ elements per thread (at STEPS) and
+    elementwise backward BLOCK_N 32 on 2 warps / 64 on 4 spilled (8 B to 17.7 KB)."""
     bad = _check([s for s in _representative() if not s.kernel.startswith("lstm")])
     assert not bad, bad

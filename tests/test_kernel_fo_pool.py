@@ -247,11 +247,13 @@ def test_heuristic_pads_time_least():
 def test_config_candidates():
     fwd, bwd = mod.configs_fo_pool_fwd(), mod.configs_fo_pool_bwd()
     assert fwd == tuning.candidates("fo_pool_fwd") and bwd == tuning.candidates("fo_pool_bwd")
-    for metas, (least, most) in ((fwd, (8, 16)), (bwd, (4, 8))):
+    longest = max(m["CHUNK"] for m in fwd)  # a backward tile runs max(CHUNK, this) steps
+    for metas, (least, most), floor in ((fwd, (8, 16), 0), (bwd, (4, 8), longest)):
         assert {m["CHUNK"] for m in metas} == set(mod.CHUNKS)
         for m in metas:
+            steps = max(m["CHUNK"], floor)
             assert m["BLOCK_H"] & (m["BLOCK_H"] - 1) == 0 and m["CHUNK"] in mod.CHUNKS
-            assert least <= m["BLOCK_H"] * m["CHUNK"] // (32 * m["num_warps"]) <= most
+            assert least <= m["BLOCK_H"] * steps // (32 * m["num_warps"]) <= most
 
 
 def test_reference_gradcheck_float64():
