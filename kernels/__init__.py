@@ -8,7 +8,7 @@ imports from the rest of the package.
 
 from ._dispatch import BACKENDS, interpreting, use_triton
 from .elementwise import elementwise_qrnn_synth, elementwise_qrnn_synth_reference
-from .fo_pool import fo_pool, fo_pool_reference
+from .fo_pooling import fo_pool, fo_pool_reference
 from .linear_ce import linear_cross_entropy, linear_cross_entropy_reference
 from .lstm import lstm_segment, lstm_segment_reference
 from .sg_loss import (

@@ -147,6 +147,52 @@ def strides(t: torch.Tensor | None, ndim: int = 3) -> tuple[int, ...]:
 # --------------------------------------------------------------------------- launching
 
 
+def choose_meta(
+    kernel_name: str,
+    key: tuning.Key,
+    heuristic: Callable[[], tuning.Meta],
+    meta: tuning.Meta | None = None,
+) -> tuning.Meta | None:
+    """The config a launch runs with, by the house rule; None means "autotune".
+
+    ``meta`` given > a forced choice for ``(kernel_name, key)`` in :mod:`tuning` (a stored
+    winner, a pinned one, or a test's) > the ``heuristic`` under the interpreter > None.
+    """
+    return tuning.pick(kernel_name, key, heuristic) if meta is None else meta
+
+
+class PinningLauncher:
+    """One kernel at one tuning key: the first launch without a config goes through
+    ``@triton.autotune`` (``tuned``) and its winner is pinned for the key (``tuning.pin``),
+    so later launches, and a resumed run, use the plain jitted kernel with the same config:
+    autotuning again could pick another tile or split and change the order of fp32 sums.
+
+    ``grid`` maps a meta dict to the launch grid (called with the winner's after tuning).
+    """
+
+    def __init__(
+        self,
+        kernel_name: str,
+        plain: Callable,
+        tuned: Callable,
+        *,
+        key: tuning.Key,
+        grid: Callable[[tuning.Meta], tuple[int, ...]],
+        meta: tuning.Meta | None,
+    ):
+        self.kernel_name, self.plain, self.tuned = kernel_name, plain, tuned
+        self.key, self.grid, self.meta = key, grid, meta
+
+    def __call__(self, *args, **constexprs) -> tuning.Meta:
+        """Launch once; returns the meta the launch ran with."""
+        if self.meta is None:
+            self.tuned[self.grid](*args, **constexprs)
+            self.meta = tuning.pin(self.kernel_name, self.key, self.tuned.best_config)
+        else:
+            self.plain[self.grid(self.meta)](*args, **constexprs, **self.meta)
+        return self.meta
+
+
 def launch(
     kernel_name: str,
     plain: Callable,
@@ -159,21 +205,10 @@ def launch(
     meta: tuning.Meta | None = None,
     **constexprs,
 ) -> tuning.Meta | None:
-    """Launch one kernel by the house rule and return the meta it ran with (None: autotune).
-
-    ``meta`` given > a forced choice for ``(kernel_name, key)`` in :mod:`tuning` > the
-    ``heuristic`` under the interpreter > ``@triton.autotune`` over the registered
-    candidates (``tuned``), whose winner is then pinned for the key (``tuning.pin``: later
-    launches and a resumed run use the same config). ``grid`` maps a meta dict to the
-    launch grid.
-    """
-    if meta is None:
-        meta = tuning.pick(kernel_name, key, heuristic)
-    if meta is None:
-        tuned[grid](*args, **constexprs)
-        tuning.pin(kernel_name, key, tuned.best_config)
-    else:
-        plain[grid(meta)](*args, **constexprs, **meta)
+    """Launch a one-shot kernel by the house rule (:func:`choose_meta`, then
+    :class:`PinningLauncher`) and return the meta it was given (None: it autotuned)."""
+    meta = choose_meta(kernel_name, key, heuristic, meta)
+    PinningLauncher(kernel_name, plain, tuned, key=key, grid=grid, meta=meta)(*args, **constexprs)
     return meta
 
 

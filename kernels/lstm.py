@@ -4,95 +4,14 @@ The input projection for all steps (x @ W_ih^T + b) is one GEMM done by the call
 family runs the serial part: gates_t = gx_t + h_{t-1} @ W_hh^T, gate order i, f, g, o
 (PyTorch's), c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t).
 
-Design: split-K steps, the last program to arrive applies the gates
---------------------------------------------------------------------
-At B=20 the recurrent product [B, H] @ [H, 4H] is weight-bandwidth-bound (about 20 flop per
-byte of W_hh) and W_hh fits in L2 (19.2 MB bf16 at H=1550, 10.6 MB at 1150), so a step is
-as fast as the GPU can stream W_hh from L2 -- provided enough programs have loads in
-flight. One launch per time step; the grid is (hidden tiles, K slices, batch blocks):
-
-* Forward: a program owns BLOCK_H hidden units (the 4 * BLOCK_H rows q*H + j of W_hh, one
-  ``tl.dot`` of [BLOCK_B, BLOCK_K] x [BLOCK_K, 4 * BLOCK_H] per K chunk) and one K slice
-  of h_{t-1} (``SPLIT_K`` slices, each a multiple of BLOCK_K wide). It writes its fp32
-  partial product to a workspace ``part[slice, b, gate column]`` and takes a ticket
-  (``atomic_add`` on the tile's counter). The program that draws the last ticket sums the
-  tile's partials in slice order 0, 1, ..., S-1 (a fixed order: bitwise deterministic,
-  whichever program arrives last), adds gx_t, applies the nonlinearities
-  (tanh(x) = 2*sigmoid(2x) - 1) and the cell update, writes h_t, c_t (fp32) and, when a
-  backward will follow, the activated gates, and resets the counter to zero. No program
-  ever waits for another, so there is no co-residency requirement and the same kernel runs
-  under the CPU interpreter (programs run one after another there; the last program is
-  the last arriver).
-* Backward: the same pattern over W_hh's other dimension. A program owns BLOCK_H columns j
-  of W_hh and one K slice of the 4H gate rows: dh_rec[b, j] = sum_k dgates_{t+1}[b, k] *
-  W_hh[k, j]. The last arriver adds dL/dh_seq[t] (and dL/dh_T at t = T-1), applies the
-  element-wise LSTM backward with dc carried in fp32 (two ping-pong slots indexed by the
-  step's parity, so every launch is idempotent and a captured graph needs no pointer
-  changes) and writes dgates_t in the storage dtype. Step T-1 reads a zero row T of
-  dgates (so every launch is the same kernel, and the autotuner times a representative
-  one); one extra step t = -1 writes dh0 = dgates_0 @ W_hh. Off the serial path, after the
-  loop: dgx = dgates (a view, already in gx's dtype) and dW_hh = dgates^T @ h_{t-1} as ONE
-  GEMM of [4H, T*B] x [T*B, H] (cuBLAS; accumulation in fp32).
-* Memory visibility of the partials to the last arriver (the CUDA threadFenceReduction
-  pattern, ``_common.last_to_arrive``): every thread stores its part of the partial;
-  ``tl.debug_barrier()`` (bar.sync) orders those stores before the ticket within the
-  program; the ticket is an ``atomic_add(sem="acq_rel")`` at GPU scope, whose release half
-  publishes the program's stores GPU-wide (cumulative over the barrier) and whose acquire
-  half, in the last arriver, makes every other program's released stores visible; a
-  second, explicit ``tl.debug_barrier()`` spreads that acquire to all the last arriver's
-  threads before they read (Triton's broadcast of the ticket has one too, but that is its
-  lowering, not a contract), and the reads use ``cache_modifier=".cg"`` (L2, the point of
-  coherence) so no stale L1 line of an earlier step can be returned.
-* W_hh is read through a zero-padded copy with a row stride ``ldw`` = H rounded up to 128
-  (skipped when H already is a multiple of 128): rows of an unpadded bf16 W_hh at H=1550
-  start 4-byte aligned only, which would cut every W load to 4-byte accesses; the padding
-  columns are zero, so the K loop needs no mask on W.
-
-Launch modes (``launch=``, or the ``LAUNCH`` key of a "lstm_fwd" / "lstm_bwd" meta)
-------------------------------------------------------------------------------------
-The step's GPU work is a few microseconds, comparable to a launch from Python, so the host
-gap between steps matters:
-
-* "plain" (the default): one ordinary launch per step.
-* "pdl": programmatic dependent launch on Hopper (``launch_pdl=True``; the kernel calls
-  ``gdc_wait`` before reading anything and ``gdc_launch_dependents`` after its ticket), so
-  step t+1's programs are scheduled while step t's last arrivers finish. The first step of
-  a direction is launched plainly: it orders the chain after the kernels that produced
-  gx and W_hh.
-* "graph": the step index lives in a device integer; N consecutive steps (at most
-  ``GRAPH_STEPS``, default 16) are captured once per call as a CUDA graph that also
-  advances the integer, and replayed ceil(steps / N) times (surplus steps are no-ops).
-  AWD's random segment lengths make one graph per length useless; this needs one capture
-  per call and no static buffers. On a CPU the same chunks run eagerly (no capture).
-* "graph-pdl": both.
-A mode that is unavailable (PDL before Hopper, in an older Triton or under the
-interpreter: the mode runs without PDL) or fails to compile or capture (the remaining
-steps launch plainly) says so in a warning instead of failing; every mode gives the same
-bits.
-
-Choosing configs: an explicit ``meta`` > a ``tuning`` override (``altgrad-tune`` times
-whole segments, every tile x split x launch mode, so its winners fit steady-state
-training) > ``@triton.autotune`` over the tiles, once per shape, on the first step of a
-direction. The autotuner times one step with L2 flushed (``do_bench``), i.e. W_hh coming
-from HBM, so its pick can differ from the segment-timed winner.
-
-Bytes moved per step (B=20, H=1550, bf16, BLOCK_H=32, SPLIT_K 4 forward / 8 backward)
-------------------------------------------------------------------------------------
-Forward: W_hh 19.2 MB; h_{t-1} once per hidden tile (49 x B x H x 2 B = 3.0 MB); partials
-written and read back (2 x S x B x 4H x 4 B = 4.0 MB); gx, c, h, gates 1.0 MB: about
-27 MB, all of it L2-resident across steps. Backward: W_hh 19.2 MB; dgates_{t+1} once per
-column tile (6-12 MB at BLOCK_H 64-32); partials 2.0 MB; saved gates, c, dc 1.3 MB: about
-29-35 MB. Expected bound: L2 streaming at about 5.5-7 TB/s, i.e. about 4-5 us forward and
-4-6 us backward per step at H=1550 (about 2 ms per 200-step segment both ways), plus the
-serial epilogue of the last arrivers and the launch gap that the modes above attack.
-fp32 doubles W_hh (38.4 MB at 1550), which no longer stays in L2 with everything else.
-Measured figures: docs/benchmarks.md (none yet for this design: it was written without a
-GPU).
-
-What the forward saves (only when a gradient is needed): h_all [T+1, B, H] in the storage
-dtype (row 0 = h0; rows 1.. are h_seq, so no extra memory), c_all [T+1, B, H] fp32 and the
-activated gates [T, B, 4H] fp32: 16*T*B*H bytes, e.g. 99 MB at T=200, B=20, H=1550.
-Saving the gates saves the backward a second [B, H] x [H, 4H] product per step.
+One launch per time step, split over K: each program multiplies one tile of W_hh's gate
+rows by one K slice of h_{t-1} into an fp32 workspace and takes an atomic ticket; the last
+program to arrive sums the slices in a fixed order (bitwise deterministic), applies the
+gates and resets its counter, so no program waits for another and the same kernel runs
+under the interpreter. The backward is the same over W_hh^T; dW_hh is one GEMM after the
+loop. Launch modes: plain, PDL (Hopper), a CUDA graph of up to 16 steps, or both.
+docs/kernels.md ("LSTM segment: design") has the memory-visibility argument, the launch
+modes, how configs are chosen, the bytes each step moves and what the forward saves.
 
 fp32 is fp32: the fp32 ``tl.dot`` uses TF32 on a GPU only when
 ``torch.backends.cuda.matmul.allow_tf32`` is True (the switch ``nn.Linear`` follows; off by
@@ -111,7 +30,9 @@ import triton.language as tl
 
 from . import tuning
 from ._common import (
+    PinningLauncher,
     check_tensor,
+    choose_meta,
     gdc_launch_dependents,
     gdc_wait,
     last_to_arrive,
@@ -511,10 +432,8 @@ def config_key(batch: int, hidden: int, dtype: torch.dtype) -> tuple:
 
 
 def _pick_meta(kernel: str, meta, key: tuple, batch: int) -> dict | None:
-    """Explicit ``meta`` > ``tuning.pick`` (override, else the interpreter's heuristic)
-    > None (autotune)."""
-    if meta is None:
-        meta = tuning.pick(kernel, key, lambda: _heuristic_meta(batch))
+    """The house rule (:func:`_common.choose_meta`), checked by :func:`_as_meta`."""
+    meta = choose_meta(kernel, key, lambda: _heuristic_meta(batch), meta)
     return None if meta is None else _as_meta(meta)
 
 
@@ -637,30 +556,26 @@ def _warn_fallback(what: str, err: Exception) -> None:
     )
 
 
+def _tile_meta(meta: dict | None) -> dict | None:
+    """A meta without its launch-mode keys (LAUNCH, GRAPH_STEPS), which are not kernel
+    arguments."""
+    return None if meta is None else {k: v for k, v in meta.items() if k not in _LAUNCH_KEYS}
+
+
 class _Stepper:
-    """Launches one step kernel with a fixed config, however the steps are scheduled.
+    """Launches one step kernel with a fixed config, however the steps are scheduled
+    (plain, PDL, graph): the step's arguments come from ``args(step_base, step)``, and
+    the config from a :class:`PinningLauncher` (the first launch autotunes and pins when
+    no config was chosen). The launch-mode keys of a meta are not kernel arguments."""
 
-    With a ``meta`` it launches the plain jitted kernel. Otherwise the first launch goes
-    through ``@triton.autotune`` (tuning on a cache miss) and later launches use the plain
-    kernel with its winner, skipping the autotuner's per-call key building.
-    """
-
-    def __init__(
-        self, kernel, tuned, meta: dict | None, grid: Callable, args: Callable, pin: Callable
-    ):
-        self.kernel, self.tuned, self.grid = kernel, tuned, grid
-        self.meta = None if meta is None else {k: meta[k] for k in meta if k not in _LAUNCH_KEYS}
+    def __init__(self, launcher: PinningLauncher, args: Callable):
+        self.launcher = launcher
         self.args = args  # (step_base, step) -> the kernel's arguments and constexprs
-        self.pin = pin  # records the autotuner's winner (``tuning.pin``)
 
     def __call__(self, step: int, step_base: torch.Tensor | None = None, pdl: bool = False):
         args, constexprs = self.args(step_base, step)
-        if self.meta is None:
-            self.tuned[self.grid](*args, **constexprs, USE_PDL=False)
-            self.meta = _as_meta(self.pin(self.tuned.best_config))
-            return
         extra = {"launch_pdl": True} if pdl else {}
-        self.kernel[self.grid(self.meta)](*args, **constexprs, **self.meta, USE_PDL=pdl, **extra)
+        self.launcher(*args, **constexprs, USE_PDL=pdl, **extra)
 
 
 def _run_steps(
@@ -841,10 +756,9 @@ def lstm_segment_forward(
         return (gx, w, h_all, c_all, act, ws.partials, ws.counters, step_base, step,
                 n_steps, batch, hidden, ldw), dict(constexprs, slice_shift=slice_shift)  # fmt: skip
 
-    stepper = _Stepper(
-        _lstm_fwd_step_kernel, _lstm_fwd_step_tuned, meta, _grid("fwd", batch, hidden), args,
-        lambda config: tuning.pin(_FWD, key, config),
-    )  # fmt: skip
+    launcher = PinningLauncher(_FWD, _lstm_fwd_step_kernel, _lstm_fwd_step_tuned, key=key,
+                               grid=_grid("fwd", batch, hidden), meta=_tile_meta(meta))  # fmt: skip
+    stepper = _Stepper(launcher, args)
     _run_steps(stepper, gx.device, 0, n_steps, 1, n_steps, mode, graph_steps)
     return h_all, c_all, (act if save_for_backward else None)
 
@@ -894,10 +808,9 @@ def lstm_segment_backward(
                 step_base, step, n_steps, batch, hidden, ldw), dict(
                     constexprs, slice_shift=slice_shift)  # fmt: skip
 
-    stepper = _Stepper(
-        _lstm_bwd_step_kernel, _lstm_bwd_step_tuned, meta, _grid("bwd", batch, hidden), args,
-        lambda config: tuning.pin(_BWD, key, config),
-    )  # fmt: skip
+    launcher = PinningLauncher(_BWD, _lstm_bwd_step_kernel, _lstm_bwd_step_tuned, key=key,
+                               grid=_grid("bwd", batch, hidden), meta=_tile_meta(meta))  # fmt: skip
+    stepper = _Stepper(launcher, args)
     # steps T-1 down to -1 (dh0); a step below -1 is a no-op
     _run_steps(stepper, dev, n_steps - 1, n_steps + 1, -1, -n_steps - 2, mode, graph_steps)
     return dgates[:n_steps], dh0, dc[0]

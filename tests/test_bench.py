@@ -129,7 +129,7 @@ def test_docs_csv_is_the_header_only():
 
 
 def test_traffic_and_flop_counts():
-    # kernels/fo_pool.py: the bf16 forward at T=200, B=20, H=1550 moves about 50 MB
+    # kernels/fo_pooling.py: the bf16 forward at T=200, B=20, H=1550 moves about 50 MB
     fo = bench.fo_pool_bytes(200, 20, 1550, 2)
     assert fo["fwd"] == 6_200_000 * 8 + 31_000 * 8
     assert fo["bwd"] == 6_200_000 * 14 + 31_000 * 8

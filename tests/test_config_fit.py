@@ -13,7 +13,7 @@ import pytest
 import torch
 from altgrad_triton.kernels import lstm, tuning
 from altgrad_triton.kernels.elementwise import configs_elementwise_bwd
-from altgrad_triton.kernels.fo_pool import configs_fo_pool_bwd, configs_fo_pool_fwd
+from altgrad_triton.kernels.fo_pooling import configs_fo_pool_bwd, configs_fo_pool_fwd
 
 from altgrad_triton.tune import configcheck
 

@@ -32,7 +32,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-fp = importlib.import_module("altgrad_triton.kernels.fo_pool")
+fp = importlib.import_module("altgrad_triton.kernels.fo_pooling")
 sg = importlib.import_module("altgrad_triton.kernels.sg_loss")
 
 

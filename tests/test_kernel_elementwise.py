@@ -5,17 +5,15 @@ gradients for y and c; U = 50 pads to 64 columns, U = 1 to 2; N = 300 runs sever
 backward programs, each over more than one row tile.
 """
 
-import sys
 
 import pytest
 import torch
+from altgrad_triton.kernels import elementwise as mod
 from altgrad_triton.kernels import tuning
 from altgrad_triton.kernels.elementwise import (
     elementwise_qrnn_synth,
     elementwise_qrnn_synth_reference,
 )
-
-mod = sys.modules["altgrad_triton.kernels.elementwise"]  # the module, not the function
 
 # (atol, rtol) per dtype; weight gradients are sums over N rows in a different order
 TOL = {torch.float32: (2e-5, 1e-5), torch.float16: (3e-3, 3e-3)}

@@ -8,16 +8,14 @@ end. Fresh allocations are NaN-poisoned so an unwritten element fails. The inter
 tiles element by element, so shapes stay tiny: B=2, H=5 over blocks of 4 units.
 """
 
-import sys
 
 import pytest
 import torch
+from altgrad_triton.kernels import fo_pooling as mod
 from altgrad_triton.kernels import tuning
-from altgrad_triton.kernels.fo_pool import fo_pool, fo_pool_reference
+from altgrad_triton.kernels.fo_pooling import fo_pool, fo_pool_reference
 
 from altgrad_triton.cells import QRNN
-
-mod = sys.modules["altgrad_triton.kernels.fo_pool"]  # the module, not the function
 
 # (atol, rtol) per storage dtype; activations and scan run in fp32 like the reference, so
 # fp32 differs only by operation order; fp16 by the rounding of the stored outputs.

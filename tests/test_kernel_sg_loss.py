@@ -3,11 +3,11 @@ reference -- loss, gradient, target scale and telemetry, over 1 to 8 programs, w
 last-arriver's ticket counter back at zero after every call -- plus the tuning-seam
 registry in ``kernels/tuning.py`` that every kernel family uses."""
 
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from altgrad_triton.kernels import sg_loss as mod
 from altgrad_triton.kernels import tuning
 from altgrad_triton.kernels._common import ticket_counters
 from altgrad_triton.kernels.sg_loss import (
@@ -16,8 +16,6 @@ from altgrad_triton.kernels.sg_loss import (
     sg_mse_loss_with_stats,
     sg_mse_loss_with_stats_reference,
 )
-
-mod = sys.modules["altgrad_triton.kernels.sg_loss"]  # the module, not the function
 
 # (atol, rtol) per dtype: the loss is an fp32 sum in both; the gradient is stored in pred's
 # dtype and scaled by the upstream scalar.

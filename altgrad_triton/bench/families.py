@@ -15,7 +15,7 @@ from .measure import Case, Env, Forward, Group
 
 
 def fo_pool_bytes(steps: int, batch: int, hidden: int, size: int) -> dict[str, float]:
-    """Minimal traffic of fused-gate fo-pooling with an output gate (kernels/fo_pool.py's
+    """Minimal traffic of fused-gate fo-pooling with an output gate (kernels/fo_pooling.py's
     table): the forward reads the Z, F, O pre-activations and writes h; the backward reads
     dh and Z, F, O and writes their three gradients; per column the fp32 state in and out
     (c0 and c_T; dc_T and dc0). The chunk checkpoints (4 B per column per chunk of steps)

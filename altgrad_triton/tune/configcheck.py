@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import kernels
 from ..kernels import tuning
-from .jobs import RecipeShapes, _kmod, dtype_name
+from .jobs import RecipeShapes, dtype_name
 
 SM90_SHARED_LIMIT = 232_448
 """Bytes of shared memory one block may use on sm_90 (227 KB, the opt-in maximum)."""
@@ -87,7 +88,7 @@ def lstm_specs(batch: int, hidden: int, dtype: torch.dtype, train: bool,
     """The LSTM step kernels a launch at (batch, hidden) may run: the tiles whose BLOCK_B
     covers the batch (the launchers keep only those), forward (and backward when training);
     ``prec`` the fp32 dot's input precision (default: what a launch would use now)."""
-    lstm = _kmod("lstm")
+    lstm = kernels.lstm
     t, prec = _TYPES[dtype], prec or lstm._dot_precision_for(dtype)
     want = lstm._block_b(batch)
     common = {"T": 200, "B": batch, "H": hidden, "ldw": tuning.round_up(hidden, 128),
@@ -121,7 +122,7 @@ def fo_pool_specs(batch: int, hidden: int, dtype: torch.dtype, output_gate: bool
     fwd = {**common, "c0": "*fp32", "h": f"*{t}", "ckpt": "*fp32", "c_last": "*fp32",
            "HAS_C0": True, "STORE_CKPT": train}  # fmt: skip
     shape = f"B={batch} H={hidden} {'train' if train else 'eval'}"
-    out = [_spec("fo_pool_fwd", shape, dtype, m, "fo_pool", "_fo_pool_fwd_kernel", {**fwd, **m})
+    out = [_spec("fo_pool_fwd", shape, dtype, m, "fo_pooling", "_fo_pool_fwd_kernel", {**fwd, **m})
            for m in _tiles("fo_pool_fwd")]  # fmt: skip
     if not train:
         return out
@@ -132,7 +133,7 @@ def fo_pool_specs(batch: int, hidden: int, dtype: torch.dtype, output_gate: bool
         for every in chunks:
             args = {**bwd, **m, "CKPT_EVERY": every, "STEPS": max(m["CHUNK"], every)}
             meta = {**m, "CKPT_EVERY": every}
-            out.append(_spec("fo_pool_bwd", shape, dtype, meta, "fo_pool",
+            out.append(_spec("fo_pool_bwd", shape, dtype, meta, "fo_pooling",
                              "_fo_pool_bwd_kernel", args))  # fmt: skip
     return out
 
@@ -263,7 +264,7 @@ def compile_one(spec: CompileSpec, capability: int = 90) -> CompileResult:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = _jit(getattr(_kmod(spec.module), spec.fn))
+    fn = _jit(getattr(getattr(kernels, spec.module), spec.fn))
     meta = dict(spec.meta)
     sig, constexprs, attrs = _signature(fn, dict(spec.args))
     options = {k: meta[k] for k in ("num_warps", "num_stages") if k in meta}

@@ -3,13 +3,13 @@ and the ``--shapes`` specs."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from .. import kernels
 from ..errors import UserError
 
 QUICK_LSTM_STEPS = 64
@@ -25,12 +25,6 @@ FAMILY_KERNELS = {
     "linear_ce": ("linear_ce",),
 }
 """Kernel families this package knows how to launch, and the kernel names each registers."""
-
-
-def _kmod(name: str):
-    """A kernel module (``altgrad_triton.kernels.fo_pool`` etc.; the package re-exports
-    functions under the same names, so attribute access would give the function)."""
-    return importlib.import_module(f"altgrad_triton.kernels.{name}")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -140,7 +134,7 @@ def fo_pool_jobs(
     The backward's chunks start on the forward's checkpoints, so in training it runs with
     the longer of its own CHUNK and the forward's; it is timed here on checkpoints of the
     shortest candidate spacing, so that every candidate runs as itself."""
-    fp = _kmod("fo_pool")
+    fp = kernels.fo_pooling
     g = 3 if output_gate else 2
     shape = f"B={batch} T={steps} H={hidden}"
     spacing = min(fp.CHUNKS)
@@ -168,7 +162,7 @@ def lstm_jobs(batch: int, steps: int, hidden: int, dtype: torch.dtype) -> list[J
     """The forward and the backward split-K steps over a whole segment (``steps`` launches
     each): a candidate is a tile, a K split and a launch mode (plain, PDL, CUDA graph), so
     the segment is the unit timed."""
-    lm = _kmod("lstm")
+    lm = kernels.lstm
     shape = f"B={batch} T={steps} H={hidden}"
     bound = hidden**-0.5
 
@@ -200,7 +194,7 @@ def lstm_jobs(batch: int, steps: int, hidden: int, dtype: torch.dtype) -> list[J
 def sg_loss_jobs(n: int, dtype: torch.dtype = torch.float32, rows: int = 1) -> list[Job]:
     """The one-launch fit pass (loss, gradient, telemetry) on ``rows`` rows (the batch; n
     must divide by it) of ``n`` elements in all: the override key is the element count."""
-    sg = _kmod("sg_loss")
+    sg = kernels.sg_loss
     if n % rows:
         raise ValueError(f"sg_loss_jobs: {n} elements do not split into {rows} rows")
 
@@ -215,7 +209,7 @@ def sg_loss_jobs(n: int, dtype: torch.dtype = torch.float32, rows: int = 1) -> l
 def elementwise_jobs(n: int, units: int, dtype: torch.dtype = torch.float32) -> list[Job]:
     """As in training: dropout mask on; backward with dy only (the carry is detached, so no
     dc in and no dc_prev out)."""
-    ew = _kmod("elementwise")
+    ew = kernels.elementwise
     shape = f"N={n} U={units}"
 
     def inputs(device):
@@ -248,7 +242,7 @@ def linear_ce_jobs(rows: int, vocab: int, dtype: torch.dtype = torch.bfloat16) -
     gradient in place (as training does). The override key is the vocabulary; recipes do
     not list it (their vocabulary comes from the corpus): give it as a ``--shapes`` spec,
     or the first training launch autotunes and pins it."""
-    lce = _kmod("linear_ce")
+    lce = kernels.linear_ce
 
     def fwd(device):
         logits = _rand((rows, vocab), dtype, device)

@@ -14,17 +14,19 @@ Triton cache, most of it compiling autotune candidates (before the element-wise 
 cut from 12 to 8 candidates each).
 """
 
-import sys
 
 import pytest
 import torch
+from altgrad_triton.kernels import elementwise as ew_mod
+from altgrad_triton.kernels import fo_pooling as fo_mod
 from altgrad_triton.kernels import interpreting, tuning
+from altgrad_triton.kernels import sg_loss as sg_mod
 from altgrad_triton.kernels._common import ticket_counters
 from altgrad_triton.kernels.elementwise import (
     elementwise_qrnn_synth,
     elementwise_qrnn_synth_reference,
 )
-from altgrad_triton.kernels.fo_pool import fo_pool, fo_pool_reference
+from altgrad_triton.kernels.fo_pooling import fo_pool, fo_pool_reference
 from altgrad_triton.kernels.sg_loss import (
     sg_mse_loss,
     sg_mse_loss_reference,
@@ -41,10 +43,6 @@ pytestmark = [
         "shapes; unset it to test the compiled kernels",
     ),
 ]
-
-fo_mod = sys.modules["altgrad_triton.kernels.fo_pool"]
-sg_mod = sys.modules["altgrad_triton.kernels.sg_loss"]
-ew_mod = sys.modules["altgrad_triton.kernels.elementwise"]
 
 # (atol, rtol) against the fp32 reference on upcast inputs
 TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (1e-2, 1.6e-2)}

@@ -30,33 +30,8 @@ without shifting a tile (see :func:`_compose_keep_prev`). Then g_t = d_t + w_{t+
 The backward's chunk is at least the forward's (its checkpoints mark where a chunk may
 start); a tuned backward CHUNK below the forward's runs at the forward's.
 
-Bytes moved per (t, b, h) element, s = storage bytes (4 fp32, 2 bf16/fp16), K = CHUNK:
-
-=================  ===========================================  =========  ==========
-direction          traffic                                      fp32       bf16
-=================  ===========================================  =========  ==========
-forward, with O    read Z, F, O (3s); write h (s); c every K    16 B       8 B
-                   steps (4/K)                                  + 4/K      + 4/K
-forward, no O      read Z, F (2s); write h (s); 4/K             12 B       6 B
-backward, with O   read dh, Z, F, O (4s); write dZ, dF, dO      28 B       14 B
-                   (3s); read c every K steps (4/K)             + 4/K      + 4/K
-backward, no O     read dh, Z, F (3s); write dZ, dF (2s); 4/K   20 B       10 B
-=================  ===========================================  =========  ==========
-
-plus per column the initial and final state (c0, c_T; dc_T, dc0). At B=20, T=200, H=1550
-(6.2M elements) the bf16 forward moves about 50 MB and the backward 87 MB (plus 1.6 MB of
-checkpoints each way at K=16): 15 and 26 us at an H100's 3.35 TB/s. The sequential kernel
-moved 74 and 112 MB (activated gates in, an fp32 c sequence kept), besides three
-activation kernels each way and a concatenation. The bound is bandwidth at H=1550: 500
-programs of 64 units at B=20, each with the next 16 steps of three gates in flight, keep
-about 3 MB (bf16; 6 MB fp32) of loads outstanding across the GPU, the size that hides HBM
-latency (3.35 TB/s x 0.8 us). At H=400 (8,000 columns, 6 us of traffic) a launch's fixed
-cost is of the same size and bounds it. Not timed on a GPU yet: ``altgrad-bench
---families fo_pool`` sets each direction against a device copy of the same bytes.
-
-The forward saves for the backward the projection (as many bytes as the activated gates
-that autograd kept before) and the checkpoints, B H T/K fp32 values, where the sequential
-kernel kept B H T; without a gradient to compute nothing is saved.
+The bytes each direction moves per element, and why the bound is bandwidth at H=1550:
+docs/kernels.md ("fo-pooling: bytes moved").
 """
 
 from __future__ import annotations
