@@ -33,6 +33,7 @@ The submodules split the work:
 from .jobs import (
     DTYPES,
     FAMILY_KERNELS,
+    RUN_DTYPES,
     Job,
     RecipeShapes,
     dtype_name,
@@ -76,6 +77,7 @@ __all__ = [
     "FAMILY_KERNELS",
     "FORMAT",
     "QUICK_CANDIDATES",
+    "RUN_DTYPES",
     "DeviceId",
     "Job",
     "RecipeShapes",
