@@ -27,7 +27,10 @@ The submodules split the work:
   :func:`tune_all`;
 * :mod:`.store` -- the cache dir, ``winners.json`` (:class:`Winner`) and
   :func:`apply_stored_winners`;
-* :mod:`.tables` -- the rich tables of a sweep.
+* :mod:`.tables` -- the rich tables of a sweep;
+* :mod:`.warmup` -- compiles a sweep's kernels on every core before it times them
+  (``--jobs``);
+* :mod:`.configcheck` -- ``--check-configs``: every candidate compiled for sm_90, no GPU.
 """
 
 from .jobs import (
