@@ -207,6 +207,10 @@ def test_quick_candidates():
     quick = tune.job_candidates(fo, quick=True)
     assert len(quick) == min(len(full), tune.QUICK_CANDIDATES)
     assert quick[0] == full[0] and quick[-1] == full[-1]
+    for job in (tune.fo_pool_jobs(2, 3, 16, torch.float32, train=False)[0],
+                tune.lstm_jobs(1, 4, 32, torch.float32, train=False)[0]):  # fmt: skip
+        assert job.evaluation and len(tune.job_candidates(job)) > tune.QUICK_EVAL_CANDIDATES
+        assert len(tune.job_candidates(job, quick=True)) == tune.QUICK_EVAL_CANDIDATES
 
 
 # ----------------------------------------------------------------------------- sweeping

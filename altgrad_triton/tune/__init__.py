@@ -63,6 +63,7 @@ from .store import (
 )
 from .sweeping import (
     QUICK_CANDIDATES,
+    QUICK_EVAL_CANDIDATES,
     SweepResult,
     Trial,
     gpu_timer,
@@ -80,6 +81,7 @@ __all__ = [
     "FAMILY_KERNELS",
     "FORMAT",
     "QUICK_CANDIDATES",
+    "QUICK_EVAL_CANDIDATES",
     "RUN_DTYPES",
     "DeviceId",
     "Job",

@@ -111,6 +111,7 @@ class Job:
     make: Callable[[torch.device], Callable[[], Any]]
     batch: int | None = None  # for the LSTM's BLOCK_B pruning
     key: tuple | None = None  # filled by probe_key
+    evaluation: bool = False  # a validation/test launch (fewer candidates under --quick)
 
     @property
     def label(self) -> str:
@@ -164,7 +165,7 @@ def fo_pool_jobs(
             gates, ckpt, spacing, dh, None, output_gate=output_gate, dc0_dtype=torch.float32
         )
 
-    jobs = [Job("fo_pool_fwd", "fo_pool", shape, dtype, fwd, batch)]
+    jobs = [Job("fo_pool_fwd", "fo_pool", shape, dtype, fwd, batch, evaluation=not train)]
     return jobs + [Job("fo_pool_bwd", "fo_pool", shape, dtype, bwd, batch)] if train else jobs
 
 
@@ -198,7 +199,7 @@ def lstm_jobs(
         dh = _rand((steps, batch, hidden), dtype, device)
         return lambda: lm.lstm_segment_backward(w, h_all, c_all, act, dh, None, None)
 
-    jobs = [Job("lstm_fwd", "lstm", shape, dtype, fwd, batch)]
+    jobs = [Job("lstm_fwd", "lstm", shape, dtype, fwd, batch, evaluation=not train)]
     return jobs + [Job("lstm_bwd", "lstm", shape, dtype, bwd, batch)] if train else jobs
 
 
