@@ -9,25 +9,45 @@
 #   TESTS_SECONDS=300 scripts/gpu-check.sh --tests   # install + env + the whole test suite
 #                                           # under a longer limit (a lease's second call)
 #   scripts/gpu-check.sh --kernels          # install + env + tune + the kernel families'
-#                                           # benchmarks with a 180 s budget + tests/gpu
+#                                           # benchmarks with a 160 s budget + tests/gpu
+#                                           # (about 40 kernels for test_gpu_races.py:
+#                                           # 17 s + 15 s of stress -> 120 s with the rest)
 #
-# Steps, in order (what matters most first; each under a time limit, the limits add up to
-# 340 s, so with the install the script fits 6 minutes and a 15-minute device lease holds
-# it twice with the machine's start):
-#   env        device, driver, versions
-#   tune-*     altgrad-tune --quick for the two recipes' bf16 launches (winners stored in
-#              $OUT/tune and applied by every later step)
+# Steps, in order (what matters most first). Each runs under a limit of twice what it is
+# expected to take on a cold Triton cache, from the kernels it compiles (counted without a
+# GPU: the launches recorded at the JIT's compile step, for sm_90; notes in the README):
+# 0.42 s per compile on one core, 12 s to start Python, torch and the data, and 0.1 s per
+# timed candidate (LSTM 0.15 s). The estimates add up to about 230 s and the limits to
+# 415 s: a cold first run, install included, fits 420 s with room to spare, and a
+# 15-minute device lease holds it twice with the machine's start.
+#   env        device, driver, versions                                        no compile
+#   tune-*     altgrad-tune --quick for the two recipes, both run.dtype values, training,
+#              validation and test launches (winners stored in $OUT/tune and applied by
+#              every later step); the warm-up compiles on every core (16 on the target):
+#              tune-qrnn 80 kernels, 82 timings: 12 + 80 x 0.42 / 16 + 8 = 22 s -> 45
+#              tune-lstm 128 kernels (96 + 32 PDL variants), 82 timings:
+#                        12 + 128 x 0.42 / 16 + 12 = 27 s -> 55
 #   train-*    `altgrad-train recipes/wt2.toml` and `recipes/wt2-lstm.toml` through the real
 #              CLI on wikitext-2-small (shipped: no network), 2 capped epochs each (the first
-#              compiles; the second is the one reported): the QRNN in bf16 and fp32, the LSTM
-#              in bf16 on the triton, cudnn and torch backends
+#              compiles; the second is the one reported), at the tuned winners; the fused LM
+#              head's vocabulary is not tuned, so it autotunes its 8 candidates per dtype:
+#              qrnn-bf16-triton 19 kernels (fo-pool 4 train + 4 eval, synthesizer 3, head 8)
+#                        12 + 19 x 0.42 = 20 s -> 40
+#              qrnn-fp32-triton 16 kernels (fo-pool 8, head 8): 19 s -> 40
+#              lstm-bf16-triton at most 35 (LSTM 12 train + 12 eval with the plain, graph and
+#                        PDL variants, synthesizer 3, head 8): 27 s -> 55
+#              lstm-bf16-cudnn at most 8 (the head): 15 s -> 30
+#              lstm-bf16-torch none: 12 s -> 25
 #   slices     altgrad-bench --slices: one table of those runs (tokens/s, peak GPU memory,
-#              does the loss fall, ratio against triton)
+#              does the loss fall, ratio against triton)                       no compile
 #   profile    altgrad-bench --profile: torch.profiler, top kernels of one bf16 segment each
-#   bench      altgrad-bench --quick over the kernel families (own budget)
+#              (the tuned kernels, cached by then)                                     -> 25
+#   bench      altgrad-bench --quick over the kernel families (its own 25 s budget) -> 35
 #   tests      the README's test command, `python -m pytest -q`, whole (40 s here: on a
 #              GPU it compiles every kernel test's shapes and will likely need the longer
-#              `--tests` call, which runs only this step)
+#              `--tests` call, which runs only this step); its summary is always written:
+#              pytest's own, or, when a test outlived the limit and was killed, a tally of
+#              what had run
 # A step that fails or runs past its limit is reported in the summary, never dropped; a
 # failing step does not stop the later ones; the script exits non-zero if any step failed.
 #
@@ -235,25 +255,39 @@ tests_step() { # tests_step NAME LIMIT_S PYTEST_ARGS...: pytest that always ends
   shift 2
   ALTGRAD_TEST_DEADLINE=$(($(date +%s) + limit - 20)) STEP_SIGNAL=KILL \
     step "$name" "$limit" "$PY" -m pytest -q "$@" ${PYTEST_EXTRA[@]+"${PYTEST_EXTRA[@]}"}
+  local out="$WORK/$name.out"
+  if ! grep -qE '(passed|failed|skipped|deselected|error|errors|no tests ran)( .*)? in [0-9.]+s' "$out"; then
+    echo "=== $name: pytest ended without its summary (killed at the limit); before that: $(pytest_tally "$out")" |
+      tee -a "$LOG" "$out"
+  fi
+}
+
+pytest_tally() { # pytest_tally OUT: what `pytest -q` had run, from its progress characters
+  local marks
+  marks=$(grep -E '^[.FEsxX]+( +\[ *[0-9]+%\])?$' "$1" | sed -E 's/ +\[.*$//' | tr -d '\n')
+  printf '%d passed, %d failed, %d errors, %d skipped, %d xfailed, %d xpassed' \
+    "$(tr -cd . <<<"$marks" | wc -c)" "$(tr -cd F <<<"$marks" | wc -c)" \
+    "$(tr -cd E <<<"$marks" | wc -c)" "$(tr -cd s <<<"$marks" | wc -c)" \
+    "$(tr -cd x <<<"$marks" | wc -c)" "$(tr -cd X <<<"$marks" | wc -c)"
 }
 
 if [[ "${1:-}" == "--tests" ]]; then
   tests_step tests "${TESTS_SECONDS:-300}"
   finish
 fi
-step tune-qrnn 40 "$PY" -m altgrad_triton.cli.tune recipes/wt2.toml run.dtype=bfloat16 --quick
-step tune-lstm 30 "$PY" -m altgrad_triton.cli.tune recipes/wt2-lstm.toml run.dtype=bfloat16 \
+step tune-qrnn 45 "$PY" -m altgrad_triton.cli.tune recipes/wt2.toml run.dtype=bfloat16 --quick
+step tune-lstm 55 "$PY" -m altgrad_triton.cli.tune recipes/wt2-lstm.toml run.dtype=bfloat16 \
   --quick
 if [[ "${1:-}" == "--kernels" ]]; then # the kernel issues' targets: LSTM vs cuDNN, fo-pool
-  step bench 200 "$PY" -m altgrad_triton.cli.bench --quick --budget 180 \
+  step bench 180 "$PY" -m altgrad_triton.cli.bench --quick --budget 160 \
     --families lstm fo_pool sg_loss linear_ce --csv "$OUT/benchmarks.csv"
-  tests_step gpu-tests 60 tests/gpu
+  tests_step gpu-tests 120 tests/gpu
   finish
 fi
-train qrnn-bf16-triton 30 recipes/wt2.toml run.dtype=bfloat16 run.max_batches=12
-train qrnn-fp32-triton 35 recipes/wt2.toml run.dtype=float32 run.max_batches=8
-train lstm-bf16-triton 30 recipes/wt2-lstm.toml run.dtype=bfloat16 run.max_batches=8
-train lstm-bf16-cudnn 20 recipes/wt2-lstm.toml run.dtype=bfloat16 run.max_batches=8 \
+train qrnn-bf16-triton 40 recipes/wt2.toml run.dtype=bfloat16 run.max_batches=12
+train qrnn-fp32-triton 40 recipes/wt2.toml run.dtype=float32 run.max_batches=8
+train lstm-bf16-triton 55 recipes/wt2-lstm.toml run.dtype=bfloat16 run.max_batches=8
+train lstm-bf16-cudnn 30 recipes/wt2-lstm.toml run.dtype=bfloat16 run.max_batches=8 \
   run.backend=cudnn
 train lstm-bf16-torch 25 recipes/wt2-lstm.toml run.dtype=bfloat16 run.max_batches=4 \
   run.backend=torch
@@ -264,7 +298,7 @@ else
   echo "=== slices: no training run finished an epoch" | tee -a "$LOG" "$WORK/slices.out"
   record slices 1 0
 fi
-step profile 30 "$PY" -m altgrad_triton.cli.bench --profile --slice-dtype bfloat16
+step profile 25 "$PY" -m altgrad_triton.cli.bench --profile --slice-dtype bfloat16
 step bench 35 "$PY" -m altgrad_triton.cli.bench --quick --budget 25 \
     --families lstm fo_pool sg_loss linear_ce --csv "$OUT/benchmarks.csv"
 tests_step tests 40

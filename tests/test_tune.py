@@ -12,8 +12,8 @@ import pytest
 import torch
 from altgrad_triton.kernels import interpreting, tuning
 
+from altgrad_triton import kernels, tune
 from altgrad_triton import recipe as recipes
-from altgrad_triton import tune
 from altgrad_triton.cli import tune as tune_cli
 from altgrad_triton.errors import UserError
 
@@ -104,19 +104,29 @@ def test_shapes_from_wt2_lstm_recipe():
 def test_recipe_jobs_probe_the_launchers_keys():
     jobs = tune.unique_jobs(tune.recipe_jobs(tune.shapes_from_recipe(recipes.load(WT2))))
     got = [(j.kernel, j.key) for j in jobs]
-    assert got == [
-        ("fo_pool_fwd", ("float32", 32768)),  # B*H = 31,000
-        ("fo_pool_bwd", ("float32", 32768)),
-        ("fo_pool_fwd", ("float32", 8192)),  # 8,000
-        ("fo_pool_bwd", ("float32", 8192)),
+    train_and_eval = [
+        ("fo_pool_fwd", 32768),  # B*H = 31,000
+        ("fo_pool_bwd", 32768),
+        ("fo_pool_fwd", 8192),  # 8,000
+        ("fo_pool_bwd", 8192),
+    ]
+    evaluation = [  # validation (B=10) and test (B=1) forwards: keys of their own
+        ("fo_pool_fwd", 16384),
+        ("fo_pool_fwd", 4096),
+        ("fo_pool_fwd", 2048),
+        ("fo_pool_fwd", 512),
+    ]
+    synth = [
         ("elementwise_fwd", ("float32", 131072, 64)),  # N = 109,000; U=50 padded to 64
         ("elementwise_bwd", ("float32", 131072, 64)),
         ("sg_loss", ("float32", 131072)),
-        # validation (B=10) and test (B=1) forwards: keys of their own
-        ("fo_pool_fwd", ("float32", 16384)),
-        ("fo_pool_fwd", ("float32", 4096)),
-        ("fo_pool_fwd", ("float32", 2048)),
-        ("fo_pool_fwd", ("float32", 512)),
+    ]
+    assert got == [
+        *[(k, ("float32", n)) for k, n in train_and_eval],
+        *synth,
+        *[(k, ("float32", n)) for k, n in evaluation],
+        # the other run.dtype, so a bf16 run finds its keys tuned too
+        *[(k, ("bfloat16", n)) for k, n in train_and_eval + evaluation],
     ]
     lstm = tune.unique_jobs(
         tune.recipe_jobs(
@@ -128,6 +138,37 @@ def test_recipe_jobs_probe_the_launchers_keys():
         ("lstm_fwd", ("bfloat16", 32, 512)), ("lstm_bwd", ("bfloat16", 32, 512)),
     ]  # fmt: skip
     assert lstm[0].shape == "B=20 T=64 H=1150"  # --quick: LSTM timed over 64 steps
+
+
+@pytest.mark.parametrize("path", [WT2, WT2_LSTM], ids=["qrnn", "lstm"])
+def test_recipe_jobs_cover_training_validation_and_test(path, monkeypatch):
+    """Both run.dtype values; training's forward (saving for the backward) and backward at
+    the training batch; validation's and test's forwards at their batches, saving nothing
+    (SAVE_ACT=False / no checkpoints): the kernels evaluation launches."""
+    shapes = tune.shapes_from_recipe(recipes.load(path))
+    cell = "lstm" if shapes.cell == "lstm" else "fo_pool"
+    module = kernels.lstm if cell == "lstm" else kernels.fo_pooling
+    launcher = "lstm_segment_forward" if cell == "lstm" else "fo_pool_forward"
+    flag = "save_for_backward" if cell == "lstm" else "save"
+    saved = []
+    monkeypatch.setattr(module, launcher, lambda *a, **kw: saved.append(kw[flag]))
+    jobs = tune.recipe_jobs(shapes, quick=True)
+    seen = set()
+    for j in jobs:
+        if j.family == cell:
+            forward = j.kernel.endswith("_fwd")
+            if forward:  # the backward launcher is not stubbed: it would run
+                j.make(torch.device("meta"))()
+            seen.add(
+                (j.kernel, tune.dtype_name(j.dtype), j.batch, saved.pop() if forward else True)
+            )
+    assert shapes.eval_batches == (10, 1)
+    want = set()
+    for dtype in ("float32", "bfloat16"):
+        want |= {(f"{cell}_fwd", dtype, 20, True), (f"{cell}_bwd", dtype, 20, True)}
+        want |= {(f"{cell}_fwd", dtype, b, False) for b in shapes.eval_batches}
+    assert seen == want
+    assert jobs[0].dtype == shapes.dtype  # the recipe's own dtype first
 
 
 def test_only_the_toolkit_synthesizer_tunes_the_elementwise_kernel():
@@ -166,6 +207,10 @@ def test_quick_candidates():
     quick = tune.job_candidates(fo, quick=True)
     assert len(quick) == min(len(full), tune.QUICK_CANDIDATES)
     assert quick[0] == full[0] and quick[-1] == full[-1]
+    for job in (tune.fo_pool_jobs(2, 3, 16, torch.float32, train=False)[0],
+                tune.lstm_jobs(1, 4, 32, torch.float32, train=False)[0]):  # fmt: skip
+        assert job.evaluation and len(tune.job_candidates(job)) > tune.QUICK_EVAL_CANDIDATES
+        assert len(tune.job_candidates(job, quick=True)) == tune.QUICK_EVAL_CANDIDATES
 
 
 # ----------------------------------------------------------------------------- sweeping

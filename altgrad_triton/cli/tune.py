@@ -6,11 +6,13 @@ GPU and store the fastest per (device, Triton version, kernel, dtype, size bucke
     altgrad-tune --shapes fo_pool:B=20,T=200,H=1550 sg_loss:N=109000 --dtype bfloat16
     altgrad-tune recipes/wt2-lstm.toml --dry-run      # the launches and keys, no GPU needed
     altgrad-tune --check-configs                      # compile every candidate for sm_90, no GPU
+    altgrad-tune recipes/wt2.toml --quick --jobs 8    # compile on 8 processes, then time
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -53,8 +55,7 @@ def parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="at most 6 candidates per kernel, LSTM timed over <= 64 steps, "
-        "short do_bench (warmup 10 ms, rep 40 ms); sized to stay under a minute for "
-        "recipes/wt2.toml (40 launches: compile + ~0.1 s each)",
+        "short do_bench (warmup 10 ms, rep 40 ms)",
     )
     p.add_argument("--cache-dir", default=None, help="where winners.json lives")
     p.add_argument("--warmup", type=float, default=None, help="do_bench warmup, ms (25)")
@@ -77,7 +78,9 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="processes that compile in parallel (default: every core)",
+        help="processes that compile in parallel, for --check-configs and for the sweep's "
+        "warm-up, which compiles every candidate before timing (default: every core; 1: "
+        "compile each candidate as it is timed)",
     )
     return p
 
@@ -122,6 +125,7 @@ def body(argv: list[str] | None = None) -> int:
 
     from .. import tune
     from ..progress import make_console
+    from ..tune.warmup import warm_up
 
     if not args.dry_run:
         _check_can_tune()
@@ -141,6 +145,7 @@ def body(argv: list[str] | None = None) -> int:
         f"ms, rep {rep:g} ms; {len(jobs)} launches",
         markup=False,
     )
+    warm_up(jobs, device, args.jobs or os.cpu_count() or 1, console, quick=args.quick)
     results, winners, path = tune.tune_all(
         jobs, device, here, timer, console, quick=args.quick,
         path=None if args.no_save else tune.winners_path(args.cache_dir),

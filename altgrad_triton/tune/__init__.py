@@ -27,12 +27,16 @@ The submodules split the work:
   :func:`tune_all`;
 * :mod:`.store` -- the cache dir, ``winners.json`` (:class:`Winner`) and
   :func:`apply_stored_winners`;
-* :mod:`.tables` -- the rich tables of a sweep.
+* :mod:`.tables` -- the rich tables of a sweep;
+* :mod:`.warmup` -- compiles a sweep's kernels on every core before it times them
+  (``--jobs``);
+* :mod:`.configcheck` -- ``--check-configs``: every candidate compiled for sm_90, no GPU.
 """
 
 from .jobs import (
     DTYPES,
     FAMILY_KERNELS,
+    RUN_DTYPES,
     Job,
     RecipeShapes,
     dtype_name,
@@ -59,6 +63,7 @@ from .store import (
 )
 from .sweeping import (
     QUICK_CANDIDATES,
+    QUICK_EVAL_CANDIDATES,
     SweepResult,
     Trial,
     gpu_timer,
@@ -76,6 +81,8 @@ __all__ = [
     "FAMILY_KERNELS",
     "FORMAT",
     "QUICK_CANDIDATES",
+    "QUICK_EVAL_CANDIDATES",
+    "RUN_DTYPES",
     "DeviceId",
     "Job",
     "RecipeShapes",

@@ -105,6 +105,7 @@ class Job:
     make: Callable[[torch.device], Callable[[], Any]]
     batch: int | None = None  # for the LSTM's BLOCK_B pruning
     key: tuple | None = None  # filled by probe_key
+    evaluation: bool = False  # a validation/test launch (fewer candidates under --quick)
 
     @property
     def label(self) -> str:
@@ -126,23 +127,29 @@ def _gate(shape, dtype, device):
 
 
 def fo_pool_jobs(
-    batch: int, steps: int, hidden: int, dtype: torch.dtype, output_gate: bool = True
+    batch: int,
+    steps: int,
+    hidden: int,
+    dtype: torch.dtype,
+    output_gate: bool = True,
+    train: bool = True,
 ) -> list[Job]:
     """Forward and backward scan on the raw [T, B, 3H] projection with an fp32 c0, as
-    ``cells.QRNN`` calls them.
+    ``cells.QRNN`` calls them; ``train=False``: the forward only, without checkpoints, as
+    evaluation runs it.
 
     The backward's chunks start on the forward's checkpoints, so in training it runs with
     the longer of its own CHUNK and the forward's; it is timed here on checkpoints of the
     shortest candidate spacing, so that every candidate runs as itself."""
     fp = kernels.fo_pooling
     g = 3 if output_gate else 2
-    shape = f"B={batch} T={steps} H={hidden}"
+    shape = f"B={batch} T={steps} H={hidden}" + ("" if train else " eval")
     spacing = min(fp.CHUNKS)
 
     def fwd(device):
         gates = _rand((steps, batch, g * hidden), dtype, device, 2.0)
         c0 = _rand((batch, hidden), torch.float32, device)
-        return lambda: fp.fo_pool_forward(gates, c0, output_gate=output_gate, save=True)
+        return lambda: fp.fo_pool_forward(gates, c0, output_gate=output_gate, save=train)
 
     def bwd(device):
         gates = _rand((steps, batch, g * hidden), dtype, device, 2.0)
@@ -152,18 +159,19 @@ def fo_pool_jobs(
             gates, ckpt, spacing, dh, None, output_gate=output_gate, dc0_dtype=torch.float32
         )
 
-    return [
-        Job("fo_pool_fwd", "fo_pool", shape, dtype, fwd, batch),
-        Job("fo_pool_bwd", "fo_pool", shape, dtype, bwd, batch),
-    ]
+    jobs = [Job("fo_pool_fwd", "fo_pool", shape, dtype, fwd, batch, evaluation=not train)]
+    return jobs + [Job("fo_pool_bwd", "fo_pool", shape, dtype, bwd, batch)] if train else jobs
 
 
-def lstm_jobs(batch: int, steps: int, hidden: int, dtype: torch.dtype) -> list[Job]:
+def lstm_jobs(
+    batch: int, steps: int, hidden: int, dtype: torch.dtype, train: bool = True
+) -> list[Job]:
     """The forward and the backward split-K steps over a whole segment (``steps`` launches
     each): a candidate is a tile, a K split and a launch mode (plain, PDL, CUDA graph), so
-    the segment is the unit timed."""
+    the segment is the unit timed. ``train=False``: the forward only, without saving the
+    gates (SAVE_ACT=False), as evaluation runs it."""
     lm = kernels.lstm
-    shape = f"B={batch} T={steps} H={hidden}"
+    shape = f"B={batch} T={steps} H={hidden}" + ("" if train else " eval")
     bound = hidden**-0.5
 
     def weights(device):
@@ -175,7 +183,7 @@ def lstm_jobs(batch: int, steps: int, hidden: int, dtype: torch.dtype) -> list[J
         w = weights(device)
         h0 = _rand((batch, hidden), dtype, device, 0.5)
         c0 = _rand((batch, hidden), dtype, device, 0.5)
-        return lambda: lm.lstm_segment_forward(gx, w, h0, c0, save_for_backward=True)
+        return lambda: lm.lstm_segment_forward(gx, w, h0, c0, save_for_backward=train)
 
     def bwd(device):
         w = weights(device)
@@ -185,10 +193,8 @@ def lstm_jobs(batch: int, steps: int, hidden: int, dtype: torch.dtype) -> list[J
         dh = _rand((steps, batch, hidden), dtype, device)
         return lambda: lm.lstm_segment_backward(w, h_all, c_all, act, dh, None, None)
 
-    return [
-        Job("lstm_fwd", "lstm", shape, dtype, fwd, batch),
-        Job("lstm_bwd", "lstm", shape, dtype, bwd, batch),
-    ]
+    jobs = [Job("lstm_fwd", "lstm", shape, dtype, fwd, batch, evaluation=not train)]
+    return jobs + [Job("lstm_bwd", "lstm", shape, dtype, bwd, batch)] if train else jobs
 
 
 def sg_loss_jobs(n: int, dtype: torch.dtype = torch.float32, rows: int = 1) -> list[Job]:
@@ -253,30 +259,48 @@ def linear_ce_jobs(rows: int, vocab: int, dtype: torch.dtype = torch.bfloat16) -
     return [Job("linear_ce", "linear_ce", f"N={rows} V={vocab}", dtype, fwd)]
 
 
+RUN_DTYPES = (torch.float32, torch.bfloat16)
+"""The recurrent kernels' dtypes a recipe can train in (``run.dtype``)."""
+
+
 def recipe_jobs(shapes: RecipeShapes, *, quick: bool = False) -> list[Job]:
-    """Every tunable launch of one training segment of the recipe (distinct layer sizes),
-    then the recurrent forwards of validation and test at their batch sizes (other tuning
-    keys, which would otherwise autotune inside the first evaluation). Training's first:
-    altgrad-tune stores each winner as it goes, so a sweep cut short keeps those."""
+    """Every tunable launch of the recipe (distinct layer sizes), so that no training,
+    validation or test step falls back to Triton's autotuner: the recurrent kernels in both
+    ``run.dtype`` values (the recipe's first), training's forward and backward at the
+    training batch, the forwards of validation and test at theirs without saving for a
+    backward (other tuning keys, and the kernels evaluation runs); the SG loss and the
+    synthesizer (always fp32) once, after the recipe's own training launches. altgrad-tune
+    stores each winner as it goes, so a sweep cut short keeps the first ones."""
     jobs: list[Job] = []
     steps = min(shapes.bptt, QUICK_LSTM_STEPS) if quick and shapes.cell == "lstm" else shapes.bptt
     layers = list(dict.fromkeys(shapes.hidden))  # distinct, in layer order
-    for h in layers:
-        jobs += _recurrent_jobs(shapes, shapes.batch, steps, h)
-    if shapes.synthetic:
-        n = shapes.state_elements
-        if shapes.synthesizer == "toolkit" and shapes.synth_cell == "qrnn":
-            jobs += elementwise_jobs(n, shapes.synth_hidden)
-        jobs += sg_loss_jobs(n, rows=shapes.batch)
-    for batch, h in ((b, h) for b in shapes.eval_batches for h in layers):
-        jobs += [j for j in _recurrent_jobs(shapes, batch, steps, h) if j.kernel.endswith("_fwd")]
+    dtypes = [shapes.dtype] + [d for d in RUN_DTYPES if d != shapes.dtype]
+    for dtype in dtypes:
+        for h in layers:
+            jobs += _recurrent_jobs(shapes, shapes.batch, steps, h, dtype, train=True)
+        if dtype == shapes.dtype:
+            jobs += _synthesizer_jobs(shapes)
+        for batch, h in ((b, h) for b in shapes.eval_batches for h in layers):
+            jobs += _recurrent_jobs(shapes, batch, steps, h, dtype, train=False)
     return jobs
 
 
-def _recurrent_jobs(shapes: RecipeShapes, batch: int, steps: int, hidden: int) -> list[Job]:
+def _synthesizer_jobs(shapes: RecipeShapes) -> list[Job]:
+    if not shapes.synthetic:
+        return []
+    n = shapes.state_elements
+    jobs = []
+    if shapes.synthesizer == "toolkit" and shapes.synth_cell == "qrnn":
+        jobs += elementwise_jobs(n, shapes.synth_hidden)
+    return jobs + sg_loss_jobs(n, rows=shapes.batch)
+
+
+def _recurrent_jobs(
+    shapes: RecipeShapes, batch: int, steps: int, hidden: int, dtype: torch.dtype, train: bool
+) -> list[Job]:
     if shapes.cell == "qrnn":
-        return fo_pool_jobs(batch, steps, hidden, shapes.dtype, shapes.output_gate)
-    return lstm_jobs(batch, steps, hidden, shapes.dtype)
+        return fo_pool_jobs(batch, steps, hidden, dtype, shapes.output_gate, train)
+    return lstm_jobs(batch, steps, hidden, dtype, train)
 
 
 SPEC_KEYS = {

@@ -20,6 +20,8 @@ from .tables import format_meta, result_table, winners_table
 
 QUICK_CANDIDATES = 6
 """At most this many candidates per kernel under ``--quick`` (spread over the list)."""
+QUICK_EVAL_CANDIDATES = 2
+"""... and per validation/test forward, a small share of a run's time."""
 
 
 # ----------------------------------------------------------------------------- probing
@@ -92,8 +94,9 @@ def _spread(items: list, k: int) -> list:
 
 def job_candidates(job: Job, *, quick: bool = False) -> list[dict[str, int]]:
     """The kernel's registered candidates; under ``quick`` at most ``QUICK_CANDIDATES`` of
-    them, and for configs with a BLOCK_B (the LSTM) only the smallest block covering B (what
-    the kernel's own autotuner keeps)."""
+    them (``QUICK_EVAL_CANDIDATES`` for an evaluation launch), and for configs with a
+    BLOCK_B (the LSTM) only the smallest block covering B (what the kernel's own autotuner
+    keeps)."""
     metas = kernel_tuning().candidates(job.kernel)
     if not quick:
         return metas
@@ -101,7 +104,7 @@ def job_candidates(job: Job, *, quick: bool = False) -> list[dict[str, int]]:
         sizes = sorted({m["BLOCK_B"] for m in metas})
         want = next((s for s in sizes if s >= job.batch), sizes[-1])
         metas = [m for m in metas if m["BLOCK_B"] == want]
-    return _spread(metas, QUICK_CANDIDATES)
+    return _spread(metas, QUICK_EVAL_CANDIDATES if job.evaluation else QUICK_CANDIDATES)
 
 
 # ----------------------------------------------------------------------------- sweeping

@@ -1,0 +1,80 @@
+"""scripts/gpu-check.sh without a GPU: its step limits add up to what its header says (the
+cold first run fits 420 s), and the tests step writes a summary even when pytest is
+killed at the limit before printing its own."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu-check.sh"
+BASH = shutil.which("bash")
+pytestmark = pytest.mark.skipif(BASH is None, reason="needs bash")
+
+
+def _default_path_limits(text: str) -> dict[str, int]:
+    """Limits of the steps a plain run takes (not the --tests / --kernels branches)."""
+    body = text[text.index("step tune-qrnn") :]
+    body = re.sub(r'if \[\[ "\$\{1:-\}" == "--kernels" \]\]; then.*?\n(fi)\n', "", body, flags=re.S)
+    limits = {"env": int(re.search(r"^step env (\d+)", text, re.M).group(1))}
+    for name, limit in re.findall(r"^\s*(?:step|train|tests_step) (\S+) (\d+)", body, re.M):
+        limits[name] = int(limit)
+    return limits
+
+
+def test_limits_add_up_to_the_header_and_fit_420_s():
+    text = SCRIPT.read_text()
+    limits = _default_path_limits(text)
+    assert {"tune-qrnn", "tune-lstm", "qrnn-bf16-triton", "lstm-bf16-triton", "tests"} <= set(
+        limits
+    ), limits
+    said = int(re.search(r"and the limits to\s*#?\s*(\d+) s", text).group(1))
+    assert sum(limits.values()) == said <= 420, limits
+    # each tune step's limit is at least twice its stated estimate
+    for name in ("tune-qrnn", "tune-lstm"):
+        estimate = re.search(rf"{name} .*?= (\d+) s -> (\d+)", text, re.S)
+        assert estimate and int(estimate.group(2)) == limits[name], name
+        assert limits[name] >= 2 * int(estimate.group(1)), name
+
+
+def _functions(text: str, *names: str) -> str:
+    return "\n".join(re.search(rf"^{n}\(\) \{{.*?^\}}", text, re.M | re.S).group(0) for n in names)
+
+
+def test_killed_pytest_still_gets_a_summary(tmp_path):
+    """A stand-in pytest prints progress, then hangs past the step's limit: SIGKILL ends it,
+    and the step's output ends with a tally of what had run."""
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho '..F.s [ 10%]'\necho '..x'\nsleep 60\n")
+    fake.chmod(0o755)
+    text = SCRIPT.read_text()
+    prog = "\n".join([
+        "set -euo pipefail",
+        f"WORK={tmp_path}; LOG={tmp_path}/log; PY={fake}; PYTEST_EXTRA=()",
+        "names=(); codes=(); secs=()",
+        _functions(text, "record", "step", "tests_step", "pytest_tally"),
+        "tests_step tests 2",
+    ])  # fmt: skip
+    proc = subprocess.run([BASH, "-c", prog], capture_output=True, text=True, timeout=60)
+    out = (tmp_path / "tests.out").read_text()
+    assert proc.returncode == 0, proc.stderr
+    assert "killed at the limit" in out, out
+    assert "5 passed, 1 failed, 0 errors, 1 skipped, 1 xfailed, 0 xpassed" in out, out
+
+
+def test_a_pytest_summary_is_left_alone(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho '... [100%]'\necho '3 passed in 0.12s'\n")
+    fake.chmod(0o755)
+    text = SCRIPT.read_text()
+    prog = "\n".join([
+        "set -euo pipefail",
+        f"WORK={tmp_path}; LOG={tmp_path}/log; PY={fake}; PYTEST_EXTRA=()",
+        "names=(); codes=(); secs=()",
+        _functions(text, "record", "step", "tests_step", "pytest_tally"),
+        "tests_step tests 20",
+    ])  # fmt: skip
+    subprocess.run([BASH, "-c", prog], capture_output=True, text=True, timeout=60, check=True)
+    assert "without its summary" not in (tmp_path / "tests.out").read_text()
