@@ -246,7 +246,7 @@ step tune-lstm 30 "$PY" -m altgrad_triton.cli.tune recipes/wt2-lstm.toml run.dty
   --quick
 if [[ "${1:-}" == "--kernels" ]]; then # the kernel issues' targets: LSTM vs cuDNN, fo-pool
   step bench 200 "$PY" -m altgrad_triton.cli.bench --quick --budget 180 \
-    --families lstm fo_pool sg_loss linear_ce --csv "$OUT/benchmarks.csv"
+    --families lstm fo_pool sg_loss linear_ce authors_scan --csv "$OUT/benchmarks.csv"
   tests_step gpu-tests 60 tests/gpu
   finish
 fi
@@ -266,6 +266,6 @@ else
 fi
 step profile 30 "$PY" -m altgrad_triton.cli.bench --profile --slice-dtype bfloat16
 step bench 35 "$PY" -m altgrad_triton.cli.bench --quick --budget 25 \
-    --families lstm fo_pool sg_loss linear_ce --csv "$OUT/benchmarks.csv"
+    --families lstm fo_pool sg_loss linear_ce authors_scan --csv "$OUT/benchmarks.csv"
 tests_step tests 40
 finish

@@ -41,6 +41,7 @@ def test_cpu_bench_runs_fast_prints_tables_and_writes_the_given_csv(tmp_path, ca
         "element-wise QRNN synthesizer",
         "LSTM",
         "LM head: linear + cross-entropy",
+        "authors' synthesizer",
         "end to end",
     ):
         assert title in out
@@ -48,10 +49,12 @@ def test_cpu_bench_runs_fast_prints_tables_and_writes_the_given_csv(tmp_path, ca
     rows = _rows(out_csv)
     assert tuple(rows[0]) == bench.CSV_COLUMNS
     body = [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
-    families = {"fo_pool", "sg_loss", "elementwise", "lstm", "linear_ce", "e2e"}
+    families = {"fo_pool", "sg_loss", "elementwise", "lstm", "linear_ce", "authors_scan", "e2e"}
     assert {r["family"] for r in body} == families
     head = {r["provider"] for r in body if r["family"] == "linear_ce"}
     assert head == {"torch", "chunked"}  # unfused eager and the chunked reference
+    authors = {r["shape"].rsplit(" ", 1)[-1] for r in body if r["family"] == "authors_scan"}
+    assert authors == {"scan", "synthesizer"}  # the scan alone, then the whole synthesizer
     assert all(r["device"] == "cpu" and r["note"].startswith("cpu-reference") for r in body)
     assert all(r["torch"] == torch.__version__ and r["triton"] and r["date"] for r in body)
     assert {r["direction"] for r in body} == {"fwd", "bwd", "fwd+bwd", "train"}

@@ -122,3 +122,15 @@ def test_representative_pointwise_candidates_compile_for_sm90_without_spills():
     elementwise backward BLOCK_N 32 on 2 warps / 64 on 4 spilled (8 B to 17.7 KB)."""
     bad = _check([s for s in _representative() if not s.kernel.startswith("lstm")])
     assert not bad, bad
+
+
+def test_every_authors_scan_candidate_compiles_for_sm90_without_spills():
+    """The authors' synthesizer's scan (always fp32) at the paper's N = 20 x 5,450 rows of
+    50 units: every forward and backward candidate, reduce and fix-up, and the carry pass
+    both ways (34 kernels; at most 180 registers and 32 KB of shared memory when added)."""
+    specs = configcheck.authors_scan_specs(109_000, 50, torch.float32)
+    kernels = {(s.kernel, s.fn) for s in specs}
+    tiles = len(tuning.candidates("authors_scan_fwd")) + len(tuning.candidates("authors_scan_bwd"))
+    assert len(kernels) == 5 and len(specs) == 2 * tiles + 2
+    bad = _check(specs)
+    assert not bad, bad

@@ -35,6 +35,8 @@ from .command import CPU_BANNER, DEFAULT_CSV, TITLES, run, run_families
 from .e2e import CPU_TINY_OVERRIDES, LSTM_RECIPE, QRNN_RECIPE, TrainSlice, e2e_rows, train_slice
 from .families import (
     Shapes,
+    authors_scan_bytes,
+    authors_scan_groups,
     elementwise_bytes,
     elementwise_groups,
     fo_pool_bytes,
@@ -81,6 +83,8 @@ __all__ = [
     "TrainSlice",
     "add_metrics",
     "append_csv",
+    "authors_scan_bytes",
+    "authors_scan_groups",
     "check_csv",
     "copy_bandwidth",
     "e2e_rows",
