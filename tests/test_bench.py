@@ -145,6 +145,33 @@ def test_traffic_and_flop_counts():
     assert bench.lstm_flops(1, 1, 1, layers=3)["fwd+bwd"] == 3 * 3 * 16
 
 
+def test_authors_scan_cases_run_forward_and_backward_as_the_gpu_bench_does():
+    """Under a GPU-mode Env on the CPU (the kernels through the interpreter): the scan's
+    and the whole synthesizer's cases on both backends, each through the one forward +
+    backward the peak-memory note runs (outputs that are not scalars take ones upstream;
+    a bare autograd.grad refused them)."""
+    from types import SimpleNamespace
+
+    env = bench.Env(torch.device("cpu"), True, "x", "9.0", "t", "tr", "d", copy_gbps=1.0)
+    shapes = SimpleNamespace(state=[("tiny", 2, 20)], units=4, compile_all=False)
+    groups = bench.authors_scan_groups(env, shapes)
+    assert [g.shape for g in groups] == ["tiny N=40 U=4 scan", "tiny B=2 D=20 U=4 synthesizer"]
+    for g in groups:
+        assert [c.provider for c in g.cases] == ["triton", "torch"]
+        grads = []
+        for c in g.cases:
+            torch.manual_seed(1)  # the same inputs and weights for both backends
+            fwd, leaves = c.make()
+            bench.forward_backward(fwd, leaves)
+            torch.manual_seed(0)  # the same zoneout mask and noise on both backends
+            outs = list(fwd())
+            ups = [torch.ones_like(o) for o in outs]
+            grads.append(torch.autograd.grad(outs, leaves, ups, allow_unused=True)[0])
+        torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-5)
+    traffic = bench.authors_scan_bytes(10, 3)
+    assert traffic == {"fwd": 600, "bwd": 960, "fwd+bwd": 1560}
+
+
 def test_ratio_and_metrics_against_ours():
     env = bench.Env(torch.device("cpu"), True, "x", "9.0", "t", "tr", "d", copy_gbps=1000.0)
     group = bench.Group(

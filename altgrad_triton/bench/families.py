@@ -435,6 +435,13 @@ def peak_memory(fn: Callable[[], object]) -> int | None:
     return torch.cuda.max_memory_allocated() - before
 
 
+def forward_backward(fwd: Forward, leaves: list[torch.Tensor]) -> None:
+    """One forward and one backward into ``leaves``, every output's upstream gradient ones
+    (outputs of any shape: a loss, or the synthesizer's per-scalar predictions)."""
+    outs = list(fwd())
+    torch.autograd.grad(outs, leaves, [torch.ones_like(o) for o in outs], allow_unused=True)
+
+
 def _with_peak_memory(case: Case) -> Case:
     """``case`` whose note gives the peak GPU memory of one forward + backward beyond its
     inputs (on a GPU)."""
@@ -443,11 +450,7 @@ def _with_peak_memory(case: Case) -> Case:
     def make_and_measure():
         fwd, leaves = make()
         if leaves[0].is_cuda:
-
-            def step():
-                torch.autograd.grad(list(fwd()), leaves, allow_unused=True)
-
-            peak = peak_memory(step)
+            peak = peak_memory(lambda: forward_backward(fwd, leaves))
             if peak is not None:
                 mib = f"peak {peak / 2**20:,.0f} MiB fwd+bwd beyond the inputs"
                 case.note = f"{case.note}; {mib}" if case.note else mib
