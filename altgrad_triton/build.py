@@ -203,6 +203,7 @@ def make_synthesizer(
             input_noise=cfg.input_noise,
             init=cfg.init,
             sequence=cfg.authors.sequence,
+            backend=backend,
             generator=generator,
             init_generator=init_generator,
         )

@@ -218,37 +218,6 @@ def _per_row(y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return rearrange(y, pattern, batch=s.shape[0])
 
 
-def linear_scan(a: torch.Tensor, b: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
-    """c_n = a_n * c_{n-1} + b_n along dim 0 from c_{-1} = c0; a, b: [N, U], c0: [U] -> [N, U].
-
-    Differentiable through autograd, in about 2 sqrt(N) vector steps instead of N: the
-    sequence is cut into K chunks of L ~ sqrt(N) steps; every chunk is scanned from zero at
-    once (L steps over [K, U]), keeping the running product of its a's; then the chunks'
-    starting values follow one another (K steps over [U]). No division by a product, so
-    products that underflow to 0 are harmless.
-    """
-    n, u = a.shape
-    size = max(1, math.isqrt(n))  # L
-    chunks = -(-n // size)  # K
-    pad = chunks * size - n
-    if pad:  # identity steps: a = 1, b = 0
-        a = torch.cat([a, a.new_ones(pad, u)])
-        b = torch.cat([b, b.new_zeros(pad, u)])
-    # unbind, not index: the backward of an index writes a zero tensor of the whole input
-    a_j, b_j = (rearrange(t, "(k l) u -> k l u", l=size).unbind(1) for t in (a, b))
-    local, prod = [b_j[0]], [a_j[0]]
-    for j in range(1, size):
-        local.append(a_j[j] * local[-1] + b_j[j])
-        prod.append(prod[-1] * a_j[j])
-    ends, decays = local[-1].unbind(0), prod[-1].unbind(0)  # each chunk's last step
-    starts = [c0.to(local[0].dtype)]
-    for k in range(chunks - 1):
-        starts.append(decays[k] * starts[-1] + ends[k])
-    start = rearrange(torch.stack(starts), "k u -> k 1 u")
-    c = torch.stack(local, 1) + torch.stack(prod, 1) * start
-    return rearrange(c, "k l u -> (k l) u")[:n]
-
-
 class AuthorsSynthesizer(Synthesizer):
     """The element-wise synthesizer as the authors' code builds it (alternate_sg, sgtype QRNN;
     ``synthetic.synthesizer = "authors"``, its own settings under ``[synthetic.authors]``).
@@ -269,9 +238,12 @@ class AuthorsSynthesizer(Synthesizer):
     Initialisation as theirs: encoder and decoder weights uniform(-0.1, 0.1) (``init`` =
     "zero" zero-initialises the decoder instead, DNI's convention), zero biases, the gates'
     Linear at PyTorch's default. Their dropout sits between synthesizer layers, so with one
-    layer there is none. Runs in PyTorch on every device (``backend`` = "auto" on CUDA
-    too): there is no Triton kernel for it. Noise and zoneout masks come from ``generator``,
-    initial weights from ``init_generator`` (the global RNG when None).
+    layer there is none. With ``sequence`` "scan" the layer's scan runs as Triton kernels
+    when ``backend`` chooses Triton (``kernels.authors_scan``: a parallel scan over the
+    B*D rows, gates, zoneout and o*c fused; the gates' Linear stays a GEMM), else in
+    PyTorch (``kernels.linear_scan``); "element" is one step per call, in PyTorch. Noise
+    and zoneout masks come from ``generator``, initial weights from ``init_generator``
+    (the global RNG when None).
     """
 
     def __init__(
@@ -283,6 +255,7 @@ class AuthorsSynthesizer(Synthesizer):
         input_noise: float = 0.5,
         init: str = "uniform",
         sequence: str = "scan",
+        backend: str = "auto",
         generator: torch.Generator | None = None,
         init_generator: torch.Generator | None = None,
     ):
@@ -293,6 +266,7 @@ class AuthorsSynthesizer(Synthesizer):
             )
         self.hidden, self.window, self.zoneout = hidden, window, zoneout
         self.input_noise, self.sequence, self.generator = input_noise, sequence, generator
+        self.backend = backend
         # PyTorch's defaults first, in nn.Linear's order, then the authors' re-draws: the
         # same weights as building these layers from a global RNG seeded like init_generator
         self.encoder = default_linear(1, hidden, init_generator)
@@ -311,33 +285,45 @@ class AuthorsSynthesizer(Synthesizer):
         if self.training and self.input_noise > 0:
             x = x * torch.empty_like(x).normal_(1.0, self.input_noise, generator=self.generator)
         e = self.encoder(x)  # [N, U]
+        c_prev, inp = self._inputs(e, carry)
+        gates = self.gates(inp)
+        keep, f_scale = self._zoneout(gates)
+        if self.sequence == "scan":
+            h, c_last = kernels.authors_scan(
+                gates, c_prev[0], keep, f_scale=f_scale, backend=self.backend
+            )
+            last = rearrange(c_last, "unit -> 1 unit"), e[-1:]
+        else:
+            z, f, o = kernels.authors_gates(gates, keep, f_scale)
+            c = f * z + (1 - f) * c_prev
+            h, last = o * c, (c, e)
+        y = _per_row(self.decoder(h), s)
+        return y, last[0] if self.window == 1 else last
+
+    def _inputs(self, e: torch.Tensor, carry: Carry) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the cell state before, the gates' input [N, window * U]) from the encoded
+        scalars ``e`` and the carry (zeros when None)."""
         rows = 1 if self.sequence == "scan" else e.shape[0]
         if carry is None:
             zero = e.new_zeros(rows, self.hidden)
             carry = zero if self.window == 1 else (zero, zero.clone())
         c_prev = carry if self.window == 1 else carry[0]
-        inp = e
-        if self.window == 2:
-            e_prev = carry[1]  # the scalar before: the previous step of the same sequence
-            if self.sequence == "scan":
-                e_prev = torch.cat([e_prev, e[:-1]])
-            inp = torch.cat([e, e_prev], dim=1)
-        z, f, o = self.gates(inp).chunk(3, dim=1)
-        z, f, o = torch.tanh(z), torch.sigmoid(f), torch.sigmoid(o)
-        if self.zoneout:
-            if self.training:
-                keep = torch.empty_like(f).bernoulli_(1 - self.zoneout, generator=self.generator)
-                f = f * keep
-            else:
-                f = f * (1 - self.zoneout)
+        if self.window == 1:
+            return c_prev, e
+        e_prev = carry[1]  # the scalar before: the previous step of the same sequence
         if self.sequence == "scan":
-            c = linear_scan(1 - f, f * z, c_prev[0])
-            last = c[-1:], e[-1:]
-        else:
-            c = f * z + (1 - f) * c_prev
-            last = c, e
-        y = _per_row(self.decoder(o * c), s)
-        return y, last[0] if self.window == 1 else last
+            e_prev = torch.cat([e_prev, e[:-1]])
+        return c_prev, torch.cat([e, e_prev], dim=1)
+
+    def _zoneout(self, gates: torch.Tensor) -> tuple[torch.Tensor | None, float]:
+        """Zoneout on f: a 0/1 keep mask [N, U] in training (no rescaling), the scale
+        1 - p in eval; (None, 1.0) without zoneout."""
+        if not self.zoneout:
+            return None, 1.0
+        if not self.training:
+            return None, 1 - self.zoneout
+        keep = gates.new_empty(gates.shape[0], self.hidden)
+        return keep.bernoulli_(1 - self.zoneout, generator=self.generator), 1.0
 
 
 class ConditionedSynthesizer(nn.Module):

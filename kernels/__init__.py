@@ -7,6 +7,12 @@ imports from the rest of the package.
 """
 
 from ._dispatch import BACKENDS, interpreting, use_triton
+from .authors_synth import (
+    authors_gates,
+    authors_scan,
+    authors_scan_reference,
+    linear_scan,
+)
 from .elementwise import elementwise_qrnn_synth, elementwise_qrnn_synth_reference
 from .fo_pooling import fo_pool, fo_pool_reference
 from .linear_ce import linear_cross_entropy, linear_cross_entropy_reference
@@ -20,6 +26,9 @@ from .sg_loss import (
 
 __all__ = [
     "BACKENDS",
+    "authors_gates",
+    "authors_scan",
+    "authors_scan_reference",
     "elementwise_qrnn_synth",
     "elementwise_qrnn_synth_reference",
     "fo_pool",
@@ -27,6 +36,7 @@ __all__ = [
     "interpreting",
     "linear_cross_entropy",
     "linear_cross_entropy_reference",
+    "linear_scan",
     "lstm_segment",
     "lstm_segment_reference",
     "sg_mse_loss",

@@ -280,7 +280,7 @@ step tune-lstm 55 "$PY" -m altgrad_triton.cli.tune recipes/wt2-lstm.toml run.dty
   --quick
 if [[ "${1:-}" == "--kernels" ]]; then # the kernel issues' targets: LSTM vs cuDNN, fo-pool
   step bench 180 "$PY" -m altgrad_triton.cli.bench --quick --budget 160 \
-    --families lstm fo_pool sg_loss linear_ce --csv "$OUT/benchmarks.csv"
+    --families lstm fo_pool sg_loss linear_ce authors_scan --csv "$OUT/benchmarks.csv"
   tests_step gpu-tests 120 tests/gpu
   finish
 fi
@@ -300,6 +300,6 @@ else
 fi
 step profile 25 "$PY" -m altgrad_triton.cli.bench --profile --slice-dtype bfloat16
 step bench 35 "$PY" -m altgrad_triton.cli.bench --quick --budget 25 \
-    --families lstm fo_pool sg_loss linear_ce --csv "$OUT/benchmarks.csv"
+    --families lstm fo_pool sg_loss linear_ce authors_scan --csv "$OUT/benchmarks.csv"
 tests_step tests 40
 finish

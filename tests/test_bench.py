@@ -41,6 +41,7 @@ def test_cpu_bench_runs_fast_prints_tables_and_writes_the_given_csv(tmp_path, ca
         "element-wise QRNN synthesizer",
         "LSTM",
         "LM head: linear + cross-entropy",
+        "authors' synthesizer",
         "end to end",
     ):
         assert title in out
@@ -48,10 +49,12 @@ def test_cpu_bench_runs_fast_prints_tables_and_writes_the_given_csv(tmp_path, ca
     rows = _rows(out_csv)
     assert tuple(rows[0]) == bench.CSV_COLUMNS
     body = [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
-    families = {"fo_pool", "sg_loss", "elementwise", "lstm", "linear_ce", "e2e"}
+    families = {"fo_pool", "sg_loss", "elementwise", "lstm", "linear_ce", "authors_scan", "e2e"}
     assert {r["family"] for r in body} == families
     head = {r["provider"] for r in body if r["family"] == "linear_ce"}
     assert head == {"torch", "chunked"}  # unfused eager and the chunked reference
+    authors = {r["shape"].rsplit(" ", 1)[-1] for r in body if r["family"] == "authors_scan"}
+    assert authors == {"scan", "synthesizer"}  # the scan alone, then the whole synthesizer
     assert all(r["device"] == "cpu" and r["note"].startswith("cpu-reference") for r in body)
     assert all(r["torch"] == torch.__version__ and r["triton"] and r["date"] for r in body)
     assert {r["direction"] for r in body} == {"fwd", "bwd", "fwd+bwd", "train"}
@@ -140,6 +143,33 @@ def test_traffic_and_flop_counts():
     fl = bench.lstm_flops(70, 80, 1150)
     assert fl["fwd"] == 2 * 70 * 80 * 4 * 1150 * 2300
     assert bench.lstm_flops(1, 1, 1, layers=3)["fwd+bwd"] == 3 * 3 * 16
+
+
+def test_authors_scan_cases_run_forward_and_backward_as_the_gpu_bench_does():
+    """Under a GPU-mode Env on the CPU (the kernels through the interpreter): the scan's
+    and the whole synthesizer's cases on both backends, each through the one forward +
+    backward the peak-memory note runs (outputs that are not scalars take ones upstream;
+    a bare autograd.grad refused them)."""
+    from types import SimpleNamespace
+
+    env = bench.Env(torch.device("cpu"), True, "x", "9.0", "t", "tr", "d", copy_gbps=1.0)
+    shapes = SimpleNamespace(state=[("tiny", 2, 20)], units=4, compile_all=False)
+    groups = bench.authors_scan_groups(env, shapes)
+    assert [g.shape for g in groups] == ["tiny N=40 U=4 scan", "tiny B=2 D=20 U=4 synthesizer"]
+    for g in groups:
+        assert [c.provider for c in g.cases] == ["triton", "torch"]
+        grads = []
+        for c in g.cases:
+            torch.manual_seed(1)  # the same inputs and weights for both backends
+            fwd, leaves = c.make()
+            bench.forward_backward(fwd, leaves)
+            torch.manual_seed(0)  # the same zoneout mask and noise on both backends
+            outs = list(fwd())
+            ups = [torch.ones_like(o) for o in outs]
+            grads.append(torch.autograd.grad(outs, leaves, ups, allow_unused=True)[0])
+        torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-5)
+    traffic = bench.authors_scan_bytes(10, 3)
+    assert traffic == {"fwd": 600, "bwd": 960, "fwd+bwd": 1560}
 
 
 def test_ratio_and_metrics_against_ours():

@@ -122,3 +122,30 @@ def test_representative_pointwise_candidates_compile_for_sm90_without_spills():
     elementwise backward BLOCK_N 32 on 2 warps / 64 on 4 spilled (8 B to 17.7 KB)."""
     bad = _check([s for s in _representative() if not s.kernel.startswith("lstm")])
     assert not bad, bad
+
+
+def test_every_authors_scan_candidate_compiles_for_sm90_without_spills():
+    """The authors' synthesizer's scan (always fp32) at the paper's N = 20 x 5,450 rows of
+    50 units: every forward and backward candidate, reduce and fix-up, and the carry pass
+    both ways (34 kernels; at most 180 registers and 32 KB of shared memory when added)."""
+    specs = configcheck.authors_scan_specs(109_000, 50, torch.float32)
+    kernels = {(s.kernel, s.fn) for s in specs}
+    tiles = len(tuning.candidates("authors_scan_fwd")) + len(tuning.candidates("authors_scan_bwd"))
+    assert len(kernels) == 5 and len(specs) == 2 * tiles + 2
+    bad = _check(specs)
+    assert not bad, bad
+
+
+@pytest.mark.parametrize(
+    ("synthesizer", "module"), [("toolkit", "elementwise"), ("authors", "authors_synth")]
+)
+def test_a_synthetic_recipe_checks_its_synthesizer_kernels(synthesizer, module):
+    """The recipe check compiles the kernels the recipe's synthesizer runs (it once looked
+    for a synthesizer named "elementwise", which no recipe has, and checked none)."""
+    from altgrad_triton import recipe as recipes
+    from altgrad_triton.tune import jobs
+
+    root = Path(__file__).resolve().parents[1]
+    r = recipes.load(root / "recipes/wt2/alt-rb5.toml", [f"synthetic.synthesizer='{synthesizer}'"])
+    specs = configcheck.recipe_specs(jobs.shapes_from_recipe(r), [torch.bfloat16])
+    assert {s.module for s in specs if s.module in ("elementwise", "authors_synth")} == {module}

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from altgrad_triton.kernels import linear_scan
 from torch import nn
 
 from altgrad_triton.boundary import SyntheticBoundary
@@ -15,7 +16,6 @@ from altgrad_triton.synthesizers import (
     LinearSynthesizer,
     Synthesizer,
     ToolkitElementwiseSynthesizer,
-    linear_scan,
 )
 
 V, B, T1, T2 = 13, 3, 5, 4

@@ -13,6 +13,7 @@ from ..progress import make_console
 from .e2e import e2e_rows, train_slice
 from .families import (
     Shapes,
+    authors_scan_groups,
     elementwise_groups,
     fo_pool_group,
     fo_pool_groups,
@@ -141,9 +142,10 @@ TITLES = {
     "elementwise": "element-wise QRNN synthesizer (one step)",
     "lstm": "LSTM (input projection + recurrence)",
     "linear_ce": "LM head: linear + cross-entropy (loss and every gradient)",
+    "authors_scan": "authors' synthesizer: its scan over the state, and the whole synthesizer",
     "e2e": "end to end: training slice tokens/s",
 }
-BANDWIDTH_FAMILIES = ("fo_pool", "sg_loss", "elementwise")
+BANDWIDTH_FAMILIES = ("fo_pool", "sg_loss", "elementwise", "authors_scan")
 
 
 def run_families(
@@ -161,6 +163,7 @@ def run_families(
         "elementwise": elementwise_groups,
         "lstm": lstm_groups,
         "linear_ce": linear_ce_groups,
+        "authors_scan": authors_scan_groups,
     }
     for family in BENCH_FAMILIES:
         if family not in families:

@@ -40,6 +40,17 @@ def elementwise_bytes(n: int, units: int, size: int = 4) -> dict[str, float]:
     return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
 
 
+def authors_scan_bytes(n: int, units: int, size: int = 4) -> dict[str, float]:
+    """Minimal traffic of the authors' scan in training (zoneout mask in the gates' dtype):
+    the forward reads Z, F, O and the mask and writes h; the backward reads those and dh
+    and writes dZ, dF, dO. The kernels read their inputs twice each way (reduce, then
+    fix-up: 8 and 13 per element, kernels/authors_synth.py); that second read is their
+    choice, not counted."""
+    el = n * units
+    fwd, bwd = el * 5 * size, el * 8 * size
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
+
+
 def lstm_flops(steps: int, batch: int, hidden: int, layers: int = 1) -> dict[str, float]:
     """Input and recurrent products (input size = hidden): 2 * T * B * 4H * (I + H) per layer
     forward; the backward counted as twice that (data and weight gradients)."""
@@ -424,6 +435,13 @@ def peak_memory(fn: Callable[[], object]) -> int | None:
     return torch.cuda.max_memory_allocated() - before
 
 
+def forward_backward(fwd: Forward, leaves: list[torch.Tensor]) -> None:
+    """One forward and one backward into ``leaves``, every output's upstream gradient ones
+    (outputs of any shape: a loss, or the synthesizer's per-scalar predictions)."""
+    outs = list(fwd())
+    torch.autograd.grad(outs, leaves, [torch.ones_like(o) for o in outs], allow_unused=True)
+
+
 def _with_peak_memory(case: Case) -> Case:
     """``case`` whose note gives the peak GPU memory of one forward + backward beyond its
     inputs (on a GPU)."""
@@ -432,11 +450,7 @@ def _with_peak_memory(case: Case) -> Case:
     def make_and_measure():
         fwd, leaves = make()
         if leaves[0].is_cuda:
-
-            def step():
-                torch.autograd.grad(list(fwd()), leaves, allow_unused=True)
-
-            peak = peak_memory(step)
+            peak = peak_memory(lambda: forward_backward(fwd, leaves))
             if peak is not None:
                 mib = f"peak {peak / 2**20:,.0f} MiB fwd+bwd beyond the inputs"
                 case.note = f"{case.note}; {mib}" if case.note else mib
@@ -499,4 +513,75 @@ def linear_ce_groups(env: Env, shapes: Shapes) -> list[Group]:
                 flops=linear_ce_flops(n, vocab, dim),
             )
         )
+    return groups
+
+
+AUTHORS_ZONEOUT = 0.1
+"""The authors' zoneout (``[synthetic.authors]``'s default): a keep mask in training."""
+
+
+def _authors_scan_group(env: Env, label: str, n: int, units: int, providers) -> Group:
+    """The scan alone (``kernels.authors_scan``) against its PyTorch reference (what the
+    synthesizer ran before: activations, zoneout, ``linear_scan``, o * c) eager and,
+    with ``compile`` in ``providers``, under torch.compile."""
+    from ..kernels import authors_scan, authors_scan_reference
+
+    def make(impl):
+        def build():
+            dev = env.device
+            gates = torch.randn(n, 3 * units, device=dev).requires_grad_()
+            c0 = torch.randn(units, device=dev).requires_grad_()
+            keep = torch.empty(n, units, device=dev).bernoulli_(1 - AUTHORS_ZONEOUT)
+            fn = impl()
+            return (lambda: fn(gates, c0, keep)), [gates, c0]
+
+        return build
+
+    def ours(gates, c0, keep):
+        return authors_scan(gates, c0, keep, backend="triton")
+
+    cases = kernel_cases(make, ours, authors_scan_reference, providers)
+    notes = {"torch": "PyTorch reference (linear_scan), eager",
+             "compile": "torch.compile(PyTorch reference)"}  # fmt: skip
+    for c in cases:
+        c.note = notes.get(c.provider, c.note)
+    shape = f"{label} N={n} U={units} scan"
+    cases = [_with_peak_memory(c) for c in cases]
+    return Group("authors_scan", shape, "float32", cases, bytes=authors_scan_bytes(n, units))
+
+
+def _authors_synth_group(env: Env, label: str, batch: int, dim: int, units: int, gpu: bool):
+    """The whole ``AuthorsSynthesizer`` (sequence "scan", window 2, zoneout, input noise;
+    training mode) on the Triton backend and on the PyTorch one: encoder, the gates'
+    GEMM, the scan, decoder; forward and backward into the state and every weight."""
+    from ..synthesizers import AuthorsSynthesizer
+
+    def make(backend):
+        def build():
+            synth = AuthorsSynthesizer(units, zoneout=AUTHORS_ZONEOUT, backend=backend)
+            synth.to(env.device).train()
+            s = torch.randn(batch, dim, device=env.device).requires_grad_()
+            return (lambda: (synth(s, None)[0],)), [s, *synth.parameters()]
+
+        return build
+
+    cases = [Case("torch", make("torch"), note="AuthorsSynthesizer, backend=torch")]
+    if gpu:
+        cases.insert(0, Case("triton", make("triton"), note="AuthorsSynthesizer, backend=triton"))
+    return Group("authors_scan", f"{label} B={batch} D={dim} U={units} synthesizer", "float32",
+                 [_with_peak_memory(c) for c in cases])  # fmt: skip
+
+
+def authors_scan_groups(env: Env, shapes: Shapes) -> list[Group]:
+    """The authors' synthesizer at each joined-state shape: its scan alone (ours, the
+    PyTorch reference eager, and torch.compile of it outside ``--quick``: compiling the
+    unrolled sqrt(N)-step loops takes long), then the whole synthesizer on each backend;
+    peak GPU memory in the notes."""
+    providers = _gpu_providers(env)
+    if not shapes.compile_all:
+        providers = [p for p in providers if p != "compile"]
+    groups = []
+    for label, batch, dim in shapes.state:
+        groups.append(_authors_scan_group(env, label, batch * dim, shapes.units, providers))
+        groups.append(_authors_synth_group(env, label, batch, dim, shapes.units, env.gpu))
     return groups

@@ -171,6 +171,39 @@ def elementwise_specs(n: int, units: int) -> list[CompileSpec]:
     ]
 
 
+def authors_scan_specs(n: int, units: int, dtype: torch.dtype) -> list[CompileSpec]:
+    """The authors' synthesizer's scan over ``n`` rows of ``units``: forward reduce and
+    fix-up, backward reduce and fix-up (every candidate, zoneout mask and dh present), and
+    the carry pass in both directions (one fixed tile)."""
+    scan = kernels.authors_synth
+    t = _TYPES[dtype]
+    common = {"x": f"*{t}", "keep": f"*{t}", "N": n, "U": units, "sxn": 3 * units, "sxu": 1,
+              "f_scale": 1.0, "HAS_KEEP": True}  # fmt: skip
+    agg = dict.fromkeys(("agg_a", "agg_b"), "*fp32")
+    kinds = {
+        "authors_scan_fwd": (("_fwd_reduce_kernel", agg),
+                             ("_fwd_kernel", {"carry": "*fp32", "h": f"*{t}"})),
+        "authors_scan_bwd": (
+            ("_bwd_reduce_kernel",
+             {"dh": f"*{t}", "HAS_DH": True,
+              **dict.fromkeys(("fwd_a", "fwd_b", "rev_a", "rev_b"), "*fp32")}),
+            ("_bwd_kernel", {"dh": f"*{t}", "c_in": "*fp32", "w_in": "*fp32", "dx": f"*{t}",
+                             "HAS_DH": True})),
+    }  # fmt: skip
+    shape = f"N={n} U={units}"
+    out = [_spec(kernel, shape, dtype, m, "authors_synth", fn, {**common, **args, **m})
+           for kernel, fns in kinds.items() for m in _tiles(kernel)
+           for fn, args in fns]  # fmt: skip
+    carry = {**agg, "seed": "*fp32", "carry": "*fp32", "final": "*fp32", "K": n // 16,
+             "U": units, "HAS_SEED": True, "BLOCK_K": scan.CARRY_ROWS,
+             "BLOCK_U": scan.CARRY_UNITS}  # fmt: skip
+    for reverse in (False, True):
+        meta = {"num_warps": 4, "REVERSE": reverse}
+        out.append(_spec("authors_scan_carry", shape, torch.float32, meta, "authors_synth",
+                         "_carry_kernel", {**carry, **meta}))  # fmt: skip
+    return out
+
+
 def recipe_specs(shapes: RecipeShapes, dtypes: Iterable[torch.dtype]) -> list[CompileSpec]:
     """Every candidate of every kernel the recipe launches, in each dtype: training at the
     recipe's batch, validation and test forwards at theirs; the SG loss and synthesizer
@@ -187,8 +220,10 @@ def recipe_specs(shapes: RecipeShapes, dtypes: Iterable[torch.dtype]) -> list[Co
                     specs += fo_pool_specs(batch, h, dtype, shapes.output_gate, train)
     if shapes.synthetic:
         specs += sg_loss_specs(shapes.state_elements, shapes.batch)
-        if shapes.synthesizer == "elementwise":
+        if shapes.runs_elementwise_kernel:
             specs += elementwise_specs(shapes.state_elements, shapes.synth_hidden)
+        if shapes.synthesizer == "authors":
+            specs += authors_scan_specs(shapes.state_elements, shapes.synth_hidden, torch.float32)
     return list(dict.fromkeys(specs))
 
 
@@ -197,7 +232,8 @@ LSTM_BATCHES = (10, 20, 40, 80)
 
 
 def family_specs(dtypes: Iterable[torch.dtype], families: Iterable[str] = ("lstm", "fo_pool",
-                 "sg_loss", "elementwise"), hidden: int = 1550) -> list[CompileSpec]:  # fmt: skip
+                 "sg_loss", "elementwise", "authors_scan"),
+                 hidden: int = 1550) -> list[CompileSpec]:  # fmt: skip
     """Every candidate of every family at the paper's sizes (B=20, H=1550; the LSTM at one
     batch per BLOCK_B, its fp32 dots in IEEE and in TF32), whatever a shipped recipe
     launches."""
@@ -213,6 +249,8 @@ def family_specs(dtypes: Iterable[torch.dtype], families: Iterable[str] = ("lstm
         specs += sg_loss_specs(20 * 3 * hidden, 20)
     if "elementwise" in families:
         specs += elementwise_specs(20 * 3 * hidden, 50)
+    if "authors_scan" in families:
+        specs += authors_scan_specs(20 * 3 * hidden, 50, torch.float32)
     return list(dict.fromkeys(specs))
 
 

@@ -52,6 +52,12 @@ class RecipeShapes:
     eval_batches: tuple[int, ...] = ()  # validation and test batch sizes (forward only)
 
     @property
+    def runs_elementwise_kernel(self) -> bool:
+        """Whether the synthesizer is the toolkit's element-wise QRNN, the one on the
+        ``elementwise`` kernels."""
+        return self.synthesizer == "toolkit" and self.synth_cell == "qrnn"
+
+    @property
     def state_elements(self) -> int:
         """Elements of the joined state for the whole batch: N of the SG loss/synthesizer."""
         return self.batch * self.state_size
@@ -290,7 +296,7 @@ def _synthesizer_jobs(shapes: RecipeShapes) -> list[Job]:
         return []
     n = shapes.state_elements
     jobs = []
-    if shapes.synthesizer == "toolkit" and shapes.synth_cell == "qrnn":
+    if shapes.runs_elementwise_kernel:
         jobs += elementwise_jobs(n, shapes.synth_hidden)
     return jobs + sg_loss_jobs(n, rows=shapes.batch)
 
