@@ -111,8 +111,9 @@ def tables(report: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
     mean, synths = report["mean"], report["synthesizers"]
+    epoch = "" if report["epoch"] is None else f", epoch {report['epoch']}"
     title = (
-        f"altgrad-probe: {report['run']} ({report['checkpoint']}, epoch {report['epoch']}), "
+        f"altgrad-probe: {report['run']} ({report['checkpoint']}{epoch}), "
         f"{report['split']}, boundaries {report['boundaries']}, {report['dtype']}"
     )
     main = Table(title=title)
