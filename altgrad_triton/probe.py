@@ -70,7 +70,7 @@ class LayerShare:
 
     within_norm: float
     discarded_norm: float
-    ratio: float  # discarded / within
+    ratio: float | None  # discarded / within (None when within is zero: a segment unscored)
     cos: float  # cos(within, discarded)
 
 
@@ -80,7 +80,7 @@ class SynthScore:
 
     cos: float  # mean over batch rows of cos(g_hat, g_M)
     cos_batch: float  # cos over the whole batch, flattened
-    norm_ratio: float  # |g_hat| / |g_M| over the whole batch
+    norm_ratio: float | None  # |g_hat| / |g_M| over the whole batch (None when g_M is zero)
     param_cos: float  # cos of the parameter gradients they bring through s_k (all layers)
 
 
@@ -109,10 +109,10 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b / denom) if denom > 0 else 0.0
 
 
-def _ratio(a: torch.Tensor, b: torch.Tensor) -> float:
-    """|a| / |b|; 0 when both are zero, inf when only b is."""
-    na, nb = float(a.norm()), float(b.norm())
-    return na / nb if nb > 0 else (0.0 if na == 0 else float("inf"))
+def _ratio(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """|a| / |b|; None when b is zero (JSON has no infinity)."""
+    nb = float(b.norm())
+    return float(a.norm()) / nb if nb > 0 else None
 
 
 def _grads(

@@ -139,20 +139,28 @@ def probe_run(
 
 
 def summarize(probes: list[BoundaryProbe]) -> dict[str, Any]:
-    """Means over the boundaries, per horizon M: every number of ``HorizonProbe``."""
+    """Means over the boundaries, per horizon M, of every number of ``HorizonProbe``; a
+    layer's ``ratio`` is the ratio of its mean norms (discarded / within), so a boundary
+    whose segment had no loss (within zero: the copy task's unscored steps) cannot make
+    it infinite."""
     out: dict[str, Any] = {}
     for i, first in enumerate(probes[0].horizons):
-        rows = [asdict(p.horizons[i]) for p in probes]
-        out[str(first.horizon)] = _mean_tree(rows)
+        mean = _mean_tree([asdict(p.horizons[i]) for p in probes])
+        for share in mean["layers"].values():
+            w = share["within_norm"]
+            share["ratio"] = share["discarded_norm"] / w if w else None
+        out[str(first.horizon)] = mean
     return out
 
 
 def _mean_tree(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The element-wise mean of dicts of the same shape (nested dicts of floats)."""
+    """The element-wise mean of dicts of the same shape (nested dicts of floats), over the
+    rows where a value is not None (None where none has one)."""
     out: dict[str, Any] = {}
     for key, value in rows[0].items():
         if isinstance(value, dict):
             out[key] = _mean_tree([r[key] for r in rows])
         else:
-            out[key] = statistics.fmean(float(r[key]) for r in rows)
+            values = [float(r[key]) for r in rows if r[key] is not None]
+            out[key] = statistics.fmean(values) if values else None
     return out

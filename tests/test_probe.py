@@ -261,3 +261,17 @@ def test_the_copy_task_probe_reads_a_trained_horizon_run(tmp_path, capsys):
     assert report["dtype"] == "float64" and report["mean"]["1"]["grad_norm"] > 0
     assert horizon_cli.main([*args[:-2], "--probe", "0", "--out", str(tmp_path)]) == 2
     assert "--probe: must be >= 1" in capsys.readouterr().err
+
+
+def test_a_segment_without_loss_gives_no_ratio_and_the_mean_is_a_ratio_of_means():
+    """The copy task's unscored segments have no within-segment gradient: their ratio is
+    None (it was inf, which made the mean inf and the JSON invalid)."""
+    from altgrad_triton.probe import BoundaryProbe, HorizonProbe, LayerShare, _ratio
+    from altgrad_triton.probe_run import summarize
+
+    assert _ratio(torch.ones(2), torch.zeros(2)) is None
+    shares = [LayerShare(0.0, 1.0, None, 0.0), LayerShare(2.0, 1.0, 0.5, 0.0)]
+    probes = [BoundaryProbe(k, 0.0, [HorizonProbe(1, 1.0, 1.0, {"all": s})]) for k, s in
+              zip((1, 2), shares, strict=True)]  # fmt: skip
+    mean = summarize(probes)["1"]["layers"]["all"]
+    assert mean["ratio"] == pytest.approx(1.0) and json.loads(json.dumps(mean)) == mean

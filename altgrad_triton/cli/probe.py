@@ -125,10 +125,10 @@ def tables(report: dict[str, Any]) -> list[Any]:
     for m, row in mean.items():
         cells = [m, f"{row['grad_norm']:.3g}", f"{row['cos_to_longest']:.3f}"]
         share = row["layers"]["all"]
-        cells += [f"{share['ratio']:.3g}", f"{share['cos']:.3f}"]
+        cells += [_num(share["ratio"], ".3g"), f"{share['cos']:.3f}"]
         for s in synths:
             sc = row["synthesizers"][s]
-            cells += [f"{sc['cos']:.3f}", f"{sc['norm_ratio']:.3g}", f"{sc['param_cos']:.3f}"]
+            cells += [f"{sc['cos']:.3f}", _num(sc["norm_ratio"], ".3g"), f"{sc['param_cos']:.3f}"]
         main.add_row(*cells)
     layers = Table(title="discarded / within per layer (mean over boundaries)")
     layers.add_column("M", justify="right")
@@ -136,8 +136,13 @@ def tables(report: dict[str, Any]) -> list[Any]:
     for name in names:
         layers.add_column(name, justify="right")
     for m, row in mean.items():
-        layers.add_row(m, *(f"{row['layers'][n]['ratio']:.3g}" for n in names))
+        layers.add_row(m, *(_num(row["layers"][n]["ratio"], ".3g") for n in names))
     return [main, layers]
+
+
+def _num(value: float | None, spec: str) -> str:
+    """A number for the table; "-" where there is none (a zero denominator)."""
+    return "-" if value is None else format(value, spec)
 
 
 def main(argv: list[str] | None = None) -> int:
