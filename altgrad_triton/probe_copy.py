@@ -21,6 +21,10 @@ from .horizon import VOCAB, CopyStream, Trained
 from .probe import SegmentLoss, SynthesizerPredictor, horizons_up_to, layer_groups, probe_stream
 from .probe_run import default_boundaries, summarize
 
+COPY_BOUNDARIES = 16
+"""Boundaries probed by default: more than on text, since a copy segment may hold no
+scored step (its loss, and the gradient truncation discards from it, are then zero)."""
+
 STREAM_SEED_OFFSET = 1_000_003
 """The probe's stream is drawn from seed + this: episodes the run did not train on."""
 
@@ -59,7 +63,7 @@ def probe_copy(
     stream = CopyStream(row["batch_size"], gen, row["n"], row["r"])
     tokens = stream.next(segments * row["truncation"])
     horizons = horizons_up_to(max_horizon)
-    boundaries = boundaries or default_boundaries(segments, max_horizon)
+    boundaries = boundaries or default_boundaries(segments, max_horizon, COPY_BOUNDARIES)
     predictors = {}
     if trained.boundary is not None:
         synth = trained.boundary.synthesizer.to(dtype).eval()

@@ -44,15 +44,15 @@ def stream_tokens(run: LoadedRun, split: str) -> torch.Tensor:
     return data.batchify(ids, columns).to(run.device)
 
 
-def default_boundaries(segments: int, max_horizon: int) -> list[int]:
-    """``DEFAULT_BOUNDARIES`` boundaries evenly spaced in 1 .. segments - max_horizon."""
+def default_boundaries(segments: int, max_horizon: int, n: int = DEFAULT_BOUNDARIES) -> list[int]:
+    """``n`` boundaries evenly spaced in 1 .. segments - max_horizon."""
     last = segments - max_horizon
     if last < 1:
         raise UserError(
             f"max-horizon: {max_horizon} leaves no boundary in a stream of {segments} "
             f"segments; use at most {segments - 1}"
         )
-    n = min(DEFAULT_BOUNDARIES, last)
+    n = min(n, last)
     return sorted({1 + round(i * (last - 1) / max(n - 1, 1)) for i in range(n)})
 
 
