@@ -24,6 +24,12 @@ def drop_weight(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return F.dropout(weight, p, training) if p > 0 else weight
 
 
+def at_least_fp32(c: torch.Tensor) -> torch.Tensor:
+    """A carried cell state in fp32, or float64 when it is float64 (a probe's exact run):
+    ``.float()`` would round a float64 state to fp32 at every segment."""
+    return c.to(torch.promote_types(c.dtype, torch.float32))
+
+
 class QRNN(nn.Module):
     """Quasi-recurrent layer (Bradbury et al. 2016) with fo-pooling.
 
@@ -70,7 +76,7 @@ class QRNN(nn.Module):
         gates = F.linear(inp, weight, self.linear.bias)  # pre-activations Z | F (| O)
         # c stays fp32 across segments; only the per-step storage is the compute dtype
         h, c = kernels.fo_pool(
-            gates, state[0].float(), output_gate=self.output_gate, backend=self.backend
+            gates, at_least_fp32(state[0]), output_gate=self.output_gate, backend=self.backend
         )
         return h, ((c,) if self.window == 1 else (c, x[-1]))
 
@@ -114,7 +120,7 @@ class LSTM(nn.Module):
         gx = F.linear(x, self.w_ih, self.bias)
         w_hh = drop_weight(self.w_hh, self.weight_drop, self.training).to(gx.dtype)
         # h feeds a matmul, so it takes the compute dtype; c stays fp32 across segments
-        h0, c0 = state[0].to(gx.dtype), state[1].float()
+        h0, c0 = state[0].to(gx.dtype), at_least_fp32(state[1])
         hs, h, c = kernels.lstm_segment(gx, w_hh, h0, c0, backend=self.backend, launch=self.launch)
         return hs, (h, c)
 

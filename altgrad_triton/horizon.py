@@ -228,6 +228,20 @@ class Tally:
 
 def run(cfg: HorizonConfig, *, log: Callable[[str], None] | None = None) -> dict:
     """Train one (task, method, truncation, seed) to its budget; return its result row."""
+    return train(cfg, log=log).row
+
+
+@dataclass
+class Trained:
+    """A finished run: its result row, and what the probe (``probe_copy.py``) reads."""
+
+    row: dict
+    model: CopyModel
+    boundary: SyntheticBoundary | None
+
+
+def train(cfg: HorizonConfig, *, log: Callable[[str], None] | None = None) -> Trained:
+    """``run``, keeping the trained model and synthesizer."""
     cfg.check()
     torch.manual_seed(cfg.seed)
     model = CopyModel(cfg.hidden)
@@ -265,7 +279,7 @@ def run(cfg: HorizonConfig, *, log: Callable[[str], None] | None = None) -> dict
                 )
         err = cur.level_error()
         last_err = err if err is not None else last_err
-    return {
+    row = {
         **asdict(cfg),
         "solved": cur.solved,
         "n": cur.n,
@@ -279,6 +293,7 @@ def run(cfg: HorizonConfig, *, log: Callable[[str], None] | None = None) -> dict
         "segments": seg,
         "seconds": time.perf_counter() - t0,
     }
+    return Trained(row, model, boundary)
 
 
 def plan(

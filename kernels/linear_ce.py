@@ -325,13 +325,14 @@ def linear_cross_entropy_reference(
     """Mean cross-entropy of ``F.linear(hidden, weight, bias)`` (fp32 loss) in PyTorch.
 
     ``chunk_rows`` None: :func:`chunk_rows_for` the device. Rows that fit one chunk run
-    ``F.cross_entropy(F.linear(...).float(), targets)`` through autograd; more run the
+    ``F.cross_entropy`` of the fp32 (or float64) logits through autograd; more run the
     chunk loop with :func:`ce_rows_torch`, so at most one chunk of logits exists.
     Inputs are not checked here (:func:`linear_cross_entropy` checks them).
     """
     rows = chunk_rows or chunk_rows_for(weight.shape[0], hidden.device.type)
-    if hidden.shape[0] <= rows:
-        return F.cross_entropy(F.linear(hidden, weight, bias).float(), targets)
+    if hidden.shape[0] <= rows:  # fp32 logits (float64 stays float64, as in the chunks)
+        logits = F.linear(hidden, weight, bias)
+        return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets)
     return _apply(hidden, weight, bias, targets, ce_rows_torch, rows)
 
 

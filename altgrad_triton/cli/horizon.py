@@ -3,9 +3,12 @@
     altgrad-horizon --out runs/horizon                      # copy, T in 2 3 4 5 8, seed 0
     altgrad-horizon --tasks copy repeat-copy --seeds 0 1 --budget 30000 --out runs/horizon
     altgrad-horizon --table-only runs/horizon/results.jsonl
+    altgrad-horizon --truncations 4 --probe 8 --out runs/horizon-probe   # + altgrad-probe's tables
 
 Every run appends one JSON line to OUT/results.jsonl (runs already there are skipped, so an
 interrupted table resumes); the Markdown table is written to OUT/table.md and printed.
+--probe M probes each model it trains, on fresh episodes at the level it ended at, for
+horizons up to M segments (altgrad-probe's measures; one JSON line per run in OUT/probe.jsonl).
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
         help="torch CPU threads (1 is fastest for these tiny matrices)",
     )
     p.add_argument(
+        "--probe",
+        type=int,
+        metavar="M",
+        help="probe every model trained (float64, horizons up to M segments)",
+    )
+    p.add_argument(
         "--table-only",
         metavar="RESULTS_JSONL",
         help="only render the table of an existing results file",
@@ -70,6 +79,8 @@ def body(argv: list[str] | None = None) -> int:
             raise UserError(f"{args.table_only}: no results there")
         print(horizon.table(rows))
         return 0
+    if args.probe is not None and args.probe < 1:
+        raise UserError(f"--probe: must be >= 1 segments, got {args.probe}")
     if not 1 <= args.threads <= MAX_THREADS:
         raise UserError(f"--threads: must be from 1 to {MAX_THREADS}, got {args.threads}")
     torch.set_num_threads(args.threads)
@@ -80,7 +91,7 @@ def body(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
-    _run_missing(configs, results)
+    _run_missing(configs, results, args.probe)
     text = horizon.table(horizon.read_rows(results))  # every run in the file
     write_text_atomic(out / "table.md", text + "\n")
     print(text)
@@ -88,8 +99,9 @@ def body(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_missing(configs: list, results: Path) -> None:
-    """Run every config whose row ``results`` lacks, appending each row as it finishes."""
+def _run_missing(configs: list, results: Path, probe: int | None = None) -> None:
+    """Run every config whose row ``results`` lacks, appending each row as it finishes;
+    with ``probe``, probe each trained model (``_probe``)."""
     from .. import horizon
 
     rows = horizon.read_rows(results)
@@ -101,7 +113,8 @@ def _run_missing(configs: list, results: Path) -> None:
             print(f"{tag}: done already, skipped", flush=True)
             continue
         print(f"{tag}: running ({cfg.budget} steps)", flush=True)
-        row = horizon.run(cfg, log=lambda s: print(s, flush=True))
+        trained = horizon.train(cfg, log=lambda s: print(s, flush=True))
+        row = trained.row
         print(
             f"{tag}: passed N*R={row['solved']} (now at N={row['n']} R={row['r']}, "
             f"{row['final_bits']:.3f} bits/output) in {row['seconds']:.0f} s",
@@ -109,6 +122,22 @@ def _run_missing(configs: list, results: Path) -> None:
         )
         with open(results, "a") as f:
             f.write(json.dumps(row) + "\n")
+        if probe is not None:
+            _probe(trained, probe, results.parent / "probe.jsonl")
+
+
+def _probe(trained, max_horizon: int, out: Path) -> None:
+    """altgrad-probe's measures on a trained copy model, printed and appended to ``out``."""
+    from rich.console import Console
+
+    from ..probe_copy import probe_copy
+    from .probe import tables
+
+    report = probe_copy(trained, max_horizon=max_horizon)
+    for table in tables(report):
+        Console(highlight=False, width=160).print(table)
+    with open(out, "a") as f:
+        f.write(json.dumps(report) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
