@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI leg for the GPU machine's Triton (3.6.0; the main leg runs 3.9.0): a venv of its own
 # with triton==3.6.0, then the kernel tests (CPU interpreter) and the sm_90 compile checks
-# (tests/test_kernel_compile.py, tests/test_config_fit.py) there. numpy < 2.4: Triton 3.6's
+# (tests/test_kernel_compile.py, tests/test_config_fit.py) there, and altgrad-tune's compile
+# warm-up, which reads a private JIT hook (tests/test_tune_warmup.py). numpy < 2.4: Triton 3.6's
 # interpreter calls int() on 1-element arrays, which numpy 2.4 refuses (3.7+ squeeze them).
 # Usage: .ci/triton36-leg.sh   (from .ci/run; about N min on a 2-core machine, see below)
 set -euo pipefail
@@ -11,5 +12,6 @@ VENV=.venv-triton36
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet torch==2.13.0 'triton==3.6.0' 'numpy<2.4' -e '.[dev]'
 "$VENV/bin/python" -c "import triton, numpy; assert triton.__version__ == '3.6.0', triton.__version__; print('triton', triton.__version__, 'numpy', numpy.__version__)"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_kernel_*.py tests/test_config_fit.py
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_kernel_*.py tests/test_config_fit.py \
+  tests/test_tune_warmup.py
 echo "triton 3.6.0 leg: $((SECONDS - start)) s"
