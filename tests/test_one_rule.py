@@ -23,7 +23,7 @@ from altgrad_triton.backends import backend_problem, kernel_backend
 from altgrad_triton.errors import UserError
 from altgrad_triton.inference import LoadedRun, _usable_backend
 from altgrad_triton.names import char_level
-from altgrad_triton.report import aggregate, runs
+from altgrad_triton.report import aggregate, plots, runs
 from altgrad_triton.train import Trainer
 from tests.helpers import tiny_corpus, tiny_recipe
 from tests.test_report import fake_run
@@ -179,3 +179,14 @@ def test_the_rules_load_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_gap_plots_take_the_same_baseline_as_the_phase_table(tmp_path):
+    pytest.importorskip("matplotlib")
+    for seed in (1, 2):
+        for name in ("a-sg", "a-bptt", "a-dni"):
+            fake_run(tmp_path / "runs", f"{name}-s{seed}", "ptb", [5.0, 4.0 + seed / 10])
+    groups = report.group_runs(report.find_runs([tmp_path / "runs"]))
+    rules = [report.parse_versus(v) for v in ("sg=dni", "sg=bptt")]
+    written = plots.plot_gaps(groups, rules, tmp_path / "plots")
+    assert [p.name for p in written] == ["ptb--a-sg--vs--a-dni.png"]
