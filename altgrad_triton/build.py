@@ -25,13 +25,14 @@ from torch import nn
 
 from . import data
 from . import distributed as ddp
+from .backends import backend_problem, kernel_backend
 from .boundary import SyntheticBoundary
 from .carry import join_state
 from .errors import UserError
-from .kernels import interpreting
 from .memory import check_memory
 from .model import Dropouts, RNNLanguageModel
-from .recipe import OptimConfig, Recipe, SyntheticConfig
+from .names import char_level
+from .recipe import DataConfig, OptimConfig, Recipe, SyntheticConfig
 from .schedule import TrainingPlan
 from .synthesizers import (
     AuthorsSynthesizer,
@@ -45,34 +46,21 @@ from .synthesizers import (
 # ---------------------------------------------------------------------------- device
 
 
-def pick_device(name: str) -> torch.device:
-    """``run.device``: auto (CUDA when there is one), cpu or cuda."""
+def pick_device(name: str, key: str = "run.device") -> torch.device:
+    """``run.device`` (or the option ``key``): auto (CUDA when there is one), cpu or cuda."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError(
-            "run.device: 'cuda' asked for but no CUDA device is available "
-            "(use run.device=cpu or auto)"
-        )
+        raise UserError(f"{key}: 'cuda' asked for but no CUDA device is available; use cpu or auto")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
-def check_backend(backend: str, device: torch.device) -> None:
-    """``run.backend = triton`` needs CUDA (or the CPU interpreter, in tests); ``cudnn``
-    needs CUDA (a CPU run would silently measure PyTorch's CPU LSTM instead)."""
-    if device.type == "cuda" or (backend == "triton" and interpreting()):
-        return
-    if backend in ("triton", "cudnn"):
-        raise UserError(
-            f"run.backend: {backend!r} needs a CUDA device, and this run is on "
-            f"{device.type}; use run.backend=auto (Triton on CUDA, PyTorch elsewhere)"
-        )
-
-
-def kernel_backend(backend: str) -> str:
-    """The kernel families' backend for ``run.backend``: ``cudnn`` is a choice for the LSTM
-    layers only; the synthesizer and the SG loss then take the Triton kernels on CUDA."""
-    return "auto" if backend == "cudnn" else backend
+def check_backend(backend: str, cell: str, device: torch.device) -> None:
+    """A one-line UserError when ``run.backend`` cannot run ``cell`` layers on ``device``
+    (the rule: ``backends.backend_problem``)."""
+    problem = backend_problem(backend, cell, device.type)
+    if problem:
+        raise UserError(f"run.backend: {problem}")
 
 
 def apply_tuned_configs(device: torch.device, console: Any) -> None:
@@ -88,13 +76,18 @@ def apply_tuned_configs(device: torch.device, console: Any) -> None:
 # ---------------------------------------------------------------------------- data, model
 
 
+def read_corpus(d: DataConfig) -> data.Corpus:
+    """The corpus ``[data]`` names, read (and downloaded if allowed) as training reads it:
+    the one place a recipe becomes ``data.load_corpus``'s arguments (the trainer and a
+    trained run's ``split`` both come here)."""
+    return data.load_corpus(d.corpus, d.path or None, d.cache_dir or None, download=d.download)
+
+
 def load_corpus(recipe: Recipe, corpus: data.Corpus | None = None) -> data.Corpus:
     """The recipe's corpus (or ``corpus``), every split's batch size checked up front: a test
     split too short for ``data.test_batch_size`` fails now, not after training."""
     d = recipe.data
-    corpus = corpus or data.load_corpus(
-        d.corpus, d.path or None, d.cache_dir or None, download=d.download
-    )
+    corpus = corpus or read_corpus(d)
     for key, split in (
         ("batch_size", "train"),
         ("eval_batch_size", "valid"),
@@ -308,7 +301,7 @@ def build(
     """Every component of a run, on this rank (see the module docstring for the order)."""
     ddp.check_divisible(recipe.data.batch_size, dist.world_size)
     device = ddp.device_for(pick_device(recipe.run.device), dist)
-    check_backend(recipe.run.backend, device)
+    check_backend(recipe.run.backend, recipe.model.cell, device)
     if tuned_configs:
         apply_tuned_configs(device, console)
     if recipe.run.threads:  # oversubscribed cores make small CPU ops 10-100x slower
@@ -347,7 +340,7 @@ def build(
 def describe(parts: Components, recipe: Recipe, dist: ddp.DistContext) -> str:
     """The start-of-run line: corpus, model size, device and how the ranks share work."""
     c, d, w = parts.corpus, recipe.data, dist.world_size
-    unit = "characters" if c.level == "char" else "tokens"
+    unit = "characters" if char_level(c.name) else "tokens"
     unk = "".join(
         f", {n:,} {split} words mapped to <unk>" for split, n in c.unk_counts.items() if n
     )

@@ -26,13 +26,14 @@ import torch
 
 from . import checkpoint, data
 from . import recipe as recipes
-from .build import build_model, pick_device
+from .backends import backend_problem
+from .build import build_model, pick_device, read_corpus
 from .data import EOS, Vocabulary
 from .errors import UserError, one_line
 from .evaluation import evaluate
-from .kernels import interpreting
 from .metrics import bits, perplexity
 from .model import RNNLanguageModel, autocast
+from .names import char_level
 from .pointer import PointerCache, PointerSettings
 from .recipe import Recipe
 
@@ -90,15 +91,13 @@ class LoadedRun:
 
     @property
     def char_level(self) -> bool:
-        return self.recipe.data.corpus == "chars"
+        return char_level(self.recipe.data.corpus)
 
     # ------------------------------------------------------------------ text
     def split(self, name: str) -> torch.Tensor:
         """The ids of the run's own ``valid`` or ``test`` split (read as the trainer did)."""
         d = self.recipe.data
-        corpus = data.load_corpus(
-            d.corpus, d.path or None, d.cache_dir or None, download=d.download
-        )
+        corpus = read_corpus(d)
         if corpus.vocab != self.vocab:
             raise UserError(
                 f"the corpus at data.path={d.path or '(cache)'!r} has another vocabulary than "
@@ -109,7 +108,7 @@ class LoadedRun:
     def encode_file(self, path: Path) -> tuple[torch.Tensor, Counter]:
         """A text file's ids, tokenised as the run's corpus was; the tokens that became
         ``<unk>``, with their counts (``data.encode_file``)."""
-        return data.encode_file(Path(path), self.vocab, "char" if self.char_level else "word")
+        return data.encode_file(Path(path), self.vocab, data.corpus_level(self.recipe.data.corpus))
 
     def encode_prompt(self, text: str) -> tuple[torch.Tensor, list[str]]:
         """A prompt's ids, after a line start (``<eos>``, or a newline for characters), and
@@ -250,9 +249,7 @@ def load_run(
     evaluated on the CPU with the PyTorch reference (the same computation).
     """
     recipe, vocab, meta, weights = read_checkpoint(Path(path), checkpoint)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: 'cuda' asked for but no CUDA device is available; use cpu")
-    where = pick_device(device)
+    where = pick_device(device, "device")
     backend = _usable_backend(backend, recipe.run.backend, where, recipe.model.cell)
     recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, backend=backend))
     with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten: leave no trace
@@ -271,21 +268,16 @@ def load_run(
 def _usable_backend(
     asked: str | None, trained: str, device: torch.device, cell: str = "lstm"
 ) -> str:
+    """``asked``, else the run's own backend (``trained``), by the one rule of what runs
+    where (``backends.backend_problem``): a backend asked for that cannot run here is a
+    UserError; the run's own falls back to auto (the PyTorch reference off CUDA)."""
     backend = asked or trained
-    if backend == "cudnn" and cell != "lstm":
-        raise UserError(
-            f"backend: 'cudnn' runs LSTM layers, and this run's model.cell is {cell!r}; "
-            "use auto, torch or triton"
-        )
-    if backend == "cudnn" and device.type != "cuda":
-        if asked:
-            raise UserError("backend: 'cudnn' needs a CUDA device; use auto or torch here")
-        return "auto"
-    if backend == "triton" and device.type != "cuda" and not interpreting():
-        if asked:
-            raise UserError("backend: 'triton' needs a CUDA device; use auto or torch here")
-        return "auto"
-    return backend
+    problem = backend_problem(backend, cell, device.type)
+    if problem is None:
+        return backend
+    if asked:
+        raise UserError(f"backend: {problem}")
+    return "auto"
 
 
 def parent_weights(

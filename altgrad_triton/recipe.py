@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import catalog, legacy_keys
+from .backends import backend_problem
 from .errors import UserError
 
 
@@ -398,11 +399,9 @@ def _expand_home(r: Recipe) -> Recipe:
 def _cross_checks(r: Recipe) -> list[str]:
     """Checks that involve more than one key."""
     problems = [p for p in [run_name_problem(r.run.name)] if p]
-    if r.run.backend == "cudnn" and r.model.cell != "lstm":
-        problems.append(
-            f"run.backend: 'cudnn' runs LSTM layers, and model.cell is {r.model.cell!r}; "
-            "use auto, triton or torch"
-        )
+    backend = backend_problem(r.run.backend, r.model.cell)  # no device yet: the cell only
+    if backend:
+        problems.append(f"run.backend: {backend}")
     if r.schedule.kind == "cosine_restarts" and not r.schedule.periods:
         problems.append("schedule.periods: must list at least one period for cosine_restarts")
     for i, p in enumerate(r.schedule.periods):

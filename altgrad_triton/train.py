@@ -45,6 +45,7 @@ from .files import write_text_atomic
 from .inference import parent_weights
 from .metrics import EpochSums, MetricsLog, epoch_row, run_results, summary_rows
 from .model import autocast, lm_loss
+from .names import char_level
 from .progress import EpochProgress, make_console, silent_console, summary_table
 from .recipe import Recipe, to_toml, unused_keys
 from .schedule import EpochPlan
@@ -171,7 +172,7 @@ class Trainer:
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         with asgd.averaged_weights(p.model, p.optimizer):  # NT-ASGD: the mean is judged
             val = self.evaluate(p.corpus.valid, self.recipe.data.eval_batch_size)
-        row = epoch_row(plan, sums, val, p.corpus.level == "char")
+        row = epoch_row(plan, sums, val, char_level(p.corpus.name))
         if peak is not None:  # of this epoch's training (since a resume, if it resumed)
             row["peak_mem_gib"] = peak / 2**30
         row["best"] = improved = val < run.best_val
@@ -339,8 +340,8 @@ class Trainer:
         test = self.evaluate(p.corpus.test, self.recipe.data.test_batch_size)
         if not self.dist.is_main:
             return ddp.broadcast_object(None, self.dist)
-        char_level = p.corpus.level == "char"
-        results = run_results(self.run_state.best_val, test, self.log.rows(), char_level)
+        chars = char_level(p.corpus.name)
+        results = run_results(self.run_state.best_val, test, self.log.rows(), chars)
         write_text_atomic(self.run_dir / "results.json", json.dumps(results, indent=2))
         title = f"{self.recipe.run.name}: {self.run_dir}"
         self.console.print(summary_table(title, summary_rows(results)))

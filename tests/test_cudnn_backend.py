@@ -8,7 +8,7 @@ reference path; tests/gpu/test_gpu_cudnn.py checks it on cuDNN itself.
 import pytest
 import torch
 
-from altgrad_triton import build
+from altgrad_triton import backends, build
 from altgrad_triton.cells import LSTM
 from altgrad_triton.errors import UserError
 from tests.helpers import tiny_corpus, tiny_recipe
@@ -62,16 +62,16 @@ def test_cudnn_needs_cuda_and_lstm_cells(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="run.backend: 'cudnn' runs LSTM layers, and model.cell"):
         tiny_recipe(data, tmp_path / "runs", run={"backend": "cudnn"}, model={"cell": "qrnn"})
     with pytest.raises(UserError, match="run.backend: 'cudnn' needs a CUDA device, and this run"):
-        build.check_backend("cudnn", torch.device("cpu"))
+        build.check_backend("cudnn", "lstm", torch.device("cpu"))
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # the interpreter makes triton, not cudnn, fine
-    build.check_backend("triton", torch.device("cpu"))
+    build.check_backend("triton", "lstm", torch.device("cpu"))
     with pytest.raises(UserError, match="'cudnn' needs a CUDA device"):
-        build.check_backend("cudnn", torch.device("cpu"))
+        build.check_backend("cudnn", "lstm", torch.device("cpu"))
 
 
 def test_cudnn_leaves_the_synthesizer_and_sg_loss_on_the_kernels():
-    assert build.kernel_backend("cudnn") == "auto"
-    assert [build.kernel_backend(b) for b in ("auto", "torch", "triton")] == [
+    assert backends.kernel_backend("cudnn") == "auto"
+    assert [backends.kernel_backend(b) for b in ("auto", "torch", "triton")] == [
         "auto",
         "torch",
         "triton",

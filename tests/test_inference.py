@@ -208,7 +208,7 @@ def test_cudnn_scores_lstm_runs_only_and_on_cuda():
     from altgrad_triton.inference import _usable_backend
 
     cpu = torch.device("cpu")
-    with pytest.raises(UserError, match="'cudnn' runs LSTM layers, and this run's model.cell"):
+    with pytest.raises(UserError, match="backend: 'cudnn' runs LSTM layers, and model.cell"):
         _usable_backend("cudnn", "auto", cpu, "qrnn")
     with pytest.raises(UserError, match="'cudnn' needs a CUDA device"):
         _usable_backend("cudnn", "auto", cpu, "lstm")

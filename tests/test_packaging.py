@@ -66,3 +66,17 @@ def test_extras_are_not_imported_at_module_level():
                 elif isinstance(node, ast.ImportFrom) and node.module:
                     names = [node.module.split(".")[0]]
                 assert not set(names) & set(OPTIONAL), f"{path}: top-level import of an extra"
+
+
+def test_every_package_folder_is_declared_so_that_it_ships():
+    """setuptools installs only the packages pyproject lists: a new subpackage left out of
+    the list would import from a checkout and be missing from a wheel."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    where = {name: ROOT / folder for name, folder in setuptools["package-dir"].items()}
+    found = {
+        ".".join(["altgrad_triton", *init.parent.relative_to(where["altgrad_triton"]).parts])
+        for init in where["altgrad_triton"].rglob("__init__.py")
+    }
+    assert found <= listed, f"not in [tool.setuptools].packages: {sorted(found - listed)}"
+    assert all((where.get(name) or ROOT / name.replace(".", "/")).is_dir() for name in listed)

@@ -268,13 +268,13 @@ def test_report_outputs_that_cannot_be_written_are_one_line(report_runs, tmp_pat
 
 
 def test_a_read_only_output_disk_is_one_line_exit_1(report_runs, tmp_path, monkeypatch, capsys):
-    from altgrad_triton import report
     from altgrad_triton.cli import report as report_cli
+    from altgrad_triton.report import write
 
     def read_only(path, text):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(report, "write_text_atomic", read_only)
+    monkeypatch.setattr(write, "write_text_atomic", read_only)
     assert report_cli.main([str(report_runs), "--out", str(tmp_path / "o"), "--no-plots"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path / 'o' / 'report.md'}: Read-only file system"]

@@ -11,6 +11,7 @@ import pytest
 from altgrad_triton import report
 from altgrad_triton.cli import report as report_cli
 from altgrad_triton.errors import UserError
+from altgrad_triton.report import plots as report_plots
 
 LN2 = math.log(2.0)
 
@@ -156,7 +157,7 @@ def test_write_report_with_plots(tmp_path):
 
 def test_missing_matplotlib_still_writes_tables(tmp_path, monkeypatch):
     fake_run(tmp_path / "runs", "a-s1", "wikitext-2-small", [5.0])
-    monkeypatch.setattr(report, "import_pyplot", lambda: None)
+    monkeypatch.setattr(report_plots, "import_pyplot", lambda: None)
     md, plots, note = report.write_report([tmp_path / "runs"], tmp_path / "out")
     assert plots == [] and "matplotlib" in note
     assert "| a |" in md.read_text()

@@ -4,12 +4,13 @@ The public API lives here; the submodules split it by concern:
 
 * :mod:`.vocab` -- :class:`Vocabulary` (checkpointable token table);
 * :mod:`.corpora` -- :func:`load_corpus`, :class:`Corpus`, :func:`derive_wikitext2_small`,
-  :func:`encode_file` (a user's text under a trained model's vocabulary);
+  :func:`encode_file` (a user's text under a trained model's vocabulary), :func:`corpus_level`;
 * :mod:`.download` -- :func:`download_corpus` (sha256-verified, atomic, cached);
 * :mod:`.batching` -- :func:`batchify`, :func:`segment_lengths`, :func:`get_segment`;
 * :mod:`.copy_task` -- :func:`copy_task_batch` for copy / repeat-copy.
 
-Only :mod:`altgrad_triton.errors` is imported from the rest of the package.
+Only :mod:`altgrad_triton.errors` and :mod:`altgrad_triton.names` (which corpora are
+character-level) are imported from the rest of the package.
 """
 
 from .batching import Segment, batchify, check_batch_size, get_segment, segment_lengths
@@ -24,6 +25,7 @@ from .corpora import (
     CORPORA,
     SPLITS,
     Corpus,
+    corpus_level,
     derive_wikitext2_small,
     encode_file,
     load_corpus,
@@ -57,6 +59,7 @@ __all__ = [
     "check_batch_size",
     "copy_task_batch",
     "copy_task_length",
+    "corpus_level",
     "derive_wikitext2_small",
     "download_corpus",
     "encode_file",

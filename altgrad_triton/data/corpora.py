@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 
 from altgrad_triton.errors import UserError
+from altgrad_triton.names import char_level
 
 from .download import corpus_cache_dir, download_corpus, where_to_put
 from .vocab import EOS, UNK, Vocabulary
@@ -38,6 +39,13 @@ CORPORA = ("wikitext-2", "wikitext-103", "ptb", "wikitext-2-small", "text", "cha
 SPLITS = ("train", "valid", "test")
 
 Level = Literal["word", "char"]
+
+
+def corpus_level(corpus: str) -> Level:
+    """The corpus ``corpus``'s tokens: characters or words, by the package's one rule
+    (``names.char_level``)."""
+    return "char" if char_level(corpus) else "word"
+
 
 WIKITEXT_LAYOUTS = (
     ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
@@ -396,7 +404,7 @@ def _word_corpus(
         source = str(Path(labels["train"]).parent)
     return Corpus(
         name=name,
-        level="word",
+        level=corpus_level(name),
         vocab=vocab,
         train=train,
         valid=encoded["valid"],
@@ -408,6 +416,7 @@ def _word_corpus(
 
 
 def _char_corpus(texts: dict[str, str], labels: dict[str, str], source: str) -> Corpus:
+    name = "chars"
     vocab = Vocabulary([*dict.fromkeys(texts["train"]), UNK])
     stoi, unk = vocab.stoi, vocab.unk_index
     encoded, unk_counts = {}, {}
@@ -416,13 +425,13 @@ def _char_corpus(texts: dict[str, str], labels: dict[str, str], source: str) -> 
         n_unknown = ids.count(-1)
         if n_unknown:
             ids = [unk if i < 0 else i for i in ids]
-        _check_length("chars", split, ids, labels[split])
+        _check_length(name, split, ids, labels[split])
         encoded[split] = torch.tensor(ids, dtype=torch.long)
         if split != "train":
             unk_counts[split] = n_unknown
     return Corpus(
-        name="chars",
-        level="char",
+        name=name,
+        level=corpus_level(name),
         vocab=vocab,
         train=encoded["train"],
         valid=encoded["valid"],
