@@ -20,6 +20,25 @@ from ..errors import UserError
 from .common import command_parser, run_main
 
 
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    """How long and where a sweep runs, and whether it stores its winners."""
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="at most 6 candidates per kernel, LSTM timed over <= 64 steps, "
+        "short do_bench (warmup 10 ms, rep 40 ms)",
+    )
+    p.add_argument("--cache-dir", default=None, help="where winners.json lives")
+    p.add_argument("--warmup", type=float, default=None, help="do_bench warmup, ms (25)")
+    p.add_argument("--rep", type=float, default=None, help="do_bench repetition time, ms (100)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the launches, their override keys and candidate counts; no GPU",
+    )
+    p.add_argument("--no-save", action="store_true", help="time and print, do not store")
+
+
 def parser() -> argparse.ArgumentParser:
     p = command_parser(
         "altgrad-tune",
@@ -51,21 +70,7 @@ def parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated kernel or family names to keep (default: all)",
     )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="at most 6 candidates per kernel, LSTM timed over <= 64 steps, "
-        "short do_bench (warmup 10 ms, rep 40 ms)",
-    )
-    p.add_argument("--cache-dir", default=None, help="where winners.json lives")
-    p.add_argument("--warmup", type=float, default=None, help="do_bench warmup, ms (25)")
-    p.add_argument("--rep", type=float, default=None, help="do_bench repetition time, ms (100)")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="list the launches, their override keys and candidate counts; no GPU",
-    )
-    p.add_argument("--no-save", action="store_true", help="time and print, do not store")
+    _sweep_options(p)
     p.add_argument(
         "--check-configs",
         action="store_true",
