@@ -10,7 +10,6 @@ of ``probe_run.probe_run``'s, so ``altgrad-probe``'s tables print it.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from .carry import State
 from .horizon import VOCAB, CopyStream, Trained
 from .probe import SegmentLoss, SynthesizerPredictor, horizons_up_to, layer_groups, probe_stream
-from .probe_run import default_boundaries, summarize
+from .probe_run import default_boundaries, probe_record
 
 COPY_BOUNDARIES = 16
 """Boundaries probed by default: more than on text, since a copy segment may hold no
@@ -77,20 +76,16 @@ def probe_copy(
         layer_groups(model),
         predictors,
     )
-    return {
-        "run": f"{row['task']} {row['method']} T={row['truncation']} seed {row['seed']}",
-        "checkpoint": "end of run",
-        "epoch": None,
-        "level": {"n": row["n"], "r": row["r"], "solved": row["solved"]},
-        "split": "fresh episodes",
-        "bptt": row["truncation"],
-        "batch_size": row["batch_size"],
-        "segments": segments,
-        "dtype": str(dtype).removeprefix("torch."),
-        "mode": "eval",
-        "horizons": list(horizons),
-        "boundaries": sorted(set(boundaries)),
-        "synthesizers": list(predictors),
-        "mean": summarize(probes),
-        "per_boundary": [asdict(p) for p in probes],
-    }
+    return probe_record(
+        probes, horizons, boundaries, predictors,
+        run=f"{row['task']} {row['method']} T={row['truncation']} seed {row['seed']}",
+        checkpoint="end of run",
+        epoch=None,
+        level={"n": row["n"], "r": row["r"], "solved": row["solved"]},
+        split="fresh episodes",
+        bptt=row["truncation"],
+        batch_size=row["batch_size"],
+        segments=segments,
+        dtype=str(dtype).removeprefix("torch."),
+        mode="eval",
+    )  # fmt: skip

@@ -120,16 +120,31 @@ def probe_run(
         predictors,
         joined,
     )
+    return probe_record(
+        probes, horizons, boundaries, predictors,
+        run=str(run.run_dir),
+        checkpoint=run.checkpoint,
+        epoch=(run.meta.get("metrics") or {}).get("epoch"),
+        split=split,
+        bptt=bptt,
+        batch_size=tokens.shape[1],
+        segments=segments,
+        dtype="float64" if float64 else "float32",
+        mode="eval (dropout and synthesizer noise off)",
+    )  # fmt: skip
+
+
+def probe_record(
+    probes: list[BoundaryProbe],
+    horizons: tuple[int, ...],
+    boundaries: list[int],
+    predictors: dict,
+    **about: Any,
+) -> dict[str, Any]:
+    """The JSON record of one probe: ``about`` (what was probed: run, split, bptt, dtype,
+    ...), then the horizons, boundaries and synthesizers, the means and every boundary."""
     return {
-        "run": str(run.run_dir),
-        "checkpoint": run.checkpoint,
-        "epoch": (run.meta.get("metrics") or {}).get("epoch"),
-        "split": split,
-        "bptt": bptt,
-        "batch_size": tokens.shape[1],
-        "segments": segments,
-        "dtype": "float64" if float64 else "float32",
-        "mode": "eval (dropout and synthesizer noise off)",
+        **about,
         "horizons": list(horizons),
         "boundaries": sorted(set(boundaries)),
         "synthesizers": list(predictors),

@@ -43,21 +43,25 @@ def _functions(text: str, *names: str) -> str:
     return "\n".join(re.search(rf"^{n}\(\) \{{.*?^\}}", text, re.M | re.S).group(0) for n in names)
 
 
-def test_killed_pytest_still_gets_a_summary(tmp_path):
-    """A stand-in pytest prints progress, then hangs past the step's limit: SIGKILL ends it,
-    and the step's output ends with a tally of what had run."""
+def _tests_step(tmp_path, fake_pytest: str, limit: int) -> subprocess.CompletedProcess:
+    """Run gpu-check's tests step (its own shell functions) with ``fake_pytest`` as python."""
     fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho '..F.s [ 10%]'\necho '..x'\nsleep 60\n")
+    fake.write_text("#!/bin/sh\n" + fake_pytest)
     fake.chmod(0o755)
-    text = SCRIPT.read_text()
     prog = "\n".join([
         "set -euo pipefail",
         f"WORK={tmp_path}; LOG={tmp_path}/log; PY={fake}; PYTEST_EXTRA=()",
         "names=(); codes=(); secs=()",
-        _functions(text, "record", "step", "tests_step", "pytest_tally"),
-        "tests_step tests 2",
+        _functions(SCRIPT.read_text(), "record", "step", "tests_step", "pytest_tally"),
+        f"tests_step tests {limit}",
     ])  # fmt: skip
-    proc = subprocess.run([BASH, "-c", prog], capture_output=True, text=True, timeout=60)
+    return subprocess.run([BASH, "-c", prog], capture_output=True, text=True, timeout=60)
+
+
+def test_killed_pytest_still_gets_a_summary(tmp_path):
+    """A stand-in pytest prints progress, then hangs past the step's limit: SIGKILL ends it,
+    and the step's output ends with a tally of what had run."""
+    proc = _tests_step(tmp_path, "echo '..F.s [ 10%]'\necho '..x'\nsleep 60\n", limit=2)
     out = (tmp_path / "tests.out").read_text()
     assert proc.returncode == 0, proc.stderr
     assert "killed at the limit" in out, out
@@ -65,16 +69,6 @@ def test_killed_pytest_still_gets_a_summary(tmp_path):
 
 
 def test_a_pytest_summary_is_left_alone(tmp_path):
-    fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho '... [100%]'\necho '3 passed in 0.12s'\n")
-    fake.chmod(0o755)
-    text = SCRIPT.read_text()
-    prog = "\n".join([
-        "set -euo pipefail",
-        f"WORK={tmp_path}; LOG={tmp_path}/log; PY={fake}; PYTEST_EXTRA=()",
-        "names=(); codes=(); secs=()",
-        _functions(text, "record", "step", "tests_step", "pytest_tally"),
-        "tests_step tests 20",
-    ])  # fmt: skip
-    subprocess.run([BASH, "-c", prog], capture_output=True, text=True, timeout=60, check=True)
+    proc = _tests_step(tmp_path, "echo '... [100%]'\necho '3 passed in 0.12s'\n", limit=20)
+    assert proc.returncode == 0, proc.stderr
     assert "without its summary" not in (tmp_path / "tests.out").read_text()
