@@ -6,10 +6,11 @@
     run.score(ids, pointer=published_settings("wikitext-2"))   # + continuous cache
     "".join(run.generate(50, prompt="The", seed=1))       # sampling
 
-``altgrad-eval`` and ``altgrad-generate`` are thin wrappers over these, and ``Trainer``
-fine-tunes from ``parent_weights``. A checkpoint is read the same way whoever wrote it (one
-process or torchrun: the model file holds the whole model either way), and the model is
-built for the device and backend at hand, not the ones it was trained on.
+``altgrad-eval`` and ``altgrad-generate`` are thin wrappers over these; the checkpoint is
+read by ``checkpoint.Checkpointer.load_model``, as a fine-tuning reads its parent. A
+checkpoint is read the same way whoever wrote it (one process or torchrun: the model file
+holds the whole model either way), and the model is built for the device and backend at
+hand, not the ones it was trained on.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from typing import Any
 
 import torch
 
-from . import checkpoint, data
-from . import recipe as recipes
+from . import data
 from .backends import backend_problem
 from .build import build_model, pick_device, read_corpus
+from .checkpoint.checkpointer import Checkpointer
 from .data import EOS, Vocabulary
 from .errors import UserError, one_line
 from .evaluation import evaluate
@@ -36,8 +37,6 @@ from .model import RNNLanguageModel, autocast
 from .names import char_level
 from .pointer import PointerCache, PointerSettings
 from .recipe import Recipe
-
-CHECKPOINTS = ("best", "last")
 
 MIN_TEMPERATURE = 1e-3
 """Below this, logits / temperature can overflow float32 (AWD-LSTM's generate.py floor)."""
@@ -201,39 +200,6 @@ MAX_SEED = 2**63 - 1
 """The largest seed a torch.Generator takes."""
 
 
-def read_checkpoint(
-    run_dir: Path, tag: str = "best"
-) -> tuple[Recipe, Vocabulary, dict[str, Any], dict[str, torch.Tensor]]:
-    """The recipe, vocabulary, meta.json and model weights of a run's ``tag`` checkpoint;
-    a one-line UserError when ``run_dir`` is not a run directory or lacks that checkpoint."""
-    run_dir = Path(run_dir)
-    if tag not in CHECKPOINTS:
-        raise UserError(f"checkpoint: must be one of {', '.join(CHECKPOINTS)}, got {tag!r}")
-    if not (run_dir / "checkpoints").is_dir():
-        why = "no such folder" if not run_dir.exists() else "no checkpoints/ in it"
-        raise UserError(
-            f"{run_dir}: not a run directory ({why}); give the folder altgrad-train wrote, "
-            "run.out_dir/run.name"
-        )
-    where = run_dir / "checkpoints" / tag
-    if checkpoint.find(where) is None:
-        held = [t for t in CHECKPOINTS if checkpoint.find(run_dir / "checkpoints" / t)]
-        has = f"it holds only '{held[0]}'" if held else "the run has not finished an epoch yet"
-        raise UserError(f"{run_dir}: no '{tag}' checkpoint; {has}")
-    meta, weights, _, _ = checkpoint.load(where)
-    try:
-        recipe = recipes.from_dict(meta["recipe"])
-        vocab = Vocabulary.from_dict(meta["vocab"])
-    except KeyError as e:
-        raise UserError(
-            f"{where}/meta.json: lacks the key {e.args[0]!r} that a checkpoint's meta.json "
-            "holds (written by altgrad-train); the checkpoint is damaged or not one"
-        ) from None
-    except (TypeError, UserError) as e:
-        raise UserError(f"{where}/meta.json: {one_line(e, typed=False)}") from None
-    return recipe, vocab, meta, weights
-
-
 def load_run(
     path: str | Path,
     checkpoint: str = "best",
@@ -248,21 +214,21 @@ def load_run(
     default the run's own, except that a run trained with Triton or cuDNN on a GPU is
     evaluated on the CPU with the PyTorch reference (the same computation).
     """
-    recipe, vocab, meta, weights = read_checkpoint(Path(path), checkpoint)
+    recipe, vocab, saved = Checkpointer(path).load_model(checkpoint)
     where = pick_device(device, "device")
     backend = _usable_backend(backend, recipe.run.backend, where, recipe.model.cell)
     recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, backend=backend))
     with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten: leave no trace
         model = build_model(recipe, len(vocab))
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(saved.weights)
     except RuntimeError as e:
         raise UserError(
             f"{path}: the checkpoint's weights do not fit the model its recipe describes "
             f"({one_line(e, 120, typed=False)})"
         ) from None
     model = model.to(where).eval()
-    return LoadedRun(model, vocab, recipe, where, Path(path), checkpoint, meta)
+    return LoadedRun(model, vocab, recipe, where, Path(path), checkpoint, saved.meta)
 
 
 def _usable_backend(
@@ -279,22 +245,3 @@ def _usable_backend(
         raise UserError(f"backend: {problem}")
     return "auto"
 
-
-def parent_weights(
-    parent: Path, recipe: Recipe, vocab: Vocabulary
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The best weights (and meta.json) of the run that a fine-tuning starts from, checked
-    against the fine-tuning's model and vocabulary."""
-    _, parent_vocab, meta, weights = read_checkpoint(parent, "best")
-    saved = {k: v for k, v in meta["model_shape"].items() if k.startswith("model.")}
-    diff = checkpoint.shape_mismatch(saved, recipes.model_shape(recipe))
-    if diff:
-        raise UserError(
-            f"run.parent: {parent}'s model differs from this recipe's: " + "; ".join(diff)
-        )
-    if parent_vocab != vocab:
-        raise UserError(
-            f"run.parent: {parent} was trained on a text with another vocabulary; "
-            "fine-tune on the same data.corpus and data.path"
-        )
-    return weights, meta

@@ -2,7 +2,7 @@
 slate, and what a failed write left.
 
     <run>/recipe.toml  metrics.jsonl  results.json  train.lock (runlock.py)
-    <run>/checkpoints/best/  last/  (and .<tag>.tmp / .<tag>.old while one is saved)
+    <run>/checkpoints/best/  last/  (their names on disk: ``checkpoint/layout.py``)
 
 A run continues from its last complete checkpoint. A folder without one (a run killed, out
 of disk, or Ctrl-C'd twice while its first checkpoint was written) holds nothing to
@@ -20,20 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import runlock
+from .checkpoint import layout
 from .errors import UserError, one_line
 from .files import read_json
-
-CHECKPOINTS = "checkpoints"
-
-
-def find_checkpoint(directory: str | Path) -> Path | None:
-    """The complete checkpoint at ``directory``, or the previous one if a save was cut off
-    between its two renames (``checkpoint.save``); None if neither is complete."""
-    directory = Path(directory)
-    if (directory / "meta.json").exists():
-        return directory
-    old = directory.parent / f".{directory.name}.old"
-    return old if (old / "meta.json").exists() else None
 
 
 def resume_tag(run_dir: str | Path) -> str | None:
@@ -41,7 +30,7 @@ def resume_tag(run_dir: str | Path) -> str | None:
     run stopped while its first ``last`` was saved, right after the first ``best``, which
     holds the same state); None when the run has no complete checkpoint."""
     for tag in ("last", "best"):
-        if find_checkpoint(Path(run_dir) / CHECKPOINTS / tag) is not None:
+        if layout.find(layout.directory(run_dir, tag)) is not None:
             return tag
     return None
 
@@ -149,21 +138,16 @@ def start_afresh(run_dir: Path) -> list[str]:
     return notes
 
 
-CHECKPOINT_ENTRIES = tuple(
-    name for tag in ("best", "last") for name in (tag, f".{tag}.tmp", f".{tag}.old")
-)
-"""What ``checkpoint.save`` leaves in a run's checkpoints folder, and all a fresh start removes."""
-
-
 def _remove_own_checkpoints(run_dir: Path) -> None:
     """Remove the incomplete checkpoints a stopped run left, and nothing else: only in a
-    folder a run marked as its own (its recipe.toml), only the entries ``checkpoint.save``
-    writes; the checkpoints folder itself only once empty. Whatever else lives there (a
-    finished run that someone named ``checkpoints`` one level up) is not this run's."""
-    folder = run_dir / CHECKPOINTS
+    folder a run marked as its own (its recipe.toml), only the entries a checkpoint save
+    writes (``layout.ENTRIES``); the checkpoints folder itself only once empty. Whatever
+    else lives there (a finished run that someone named ``checkpoints`` one level up) is
+    not this run's."""
+    folder = run_dir / layout.FOLDER
     if not (run_dir / "recipe.toml").is_file() or not folder.is_dir() or folder.is_symlink():
         return
-    for name in CHECKPOINT_ENTRIES:
+    for name in layout.ENTRIES:
         entry = folder / name
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
@@ -176,11 +160,11 @@ def kept(run_dir: str | Path) -> str | None:
     (resumes at epoch 3) and best (after epoch 1)``; None if there is none."""
     found = []
     for tag, when in (("last", "resumes at epoch {}"), ("best", "after epoch {}")):
-        path = find_checkpoint(Path(run_dir) / CHECKPOINTS / tag)
+        path = layout.find(layout.directory(run_dir, tag))
         if path is None:
             continue
         try:  # meta.json's epoch is the next one to run
-            epoch = int(read_json(path / "meta.json")["epoch"])
+            epoch = int(read_json(path / layout.META)["epoch"])
             detail = " (" + when.format(epoch if tag == "last" else epoch - 1) + ")"
         except (OSError, UserError, KeyError, TypeError, ValueError):
             detail = ""

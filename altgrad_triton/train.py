@@ -9,11 +9,11 @@
 What the loop runs is built elsewhere (``build.py``: recipe -> components), one segment is
 ``tbptt.segment_step`` (which the copy-task horizon shares), evaluation is
 ``evaluation.evaluate``, the metrics line and its file are ``metrics.MetricsLog``, and
-checkpoints with the run's state are ``checkpoint.py``, NT-ASGD's trigger and averaged
-weights are ``asgd.py``. The loop never branches on the
-kernel backend (the cells do), and the plan is a pure function of the epoch, so
-``--resume`` continues exactly, even from an interrupted epoch: the checkpoint holds the
-position inside the epoch and every RNG state.
+checkpoints with the run's state are ``checkpoint.Checkpointer``, NT-ASGD's trigger and
+averaged weights are ``asgd.py``. The loop never branches on the kernel backend (the
+cells do), and the plan is a pure function of the epoch, so ``--resume`` continues
+exactly, even from an interrupted epoch: the checkpoint holds the position inside the
+epoch and every RNG state.
 
 Under torchrun (``distributed.py``) every rank runs this same loop on its share of the
 batch columns: the model is wrapped in DistributedDataParallel, the per-segment numbers
@@ -35,14 +35,14 @@ from typing import Any, NoReturn
 import torch
 from einops import rearrange
 
-from . import asgd, board, checkpoint, data, rundir
+from . import asgd, board, data, rundir
 from . import distributed as ddp
-from .build import apply_recipe_settings, build, describe, set_hyperparameters
-from .checkpoint import RunState
+from .build import build, describe, set_hyperparameters
+from .checkpoint.checkpointer import Checkpointer
+from .checkpoint.contents import RunState, start_averaging
 from .errors import UserError
 from .evaluation import evaluate
 from .files import write_text_atomic
-from .inference import parent_weights
 from .metrics import EpochSums, MetricsLog, epoch_row, run_results, summary_rows
 from .model import autocast, lm_loss
 from .names import char_level
@@ -132,6 +132,7 @@ class Trainer:
             recipe, self.dist, console=self.console, corpus=corpus, tuned_configs=tuned_configs
         )
         self.run_state = RunState()
+        self.checkpoints = Checkpointer(self.run_dir, self.dist)
         vocab_size = len(self.parts.corpus.vocab)
         self.log = MetricsLog(self.run_dir, self.console, self.dist.is_main, vocab_size)
         self._stop_requested, self._stop_signal = False, signal.SIGINT
@@ -217,8 +218,7 @@ class Trainer:
 
     def start_averaging(self, after_epoch: int) -> None:
         """From now on averaged SGD: the model is judged and saved with the averages."""
-        self.parts.optimizer = asgd.averaging_optimizer(self.parts.optimizer)
-        self.run_state.averaging_since = after_epoch
+        start_averaging(self.parts, self.run_state, after_epoch)
 
     def fine_tuned(self) -> bool:
         """A fine-tuning run (``run.parent``) ends at the same criterion that switches
@@ -230,10 +230,10 @@ class Trainer:
 
     def start_from_parent(self, parent: Path) -> None:
         """Fine-tuning: the parent run's best weights, averaged SGD from the first epoch."""
-        weights, meta = parent_weights(parent, self.recipe, self.parts.corpus.vocab)
-        self.parts.model.load_state_dict(weights)
+        ckpt = Checkpointer(parent).load_parent(self.recipe, self.parts.corpus.vocab)
+        self.parts.model.load_state_dict(ckpt.weights)
         self.start_averaging(0)
-        made = meta.get("metrics") or {}
+        made = ckpt.meta.get("metrics") or {}
         self.console.print(
             f"fine-tuning {parent}'s best checkpoint (epoch {made.get('epoch', '?')}, val ppl "
             f"{made.get('val_ppl', float('nan')):.2f}) with averaged SGD from the first epoch",
@@ -334,8 +334,7 @@ class Trainer:
         """
         p = self.parts
         if self.dist.is_main:
-            _, weights, _, _ = checkpoint.load(self.run_dir / "checkpoints" / "best")
-            p.model.load_state_dict(weights)
+            p.model.load_state_dict(self.checkpoints.load("best").weights)
         ddp.broadcast_module(p.model, self.dist)
         test = self.evaluate(p.corpus.test, self.recipe.data.test_batch_size)
         if not self.dist.is_main:
@@ -409,7 +408,7 @@ class Trainer:
             raise rundir.write_failure(e, self.run_dir, self._command()) from None
 
     def _stop_non_finite(self, ce: float, plan: EpochPlan) -> NoReturn:
-        best = checkpoint.find(self.run_dir / "checkpoints" / "best")
+        best = self.checkpoints.find("best")
         raise TrainingStopped(
             f"non-finite loss ({ce}) at epoch {plan.epoch}, segment "
             f"{self.run_state.sums.segment + 1}; "
@@ -420,37 +419,11 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def save(self, tag: str, metrics: dict | None = None) -> None:
         """Checkpoint ``tag``; every rank calls it (it gathers), rank 0 alone writes."""
-        p = self.parts
-        # NT-ASGD: the model file gets the averages, trainer.pt the iterate to resume from
-        with asgd.averaged_weights(p.model, p.optimizer) as iterate:
-            st = checkpoint.trainer_state(p, self.run_state, self.log, self.dist, iterate)
-            if self.dist.is_main:
-                checkpoint.save(
-                    self.run_dir / "checkpoints" / tag,
-                    model=p.model,
-                    synthesizer=p.boundary.synthesizer if p.boundary else None,
-                    meta=checkpoint.meta(
-                        self.recipe, p.corpus.vocab, self.run_state.epoch, metrics
-                    ),
-                    trainer_state=st,
-                )
+        self.checkpoints.save(tag, self.parts, self.recipe, self.run_state, self.log, metrics)
 
     def restore(self, tag: str = "last") -> None:
-        """Load weights, optimizers, RNG and the in-epoch position from a checkpoint.
-
-        With several ranks every rank reads the checkpoint (the run directory must be
-        visible to all of them) and takes its own rows of the saved full-batch state.
-        """
-        p = self.parts
-        path = self.run_dir / "checkpoints" / tag
-        meta, weights, synth, st = checkpoint.load(path)
-        checkpoint.check_resumable(meta, st, self.recipe, p.corpus.vocab)
-        checkpoint.check_shapes(path, weights, synth, st, p)
-        p.model.load_state_dict(checkpoint.training_weights(weights, st))
-        if p.boundary is not None and synth is not None:
-            p.boundary.synthesizer.load_state_dict(synth)
-        checkpoint.restore_trainer(st, p, self.run_state, self.log, self.dist, self.recipe.run.seed)
-        synth_optimizer = p.boundary.optimizer if p.boundary is not None else None
-        apply_recipe_settings(self.recipe, p.optimizer, synth_optimizer)
+        """Continue from checkpoint ``tag`` (``Checkpointer.restore``: weights, optimizers,
+        RNG and the in-epoch position), and drop the metrics lines it does not cover."""
+        self.checkpoints.restore(tag, self.parts, self.recipe, self.run_state, self.log)
         with self._write_failures_explained():
             self.log.trim(self.run_state.epoch)

@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # as a torchrun script, this file's folder is sys.path[0]
     sys.path.insert(0, str(ROOT))
 
-from altgrad_triton import checkpoint, distributed  # noqa: E402
+from altgrad_triton import distributed  # noqa: E402
 from altgrad_triton import recipe as recipes  # noqa: E402
 from altgrad_triton.carry import join_state  # noqa: E402
+from altgrad_triton.checkpoint.checkpointer import Checkpointer  # noqa: E402
 from altgrad_triton.errors import UserError  # noqa: E402
 from altgrad_triton.synthesizers import ToolkitElementwiseSynthesizer  # noqa: E402
 from altgrad_triton.train import Trainer, TrainingStopped  # noqa: E402
@@ -313,8 +314,8 @@ def test_a_dead_rank_ends_the_job_and_the_last_checkpoint_resumes(tmp_path):
     assert "lost contact" in ours[0] or "SIGTERM" in ours[0]
     assert f"--resume {run}" in ours[0]
     # epoch 1's checkpoint is whole, and two ranks resume from it
-    meta, _, _, st = checkpoint.load(run / "checkpoints" / "last")
-    assert meta["epoch"] == 2 and st["state"] is None
+    saved = Checkpointer(run).load("last")
+    assert saved.meta["epoch"] == 2 and saved.trainer.run.carried is None
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     # resumed through the installed script this time: `torchrun $(which altgrad-train) ...`
     script = Path(sys.executable).parent / "altgrad-train"
@@ -346,8 +347,8 @@ def test_a_preempted_torchrun_job_saves_and_resumes_as_one_process_trains(tmp_pa
     assert len(ours) == 1, proc.stderr[-3000:]
     assert ours[0].startswith("error: interrupted by SIGTERM at epoch 1, segment "), ours
     assert ours[0].endswith(f"torchrun ... -m altgrad_triton.cli.train --resume {run}")
-    meta, _, _, _ = checkpoint.load(run / "checkpoints" / "last")
-    assert meta["epoch"] == 1  # inside epoch 1, which the resume finishes
+    # inside epoch 1, which the resume finishes
+    assert Checkpointer(run).load("last").meta["epoch"] == 1
     proc = torchrun("-m", "altgrad_triton.cli.train", "--resume", run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = tmp_path / "single"

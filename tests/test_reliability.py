@@ -21,8 +21,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from altgrad_triton import checkpoint, files
+from altgrad_triton import files
 from altgrad_triton import metrics as metrics_module
+from altgrad_triton.checkpoint import store
 from altgrad_triton.cli import suite as suite_cli
 from altgrad_triton.cli import train as train_cli
 from altgrad_triton.errors import UserError
@@ -209,7 +210,7 @@ def test_a_full_disk_during_a_save_keeps_the_checkpoints_and_says_so(
     trainer.run_epoch(trainer.parts.plan(1))
     saved = (run / "checkpoints" / "last" / "model.safetensors").read_bytes()
     # epoch 2's first checkpoint file onwards: the disk is full
-    failing_writes(monkeypatch, checkpoint, "write_file", errno.ENOSPC, when=1)
+    failing_writes(monkeypatch, store, "write_file", errno.ENOSPC, when=1)
     with pytest.raises(UserError) as e:
         trainer.fit()
     assert e.value.exit_code == 1 and "\n" not in str(e.value)

@@ -2,13 +2,15 @@
 
 import io
 import json
+import shutil
 
 import pytest
 import torch
 from rich.console import Console
 
-from altgrad_triton import checkpoint
 from altgrad_triton import metrics as metrics_module
+from altgrad_triton.checkpoint import layout
+from altgrad_triton.checkpoint.checkpointer import Checkpointer
 from altgrad_triton.errors import UserError
 from altgrad_triton.synthesizers import AuthorsSynthesizer
 from altgrad_triton.train import Trainer, TrainingStopped, epoch_segments, next_tokens_context
@@ -152,9 +154,10 @@ def test_checkpoint_survives_a_cut_off_save(corpus_dir, tmp_path):
     last = tmp_path / "runs/tiny/checkpoints/last"
     # a save cut off after renaming the old checkpoint aside, before the new one landed
     last.rename(last.parent / ".last.old")
-    assert checkpoint.find(last) == last.parent / ".last.old"
-    meta, weights, _, state = checkpoint.load(last)
-    assert meta["epoch"] == 2 and "embedding.weight" in weights and state["epoch"] == 2
+    assert layout.find(last) == last.parent / ".last.old"
+    saved = Checkpointer(tmp_path / "runs/tiny").load("last")
+    assert saved.meta["epoch"] == 2 and "embedding.weight" in saved.weights
+    assert saved.trainer.run.epoch == 2 and saved.where == last.parent / ".last.old"
 
 
 def test_corrupt_checkpoint_is_a_user_error(corpus_dir, tmp_path):
@@ -292,13 +295,13 @@ def test_a_save_after_a_cut_off_one_keeps_a_checkpoint_throughout(
     last = tmp_path / "runs/tiny/checkpoints/last"
     last.rename(last.parent / ".last.old")  # cut off between the two renames
     seen = []
-    real_rmtree = checkpoint.shutil.rmtree
+    real_rmtree = shutil.rmtree
 
     def rmtree_watching(path, *args, **kwargs):  # at every deletion a checkpoint is findable
-        seen.append(checkpoint.find(last) is not None)
+        seen.append(layout.find(last) is not None)
         return real_rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint.shutil, "rmtree", rmtree_watching)
+    monkeypatch.setattr(shutil, "rmtree", rmtree_watching)
     trainer.save("last")
     assert seen and all(seen)
     assert (last / "meta.json").exists() and not (last.parent / ".last.old").exists()

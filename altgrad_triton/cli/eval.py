@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import recipe as recipes
+from ..checkpoint import layout
 from .common import command_parser, run_main
 
 UNKNOWN_SHOWN = 8
@@ -33,7 +34,7 @@ UNKNOWN_SHOWN = 8
 def parser() -> argparse.ArgumentParser:
     p = command_parser("altgrad-eval", __doc__)
     p.add_argument("run_dir", help="a run directory written by altgrad-train")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=layout.TAGS, default="best")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--split", choices=["test", "valid"], help="default: test")
     what.add_argument("--text", metavar="FILE", help="score this text file instead")

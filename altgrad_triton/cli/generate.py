@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
+from ..checkpoint import layout
 from .common import command_parser, run_main
 from .eval import backend_choices
 
@@ -22,7 +23,7 @@ from .eval import backend_choices
 def parser() -> argparse.ArgumentParser:
     p = command_parser("altgrad-generate", __doc__)
     p.add_argument("run_dir", help="a run directory written by altgrad-train")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--checkpoint", choices=layout.TAGS, default="best")
     p.add_argument("--words", type=int, default=100, help="tokens to sample (default 100)")
     p.add_argument("--temperature", type=float, default=1.0, help="default 1.0")
     p.add_argument("--seed", type=int, default=0, help="default 0")

@@ -30,6 +30,7 @@ from typing import Any
 
 from .. import recipe as recipes
 from .. import rundir
+from ..checkpoint import layout
 from ..errors import UserError
 from .common import CommandParser, run_main, with_version
 
@@ -156,7 +157,7 @@ def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: 
         trainer.fit()
         return 0
     hint = (
-        f"The last complete checkpoint is in {run_dir / 'checkpoints' / 'last'}; continue "
+        f"The last complete checkpoint is in {layout.directory(run_dir, 'last')}; continue "
         f"with: torchrun ... -m altgrad_triton.cli.train --resume {run_dir}"
     )
     previous = distributed.install_sigterm_message(ctx, hint)

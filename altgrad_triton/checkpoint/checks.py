@@ -1,0 +1,193 @@
+"""What a checkpoint is checked against before it is used: the recipe and corpus that
+continue it (:func:`check_resumable`), this run's tensor shapes (:func:`check_shapes`: files
+copied from a run of another size are one line naming the file and the first tensor that
+differs), and a fine-tuning's recipe (:func:`check_parent`). Each failure is one UserError
+line that names the key or file and says what to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import legacy_keys
+from .. import recipe as recipes
+from ..build import Components
+from ..data import Vocabulary
+from ..errors import UserError, one_line
+from ..recipe import Recipe, model_shape, to_dict
+from . import layout
+from .contents import Checkpoint
+
+
+def shape_mismatch(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between a checkpoint's model shape and a recipe's.
+
+    A key the checkpoint does not record (written before the key was checked) is not
+    compared, so older checkpoints still resume.
+    """
+    saved = legacy_keys.migrate_shape(saved)  # a run folder written before the renaming
+    return [
+        f"{k}: checkpoint {saved[k]!r} vs recipe {wanted.get(k)!r}"
+        for k in sorted(saved)
+        if saved[k] != wanted.get(k)
+    ]
+
+
+def check_resumable(ckpt: Checkpoint, recipe: Recipe, vocab: Vocabulary) -> None:
+    """UserError unless this recipe and corpus can continue the checkpoint's run."""
+    diff = shape_mismatch(ckpt.meta["model_shape"], model_shape(recipe))
+    if diff:
+        raise UserError(
+            "cannot resume: the recipe's model differs from the checkpoint's: " + "; ".join(diff)
+        )
+    saved_vocab = ckpt.meta.get("vocab")
+    if saved_vocab is not None and saved_vocab != vocab.to_dict():
+        raise UserError(
+            f"cannot resume: the corpus at data.path={recipe.data.path or '(cache)'!r} "
+            "has another vocabulary than the checkpoint's; point data.path at the same text"
+        )
+    run = ckpt.trainer.run
+    if run.carried is not None:  # stopped inside an epoch: the carried rows must fit
+        saved_batch = run.carried[0].shape[0]
+        if saved_batch != recipe.data.batch_size:
+            raise UserError(
+                f"cannot resume: data.batch_size={recipe.data.batch_size}, but the "
+                f"checkpoint stopped inside epoch {run.epoch} with batch size "
+                f"{saved_batch}; resume with data.batch_size={saved_batch}"
+            )
+        _check_same_segments(ckpt.meta.get("recipe"), recipe, run.epoch)
+
+
+SEGMENT_KEYS = ("run.seed", "bptt.length", "bptt.random_length", "run.max_batches")
+"""The keys that fix an epoch's segments (``train.epoch_segments``), which a run stopped
+inside an epoch continues by position."""
+
+
+def _check_same_segments(saved: dict[str, Any] | None, recipe: Recipe, epoch: int) -> None:
+    """UserError unless ``recipe`` cuts the interrupted epoch into the segments the saved
+    recipe did: the saved position would otherwise point into other segments."""
+    now = to_dict(recipe)
+
+    def value(d: dict[str, Any], key: str) -> Any:
+        section, name = key.split(".")
+        return d.get(section, {}).get(name)
+
+    differ = [k for k in SEGMENT_KEYS if saved and value(saved, k) not in (None, value(now, k))]
+    if differ:
+        ours = ", ".join(f"{k}={_toml(value(now, k))}" for k in differ)
+        theirs = [f"{k}={_toml(value(saved, k))}" for k in differ]
+        raise UserError(
+            f"cannot resume: {ours}, but the checkpoint stopped inside epoch {epoch}, whose "
+            f"segments were cut with {', '.join(theirs)}; resume with {' '.join(theirs)} "
+            "(other values may take over at an epoch boundary)"
+        )
+
+
+def _toml(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def check_shapes(ckpt: Checkpoint, parts: Components) -> None:
+    """UserError naming the file and the first saved tensor whose shape differs from this
+    run's: a file copied in from a run of another size, which ``load_state_dict`` would
+    report as a traceback (or, for optimizer states, not at all until a step fails)."""
+    found, st = ckpt.where or Path("."), ckpt.trainer
+    model, b = parts.model, parts.boundary
+    _check_tensors(found / layout.MODEL, ckpt.weights, model.state_dict())
+    if b is not None and ckpt.synthesizer is not None:
+        _check_tensors(found / layout.SYNTHESIZER, ckpt.synthesizer, b.synthesizer.state_dict())
+    trainer = found / layout.TRAINER
+    _check_optimizer(trainer, "optimizer", st.optimizer, parts.optimizer, model)
+    if b is not None and st.synth_optimizer is not None:
+        _check_optimizer(trainer, "synth_optimizer", st.synth_optimizer, b.optimizer, b.synthesizer)
+    carried = st.run.carried
+    if carried is not None:
+        zeros = model.init_state(carried[0].shape[0])
+        ours = {f"state[{i}]": t for i, t in enumerate(zeros)}
+        _check_tensors(trainer, {f"state[{i}]": t for i, t in enumerate(carried)}, ours)
+
+
+def _check_tensors(file: Path, saved: dict[str, Any], ours: dict[str, torch.Tensor]) -> None:
+    for name, tensor in ours.items():
+        if name not in saved:
+            raise UserError(
+                f"{file}: lacks {name!r}, which this run's model has: from another model?"
+            )
+        shape = getattr(saved[name], "shape", None)
+        if shape is None or tuple(shape) != tuple(tensor.shape):
+            raise UserError(
+                f"{file}: {name!r} has shape {_shape(shape)}, this run's has "
+                f"{_shape(tensor.shape)}: the file is from a model of another size"
+            )
+    extra = sorted(set(saved) - set(ours))
+    if extra:
+        raise UserError(
+            f"{file}: holds {extra[0]!r}, which this run's model lacks: from another model?"
+        )
+
+
+def _check_optimizer(
+    file: Path, key: str, saved: Any, optimizer: torch.optim.Optimizer, module: torch.nn.Module
+) -> None:
+    """The saved per-parameter states (Adam's moments, SGD's momentum) against the shapes of
+    the parameters they belong to, matched by position as ``load_state_dict`` does."""
+    names = {id(p): n for n, p in module.named_parameters()}
+    ours = [p for g in optimizer.param_groups for p in g["params"]]
+    try:
+        ids = [i for g in saved["param_groups"] for i in g["params"]]
+        states = saved["state"]
+    except (TypeError, KeyError):
+        raise UserError(f"{file}: {key!r} is not an optimizer state") from None
+    if len(ids) != len(ours):
+        raise UserError(
+            f"{file}: {key!r} holds the state of {len(ids)} parameters, this run has "
+            f"{len(ours)}: the file is from another model"
+        )
+    for i, p in zip(ids, ours, strict=True):
+        for part, value in states.get(i, {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                raise UserError(
+                    f"{file}: {key} state {part!r} of {names.get(id(p), f'parameter {i}')!r} "
+                    f"has shape {_shape(value.shape)}, the parameter's is {_shape(p.shape)}: "
+                    "the file is from a model of another size"
+                )
+
+
+def _shape(shape: Any) -> str:
+    return "?" if shape is None else str(list(shape))
+
+
+def check_parent(
+    ckpt: Checkpoint, parent_vocab: Vocabulary, parent: Path, recipe: Recipe, vocab: Vocabulary
+) -> None:
+    """UserError unless a fine-tuning's recipe and corpus fit its parent run's model."""
+    saved = {k: v for k, v in ckpt.meta["model_shape"].items() if k.startswith("model.")}
+    diff = shape_mismatch(saved, model_shape(recipe))
+    if diff:
+        raise UserError(
+            f"run.parent: {parent}'s model differs from this recipe's: " + "; ".join(diff)
+        )
+    if parent_vocab != vocab:
+        raise UserError(
+            f"run.parent: {parent} was trained on a text with another vocabulary; "
+            "fine-tune on the same data.corpus and data.path"
+        )
+
+
+def recipe_and_vocab(ckpt: Checkpoint, directory: Path) -> tuple[Recipe, Vocabulary]:
+    """The resolved recipe and vocabulary that ``meta.json`` (of the checkpoint at
+    ``directory``) records, to rebuild the model from; a one-line UserError naming the file
+    when they are missing or malformed."""
+    where = directory / layout.META
+    try:
+        return recipes.from_dict(ckpt.meta["recipe"]), Vocabulary.from_dict(ckpt.meta["vocab"])
+    except KeyError as e:
+        raise UserError(
+            f"{where}: lacks the key {e.args[0]!r} that a checkpoint's meta.json "
+            "holds (written by altgrad-train); the checkpoint is damaged or not one"
+        ) from None
+    except (TypeError, UserError) as e:
+        raise UserError(f"{where}: {one_line(e, typed=False)}") from None
