@@ -123,9 +123,10 @@ class SyntheticBoundary:
         self, s: torch.Tensor, carry: Carry, context: torch.Tensor | None
     ) -> tuple[torch.Tensor, Carry]:
         """g_hat and the synthesizer's next carry; a context goes to a conditioned one."""
-        if context is None:
-            return self.synthesizer(s, carry)
-        return self.synthesizer(s, carry, context)
+        with torch.profiler.record_function("synthesizer: predict"):
+            if context is None:
+                return self.synthesizer(s, carry)
+            return self.synthesizer(s, carry, context)
 
     def start(
         self, state: State | torch.Tensor, mode: str, context: torch.Tensor | None = None
@@ -162,14 +163,8 @@ class SyntheticBoundary:
             loss = loss + self.scale * (g_next * s_next).sum()
         loss.backward()
 
-    def fit(self) -> SGStats | None:
-        """Regress g_hat(s_k) on s_k.grad and step the synthesizer; None when inactive.
-
-        The stats compare g_hat with the target it is fitted to (halved under
-        ``split_target`` in synthetic mode); the loss is their mean squared error.
-        """
-        if self._pred is None:
-            return None
+    def _fit_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The SG loss of g_hat(s_k) against s_k.grad, and the synthesizer's step on it."""
         grads = tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in self._leaf)
         # the loss against target_scale * gradient, its gradient and the telemetry, one pass;
         # split_target fits half the bootstrapped target at twice the weight (see above)
@@ -186,6 +181,18 @@ class SyntheticBoundary:
             self.optimizer.zero_grad(set_to_none=True)
             (sg_loss * weight).backward()
             self.optimizer.step()
+        return sg_loss, cos, ratio
+
+    def fit(self) -> SGStats | None:
+        """Regress g_hat(s_k) on s_k.grad and step the synthesizer; None when inactive.
+
+        The stats compare g_hat with the target it is fitted to (halved under
+        ``split_target`` in synthetic mode); the loss is their mean squared error.
+        """
+        if self._pred is None:
+            return None
+        with torch.profiler.record_function("synthesizer: fit"):
+            sg_loss, cos, ratio = self._fit_step()
         self.carry = detach(self._next_carry)
         self._pred = None
         return SGStats(sg_loss.detach(), cos, ratio)

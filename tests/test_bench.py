@@ -99,6 +99,10 @@ def test_profile_on_cpu_tables_one_segment_of_each_recipe(capsys, no_gpu):
         "one training segment of wt2.toml" in out and "one training segment of wt2-lstm.toml" in out
     )
     assert out.count("Self CPU time total") == 2 and "aten::" in out
+    # the marked parts' shares: the LM head and, in synthetic mode, the synthesizer
+    assert out.count("share of the segment") == 2
+    for part in ("lm_head: linear_cross_entropy", "synthesizer: predict", "synthesizer: fit"):
+        assert part in out.split("share of the segment")[1], part
     assert bench_cli.main(["--profile", "--train-slice", "1"]) == 2
 
 

@@ -7,6 +7,10 @@ top operators and kernels by their own time on the device (on a CPU: by their ow
 so the command and its test run anywhere). A synchronisation in the middle of a segment
 shows up here too, as ``cudaStreamSynchronize`` / ``aten::item`` / ``aten::_local_scalar_dense``
 rows.
+
+Below the operator table, the share of the segment spent in the named parts the model and
+the synthetic-gradient boundary mark with ``record_function`` (the LM head, the
+synthesizer's predictions and its fit): the parts issue #26 moved onto kernels.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from .e2e import TrainSlice
 from .measure import Env, free_memory
+
+PARTS = ("lm_head", "synthesizer")
+"""Prefixes of the ``record_function`` ranges whose share of the segment is reported."""
 
 WARM_SEGMENTS = 3
 """Segments trained before the profiled one: compilation, autotuning, allocator warm-up."""
@@ -42,13 +49,46 @@ def profile_segment(
             activities = [ProfilerActivity.CPU]
             if env.device.type == "cuda":
                 activities.append(ProfilerActivity.CUDA)
-            with profile(activities=activities) as prof:
+            with profile(activities=activities) as prof, record_function("segment"):
                 s.run(1)
+            averages = prof.key_averages()
             sort = "self_device_time_total" if env.device.type == "cuda" else "self_cpu_time_total"
-            return prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=60)
+            table = averages.table(sort_by=sort, row_limit=rows, max_name_column_width=60)
+            return table + "\n" + part_shares(averages)
         finally:
             s.close()
             free_memory(env)
+
+
+def part_shares(averages) -> str:
+    """Lines giving each marked part's time and share of the profiled segment.
+
+    Host time: wall time of the Python thread inside the range against the "segment"
+    range's. Device time: kernel time the profiler attributes to the range against all
+    kernel time in the segment; "-" where it attributes none (no GPU, or a profiler that
+    keeps annotations off the device timeline). Work autograd runs later, outside a range
+    (the backward of what a range built), is not counted in it.
+    """
+    by_key = {e.key: e for e in averages}
+    segment = by_key.get("segment")
+    host_total = segment.cpu_time_total if segment else 0.0
+    device_total = sum(getattr(e, "self_device_time_total", 0.0) for e in averages)
+    lines = ["share of the segment (host: time inside the range; device: kernel time in it):"]
+    for key in sorted(k for k in by_key if k.startswith(PARTS)):
+        e = by_key[key]
+        host = f"{e.cpu_time_total / 1e3:.3f} ms ({_percent(e.cpu_time_total, host_total)})"
+        dev_time = getattr(e, "device_time_total", 0.0)
+        dev = "-" if not dev_time else (
+            f"{dev_time / 1e3:.3f} ms ({_percent(dev_time, device_total)})"
+        )
+        lines.append(f"  {key:<40} host {host:<22} device {dev}  x{e.count}")
+    if len(lines) == 1:
+        lines.append("  (no marked part ran in this segment)")
+    return "\n".join(lines) + "\n"
+
+
+def _percent(part: float, total: float) -> str:
+    return f"{100 * part / total:.1f}%" if total > 0 else "-"
 
 
 def profile_title(recipe_path: str | Path, backend: str, dtype: str, mode: str) -> str:
