@@ -87,6 +87,7 @@ class LoadedRun:
     run_dir: Path
     checkpoint: str  # "best" or "last"
     meta: dict[str, Any]  # the checkpoint's meta.json: epoch, the metrics line that made it
+    synthesizer: dict[str, torch.Tensor] | None = None  # its synthesizer's weights, if any
 
     @property
     def char_level(self) -> bool:
@@ -228,7 +229,9 @@ def load_run(
             f"({one_line(e, 120, typed=False)})"
         ) from None
     model = model.to(where).eval()
-    return LoadedRun(model, vocab, recipe, where, Path(path), checkpoint, saved.meta)
+    return LoadedRun(
+        model, vocab, recipe, where, Path(path), checkpoint, saved.meta, saved.synthesizer
+    )
 
 
 def _usable_backend(

@@ -66,3 +66,15 @@ def interrupt_at(trainer, epoch: int, segment: int):
     with pytest.raises(TrainingStopped) as stopped:
         trainer.fit()
     return stopped.value
+
+
+def require_bundled_ptxas() -> None:
+    """Fail, naming the cause, where Triton lacks its bundled ptxas: the sm_90 compile checks
+    read ptxas's log, and every Linux Triton wheel the project installs ships it."""
+    import triton
+
+    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    assert any(bin_dir.glob("ptxas*")), (
+        f"Triton {triton.__version__} has no bundled ptxas in {bin_dir}: the sm_90 compile "
+        "checks need it (reinstall triton from its Linux wheel)"
+    )

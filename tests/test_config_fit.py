@@ -16,6 +16,7 @@ from altgrad_triton.kernels.elementwise import configs_elementwise_bwd
 from altgrad_triton.kernels.fo_pooling import configs_fo_pool_bwd, configs_fo_pool_fwd
 
 from altgrad_triton.tune import configcheck
+from tests.helpers import require_bundled_ptxas
 
 
 def test_num_warps_counts_the_epilogue_tiles():
@@ -103,10 +104,7 @@ def _representative() -> list:
 
 
 def _check(specs: list) -> list:
-    import triton
-
-    if not any((Path(triton.__file__).parent / "backends" / "nvidia" / "bin").glob("ptxas*")):
-        pytest.skip("this Triton has no bundled ptxas")
+    require_bundled_ptxas()
     results = configcheck.check_specs(specs)
     return [(r.spec.kernel, r.spec.config, r.error or configcheck._why(r)) for r in results
             if not r.fits]  # fmt: skip

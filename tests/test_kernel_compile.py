@@ -22,10 +22,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from altgrad_triton.kernels import interpreting
+
+from tests.helpers import require_bundled_ptxas
 
 pytestmark = pytest.mark.skipif(
     not interpreting(), reason="a GPU machine compiles the kernels in tests/gpu"
@@ -136,11 +137,7 @@ print("compiled")
 def ptx(tmp_path_factory) -> dict[str, str]:
     """Compile the kernels for sm_90 once (the script's own checks included); their PTX by
     name: sg_loss, lstm-{fwd,bwd}-{bf16-pdl,fp32}."""
-    import triton
-
-    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    if not any(bin_dir.glob("ptxas*")):
-        pytest.skip("this Triton has no bundled ptxas")
+    require_bundled_ptxas()
     out = tmp_path_factory.mktemp("ptx")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(

@@ -10,10 +10,11 @@ tensors) up to the compile step.
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from altgrad_triton.kernels import interpreting
+
+from tests.helpers import require_bundled_ptxas
 
 pytestmark = pytest.mark.skipif(
     not interpreting(), reason="a GPU machine warms its cache in tests/gpu/test_gpu_tune.py"
@@ -86,11 +87,7 @@ if __name__ == "__main__":
 
 
 def test_warm_up_fills_the_cache_the_jit_reads(tmp_path):
-    import triton
-
-    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    if not any(bin_dir.glob("ptxas*")):
-        pytest.skip("this Triton has no bundled ptxas")
+    require_bundled_ptxas()
     script = tmp_path / "warm.py"  # a file: spawned workers re-import the main module
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -234,20 +234,31 @@ def kernel_launches(fn: Callable[[], object]) -> int | None:
         return None
 
 
-def _counting(case: Case) -> Case:
-    """``case`` whose note says how many GPU operations its forward issues (on a GPU)."""
+def _annotated(case: Case, measure: Callable[[Callable, list], str | None]) -> Case:
+    """``case`` whose note gains what ``measure(fwd, leaves)`` says of its forward (nothing
+    when it returns None, e.g. off a GPU)."""
     make = case.make
 
-    def make_and_count():
+    def make_and_measure():
         fwd, leaves = make()
-        n = kernel_launches(fwd) if torch.cuda.is_available() and leaves[0].is_cuda else None
-        if n is not None:
-            ops = f"{n} GPU op{'s' if n != 1 else ''} per forward (torch.profiler)"
-            case.note = f"{case.note}; {ops}" if case.note else ops
+        said = measure(fwd, leaves)
+        if said is not None:
+            case.note = f"{case.note}; {said}" if case.note else said
         return fwd, leaves
 
-    case.make = make_and_count
+    case.make = make_and_measure
     return case
+
+
+def _launch_count(fwd: Callable, leaves: list) -> str | None:
+    """How many GPU operations the forward issues (torch.profiler), on a GPU."""
+    n = kernel_launches(fwd) if torch.cuda.is_available() and leaves[0].is_cuda else None
+    return None if n is None else f"{n} GPU op{'s' if n != 1 else ''} per forward (torch.profiler)"
+
+
+def _counting(case: Case) -> Case:
+    """``case`` whose note says how many GPU operations its forward issues (on a GPU)."""
+    return _annotated(case, _launch_count)
 
 
 SG_TARGET_SCALE = 1000.0
@@ -442,22 +453,16 @@ def forward_backward(fwd: Forward, leaves: list[torch.Tensor]) -> None:
     torch.autograd.grad(outs, leaves, [torch.ones_like(o) for o in outs], allow_unused=True)
 
 
+def _peak_beyond_inputs(fwd: Callable, leaves: list) -> str | None:
+    """The peak GPU memory of one forward + backward beyond its inputs, on a GPU."""
+    peak = peak_memory(lambda: forward_backward(fwd, leaves)) if leaves[0].is_cuda else None
+    return None if peak is None else f"peak {peak / 2**20:,.0f} MiB fwd+bwd beyond the inputs"
+
+
 def _with_peak_memory(case: Case) -> Case:
     """``case`` whose note gives the peak GPU memory of one forward + backward beyond its
     inputs (on a GPU)."""
-    make = case.make
-
-    def make_and_measure():
-        fwd, leaves = make()
-        if leaves[0].is_cuda:
-            peak = peak_memory(lambda: forward_backward(fwd, leaves))
-            if peak is not None:
-                mib = f"peak {peak / 2**20:,.0f} MiB fwd+bwd beyond the inputs"
-                case.note = f"{case.note}; {mib}" if case.note else mib
-        return fwd, leaves
-
-    case.make = make_and_measure
-    return case
+    return _annotated(case, _peak_beyond_inputs)
 
 
 def linear_ce_unfused(h, w, b, t):

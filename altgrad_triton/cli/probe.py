@@ -72,11 +72,10 @@ def _boundaries(text: str) -> list[int]:
 def load(run_dir: str, tag: str, device: str) -> tuple[Any, Any]:
     """The run (model in eval mode, recipe, vocabulary) and its synthesizer's weights (None
     without one): the one place this command reads a checkpoint."""
-    from ..checkpoint.checkpointer import Checkpointer
     from ..inference import load_run
 
     run = load_run(run_dir, tag, device=device)
-    return run, Checkpointer(run_dir).load(tag).synthesizer
+    return run, run.synthesizer
 
 
 def body(argv: list[str] | None = None) -> int:

@@ -257,7 +257,9 @@ def family_specs(dtypes: Iterable[torch.dtype], families: Iterable[str] = ("lstm
 # ----------------------------------------------------------------------------- compiling
 
 
-def _jit(kernel):
+def jit_function(kernel):
+    """The ``JITFunction`` under a kernel's ``@triton.autotune``/``@triton.heuristics``
+    wrappers: what ``triton.compile`` takes."""
     import triton
 
     while not isinstance(kernel, triton.runtime.jit.JITFunction):
@@ -302,7 +304,7 @@ def compile_one(spec: CompileSpec, capability: int = 90) -> CompileResult:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = _jit(getattr(getattr(kernels, spec.module), spec.fn))
+    fn = jit_function(getattr(getattr(kernels, spec.module), spec.fn))
     meta = dict(spec.meta)
     sig, constexprs, attrs = _signature(fn, dict(spec.args))
     options = {k: meta[k] for k in ("num_warps", "num_stages") if k in meta}

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .configcheck import jit_function
 from .jobs import Job
 from .store import kernel_tuning
 from .sweeping import job_candidates, probe_key
@@ -91,14 +92,6 @@ def record_builds(jobs: Sequence[Job], device: torch.device, *, quick: bool = Fa
     return list({repr(b): b for b in builds}.values())
 
 
-def _jit(kernel):
-    import triton
-
-    while not isinstance(kernel, triton.runtime.jit.JITFunction):
-        kernel = kernel.fn
-    return kernel
-
-
 def compile_build(build: KernelBuild) -> tuple[float, str]:
     """Compile ``build`` into Triton's cache: (seconds, "" or the error's first line)."""
     import triton
@@ -107,7 +100,7 @@ def compile_build(build: KernelBuild) -> tuple[float, str]:
 
     start = time.perf_counter()
     try:
-        fn = _jit(getattr(importlib.import_module(build.module), build.name))
+        fn = jit_function(getattr(importlib.import_module(build.module), build.name))
         src = ASTSource(fn, dict(build.signature), dict(build.constexprs), dict(build.attrs))
         triton.compile(src, target=GPUTarget(*build.target), options=dict(build.options))
     except Exception as e:  # noqa: BLE001 - the sweep compiles it again and reports it
