@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from .carry import State
@@ -213,3 +214,18 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     bf16 autocast on CUDA, a no-op otherwise (the CPU always computes in float32)."""
     enabled = device.type == "cuda" and dtype == "bfloat16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def next_tokens_context(
+    tokens: torch.Tensor, embedding: torch.Tensor, row: int, n: int
+) -> torch.Tensor:
+    """The cDNI context of the boundary before ``row`` of ``tokens`` [steps, B].
+
+    The embeddings of the next ``n`` input tokens of each column, [B, n * emb_size],
+    detached: what the segment after the boundary will read, the first of them its first
+    input and the rest its first targets. Rows past the end of the split repeat the last.
+    """
+    ids = tokens[row : row + n]  # [<= n, B], a view: no index tensor to build
+    if ids.shape[0] < n:
+        ids = torch.cat([ids, tokens[-1:].expand(n - ids.shape[0], -1)])
+    return rearrange(embedding.detach()[ids], "token batch emb -> batch (token emb)")

@@ -18,17 +18,21 @@ from typing import Any
 import torch
 
 from . import data
+from .boundary import SyntheticBoundary
 from .build import build_synthesizer
 from .errors import UserError
 from .inference import LoadedRun
+from .model import RNNLanguageModel, next_tokens_context
 from .probe import (
     BoundaryProbe,
+    Predictor,
     SynthesizerPredictor,
     horizons_up_to,
     layer_groups,
     lm_segment_loss,
     probe_stream,
 )
+from .recipe import Recipe
 
 DEFAULT_BOUNDARIES = 4
 """Boundaries probed when none are named: evenly spaced over the stream."""
@@ -65,18 +69,24 @@ def run_synthesizer(
     if not r.synthetic.enabled or weights is None:
         return None, None
     boundary, _ = build_synthesizer(r, run.model, run.device, 0)
-    synth = boundary.synthesizer
-    synth.load_state_dict(weights)
-    synth.to(next(run.model.parameters()).dtype).eval()
+    boundary.synthesizer.load_state_dict(weights)
+    boundary.synthesizer.to(next(run.model.parameters()).dtype).eval()
+    return boundary_predictor(boundary, run.model, r, tokens), boundary.joined
+
+
+def boundary_predictor(
+    boundary: SyntheticBoundary, model: RNNLanguageModel, recipe: Recipe, tokens: torch.Tensor
+) -> SynthesizerPredictor:
+    """The synthesizer of ``boundary`` as a predictor over ``tokens`` [steps, B] (a
+    conditioned one reads the next tokens' embeddings of ``model`` at each boundary)."""
+    n, bptt = recipe.synthetic.context_tokens, recipe.bptt.length
     context = None
-    if r.synthetic.context_tokens:
-        from .train import next_tokens_context
+    if n:
 
         def context(k: int) -> torch.Tensor:
-            emb = run.model.embedding.weight
-            return next_tokens_context(tokens, emb, k * r.bptt.length, r.synthetic.context_tokens)
+            return next_tokens_context(tokens, model.embedding.weight, k * bptt, n)
 
-    return SynthesizerPredictor(synth, boundary.target_scale, context), boundary.joined
+    return SynthesizerPredictor(boundary.synthesizer, boundary.target_scale, context)
 
 
 def probe_run(
@@ -94,42 +104,63 @@ def probe_run(
             raise UserError("float64: runs on the CPU; use --device cpu")
         run.model.double()
     tokens = stream_tokens(run, split)
-    bptt = run.recipe.bptt.length
+    predictor, joined = run_synthesizer(run, synth_weights, tokens)
+    predictors = {} if predictor is None else {run.recipe.synthetic.synthesizer: predictor}
+    record = probe_lm(
+        run.model, run.recipe, tokens, predictors, joined, boundaries, max_horizon, "boundaries"
+    )
+    return {
+        "run": str(run.run_dir),
+        "checkpoint": run.checkpoint,
+        "epoch": (run.meta.get("metrics") or {}).get("epoch"),
+        "split": split,
+        "dtype": "float64" if float64 else "float32",
+        **record,
+    }
+
+
+def probe_lm(
+    model: RNNLanguageModel,
+    recipe: Recipe,
+    tokens: torch.Tensor,
+    predictors: dict[str, Predictor],
+    joined: tuple[int, ...] | None,
+    boundaries: list[int] | None,
+    max_horizon: int,
+    field: str,
+) -> dict[str, Any]:
+    """Probe ``model`` (in the mode the caller set) over ``tokens`` [steps, B] with the
+    recipe's loss and segments of ``bptt.length`` rows, from a zero state; the record of
+    ``probe_record`` with the bptt, batch and segment count. ``field`` names where bad
+    ``boundaries`` came from in the error (a flag or a recipe key)."""
+    bptt = recipe.bptt.length
     segments = (tokens.shape[0] - 1) // bptt
     horizons = horizons_up_to(max_horizon)
     boundaries = boundaries or default_boundaries(segments, max_horizon)
     bad = [k for k in boundaries if k < 1 or k + max_horizon > segments]
     if bad:
         raise UserError(
-            f"boundaries: {bad} out of range; with {segments} segments of {bptt} rows and "
-            f"--max-horizon {max_horizon} a boundary must be from 1 to {segments - max_horizon}"
+            f"{field}: {bad} out of range; with {segments} segments of {bptt} rows and a "
+            f"longest horizon of {max_horizon} a boundary must be from 1 to "
+            f"{segments - max_horizon}"
         )
-    predictor, joined = run_synthesizer(run, synth_weights, tokens)
-    predictors = {} if predictor is None else {run.recipe.synthetic.synthesizer: predictor}
-    o = run.recipe.optim
+    o = recipe.optim
+    dtype = next(model.parameters()).dtype
     probes = probe_stream(
-        lm_segment_loss(run.model, tokens, bptt, o.ar_alpha, o.tar_beta),
-        tuple(
-            t.to(next(run.model.parameters()).dtype)
-            for t in run.model.init_state(tokens.shape[1], run.device)
-        ),
+        lm_segment_loss(model, tokens, bptt, o.ar_alpha, o.tar_beta),
+        tuple(t.to(dtype) for t in model.init_state(tokens.shape[1], tokens.device)),
         segments,
         boundaries,
         horizons,
-        layer_groups(run.model),
+        layer_groups(model),
         predictors,
         joined,
     )
     return probe_record(
         probes, horizons, boundaries, predictors,
-        run=str(run.run_dir),
-        checkpoint=run.checkpoint,
-        epoch=(run.meta.get("metrics") or {}).get("epoch"),
-        split=split,
         bptt=bptt,
         batch_size=tokens.shape[1],
         segments=segments,
-        dtype="float64" if float64 else "float32",
         mode="eval (dropout and synthesizer noise off)",
     )  # fmt: skip
 

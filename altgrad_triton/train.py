@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
-from einops import rearrange
 
 from . import asgd, board, data, rundir
 from . import distributed as ddp
@@ -44,7 +43,7 @@ from .errors import UserError
 from .evaluation import evaluate
 from .files import write_text_atomic
 from .metrics import EpochSums, MetricsLog, epoch_row, run_results, summary_rows
-from .model import autocast, lm_loss
+from .model import autocast, lm_loss, next_tokens_context
 from .names import char_level
 from .progress import EpochProgress, make_console, silent_console, summary_table
 from .recipe import Recipe, to_toml, unused_keys
@@ -90,21 +89,6 @@ def segment_lr(plan_lr: float, seq_len: int, recipe: Recipe) -> float:
     """A segment's learning rate: the epoch's, scaled by len/bptt for random lengths."""
     r = recipe
     return plan_lr * seq_len / r.bptt.length if r.bptt.random_length else plan_lr
-
-
-def next_tokens_context(
-    tokens: torch.Tensor, embedding: torch.Tensor, row: int, n: int
-) -> torch.Tensor:
-    """The cDNI context of the boundary before ``row`` of ``tokens`` [steps, B].
-
-    The embeddings of the next ``n`` input tokens of each column, [B, n * emb_size],
-    detached: what the segment after the boundary will read, the first of them its first
-    input and the rest its first targets. Rows past the end of the split repeat the last.
-    """
-    ids = tokens[row : row + n]  # [<= n, B], a view: no index tensor to build
-    if ids.shape[0] < n:
-        ids = torch.cat([ids, tokens[-1:].expand(n - ids.shape[0], -1)])
-    return rearrange(embedding.detach()[ids], "token batch emb -> batch (token emb)")
 
 
 class Trainer:
