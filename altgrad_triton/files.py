@@ -67,6 +67,15 @@ def append_line(path: str | Path, line: str) -> None:
         raise _naming(e, path) from None
 
 
+def trim_epoch_lines(path: str | Path, next_epoch: int) -> None:
+    """Keep the lines of a per-epoch JSON-lines file whose ``epoch`` is below ``next_epoch``
+    (those a checkpoint covers), rewriting it whole and atomically, which also drops a
+    torn last line; a missing file stays missing."""
+    if Path(path).exists():
+        kept = [row for row in read_jsonl(path) if row["epoch"] < next_epoch]
+        write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
+
+
 def _os_error_in(error: BaseException | None) -> OSError | None:
     """The first OSError in ``error``'s chain of causes and contexts, if any."""
     while error is not None and not isinstance(error, OSError):

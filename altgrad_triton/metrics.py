@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .files import append_line, read_jsonl, write_text_atomic
+from .files import append_line, read_jsonl, trim_epoch_lines
 
 if TYPE_CHECKING:
     from .schedule import EpochPlan
@@ -202,9 +202,8 @@ class MetricsLog:
         """Drop the lines of epochs a checkpoint has not finished (``epoch >= next_epoch``):
         written by a run stopped after an epoch's line but before its checkpoint, they come
         again. The file is rewritten whole, which also drops a torn last line."""
-        if self.writes and self.path.exists():
-            kept = [row for row in read_jsonl(self.path) if row["epoch"] < next_epoch]
-            write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
+        if self.writes:
+            trim_epoch_lines(self.path, next_epoch)
 
     def rows(self) -> list[dict]:
         return read_jsonl(self.path)

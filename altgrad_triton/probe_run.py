@@ -119,6 +119,20 @@ def probe_run(
     }
 
 
+def check_boundaries(
+    boundaries: list[int], segments: int, bptt: int, max_horizon: int, field: str
+) -> None:
+    """A UserError naming ``field`` unless every boundary k has 1 <= k and its longest
+    horizon inside the ``segments`` of ``bptt`` rows."""
+    bad = [k for k in boundaries if k < 1 or k + max_horizon > segments]
+    if bad:
+        raise UserError(
+            f"{field}: {bad} out of range; with {segments} segments of {bptt} rows and a "
+            f"longest horizon of {max_horizon} a boundary must be from 1 to "
+            f"{segments - max_horizon}"
+        )
+
+
 def probe_lm(
     model: RNNLanguageModel,
     recipe: Recipe,
@@ -137,13 +151,7 @@ def probe_lm(
     segments = (tokens.shape[0] - 1) // bptt
     horizons = horizons_up_to(max_horizon)
     boundaries = boundaries or default_boundaries(segments, max_horizon)
-    bad = [k for k in boundaries if k < 1 or k + max_horizon > segments]
-    if bad:
-        raise UserError(
-            f"{field}: {bad} out of range; with {segments} segments of {bptt} rows and a "
-            f"longest horizon of {max_horizon} a boundary must be from 1 to "
-            f"{segments - max_horizon}"
-        )
+    check_boundaries(boundaries, segments, bptt, max_horizon, field)
     o = recipe.optim
     dtype = next(model.parameters()).dtype
     probes = probe_stream(

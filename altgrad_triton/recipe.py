@@ -274,6 +274,26 @@ unset (unless ``synthetic.authors.defaults = false``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProbeConfig:
+    """``[probe]``: altgrad-probe's measure (``probe_run.py``) after validation, into
+    RUN_DIR/probe.jsonl, so that a run shows how what truncation discards changes as it
+    trains (``altgrad-report`` plots it)."""
+
+    every: int = opt(
+        0,
+        "measure what truncation discards and what the synthesizer recovers every this many "
+        "epochs, after validation (RUN_DIR/probe.jsonl); 0 = off",
+        ge=0,
+    )
+    boundaries: list[int] = opt(
+        [5, 15],
+        "train-split boundaries k probed: the state after k segments of bptt.length rows "
+        "from the split's first row",
+    )
+    max_horizon: int = opt(2, "longest horizon M in segments (M = 1, 2, 4, ... up to it)", ge=1)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
     run: RunConfig = section(RunConfig, "run")
     data: DataConfig = section(DataConfig, "data")
@@ -282,6 +302,7 @@ class Recipe:
     optim: OptimConfig = section(OptimConfig, "optimizer and regularisation")
     schedule: ScheduleConfig = section(ScheduleConfig, "learning-rate schedule")
     synthetic: SyntheticConfig = section(SyntheticConfig, "synthetic gradients")
+    probe: ProbeConfig = section(ProbeConfig, "the truncation probe during training")
 
 
 # ---------------------------------------------------------------------------- building
@@ -437,6 +458,11 @@ def _cross_checks(r: Recipe) -> list[str]:
             f"data.path: corpus {r.data.corpus!r} needs your data: pass data.path=... naming "
             f"{wanted}"
         )
+    if r.probe.every and not r.probe.boundaries:
+        problems.append("probe.boundaries: must list at least one boundary when probe.every > 0")
+    for i, k in enumerate(r.probe.boundaries):
+        if k < 1:
+            problems.append(f"probe.boundaries[{i}]: must be >= 1, got {k}")
     return problems + _synthesizer_checks(r.synthetic)
 
 

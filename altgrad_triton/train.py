@@ -3,7 +3,8 @@
     for epoch: plan = TrainingPlan(epoch) -> (lr, mode, restart)
       for segment (AWD-LSTM random length, lr scaled by len/bptt):
         segment_step: boundary.start; model; CE + AR/TAR; boundary.backward; fit; clip; step
-      evaluate; metrics line; checkpoint best/last (atomic); NT-ASGD's switch
+      evaluate; metrics line; the truncation probe ([probe]); checkpoint best/last
+      (atomic); NT-ASGD's switch
     test with the best checkpoint
 
 What the loop runs is built elsewhere (``build.py``: recipe -> components), one segment is
@@ -45,6 +46,7 @@ from .files import write_text_atomic
 from .metrics import EpochSums, MetricsLog, epoch_row, run_results, summary_rows
 from .model import autocast, lm_loss, next_tokens_context
 from .names import char_level
+from .probe_epochs import EpochProbe, summary_line
 from .progress import EpochProgress, make_console, silent_console, summary_table
 from .recipe import Recipe, to_toml, unused_keys
 from .schedule import EpochPlan
@@ -119,6 +121,8 @@ class Trainer:
         self.checkpoints = Checkpointer(self.run_dir, self.dist)
         vocab_size = len(self.parts.corpus.vocab)
         self.log = MetricsLog(self.run_dir, self.console, self.dist.is_main, vocab_size)
+        rows = self.parts.train_data.shape[0]
+        self.probe = EpochProbe(recipe, self.run_dir, rows, self.dist.is_main, self.dist.enabled)
         self._stop_requested, self._stop_signal = False, signal.SIGINT
         self.board: board.Board | None = None
         self._step_base = 0  # global segments before the epoch under way (TensorBoard)
@@ -162,6 +166,9 @@ class Trainer:
             row["peak_mem_gib"] = peak / 2**30
         row["best"] = improved = val < run.best_val
         self.log.record(row)  # the line first: a run stopped before the checkpoint redoes it
+        if self.probe.due(plan.epoch):
+            probed = self.probe.measure(p, plan.epoch, plan.mode)
+            self.console.print(summary_line(probed), markup=False)
         if self.board is not None:
             self.board.epoch(self._step_base, row)
         run.epoch += 1
@@ -407,7 +414,9 @@ class Trainer:
 
     def restore(self, tag: str = "last") -> None:
         """Continue from checkpoint ``tag`` (``Checkpointer.restore``: weights, optimizers,
-        RNG and the in-epoch position), and drop the metrics lines it does not cover."""
+        RNG and the in-epoch position), and drop the metrics and probe lines it does not
+        cover."""
         self.checkpoints.restore(tag, self.parts, self.recipe, self.run_state, self.log)
         with self._write_failures_explained():
             self.log.trim(self.run_state.epoch)
+            self.probe.trim(self.run_state.epoch)
