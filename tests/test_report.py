@@ -305,3 +305,52 @@ def test_report_has_the_phase_table_only_where_a_synthesizer_was_fitted(tmp_path
     fake_run(tmp_path, "sg-s1", "wikitext-2", [5.0, 4.0], modes=["real", "synthetic"], sg_cos=0.2)
     md, _, _ = report.write_report([tmp_path], tmp_path / "out", plots=False)
     assert "| sg | - | 2 | synthetic | 0.200 | 0.200 | - | - |" in md.read_text()
+
+
+def probe_record(epoch: int, ratios: dict[int, float], synth_cos: float | None = None) -> dict:
+    """A probe record as probe_run.probe_record writes it, with only what the report reads."""
+    synths = {} if synth_cos is None else {"toolkit": {"cos": synth_cos}}
+    return {
+        "epoch": epoch,
+        "horizons": sorted(ratios),
+        "mean": {
+            str(m): {"layers": {"all": {"ratio": r, "cos": 0.1}}, "synthesizers": synths}
+            for m, r in ratios.items()
+        },
+    }
+
+
+def test_the_probe_table_and_plots_from_probe_records(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = tmp_path / "runs"
+    for seed, share in ((1, 0.06), (2, 0.08)):
+        d = fake_run(runs, f"wt2-alt-s{seed}", "wikitext-2-small", [5.0, 4.8])
+        lines = [probe_record(e, {1: share / e, 2: share / e}, 0.01 * e) for e in (1, 2)]
+        (d / "probe.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    # altgrad-probe's file, at longer horizons, is the final probe where there is one
+    d = fake_run(runs, "wt2-bptt-s1", "wikitext-2-small", [5.0, 4.9])
+    (d / "probe-train.json").write_text(json.dumps(probe_record(2, {1: 0.05, 2: 0.05, 4: 0.07})))
+    fake_run(runs, "wt2-plain-s1", "wikitext-2-small", [5.0, 4.9])  # never probed: no row
+    md, plots, note = report.write_report([runs], tmp_path / "out")
+    text = md.read_text()
+    # epoch 2's lines: 0.03 and 0.04, mean 0.035, sample std 0.00707; cos 0.02 both seeds
+    assert (
+        "| wikitext-2-small | wt2-alt | 1,2 | 2 | 2 | 0.035 ± 0.007 | 0.100 ± 0.000 | "
+        "toolkit 0.020 ± 0.000 |" in text
+    )
+    assert "| wikitext-2-small | wt2-bptt | 1 | 2 | 4 | 0.070 | 0.100 | - |" in text
+    assert "wt2-plain |" not in text.split("Truncation probe")[1]
+    names = {p.name for p in plots}
+    assert {"wikitext-2-small--probe-epochs.png", "wikitext-2-small--probe-horizon.png"} <= names
+    assert note is None
+
+
+def test_a_broken_probe_file_leaves_its_run_out_with_a_note(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs, "a-s1", "wikitext-2-small", [5.0])
+    d = fake_run(runs, "b-s1", "wikitext-2-small", [5.0])
+    (d / "probe-train.json").write_text(json.dumps({"epoch": 1}))
+    notes: list[str] = []
+    found = report.find_runs([runs], notes)
+    assert [r.name for r in found] == ["a-s1"]
+    assert len(notes) == 1 and "probe-train.json" in notes[0] and "horizons" in notes[0]

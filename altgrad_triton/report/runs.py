@@ -2,7 +2,9 @@
 is reported in.
 
 A run directory is what ``altgrad-train`` leaves: ``metrics.jsonl`` (one line per epoch),
-``results.json`` once finished (best validation and test loss), ``recipe.toml``. A run named
+``results.json`` once finished (best validation and test loss), ``recipe.toml``, and the
+truncation probe's records when there are any: ``probe.jsonl`` (``[probe] every = N``) and
+``probe-train.json`` (``altgrad-probe RUN_DIR``). A run named
 ``<name>-s<seed>`` is one seed of the recipe ``<name>`` (``split_seed``).
 """
 
@@ -12,13 +14,16 @@ import json
 import re
 import statistics
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
 from ..files import read_json, read_jsonl
 from ..metrics import bits, perplexity
 from ..names import char_level
+
+PROBE_KEYS = ("horizons", "mean")
+"""What a probe record (``probe_run.probe_record``) must hold for the report to read it."""
 
 SEED_SUFFIX = re.compile(r"^(?P<name>.+)-s(?P<seed>\d+)$")
 
@@ -45,6 +50,8 @@ class Run:
     corpus: str
     epochs: list[dict]
     results: dict | None
+    probes: list[dict] = field(default_factory=list)  # probe.jsonl: [probe] every = N
+    probe: dict | None = None  # probe-train.json: altgrad-probe on its checkpoint
 
     @property
     def char_level(self) -> bool:
@@ -103,13 +110,17 @@ def read_run(path: Path) -> Run:
             results = read_json(path / "results.json", required=("best_val_loss",))
             _numbers([results], ("best_val_loss", "test_loss", "seconds"), path / "results.json")
         epochs = read_jsonl(metrics, required=("epoch",))
+        probes = read_jsonl(path / "probe.jsonl", missing_ok=True, required=PROBE_KEYS)
+        probe = None
+        if (path / "probe-train.json").exists():
+            probe = read_json(path / "probe-train.json", required=PROBE_KEYS)
     except OSError as e:
         raise UserError(f"{e.filename or path}: cannot read ({e.strerror or e})") from None
     if not epochs and metrics.read_text(encoding="utf-8", errors="replace").strip():
         raise UserError(f"{metrics}: holds no complete JSON line (its only line is not JSON)")
     _numbers(epochs, ("val_loss", "sg_cos", "seconds"), metrics)
     group, seed = split_seed(name)
-    return Run(path, name, group, seed, corpus, epochs, results)
+    return Run(path, name, group, seed, corpus, epochs, results, probes, probe)
 
 
 def _recipe_of(path: Path) -> dict:

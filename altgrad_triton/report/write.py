@@ -10,6 +10,7 @@ from ..errors import UserError
 from ..files import write_text_atomic
 from .aggregate import group_runs, parse_versus
 from .plots import plot_gaps, plot_groups
+from .probes import plot_probes, probe_table
 from .runs import find_runs
 from .tables import markdown_table, paired_table, phase_table
 
@@ -53,11 +54,16 @@ def write_report(
         text.append(paired_table(groups, rules))
     if any(r.mean_sg_cos() is not None for r in runs):
         text += ["", "Gradient-mode phases:", "", phase_table(groups, rules)]
+    probes = probe_table(groups)
+    if probes:
+        text += ["", "Truncation probe (`altgrad-probe`, `[probe]`; final probe of each run):"]
+        text += ["", probes]
     written: list[Path] = []
     note = None
     if plots:
         try:
             written = plot_groups(groups, plots_dir) + plot_gaps(groups, rules, plots_dir)
+            written += plot_probes(groups, plots_dir)
         except UserError as e:
             note = str(e)
     if written:
