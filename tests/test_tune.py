@@ -409,3 +409,14 @@ def test_tune_all_prints_tables_and_stores_the_winners(tmp_path):
     }
     assert all(w.device == HERE.name and w.triton == HERE.triton for w in stored)
     assert len(results) == 2 and len(winners) == 2
+
+
+def test_the_quick_help_states_the_quick_limits():
+    from altgrad_triton.tune.jobs import QUICK_LSTM_STEPS
+    from altgrad_triton.tune.sweeping import QUICK_CANDIDATES, QUICK_EVAL_CANDIDATES
+
+    text = " ".join(tune_cli.parser().format_help().split())
+    assert (
+        f"at most {QUICK_CANDIDATES} candidates per kernel ({QUICK_EVAL_CANDIDATES} per "
+        f"validation/test forward), LSTM timed over <= {QUICK_LSTM_STEPS} steps" in text
+    )

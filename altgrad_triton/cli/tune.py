@@ -25,8 +25,8 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="at most 6 candidates per kernel, LSTM timed over <= 64 steps, "
-        "short do_bench (warmup 10 ms, rep 40 ms)",
+        help="at most 6 candidates per kernel (2 per validation/test forward), LSTM timed "
+        "over <= 64 steps, short do_bench (warmup 10 ms, rep 40 ms)",
     )
     p.add_argument("--cache-dir", default=None, help="where winners.json lives")
     p.add_argument("--warmup", type=float, default=None, help="do_bench warmup, ms (25)")
