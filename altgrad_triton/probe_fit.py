@@ -30,7 +30,7 @@ from rich.console import Console
 
 from .boundary import SyntheticBoundary
 from .build import build_synthesizer
-from .carry import State
+from .carry import State, join_state
 from .errors import UserError
 from .inference import LoadedRun
 from .model import RNNLanguageModel, next_tokens_context
@@ -108,6 +108,7 @@ class Fitted:
     recipe: Recipe
     boundary: SyntheticBoundary
     losses: list[float] = field(default_factory=list)
+    zero_losses: list[float] = field(default_factory=list)  # what g_hat = 0 would score
     cos: list[float] = field(default_factory=list)
 
     def context(self, tokens: torch.Tensor, model: RNNLanguageModel, j: int) -> Any:
@@ -117,16 +118,32 @@ class Fitted:
             return None
         return next_tokens_context(tokens, model.embedding.weight, j * self.recipe.bptt.length, n)
 
+    def record(self, leaves: State) -> None:
+        """Step the synthesizer on the gradient in ``leaves`` (its own, from ``start``) and
+        keep its SG loss, that of a zero prediction on the same target, and sg_cos."""
+        picked = range(len(leaves)) if self.boundary.joined is None else self.boundary.joined
+        target = join_state(tuple(leaves[i].grad for i in picked)) * self.boundary.target_scale
+        stats = self.boundary.fit()
+        self.losses.append(float(stats.loss))
+        self.zero_losses.append(float(target.float().square().mean()))
+        self.cos.append(float(stats.cos))
+
     def summary(self) -> dict[str, Any]:
         """What the JSON keeps of the fit: its synthetic keys and the SG loss, first and
-        final (the mean over the last tenth of the steps, at least one)."""
+        final (the mean over the last tenth of the steps, at least one), and the final one
+        over a zero prediction's on the same targets (below 1: it learned something)."""
         tail = max(1, len(self.losses) // 10)
+        final, zero = (
+            statistics.fmean(self.losses[-tail:]),
+            statistics.fmean(self.zero_losses[-tail:]),
+        )
         return {
             "synthetic": to_dict(self.recipe)["synthetic"],
             "target_scale": self.boundary.target_scale,
             "joined": None if self.boundary.joined is None else list(self.boundary.joined),
             "sg_loss_first": self.losses[0],
-            "sg_loss_final": statistics.fmean(self.losses[-tail:]),
+            "sg_loss_final": final,
+            "sg_loss_final_over_zero": final / zero if zero else None,
             "sg_cos_final": statistics.fmean(self.cos[-tail:]),
             "final_steps": tail,
         }
@@ -191,10 +208,8 @@ def fit_segment(
     leaves = [f.boundary.start(state, "real", f.context(tokens, model, j)) for f in fitted]
     loss, final = segment_loss(j, shared_input(leaves))
     loss.backward()  # real mode: what boundary.backward does, once for all of them
-    for f in fitted:
-        stats = f.boundary.fit()
-        f.losses.append(float(stats.loss))
-        f.cos.append(float(stats.cos))
+    for f, leaf in zip(fitted, leaves, strict=True):
+        f.record(leaf)
     return float(loss.detach()), tuple(t.detach() for t in final)
 
 

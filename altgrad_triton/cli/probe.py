@@ -183,7 +183,8 @@ def tables(report: dict[str, Any]) -> list[Any]:
 
 def fit_table(report: dict[str, Any]) -> Any:
     """Every synthesizer against g_M (the run's own and the fitted ones), per M: the
-    means over the boundaries; the fitted ones' SG loss at the start and end of the fit."""
+    means over the boundaries; the fitted ones' SG loss at the start and end of the fit,
+    the end's over a zero prediction's on the same targets, and their final sg_cos."""
     from rich.table import Table
 
     fit = report["fit"]
@@ -192,17 +193,19 @@ def fit_table(report: dict[str, Any]) -> Any:
         f"of {fit['rows_per_segment']} rows, model frozen, {fit['seconds']:.0f} s)"
     )
     table = Table(title=title)
-    for name in ("synthesizer", "M", "cos", "norm ratio", "param cos", "fit SG loss", "fit cos"):
+    columns = ("synthesizer", "M", "cos", "norm ratio", "param cos", "fit SG loss", "/ zero's")
+    for name in (*columns, "fit cos"):
         table.add_column(name, justify="left" if name == "synthesizer" else "right")
     for s in report["synthesizers"]:
         done = fit["synthesizers"].get(s)
         sg = f"{done['sg_loss_first']:.3g} -> {done['sg_loss_final']:.3g}" if done else "-"
+        vs_zero = _num(done["sg_loss_final_over_zero"], ".3f") if done else "-"
         sg_cos = f"{done['sg_cos_final']:.3f}" if done else "-"
         for m, row in report["mean"].items():
             sc = row["synthesizers"][s]
             table.add_row(
                 s, m, f"{sc['cos']:.3f}", _num(sc["norm_ratio"], ".3g"),
-                f"{sc['param_cos']:.3f}", sg, sg_cos,
+                f"{sc['param_cos']:.3f}", sg, vs_zero, sg_cos,
             )  # fmt: skip
     return table
 
