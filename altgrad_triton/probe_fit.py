@@ -122,7 +122,11 @@ class Fitted:
         """Step the synthesizer on the gradient in ``leaves`` (its own, from ``start``) and
         keep its SG loss, that of a zero prediction on the same target, and sg_cos."""
         picked = range(len(leaves)) if self.boundary.joined is None else self.boundary.joined
-        target = join_state(tuple(leaves[i].grad for i in picked)) * self.boundary.target_scale
+        grads = tuple(
+            torch.zeros_like(leaves[i]) if leaves[i].grad is None else leaves[i].grad
+            for i in picked
+        )
+        target = join_state(grads) * self.boundary.target_scale
         stats = self.boundary.fit()
         self.losses.append(float(stats.loss))
         self.zero_losses.append(float(target.float().square().mean()))

@@ -77,6 +77,25 @@ def test_fitting_leaves_the_model_bit_identical_frozen_flags_and_mode_restored(b
     assert predictors["fit:linear"][1] is None
 
 
+def test_fitting_kinds_together_trains_each_as_fitting_it_alone(bptt_run):
+    """The kinds share one forward and backward per segment: each still gets its own
+    exact target (the authors' kind its recurrent states only), step for step."""
+
+    def fitted_weights(kinds):
+        run = load_run(bptt_run, "best", device="cpu")
+        predictors, record = fit_on_run(run, parse_fit_kinds(kinds), 6, stream_tokens(run, "train"))
+        return {n: p.synthesizer.state_dict() for n, (p, _) in predictors.items()}, record
+
+    together, record = fitted_weights("authors,linear+2,toolkit")
+    for name in together:
+        alone, alone_record = fitted_weights(name.removeprefix("fit:"))
+        for key, value in alone[name].items():
+            torch.testing.assert_close(together[name][key], value, rtol=1e-6, atol=1e-9)
+        assert alone_record["synthesizers"][name]["sg_loss_final"] == pytest.approx(
+            record["synthesizers"][name]["sg_loss_final"], rel=1e-5
+        )
+
+
 def test_fit_on_a_bptt_run_scores_every_kind_in_the_table_and_json(bptt_run, tmp_path, capsys):
     out_file = tmp_path / "probe.json"
     code, out, err = call(
