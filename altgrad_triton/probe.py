@@ -195,22 +195,22 @@ def probe_boundary(
     groups: dict[str, list[nn.Parameter]],
     predictions: dict[str, torch.Tensor],
     joined: Sequence[int] | None = None,
+    joined_by: dict[str, Sequence[int] | None] | None = None,
 ) -> tuple[BoundaryProbe, State]:
     """Measure boundary ``k`` from ``s_prev`` = s_{k-1}; also return s_k (detached).
 
     ``predictions``: each synthesizer's g_hat(s_k) [B, D] over the ``joined`` state tensors
-    (None: all), in gradient units."""
+    (None: all; ``joined_by[name]`` where it names that synthesizer), in gradient units."""
     params = [p for ps in groups.values() for p in ps]
     loss_prev, s_k = segment_loss(k - 1, tuple(t.detach() for t in s_prev))
     within = _per_group(groups, _grads([loss_prev], params))
     true = future_gradients(segment_loss, s_k, k, horizons)
-    picked = list(range(len(s_k))) if joined is None else list(joined)
-    s_joined = join_state(tuple(s_k[i] for i in picked))
+    picked = {name: _picked(name, len(s_k), joined, joined_by) for name in predictions}
     longest = _flat(true[max(horizons)])
-    injected = {
-        name: _flat(_grads([s_joined], params, [g.to(s_joined.dtype)]))
-        for name, g in predictions.items()
-    }
+    injected = {}
+    for name, g in predictions.items():
+        s_joined = join_state(tuple(s_k[i] for i in picked[name]))
+        injected[name] = _flat(_grads([s_joined], params, [g.to(s_joined.dtype)]))
     rows = []
     for m in horizons:
         g_flat = _flat(true[m])
@@ -221,9 +221,9 @@ def probe_boundary(
             cosine(g_flat, longest),
             _layer_shares(groups, within, discarded),
         )
-        g_join = join_state(tuple(true[m][i] for i in picked))
         d_all = _flat(sum(discarded.values(), []))
         for name, g_hat in predictions.items():
+            g_join = join_state(tuple(true[m][i] for i in picked[name]))
             g_hat = g_hat.to(g_join.dtype)
             row.synthesizers[name] = SynthScore(
                 _row_cosine(g_hat, g_join),
@@ -236,6 +236,18 @@ def probe_boundary(
     return probe, tuple(t.detach() for t in s_k)
 
 
+def _picked(
+    name: str,
+    size: int,
+    joined: Sequence[int] | None,
+    joined_by: dict[str, Sequence[int] | None] | None,
+) -> list[int]:
+    """The state tensors predictor ``name`` sees: ``joined_by[name]`` if named there, else
+    ``joined``; None means all ``size`` of them."""
+    own = joined_by[name] if joined_by and name in joined_by else joined
+    return list(range(size)) if own is None else list(own)
+
+
 def probe_stream(
     segment_loss: SegmentLoss,
     init_state: State,
@@ -245,12 +257,15 @@ def probe_stream(
     groups: dict[str, list[nn.Parameter]],
     predictors: dict[str, Predictor] | None = None,
     joined: Sequence[int] | None = None,
+    joined_by: dict[str, Sequence[int] | None] | None = None,
 ) -> list[BoundaryProbe]:
     """Probe every boundary in ``boundaries`` of a stream of ``segments`` segments.
 
     The state is carried from ``init_state`` = s_0 without gradients between probed
-    boundaries; every predictor is called at each boundary 1, 2, ... in order. A boundary
-    k needs 1 <= k and k + max(horizons) <= segments (ValueError otherwise)."""
+    boundaries; every predictor is called at each boundary 1, 2, ... in order, on the state
+    tensors ``joined`` names (None: all), or ``joined_by[name]`` for a predictor named
+    there (synthesizers of different kinds see different ones). A boundary k needs
+    1 <= k and k + max(horizons) <= segments (ValueError otherwise)."""
     wanted = sorted(set(boundaries))
     bad = [k for k in wanted if k < 1 or k + max(horizons) > segments]
     if bad:
@@ -259,17 +274,21 @@ def probe_stream(
             f"{segments - max(horizons)} ({segments} segments, max horizon {max(horizons)})"
         )
     predictors = predictors or {}
+    size = len(init_state)
+    sees = {n: _picked(n, size, joined, joined_by) for n in predictors}
     state, out = tuple(init_state), []
     for k in range(1, wanted[-1] + 1):
         if k in wanted:
             s_k = _next_state(segment_loss, k - 1, state)
-            preds = {n: p(k, _joined(s_k, joined)) for n, p in predictors.items()}
-            probe, state = probe_boundary(segment_loss, state, k, horizons, groups, preds, joined)
+            preds = {n: p(k, _joined(s_k, sees[n])) for n, p in predictors.items()}
+            probe, state = probe_boundary(
+                segment_loss, state, k, horizons, groups, preds, joined, joined_by
+            )
             out.append(probe)
         else:
             state = _next_state(segment_loss, k - 1, state)
-            for p in predictors.values():
-                p(k, _joined(state, joined))
+            for n, p in predictors.items():
+                p(k, _joined(state, sees[n]))
     return out
 
 

@@ -97,8 +97,16 @@ def probe_run(
     boundaries: list[int] | None = None,
     max_horizon: int = 8,
     float64: bool = False,
+    fit: list[Any] | None = None,
+    fit_segments: int | None = None,
+    fit_settings: list[str] | None = None,
+    console: Any = None,
 ) -> dict[str, Any]:
-    """Probe ``run`` on ``split``; the report (settings, every boundary, means per M)."""
+    """Probe ``run`` on ``split``; the report (settings, every boundary, means per M).
+
+    ``fit``: ``probe_fit.FitKind``s fitted fresh on the run's train trajectory first
+    (``fit_segments`` segments, None: one pass; ``fit_settings``: synthetic ``KEY=VALUE``
+    for all of them; progress on ``console``), scored beside the run's own synthesizer."""
     if float64:
         if run.device.type != "cpu":
             raise UserError("float64: runs on the CPU; use --device cpu")
@@ -106,15 +114,24 @@ def probe_run(
     tokens = stream_tokens(run, split)
     predictor, joined = run_synthesizer(run, synth_weights, tokens)
     predictors = {} if predictor is None else {run.recipe.synthetic.synthesizer: predictor}
+    joined_by, fit_record = {}, None
+    if fit:
+        from .probe_fit import fit_on_run
+
+        fitted, fit_record = fit_on_run(run, fit, fit_segments, tokens, console, fit_settings or ())
+        for name, (fitted_predictor, fitted_joined) in fitted.items():
+            predictors[name], joined_by[name] = fitted_predictor, fitted_joined
     record = probe_lm(
-        run.model, run.recipe, tokens, predictors, joined, boundaries, max_horizon, "boundaries"
-    )
+        run.model, run.recipe, tokens, predictors, joined, boundaries, max_horizon, "boundaries",
+        joined_by=joined_by,
+    )  # fmt: skip
     return {
         "run": str(run.run_dir),
         "checkpoint": run.checkpoint,
         "epoch": (run.meta.get("metrics") or {}).get("epoch"),
         "split": split,
         "dtype": "float64" if float64 else "float32",
+        **({"fit": fit_record} if fit_record else {}),
         **record,
     }
 
@@ -142,11 +159,13 @@ def probe_lm(
     boundaries: list[int] | None,
     max_horizon: int,
     field: str,
+    joined_by: dict[str, tuple[int, ...] | None] | None = None,
 ) -> dict[str, Any]:
     """Probe ``model`` (in the mode the caller set) over ``tokens`` [steps, B] with the
     recipe's loss and segments of ``bptt.length`` rows, from a zero state; the record of
     ``probe_record`` with the bptt, batch and segment count. ``field`` names where bad
-    ``boundaries`` came from in the error (a flag or a recipe key)."""
+    ``boundaries`` came from in the error (a flag or a recipe key); ``joined_by``: the
+    state tensors of the predictors that see others than ``joined``."""
     bptt = recipe.bptt.length
     segments = (tokens.shape[0] - 1) // bptt
     horizons = horizons_up_to(max_horizon)
@@ -163,6 +182,7 @@ def probe_lm(
         layer_groups(model),
         predictors,
         joined,
+        joined_by,
     )
     return probe_record(
         probes, horizons, boundaries, predictors,

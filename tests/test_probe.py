@@ -163,6 +163,41 @@ def test_an_oracle_scores_cosine_one_and_a_zero_synthesizer_zero_without_nan(cel
                 assert all(math.isfinite(v) for v in vars(share).values())
 
 
+def test_each_predictor_sees_and_is_scored_on_its_own_joined_state_tensors():
+    """An oracle over all state tensors and one over a QRNN's recurrent states only (what
+    the authors' kind sees) both score 1: each is given, and compared on, its own tensors."""
+    model, tokens = tiny_model("qrnn"), stream(6)
+    recurrent = model.recurrent_state_indices()
+    assert len(recurrent) < len(zero_state(model))
+    seen = {}
+
+    def oracle(name, picked):
+        def predict(k, s):
+            seen.setdefault(name, s.shape[1])
+            g = bptt_state_gradient(model, tokens, k, 2)
+            return join_state(tuple(g if picked is None else [g[i] for i in picked]))
+
+        return predict
+
+    (probe,) = probe_stream(
+        lm_segment_loss(model, tokens, L), zero_state(model), 6, [3], (1, 2),
+        layer_groups(model),
+        {"all": oracle("all", None), "recurrent": oracle("recurrent", recurrent)},
+        None,
+        {"recurrent": recurrent},
+    )  # fmt: skip
+    sizes = [t[0].numel() for t in zero_state(model)]
+    assert seen == {"all": sum(sizes), "recurrent": sum(sizes[i] for i in recurrent)}
+    for name in ("all", "recurrent"):
+        score = probe.horizons[-1].synthesizers[name]
+        assert score.cos == pytest.approx(1.0, abs=1e-9), name
+        assert score.norm_ratio == pytest.approx(1.0, rel=1e-9), name
+    # what flows in through the carried last input is beyond the recurrent-only oracle
+    scores = probe.horizons[-1].synthesizers
+    assert scores["all"].param_cos == pytest.approx(1.0, abs=1e-9)
+    assert 0.5 < scores["recurrent"].param_cos < 1 - 1e-6
+
+
 def test_a_boundary_past_the_stream_is_refused():
     model, tokens = tiny_model("lstm"), stream(4)
     with pytest.raises(ValueError, match=r"boundaries \[3\] out of range"):

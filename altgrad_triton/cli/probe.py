@@ -3,6 +3,7 @@
     altgrad-probe runs/ev2-alt-rb5-toolkit                       # 4 boundaries, M = 1, 2, 4, 8
     altgrad-probe runs/ev2-bptt --boundaries 5,10 --max-horizon 16 --float64
     altgrad-probe runs/tiny --split valid --out probe.json
+    altgrad-probe runs/ev2-bptt --boundaries 5,15 --fit linear,authors,linear+3
 
 At each boundary k (the state s_k after k segments of bptt.length rows, from the split's
 first row and a zero state): the true future gradient g_M = d(L_k + ... + L_{k+M-1})/ds_k
@@ -10,7 +11,8 @@ for M = 1, 2, 4, ... up to --max-horizon; the parameter gradient g_M brings into
 k-1 through s_k (what truncation discards) against that segment's own gradient, per layer;
 and the run's synthesizer's g_hat(s_k) against g_M. The model runs in eval mode (no
 dropout, no synthesizer noise). A table on stdout; every number in the JSON file (--out,
-default RUN_DIR/probe-<split>.json).
+default RUN_DIR/probe-<split>.json). --fit also fits fresh synthesizers of the kinds named
+on the run's train trajectory (the model frozen) and scores them beside the run's own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from .common import command_parser, run_main
 
 
@@ -44,7 +47,39 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--float64", action="store_true", help="double precision (CPU only)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--out", metavar="FILE", help="JSON file (default RUN_DIR/probe-<split>.json)")
+    p.add_argument(
+        "--fit",
+        type=_fit_kinds,
+        metavar="KINDS",
+        help="also fit these synthesizer kinds on the run's train trajectory (model frozen) "
+        "and score them: comma-separated toolkit, authors, mlp, linear, each optionally +N "
+        "(conditioned on the next N tokens), e.g. linear,authors,linear+3",
+    )
+    p.add_argument(
+        "--fit-segments",
+        type=_positive,
+        metavar="N",
+        help="segments of bptt.length rows to fit on from the train split's first row "
+        "(default: one pass over the split)",
+    )
+    p.add_argument(
+        "--fit-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [synthetic] key for every fitted kind, over its defaults (repeatable), "
+        "e.g. target_scale=0",
+    )
     return p
+
+
+def _fit_kinds(text: str) -> list[Any]:
+    from ..probe_fit import parse_fit_kinds
+
+    try:
+        return parse_fit_kinds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(text: str) -> int:
@@ -84,8 +119,12 @@ def body(argv: list[str] | None = None) -> int:
     from ..probe_run import probe_run
     from ..progress import make_console
 
+    if (args.fit_segments or args.fit_set) and not args.fit:
+        flag = "--fit-segments" if args.fit_segments else "--fit-set"
+        raise UserError(f"{flag}: only with --fit KINDS")
     device = "cpu" if args.float64 and args.device == "auto" else args.device
     run, synth = load(args.run_dir, args.checkpoint, device)
+    console = make_console(wide_tables=True)
     report = probe_run(
         run,
         synth,
@@ -93,10 +132,13 @@ def body(argv: list[str] | None = None) -> int:
         boundaries=args.boundaries,
         max_horizon=args.max_horizon,
         float64=args.float64,
+        fit=args.fit,
+        fit_segments=args.fit_segments,
+        fit_settings=args.fit_set,
+        console=console,
     )
     out = Path(args.out) if args.out else Path(args.run_dir) / f"probe-{args.split}.json"
     write_text_atomic(out, json.dumps(report, indent=2))
-    console = make_console(wide_tables=True)
     for table in tables(report):
         console.print(table)
     console.print(f"written: {out}", markup=False)
@@ -108,7 +150,8 @@ def tables(report: dict[str, Any]) -> list[Any]:
     each synthesizer's scores; then the discarded share per layer."""
     from rich.table import Table
 
-    mean, synths = report["mean"], report["synthesizers"]
+    mean = report["mean"]
+    synths = [s for s in report["synthesizers"] if not s.startswith("fit:")]
     epoch = "" if report["epoch"] is None else f", epoch {report['epoch']}"
     title = (
         f"altgrad-probe: {report['run']} ({report['checkpoint']}{epoch}), "
@@ -135,7 +178,36 @@ def tables(report: dict[str, Any]) -> list[Any]:
         layers.add_column(name, justify="right")
     for m, row in mean.items():
         layers.add_row(m, *(_num(row["layers"][n]["ratio"], ".3g") for n in names))
-    return [main, layers]
+    return [main, layers] + ([fit_table(report)] if "fit" in report else [])
+
+
+def fit_table(report: dict[str, Any]) -> Any:
+    """Every synthesizer against g_M (the run's own and the fitted ones), per M: the
+    means over the boundaries; the fitted ones' SG loss at the start and end of the fit,
+    the end's over a zero prediction's on the same targets, and their final sg_cos."""
+    from rich.table import Table
+
+    fit = report["fit"]
+    title = (
+        f"what each synthesizer recovers of g_M (fitted on {fit['segments']} train segments "
+        f"of {fit['rows_per_segment']} rows, model frozen, {fit['seconds']:.0f} s)"
+    )
+    table = Table(title=title)
+    columns = ("synthesizer", "M", "cos", "norm ratio", "param cos", "fit SG loss", "/ zero's")
+    for name in (*columns, "fit cos"):
+        table.add_column(name, justify="left" if name == "synthesizer" else "right")
+    for s in report["synthesizers"]:
+        done = fit["synthesizers"].get(s)
+        sg = f"{done['sg_loss_first']:.3g} -> {done['sg_loss_final']:.3g}" if done else "-"
+        vs_zero = _num(done["sg_loss_final_over_zero"], ".3f") if done else "-"
+        sg_cos = f"{done['sg_cos_final']:.3f}" if done else "-"
+        for m, row in report["mean"].items():
+            sc = row["synthesizers"][s]
+            table.add_row(
+                s, m, f"{sc['cos']:.3f}", _num(sc["norm_ratio"], ".3g"),
+                f"{sc['param_cos']:.3f}", sg, vs_zero, sg_cos,
+            )  # fmt: skip
+    return table
 
 
 def _num(value: float | None, spec: str) -> str:
