@@ -123,7 +123,15 @@ class Trainer:
         self.log = MetricsLog(self.run_dir, self.console, self.dist.is_main, vocab_size)
         rows = self.parts.train_data.shape[0]
         self.probe = EpochProbe(recipe, self.run_dir, rows, self.dist.is_main, self.dist.enabled)
+        # asked to stop (this process: ``request_stop``), and agreed to stop (every rank,
+        # after the segment just trained): kept apart because a signal may land between a
+        # segment's agreement and the look at it, and torchrun's agent signals the ranks
+        # one after the other. Acting on the request there would let one rank save alone
+        # while the other trains on (each then waits in a collective until the timeout);
+        # taking the agreed stop for a request would make the rank's own signal a second
+        # request, which aborts without saving.
         self._stop_requested, self._stop_signal = False, signal.SIGINT
+        self._stop_agreed = False
         self.board: board.Board | None = None
         self._step_base = 0  # global segments before the epoch under way (TensorBoard)
         if recipe.run.tensorboard and self.dist.is_main:
@@ -254,7 +262,7 @@ class Trainer:
                 if self.board is not None and sums.segment % self.recipe.run.log_every == 0:
                     lr = segment_lr(plan.lr, seq_len, self.recipe)
                     self.board.segment(self._step_base + sums.segment, ce, lr, sg)
-                if self._stop_requested:
+                if self._stop_agreed:
                     self._save_and_stop(plan)
         run.carried = None
         self._step_base += len(segments)  # now this epoch's last segment
@@ -291,7 +299,7 @@ class Trainer:
         values += [] if s is None else [s.loss.float(), s.cos.float(), s.norm_ratio.float()]
         # one host transfer; it also carries the Ctrl-C flag, so every rank stops (and
         # saves) after the same segment, and a non-finite loss on any rank stops them all
-        (ce, *sg), self._stop_requested = ddp.mean_and_any(values, self._stop_requested, self.dist)
+        (ce, *sg), self._stop_agreed = ddp.mean_and_any(values, self._stop_requested, self.dist)
         if not math.isfinite(ce):
             self._stop_non_finite(ce, plan)
         return ce, sg
@@ -340,8 +348,11 @@ class Trainer:
     # ------------------------------------------------------------------ stopping
     def request_stop(self, signum: int = signal.SIGINT) -> None:
         """Stop after the current segment and save (Ctrl-C, or ``signum`` of STOP_SIGNALS);
-        asked twice, abort at once. Under torchrun a SIGTERM may also mean that another rank
-        failed: the segment's collective then fails, or ``ddp.exit_after_grace`` ends it."""
+        asked twice (this process: a stop that another rank asked for does not count),
+        abort at once. The request travels with the next segment's agreement (or the
+        epoch's), so that every rank stops after the same segment. Under torchrun a SIGTERM
+        may also mean that another rank failed: the segment's collective then fails, or
+        ``ddp.exit_after_grace`` ends it."""
         if self._stop_requested:
             raise KeyboardInterrupt
         self._stop_requested, self._stop_signal = True, signum

@@ -356,6 +356,30 @@ def test_a_preempted_torchrun_job_saves_and_resumes_as_one_process_trains(tmp_pa
     assert_close_rows(metric_rows(run), metric_rows(single / "tiny"))
 
 
+@pytest.mark.parametrize("late, other", [(0, "next"), (1, "same")])
+def test_ranks_agree_on_a_sigterm_that_lands_after_the_segments_agreement(tmp_path, late, other):
+    """torchrun's agent signals the ranks one after the other, so one rank's SIGTERM may
+    land after its segment's stop agreement (here: right after it, every time) while the
+    other rank's came before that agreement ("same") or comes a segment later ("next").
+    Every rank must still stop after one and the same segment, and rank 0 save it: no rank
+    saves alone while the other trains on (a collective waits for ever: "late rank 0,
+    next" is the timeout seen on a loaded machine), and no rank takes the stop it agreed
+    to plus its own signal for a second request, which aborts without saving."""
+    r = tiny_recipe(tiny_corpus(tmp_path / "data"), tmp_path / "runs", model=NO_DROPOUT)
+    (tmp_path / "r.toml").write_text(recipes.to_toml(r))
+    run = tmp_path / "runs" / "tiny"
+    proc = torchrun(Path(__file__), "late_sigterm", late, other, tmp_path / "r.toml")
+    assert proc.returncode != 0
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
+    stop = PREEMPT_AT_SEGMENT + (other == "next")
+    assert errors == [
+        f"error: interrupted by SIGTERM at epoch 1, segment {stop}; saved. "
+        f"Continue with: torchrun ... -m altgrad_triton.cli.train --resume {run}"
+    ], proc.stderr[-3000:]
+    saved = Checkpointer(run).load("last")
+    assert saved.meta["epoch"] == 1 and saved.trainer.run.sums.segment == stop
+
+
 def test_a_stuck_rank_times_out_instead_of_hanging(tmp_path):
     r = tiny_recipe(tiny_corpus(tmp_path / "data"), tmp_path / "runs", model=NO_DROPOUT)
     (tmp_path / "r.toml").write_text(recipes.to_toml(r))
@@ -447,6 +471,32 @@ def _rank_preempted(cli_args: list[str]) -> int:
     return cli.main(cli_args)
 
 
+def _rank_late_sigterm(late: int, other: str, cli_args: list[str]) -> int:
+    """The CLI on every rank; each sends itself SIGTERM: rank ``late`` right after the
+    agreement of segment PREEMPT_AT_SEGMENT, the other rank before the agreement of that
+    segment (``other="same"``) or of the next one (``"next"``)."""
+    import signal
+
+    from altgrad_triton.cli import train as cli
+
+    is_late = int(os.environ["RANK"]) == late
+    at = PREEMPT_AT_SEGMENT + (other == "next" and not is_late)
+    real_segment = Trainer.train_segment
+    calls = {"n": 0}
+
+    def segment_then_sigterm(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == at and not is_late:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled at once: before the agreement
+        out = real_segment(self, *args, **kwargs)
+        if calls["n"] == at and is_late:
+            os.kill(os.getpid(), signal.SIGTERM)  # after it, before the stop is looked at
+        return out
+
+    Trainer.train_segment = segment_then_sigterm
+    return cli.main(cli_args)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode, *rest = sys.argv[1:]
@@ -454,6 +504,8 @@ if __name__ == "__main__":
         _rank_scenarios(Path(rest[0]), Path(rest[1]))
     elif mode == "preempt":
         sys.exit(_rank_preempted(rest))
+    elif mode == "late_sigterm":
+        sys.exit(_rank_late_sigterm(int(rest[0]), rest[1], rest[2:]))
     elif mode in ("crash", "stuck"):
         sys.exit(_rank_crash(Path(rest[0]), rest[1:], stuck=mode == "stuck"))
     else:
