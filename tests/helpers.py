@@ -47,6 +47,24 @@ def tiny_recipe(data_dir: Path, out_dir: Path, **sections) -> recipes.Recipe:
     return recipes.from_dict(base)
 
 
+def trained_tiny_run(root: Path, **sections) -> Path:
+    """A 1-epoch run of ``tiny_recipe`` (6 training, 4 evaluation segments) in
+    ``root/runs/tiny``, its corpus in ``root/data``; ``sections`` patch any recipe keys."""
+    from altgrad_triton.train import Trainer
+
+    run = {"epochs": 1, "max_batches": 6, "max_eval_batches": 4}
+    recipe = tiny_recipe(tiny_corpus(root / "data"), root / "runs", run=run, **sections)
+    Trainer(recipe, root / "runs" / "tiny").fit()
+    return root / "runs" / "tiny"
+
+
+def run_command(main, capsys, *args) -> tuple[int, str, str]:
+    """A command's ``main`` on ``args`` (each str()-ed): its exit code, stdout and stderr."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def interrupt_at(trainer, epoch: int, segment: int):
     """Make ``trainer.fit()`` stop as Ctrl-C would, when ``epoch`` has trained ``segment``
     segments (the request lands before the next one, which is then still trained, as in a

@@ -18,8 +18,7 @@ from altgrad_triton.probe import (
     lm_segment_loss,
     probe_stream,
 )
-from altgrad_triton.train import Trainer
-from tests.helpers import tiny_corpus, tiny_recipe
+from tests.helpers import run_command, trained_tiny_run
 
 VOCAB, L, B = 11, 4, 3  # vocabulary, segment length, batch columns
 
@@ -212,21 +211,12 @@ def test_a_boundary_past_the_stream_is_refused():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("probe")
-    recipe = tiny_recipe(
-        tiny_corpus(root / "data"),
-        root / "runs",
-        run={"epochs": 1, "max_batches": 6, "max_eval_batches": 4},
-        synthetic={"enabled": True, "alternation": {"start": "synthetic"}},
-    )
-    Trainer(recipe, root / "runs" / "tiny").fit()
-    return root / "runs" / "tiny"
+    synthetic = {"enabled": True, "alternation": {"start": "synthetic"}}
+    return trained_tiny_run(tmp_path_factory.mktemp("probe"), synthetic=synthetic)
 
 
 def call(capsys, *args):
-    code = probe_cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_command(probe_cli.main, capsys, *args)
 
 
 def test_probe_prints_its_table_and_writes_json(run_dir, tmp_path, capsys):

@@ -10,8 +10,7 @@ from altgrad_triton.cli import probe as probe_cli
 from altgrad_triton.inference import load_run
 from altgrad_triton.probe_fit import FitKind, fit_on_run, fit_recipe, parse_fit_kinds
 from altgrad_triton.probe_run import probe_run, stream_tokens
-from altgrad_triton.train import Trainer
-from tests.helpers import tiny_corpus, tiny_recipe
+from tests.helpers import run_command, trained_tiny_run
 
 ALL_KINDS = "linear,mlp,toolkit,authors,linear+2"
 
@@ -20,21 +19,12 @@ ALL_KINDS = "linear,mlp,toolkit,authors,linear+2"
 def bptt_run(tmp_path_factory):
     """A tiny BPTT run (no synthesizer) of window-2 QRNN layers: the authors' kind joins
     fewer state tensors than the others there."""
-    root = tmp_path_factory.mktemp("probe-fit")
-    recipe = tiny_recipe(
-        tiny_corpus(root / "data"),
-        root / "runs",
-        run={"epochs": 1, "max_batches": 6, "max_eval_batches": 4},
-        model={"cell": "qrnn", "emb_size": 16, "hidden_size": 16, "layers": 2, "window": 2},
-    )
-    Trainer(recipe, root / "runs" / "tiny").fit()
-    return root / "runs" / "tiny"
+    qrnn = {"cell": "qrnn", "emb_size": 16, "hidden_size": 16, "layers": 2, "window": 2}
+    return trained_tiny_run(tmp_path_factory.mktemp("probe-fit"), model=qrnn)
 
 
 def call(capsys, *args):
-    code = probe_cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_command(probe_cli.main, capsys, *args)
 
 
 def test_fit_kinds_parse_with_their_context_tokens():
