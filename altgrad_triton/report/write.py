@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..files import write_text_atomic
-from .aggregate import group_runs, parse_versus
+from .aggregate import Group, group_runs, parse_versus
 from .plots import plot_gaps, plot_groups
 from .probes import plot_probes, probe_table
 from .runs import find_runs
@@ -33,7 +33,7 @@ def write_report(
     given, gets a line for each duplicate run dropped and each broken run left out (see
     ``find_runs``); they are listed in the Markdown too.
     """
-    rules = [parse_versus(v) for v in versus]
+    rules = [parse_versus(v) for v in versus]  # a bad rule fails before any run is read
     notes = [] if notes is None else notes
     runs = find_runs(paths, notes)
     groups = group_runs(runs)
@@ -47,17 +47,8 @@ def write_report(
         f"{len(runs)} runs in {len(groups)} groups.",
         "",
         *[f"_Note: {n}_\n" for n in notes],
-        markdown_table(groups),
+        *tables(groups, versus),
     ]
-    if rules:
-        text += ["Seed-paired differences (`--versus " + " ".join(versus) + "`):", ""]
-        text.append(paired_table(groups, rules))
-    if any(r.mean_sg_cos() is not None for r in runs):
-        text += ["", "Gradient-mode phases:", "", phase_table(groups, rules)]
-    probes = probe_table(groups)
-    if probes:
-        text += ["", "Truncation probe (`altgrad-probe`, `[probe]`; final probe of each run):"]
-        text += ["", probes]
     written: list[Path] = []
     note = None
     if plots:
@@ -76,3 +67,21 @@ def write_report(
         text.append(f"_No plots: {note}_")
     write_text_atomic(markdown, "\n".join(text).rstrip() + "\n")
     return markdown, written, note
+
+
+def tables(groups: list[Group], versus: list[str] = ()) -> list[str]:
+    """The report's Markdown tables, as lines: results, the seed-paired differences of the
+    ``versus`` rules, the gradient-mode phases (runs with a synthesizer) and the truncation
+    probe (probed runs)."""
+    rules = [parse_versus(v) for v in versus]
+    text = [markdown_table(groups)]
+    if rules:
+        text += ["Seed-paired differences (`--versus " + " ".join(versus) + "`):", ""]
+        text.append(paired_table(groups, rules))
+    if any(r.mean_sg_cos() is not None for g in groups for r in g.runs):
+        text += ["", "Gradient-mode phases:", "", phase_table(groups, rules)]
+    probes = probe_table(groups)
+    if probes:
+        text += ["", "Truncation probe (`altgrad-probe`, `[probe]`; final probe of each run):"]
+        text += ["", probes]
+    return text
