@@ -29,6 +29,7 @@ How the work is split (the trainer follows this; the numbers equal a single proc
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import re
 import signal
@@ -164,12 +165,18 @@ def from_process_group() -> DistContext:
 
 
 def teardown() -> None:
-    """Leave the process group after a run that ended well.
+    """Leave the process group after a run that ended well; call it once the trainer is
+    dropped.
 
-    The barrier first: a rank that tears down while another still finishes its last
-    collective can take that rank's communication threads down with it (seen with gloo as
-    "terminate called without an active exception").
+    First a garbage collection: a Trainer sits in reference cycles, so without one its
+    DistributedDataParallel wrapper (whose reducer holds the process group and gloo's
+    pending work, tensors included) lives on until the interpreter shuts down, and is
+    destroyed then, when taking the GIL aborts the process ("terminate called without an
+    active exception", exit -6, after a run that saved everything). Then the barrier: a
+    rank that tears down while another still finishes its last collective can take that
+    rank's communication threads down with it.
     """
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -205,6 +205,26 @@ def test_rank_shares_rebuild_the_single_process_layout():
     assert distributed.share_rows(None, ranks[1]) is None
 
 
+def test_teardown_frees_a_dropped_trainers_model(tmp_path):
+    """A Trainer sits in reference cycles: teardown's collection frees it (and, under
+    torchrun, its DDP wrapper) while the interpreter is whole, not at its shutdown."""
+    import gc
+    import weakref
+
+    gc.disable()  # as if no automatic collection happened since the run ended
+    try:
+        r = tiny_recipe(tiny_corpus(tmp_path / "data"), tmp_path, run={"max_batches": 2})
+        trainer = Trainer(r, tmp_path / "tiny")
+        trainer.fit()
+        model = weakref.ref(trainer.parts.model)
+        del trainer
+        assert model() is not None  # the cycles keep it
+        distributed.teardown()
+        assert model() is None
+    finally:
+        gc.enable()
+
+
 def test_timeout_option_and_environment(monkeypatch):
     monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
     assert distributed.timeout_seconds() == distributed.DEFAULT_TIMEOUT_S == 600
@@ -427,6 +447,7 @@ def _rank_scenarios(data: Path, out: Path) -> None:
     assert again.run_state.sums.segment > 0 and carried is not None
     assert carried[0].shape[0] == runs["resumed"].data.batch_size // 2
     again.fit()
+    trainer = again = real_segment = None  # for teardown to free their DDP wrappers
     distributed.teardown()
 
 

@@ -242,6 +242,8 @@ def test_every_evidence_v2_recipe_loads_validates_and_holds_its_plan():
         "ev2-alt-rb5-cdni",
         "ev2-bptt-rb5-t10",
         "ev2-alt-rb5-authors-t10",
+        "ev2-alt-rb5-toolkit-t10",
+        "ev2-alt-rb5-cdni-t10",
     }
     for p in files:
         r = recipes.load(p)

@@ -161,11 +161,15 @@ def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: 
         f"with: torchrun ... -m altgrad_triton.cli.train --resume {run_dir}"
     )
     previous = distributed.install_sigterm_message(ctx, hint)
-    try:
+
+    def fit() -> None:  # the trainer is dropped on return, for teardown to free it
         trainer = Trainer(recipe, run_dir, dist=ctx)
         if tag is not None:
             trainer.restore(tag)
         trainer.fit()
+
+    try:
+        fit()
     except BaseException as e:
         # on the way out with a message of our own: torchrun's SIGTERM adds nothing now
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
