@@ -206,8 +206,10 @@ def test_rank_shares_rebuild_the_single_process_layout():
 
 
 def test_teardown_frees_a_dropped_trainers_model(tmp_path):
-    """A Trainer sits in reference cycles: teardown's collection frees it (and, under
-    torchrun, its DDP wrapper) while the interpreter is whole, not at its shutdown."""
+    """A Trainer may sit in reference cycles (closures over itself; seen run alone, with
+    gc off, as a model that outlives ``del``): teardown's collection frees such a trainer
+    (and, under torchrun, its DDP wrapper) while the interpreter is whole, not at its
+    shutdown. The cycle is made explicit here so that the check holds wherever it runs."""
     import gc
     import weakref
 
@@ -217,8 +219,9 @@ def test_teardown_frees_a_dropped_trainers_model(tmp_path):
         trainer = Trainer(r, tmp_path / "tiny")
         trainer.fit()
         model = weakref.ref(trainer.parts.model)
+        trainer.itself = trainer  # a reference cycle
         del trainer
-        assert model() is not None  # the cycles keep it
+        assert model() is not None  # the cycle keeps it
         distributed.teardown()
         assert model() is None
     finally:
