@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -401,6 +402,11 @@ def test_ranks_agree_on_a_sigterm_that_lands_after_the_segments_agreement(tmp_pa
     ], proc.stderr[-3000:]
     saved = Checkpointer(run).load("last")
     assert saved.meta["epoch"] == 1 and saved.trainer.run.sums.segment == stop
+    # both ranks left the process group as after a finished run (a group left to the
+    # interpreter's shutdown can abort a rank that saved everything) and exit as signalled
+    for rank in (0, 1):
+        assert f"rank {rank}: process group left" in proc.stdout, proc.stdout[-2000:]
+    assert set(re.findall(r"exitcode\s*:\s*(-?\d+)", proc.stderr)) == {"143"}, proc.stderr
 
 
 def test_a_stuck_rank_times_out_instead_of_hanging(tmp_path):
@@ -518,7 +524,10 @@ def _rank_late_sigterm(late: int, other: str, cli_args: list[str]) -> int:
         return out
 
     Trainer.train_segment = segment_then_sigterm
-    return cli.main(cli_args)
+    code = cli.main(cli_args)
+    joined = torch.distributed.is_initialized()
+    print(f"rank {os.environ['RANK']}: process group {'still joined' if joined else 'left'}")
+    return code
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ holds a run, and takes over one that a run left without a complete checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -170,12 +171,20 @@ def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: 
 
     try:
         fit()
+    except TrainingStopped as e:
+        # every rank stopped after the same segment, the checkpoint saved: they leave the
+        # group together as after a finished run, and rank 0 alone says why
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        e.__traceback__ = None  # its frames hold the trainer, which teardown must free
+        with contextlib.suppress(RuntimeError):  # a rank already gone: the save stands
+            distributed.teardown()
+        if ctx.rank > 0:
+            return e.exit_code
+        raise
     except BaseException as e:
         # on the way out with a message of our own: torchrun's SIGTERM adds nothing now
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if isinstance(e, TrainingStopped) and ctx.rank > 0:
-            return e.exit_code  # every rank stops at the same segment; rank 0 says why
-        if isinstance(e, distributed.PeerFailure | TrainingStopped):
+        if isinstance(e, distributed.PeerFailure):
             raise
         if isinstance(e, UserError):
             raise _on_rank(e, ctx) from None
