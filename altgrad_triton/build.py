@@ -239,6 +239,17 @@ def make_boundary(
     )
 
 
+def synthesizer_state(
+    cfg: SyntheticConfig, model: RNNLanguageModel
+) -> tuple[tuple[int, ...] | None, int]:
+    """The carried state tensors the synthesizer sees (None: all, ``synthetic.join``) and
+    their joined size per batch row: the synthesizer's input, and with the batch the N of
+    its kernels and of the SG loss (altgrad-tune sizes its jobs by it)."""
+    joined = None if cfg.join == "all" else model.recurrent_state_indices()
+    zero = model.init_state(1)
+    return joined, int(join_state(zero if joined is None else [zero[i] for i in joined]).shape[1])
+
+
 def build_synthesizer(
     recipe: Recipe, model: RNNLanguageModel, device: torch.device, rank: int
 ) -> tuple[SyntheticBoundary, torch.Generator]:
@@ -253,9 +264,7 @@ def build_synthesizer(
     those of a global CPU RNG seeded the same, as runs made before this generator had.
     """
     s = recipe.synthetic
-    joined = None if s.join == "all" else model.recurrent_state_indices()
-    zero = model.init_state(1)
-    state_size = join_state(zero if joined is None else [zero[i] for i in joined]).shape[1]
+    joined, state_size = synthesizer_state(s, model)
     generator = torch.Generator(device=device)
     generator.manual_seed(synthesizer_seed(recipe.run.seed, rank))
     init_generator = torch.Generator().manual_seed(synthesizer_seed(recipe.run.seed, 0))

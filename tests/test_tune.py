@@ -16,6 +16,7 @@ from altgrad_triton import kernels, tune
 from altgrad_triton import recipe as recipes
 from altgrad_triton.cli import tune as tune_cli
 from altgrad_triton.errors import UserError
+from tests.helpers import run_command, tiny_corpus, tiny_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 WT2 = REPO / "recipes" / "wt2.toml"
@@ -171,13 +172,83 @@ def test_recipe_jobs_cover_training_validation_and_test(path, monkeypatch):
     assert jobs[0].dtype == shapes.dtype  # the recipe's own dtype first
 
 
-def test_only_the_toolkit_synthesizer_tunes_the_elementwise_kernel():
-    """The authors' synthesizer uses none of the element-wise kernels (its scan is
-    kernels.authors_scan, for which altgrad-tune has no jobs yet)."""
+def test_each_synthesizer_tunes_its_own_kernels():
+    """The toolkit's synthesizer runs the element-wise kernels; the authors' runs its scan
+    (kernels.authors_scan) over the batch's joined recurrent state (synthetic.join =
+    "recurrent": no window-2 QRNN's carried input), unless its layer steps element by
+    element (in PyTorch)."""
+    scan = {"authors_scan_fwd", "authors_scan_bwd"}
+    elementwise = {"elementwise_fwd", "elementwise_bwd"}
+    toolkit = {j.kernel for j in tune.recipe_jobs(tune.shapes_from_recipe(recipes.load(WT2)))}
+    assert elementwise <= toolkit and not toolkit & scan
     for spelling in ("synthetic.synthesizer=authors", "synthetic.preset=authors"):
         shapes = tune.shapes_from_recipe(recipes.load(WT2, [spelling]))
-        kernels = {j.kernel for j in tune.recipe_jobs(shapes)}
-        assert "sg_loss" in kernels and not kernels & {"elementwise_fwd", "elementwise_bwd"}
+        assert shapes.state_size == 1550 + 1550 + 1550 + 400  # the cells' c, not the input
+        jobs = tune.unique_jobs(tune.recipe_jobs(shapes))
+        kernels = {j.kernel for j in jobs}
+        assert "sg_loss" in kernels and scan <= kernels and not kernels & elementwise
+        assert {j.key for j in jobs if j.family == "authors_scan"} == {
+            ("float32", tuning.size_bucket(20 * 5050 * 50))  # N*U
+        }
+    element = recipes.load(
+        WT2, ["synthetic.synthesizer=authors", "synthetic.authors.sequence=element"]
+    )
+    kernels = {j.kernel for j in tune.recipe_jobs(tune.shapes_from_recipe(element))}
+    assert "sg_loss" in kernels and not kernels & (scan | elementwise)
+
+
+@pytest.mark.parametrize("synthesizer", ["authors", "toolkit"])
+def test_the_recipe_jobs_cover_every_launch_a_triton_run_tunes(tmp_path, monkeypatch, synthesizer):
+    """A real training run on the Triton backend (the interpreter, a tiny QRNN recipe):
+    every (kernel, key) its launchers ask the tuning registry for, training, the
+    synthesizer's fit, validation and test, is one altgrad-tune's recipe jobs time, so
+    that no launch of a tuned run falls back to a guess or to Triton's autotuner."""
+    from altgrad_triton.train import Trainer
+    from altgrad_triton.tune.store import kernel_tuning
+
+    recipe = tiny_recipe(
+        tiny_corpus(tmp_path / "data", n_train=120),
+        tmp_path / "runs",
+        run={"epochs": 1, "backend": "triton", "max_batches": 2},
+        model={"cell": "qrnn", "layers": 2},
+        synthetic={"enabled": True, "synthesizer": synthesizer},
+    )
+    registry = kernel_tuning()
+    asked, real_pick = set(), registry.pick
+
+    def spy(kernel, key, heuristic):
+        asked.add((kernel, tuple(key)))
+        return real_pick(kernel, key, heuristic)
+
+    monkeypatch.setattr(registry, "pick", spy)
+    Trainer(recipe, tmp_path / "runs" / "tiny").fit()
+    monkeypatch.setattr(registry, "pick", real_pick)
+    shapes = tune.shapes_from_recipe(recipe, tune.recipe_vocabulary(recipe))
+    jobs = tune.unique_jobs(tune.recipe_jobs(shapes))
+    kernel = "authors_scan_fwd" if synthesizer == "authors" else "elementwise_fwd"
+    assert {"fo_pool_fwd", "fo_pool_bwd", "sg_loss", "linear_ce", kernel} <= {k for k, _ in asked}
+    assert asked <= {(j.kernel, j.key) for j in jobs}
+
+
+def test_the_head_is_tuned_when_the_corpus_is_here_and_never_downloaded(tmp_path, capsys):
+    """The LM head's key is the vocabulary: read from a corpus on this machine, never
+    downloaded (a GPU machine may have no network); a missing one is a note, not an error."""
+    here = tiny_recipe(tiny_corpus(tmp_path / "data"), tmp_path / "runs")
+    assert tune.recipe_vocabulary(here) == 18
+    heads = [
+        j for j in tune.recipe_jobs(tune.shapes_from_recipe(here, 18)) if j.family == "linear_ce"
+    ]
+    assert [(j.shape, tune.dtype_name(j.dtype)) for j in heads] == [
+        ("N=32 V=18", "float32"),  # a chunk: the whole segment, B x T = 4 x 8
+        ("N=32 V=18", "bfloat16"),
+    ]
+    missing = recipes.load(WT2, [f"data.cache_dir={json.dumps(str(tmp_path / 'empty'))}"])
+    with pytest.raises(UserError, match="downloading is off"):
+        tune.recipe_vocabulary(missing)
+    code, out, _ = run_command(tune_cli.main, capsys, str(WT2), "--dry-run", "--quick",
+                               f"data.cache_dir={json.dumps(str(tmp_path / 'empty'))}")  # fmt: skip
+    assert code == 0 and "note: the LM head (linear_ce) is not tuned" in out
+    assert "linear_ce" not in out.split("dry run")[1]
 
 
 def test_shape_specs():
@@ -267,6 +338,7 @@ def test_sweep_of_every_family_runs_under_the_interpreter():
         + tune.lstm_jobs(2, 2, 16, torch.float32)
         + tune.sg_loss_jobs(40)
         + tune.elementwise_jobs(5, 3)
+        + tune.authors_scan_jobs(37, 3)
     )
     for job in tune.unique_jobs(jobs):
         metas = tune.job_candidates(job, quick=True)[:1]

@@ -46,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
         "Winners go to --cache-dir, else $ALTGRAD_TUNE_DIR, else "
         "~/.cache/altgrad-triton/tune (winners.json); training applies the ones whose "
         "device name, capability and Triton version match.\n\nShape specs: "
-        "fo_pool:B=,T=,H=[,O=0]  lstm:B=,T=,H=  sg_loss:N=  elementwise:N=[,U=50]; "
+        "fo_pool:B=,T=,H=[,O=0]  lstm:B=,T=,H=  sg_loss:N=  elementwise:N=[,U=50]  "
+        "authors_scan:N=[,U=50]  linear_ce:N=,V=; "
         "each may add dtype=bfloat16; a kernel name (fo_pool_fwd, ...) in place of the "
         "family keeps only that kernel.",
     )
@@ -90,7 +91,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _jobs(args: argparse.Namespace):
+def _vocabulary(recipe, console) -> int | None:
+    """The corpus's vocabulary, for the LM head's jobs; None (with a line that says so) when
+    the corpus is not on this machine: the head then autotunes at its first launch."""
+    from .. import tune
+
+    try:
+        return tune.recipe_vocabulary(recipe)
+    except UserError as e:
+        console.print(f"note: the LM head (linear_ce) is not tuned, as altgrad-tune does not "
+                      f"download its corpus (it autotunes when training starts): {e}",
+                      markup=False)  # fmt: skip
+        return None
+
+
+def _jobs(args: argparse.Namespace, console):
     from .. import recipe as recipes
     from .. import tune
 
@@ -103,7 +118,9 @@ def _jobs(args: argparse.Namespace):
     if overrides and path is None:
         raise UserError("overrides need a recipe: altgrad-tune RECIPE key=value ...")
     if path is not None:
-        shapes = tune.shapes_from_recipe(recipes.load(path, overrides))
+        recipe = recipes.load(path, overrides)
+        head = not args.kernels or "linear_ce" in args.kernels
+        shapes = tune.shapes_from_recipe(recipe, _vocabulary(recipe, console) if head else None)
         jobs += tune.recipe_jobs(shapes, quick=args.quick)
     default_dtype = tune.DTYPES[args.dtype]
     for spec in args.shapes:
@@ -222,7 +239,7 @@ def _probed_jobs(args: argparse.Namespace, console) -> list:
     from .. import tune
     from ..kernels import tuning
 
-    jobs = _jobs(args)
+    jobs = _jobs(args, console)
     registered = set(tuning.kernels())
     known = {k for v in tune.FAMILY_KERNELS.values() for k in v}
     for name in sorted(registered - known):

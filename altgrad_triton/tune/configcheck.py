@@ -222,7 +222,7 @@ def recipe_specs(shapes: RecipeShapes, dtypes: Iterable[torch.dtype]) -> list[Co
         specs += sg_loss_specs(shapes.state_elements, shapes.batch)
         if shapes.runs_elementwise_kernel:
             specs += elementwise_specs(shapes.state_elements, shapes.synth_hidden)
-        if shapes.synthesizer == "authors":
+        if shapes.runs_authors_scan_kernel:
             specs += authors_scan_specs(shapes.state_elements, shapes.synth_hidden, torch.float32)
     return list(dict.fromkeys(specs))
 

@@ -3,6 +3,7 @@ and the ``--shapes`` specs."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ FAMILY_KERNELS = {
     "sg_loss": ("sg_loss",),
     "elementwise": ("elementwise_fwd", "elementwise_bwd"),
     "linear_ce": ("linear_ce",),
+    "authors_scan": ("authors_scan_fwd", "authors_scan_bwd"),
 }
 """Kernel families this package knows how to launch, and the kernel names each registers."""
 
@@ -43,13 +45,15 @@ class RecipeShapes:
     bptt: int
     hidden: tuple[int, ...]  # output size of each recurrent layer
     dtype: torch.dtype  # of the recurrent kernels (run.dtype: autocast bf16 or fp32)
-    state_size: int  # joined state per batch row (every carried tensor of every layer)
+    state_size: int  # the synthesizer's joined state per batch row (synthetic.join)
     output_gate: bool = True
     synthetic: bool = False
     synthesizer: str = "toolkit"
     synth_cell: str = "qrnn"
     synth_hidden: int = 50
+    synth_scan: bool = True  # the authors' synthesizer: synthetic.authors.sequence = "scan"
     eval_batches: tuple[int, ...] = ()  # validation and test batch sizes (forward only)
+    vocab: int | None = None  # the corpus's vocabulary: the LM head's key (None: not tuned)
 
     @property
     def runs_elementwise_kernel(self) -> bool:
@@ -58,26 +62,33 @@ class RecipeShapes:
         return self.synthesizer == "toolkit" and self.synth_cell == "qrnn"
 
     @property
+    def runs_authors_scan_kernel(self) -> bool:
+        """Whether the synthesizer is the authors' with its layer run as one scan, the one
+        on the ``authors_scan`` kernels."""
+        return self.synthesizer == "authors" and self.synth_scan
+
+    @property
     def state_elements(self) -> int:
         """Elements of the joined state for the whole batch: N of the SG loss/synthesizer."""
         return self.batch * self.state_size
 
 
-def shapes_from_recipe(recipe) -> RecipeShapes:
-    """Layer sizes and the joined state size, from the model the recipe builds (on ``meta``).
+def shapes_from_recipe(recipe, vocab: int | None = None) -> RecipeShapes:
+    """Layer sizes and the synthesizer's joined state size, from the model the recipe builds
+    (on ``meta``); ``vocab``: the corpus's vocabulary (:func:`recipe_vocabulary`), for the
+    LM head's jobs.
 
     The SG loss and the element-wise synthesizer always run in fp32 (the joined state is
     promoted to fp32 and the boundary runs outside autocast); the recurrent kernels run in
     ``run.dtype``.
     """
-    from ..build import build_model
-    from ..carry import join_state
+    from ..build import build_model, synthesizer_state
 
     with torch.device("meta"):
         model = build_model(recipe, vocab_size=2)
     hidden = tuple(int(layer.hidden_size) for layer in model.layers)
-    state_size = int(join_state(model.init_state(1)).shape[1])
     s = recipe.synthetic
+    _, state_size = synthesizer_state(s, model)
     return RecipeShapes(
         cell=recipe.model.cell,
         batch=recipe.data.batch_size,
@@ -90,10 +101,21 @@ def shapes_from_recipe(recipe) -> RecipeShapes:
         synthesizer=s.synthesizer,
         synth_cell=s.cell,
         synth_hidden=s.hidden,
+        synth_scan=s.authors.sequence == "scan",
         eval_batches=tuple(
             dict.fromkeys((recipe.data.eval_batch_size, recipe.data.test_batch_size))
         ),
+        vocab=vocab,
     )
+
+
+def recipe_vocabulary(recipe) -> int:
+    """The vocabulary size of the recipe's corpus, read as training reads it but never
+    downloaded (a GPU machine may have no network): the LM head's override key. Raises
+    UserError when the corpus is not on this machine."""
+    from ..build import read_corpus
+
+    return len(read_corpus(dataclasses.replace(recipe.data, download=False)).vocab)
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -251,9 +273,9 @@ def elementwise_jobs(n: int, units: int, dtype: torch.dtype = torch.float32) -> 
 
 def linear_ce_jobs(rows: int, vocab: int, dtype: torch.dtype = torch.bfloat16) -> list[Job]:
     """The LM head's row kernel on one chunk of ``rows`` x ``vocab`` logits, writing their
-    gradient in place (as training does). The override key is the vocabulary; recipes do
-    not list it (their vocabulary comes from the corpus): give it as a ``--shapes`` spec,
-    or the first training launch autotunes and pins it."""
+    gradient in place (as training does). The override key is the vocabulary, which comes
+    from the corpus (:func:`recipe_vocabulary`) or a ``--shapes`` spec; a head left untuned
+    autotunes and pins itself at its first launch."""
     lce = kernels.linear_ce
 
     def fwd(device):
@@ -263,6 +285,35 @@ def linear_ce_jobs(rows: int, vocab: int, dtype: torch.dtype = torch.bfloat16) -
         return lambda: lce.ce_rows_triton(logits, targets, loss, 1.0 / rows, True)
 
     return [Job("linear_ce", "linear_ce", f"N={rows} V={vocab}", dtype, fwd)]
+
+
+def authors_scan_jobs(n: int, units: int, dtype: torch.dtype = torch.float32) -> list[Job]:
+    """The authors' synthesizer's scan as training launches it: ``n`` rows (the whole
+    batch's joined state, one sequence) of ``units``, zoneout's keep mask on; the backward
+    with dh only (the last cell state is carried on detached). The override key is the
+    element count N*U."""
+    scan = kernels.authors_synth
+    shape = f"N={n} U={units}"
+
+    def inputs(device):
+        gates = _rand((n, 3 * units), dtype, device, 2.0)
+        c0 = _rand((units,), dtype, device, 0.5)
+        keep = _gate((n, units), dtype, device).round()
+        return gates, c0, keep, 1.0
+
+    def fwd(device):
+        args = inputs(device)
+        return lambda: scan.authors_scan_forward(*args)
+
+    def bwd(device):
+        args = inputs(device)
+        dh = _rand((n, units), dtype, device)
+        return lambda: scan.authors_scan_backward(*args, dh, None)
+
+    return [
+        Job("authors_scan_fwd", "authors_scan", shape, dtype, fwd),
+        Job("authors_scan_bwd", "authors_scan", shape, dtype, bwd),
+    ]
 
 
 RUN_DTYPES = (torch.float32, torch.bfloat16)
@@ -275,8 +326,9 @@ def recipe_jobs(shapes: RecipeShapes, *, quick: bool = False) -> list[Job]:
     ``run.dtype`` values (the recipe's first), training's forward and backward at the
     training batch, the forwards of validation and test at theirs without saving for a
     backward (other tuning keys, and the kernels evaluation runs); the SG loss and the
-    synthesizer (always fp32) once, after the recipe's own training launches. altgrad-tune
-    stores each winner as it goes, so a sweep cut short keeps the first ones."""
+    synthesizer (always fp32) once, after the recipe's own training launches; the LM head in
+    each dtype when the shapes know the vocabulary. altgrad-tune stores each winner as it
+    goes, so a sweep cut short keeps the first ones."""
     jobs: list[Job] = []
     steps = min(shapes.bptt, QUICK_LSTM_STEPS) if quick and shapes.cell == "lstm" else shapes.bptt
     layers = list(dict.fromkeys(shapes.hidden))  # distinct, in layer order
@@ -284,11 +336,21 @@ def recipe_jobs(shapes: RecipeShapes, *, quick: bool = False) -> list[Job]:
     for dtype in dtypes:
         for h in layers:
             jobs += _recurrent_jobs(shapes, shapes.batch, steps, h, dtype, train=True)
+        jobs += _head_jobs(shapes, dtype)
         if dtype == shapes.dtype:
             jobs += _synthesizer_jobs(shapes)
         for batch, h in ((b, h) for b in shapes.eval_batches for h in layers):
             jobs += _recurrent_jobs(shapes, batch, steps, h, dtype, train=False)
     return jobs
+
+
+def _head_jobs(shapes: RecipeShapes, dtype: torch.dtype) -> list[Job]:
+    """The fused LM head's launch at the rows of one chunk of a training segment (the key
+    is the vocabulary alone: validation and test share it)."""
+    if shapes.vocab is None:
+        return []
+    chunk = kernels.linear_ce.chunk_rows_for(shapes.vocab, "cuda")
+    return linear_ce_jobs(min(shapes.batch * shapes.bptt, chunk), shapes.vocab, dtype)
 
 
 def _synthesizer_jobs(shapes: RecipeShapes) -> list[Job]:
@@ -298,6 +360,8 @@ def _synthesizer_jobs(shapes: RecipeShapes) -> list[Job]:
     jobs = []
     if shapes.runs_elementwise_kernel:
         jobs += elementwise_jobs(n, shapes.synth_hidden)
+    if shapes.runs_authors_scan_kernel:
+        jobs += authors_scan_jobs(n, shapes.synth_hidden)
     return jobs + sg_loss_jobs(n, rows=shapes.batch)
 
 
@@ -315,6 +379,7 @@ SPEC_KEYS = {
     "sg_loss": (("N",), ()),
     "elementwise": (("N",), ("U",)),
     "linear_ce": (("N", "V"), ()),
+    "authors_scan": (("N",), ("U",)),
 }
 """Per family: the keys a ``--shapes`` spec needs, and the optional ones."""
 
@@ -327,6 +392,7 @@ def parse_shape_spec(spec: str, default_dtype: torch.dtype, *, quick: bool = Fal
     * ``sg_loss:N=109000``
     * ``elementwise:N=109000,U=50``
     * ``linear_ce:N=1008,V=33278`` (rows of one chunk of the LM head's logits)
+    * ``authors_scan:N=101000,U=50`` (N: the whole batch's joined state)
 
     Any spec may add ``dtype=bfloat16`` (else ``--dtype``). A kernel name (``fo_pool_fwd``)
     in place of the family keeps only that kernel.
@@ -348,6 +414,8 @@ def parse_shape_spec(spec: str, default_dtype: torch.dtype, *, quick: bool = Fal
         jobs = sg_loss_jobs(ints["N"], dtype)
     elif family == "linear_ce":
         jobs = linear_ce_jobs(ints["N"], ints["V"], dtype)
+    elif family == "authors_scan":
+        jobs = authors_scan_jobs(ints["N"], ints.get("U", 50), dtype)
     else:
         jobs = elementwise_jobs(ints["N"], ints.get("U", 50), dtype)
     return [j for j in jobs if only is None or j.kernel == only]
