@@ -320,11 +320,16 @@ def probe_record(epoch: int, ratios: dict[int, float], synth_cos: float | None =
     }
 
 
-def test_the_probe_table_and_plots_from_probe_records(tmp_path):
+def test_the_probe_table_and_plots_from_probe_records(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
+    from altgrad_triton.report import probes
+
+    shaded = []
+    monkeypatch.setattr(probes, "_mark_phases", lambda axes, epochs: shaded.append(epochs))
     runs = tmp_path / "runs"
     for seed, share in ((1, 0.06), (2, 0.08)):
-        d = fake_run(runs, f"wt2-alt-s{seed}", "wikitext-2-small", [5.0, 4.8])
+        d = fake_run(runs, f"wt2-alt-s{seed}", "wikitext-2-small", [5.0, 4.8],
+                     modes=["real", "synthetic"])  # fmt: skip
         lines = [probe_record(e, {1: share / e, 2: share / e}, 0.01 * e) for e in (1, 2)]
         (d / "probe.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     # altgrad-probe's file, at longer horizons, is the final probe where there is one
@@ -343,6 +348,8 @@ def test_the_probe_table_and_plots_from_probe_records(tmp_path):
     names = {p.name for p in plots}
     assert {"wikitext-2-small--probe-epochs.png", "wikitext-2-small--probe-horizon.png"} <= names
     assert note is None
+    # the epochs plot shades the alternating group's synthetic epoch (the BPTT run has none)
+    assert [[e["mode"] for e in epochs] for epochs in shaded] == [["real", "synthetic"]]
 
 
 def test_a_broken_probe_file_leaves_its_run_out_with_a_note(tmp_path):

@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 from .aggregate import Group
-from .plots import _pyplot_or_error, _save, _slug
+from .plots import _mark_phases, _pyplot_or_error, _save, _slug, synthetic_spans
 from .tables import _present, fmt
 
 
@@ -116,6 +116,13 @@ def _plot_epochs(plt, gs: list[Group], path: Path) -> Path:
     ax2.set_ylabel("synthesizer cos\nwith true future grad.")
     ax2.set_xlabel("epoch")
     ax2.axhline(0, color="black", lw=0.8)
+    alternating = next((g for g in gs if synthetic_spans(g.runs[0].epochs)), None)
+    if alternating is not None:
+        _mark_phases([ax, ax2], alternating.runs[0].epochs)
+        ax2.set_title(
+            f"shaded: {alternating.name}'s synthetic-gradient epochs; dashed: its restarts",
+            fontsize=8,
+        )
     for a in (ax, ax2):
         a.grid(alpha=0.3)
         if a.get_legend_handles_labels()[0]:
