@@ -26,7 +26,7 @@ from torch import nn
 
 from .build import Components
 from .errors import UserError
-from .files import append_line, read_jsonl, trim_epoch_lines
+from .files import append_line, trim_epoch_lines
 from .probe_run import boundary_predictor, check_boundaries, probe_lm
 from .recipe import Recipe
 
@@ -88,9 +88,6 @@ class EpochProbe:
         """Drop the lines of epochs the checkpoint resumed from has not finished."""
         if self.writes:
             trim_epoch_lines(self.path, next_epoch)
-
-    def rows(self) -> list[dict]:
-        return read_jsonl(self.path, missing_ok=True)
 
 
 def summary_line(row: dict[str, Any]) -> str:
