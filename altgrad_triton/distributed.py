@@ -168,7 +168,8 @@ def teardown() -> None:
     """Leave the process group after a run that ended well; call it once the trainer is
     dropped.
 
-    First a garbage collection: a Trainer sits in reference cycles, so without one its
+    First a garbage collection: a dropped Trainer can still sit in a reference cycle (an
+    exception's traceback frames, a method patched onto it), and then its
     DistributedDataParallel wrapper (whose reducer holds the process group and gloo's
     pending work, tensors included) lives on until the interpreter shuts down, and is
     destroyed then, when taking the GIL aborts the process ("terminate called without an
