@@ -89,12 +89,31 @@ def unknown(text: str) -> str:
     )
 
 
+def header_comment(path: Path) -> list[str]:
+    """A recipe file's leading comment lines, as written (what it is, why, how to run it)."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip().startswith("#"):
+            break
+        lines.append(line.rstrip())
+    return lines
+
+
+def display_name(path: Path) -> str:
+    """A packaged recipe's name (``wt2/_base.toml`` -> ``wt2/_base``), else the path."""
+    root = packaged_root()
+    resolved = path.resolve()
+    if root is not None and resolved.is_relative_to(root.resolve()):
+        return resolved.relative_to(root.resolve()).with_suffix("").as_posix()
+    return str(path)
+
+
 def description(path: Path) -> str:
     """A recipe's one-line description: the first sentence of its header comment."""
     words: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in header_comment(path):
         text = line.strip()
-        if not text.startswith("#") or text.startswith("#   "):  # the end, or a command
+        if text.startswith("#   "):  # a command ends the description
             break
         words += text.lstrip("#").split()
     sentence = " ".join(words)

@@ -556,6 +556,17 @@ def read_toml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     return _merge(read_toml(_base_file(path, base), (*_seen, path.resolve())), data)
 
 
+def extends_chain(path: str | Path) -> list[Path]:
+    """The recipe file and each file its ``extends`` names in turn, most specific first
+    (of a recipe :func:`read_toml` has read: no loop, every file there)."""
+    chain = [Path(path)]
+    while isinstance(
+        base := tomllib.loads(chain[-1].read_text(encoding="utf-8")).get("extends"), str
+    ):
+        chain.append(_base_file(chain[-1], base))
+    return chain
+
+
 def _base_file(path: Path, base: str) -> Path:
     """The file ``extends = base`` in ``path`` names: relative to ``path``'s folder, else
     a packaged recipe of that name (a copied recipe may extend one); else the relative path,

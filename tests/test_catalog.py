@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,17 @@ def test_ls_lists_every_runnable_recipe_with_a_description(capsys):
 def test_cp_writes_a_self_contained_recipe_that_resolves_the_same(tmp_path, capsys):
     target = tmp_path / "copy.toml"
     assert recipes_cli.main(["cp", "wt2/alt-rb5", str(target)]) == 0
-    assert "extends" not in target.read_text().replace("extends chain", "")
+    text = target.read_text()
+    assert "extends" not in tomllib.loads(text)
     assert recipes.load(target) == recipes.load("wt2/alt-rb5")
+    # the comments of every file in the chain come along, each under its name
+    chain = recipes.extends_chain(catalog.packaged("wt2/alt-rb5"))
+    assert [catalog.display_name(p) for p in chain] == [
+        "wt2/alt-rb5", "wt2/dni-rb5", "wt2/dni", "wt2/_base"
+    ]  # fmt: skip
+    for path in chain:
+        comment = "\n".join(catalog.header_comment(path))
+        assert comment and f"# {catalog.display_name(path)}:\n{comment}\n" in text
     assert recipes_cli.main(["show", "wt2/alt-rb5"]) == 0
     assert recipes.to_toml(recipes.load(target)) in capsys.readouterr().out
 

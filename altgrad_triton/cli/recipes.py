@@ -46,18 +46,22 @@ def listing() -> str:
 
 
 def copy(name: str, target: Path) -> None:
-    """Write ``name`` resolved, with a header saying where it came from, to ``target``."""
+    """Write ``name`` resolved to ``target``, under a header saying where it came from and
+    the comments of every file in its ``extends`` chain (what the recipe is and why)."""
     if target.exists():
         raise UserError(f"{target}: exists; give a new file name (cp never overwrites)")
     if not target.parent.is_dir():
         raise UserError(f"{target}: folder {target.parent} does not exist")
     source = catalog.locate(name)
-    header = (
-        f"# {catalog.description(source)}\n"
-        f"# Copied from {name} by altgrad-recipes cp, its extends chain flattened.\n"
-        f"#   altgrad-train {target}\n"
-    )
-    write_text_atomic(target, header + recipes.to_toml(recipes.load(source)))
+    body = recipes.to_toml(recipes.load(source))
+    header = [
+        f"# Copied from {name} by altgrad-recipes cp: every key resolved (its extends chain",
+        "# flattened) with its help text. The source files' own comments follow.",
+        f"#   altgrad-train {target}",
+    ]
+    for path in recipes.extends_chain(source):
+        header += ["#", f"# {catalog.display_name(path)}:", *catalog.header_comment(path)]
+    write_text_atomic(target, "\n".join(header) + "\n\n" + body)
 
 
 def body(argv: list[str] | None = None) -> int:
