@@ -34,7 +34,8 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="list the launches, their override keys and candidate counts; no GPU",
+        help="list the launches, their override keys and candidate counts, no GPU needed; "
+        "on a GPU also the kernels each compiles (recorded, nothing runs)",
     )
     p.add_argument("--no-save", action="store_true", help="time and print, do not store")
 
@@ -267,25 +268,52 @@ def _probed_jobs(args: argparse.Namespace, console) -> list:
 
 
 def _dry_run_table(jobs: list, quick: bool):
+    """The launches, their keys and candidates, and what they compile: on a GPU the kernels
+    recorded at the JIT's compile step (exact: every kernel of a launch, every launch
+    mode); elsewhere the distinct configs, an estimate."""
     from rich.table import Table
 
     from .. import tune
 
+    recorded = _recorded_builds(jobs, quick)
     table = Table(title="launches to tune (dry run)", title_justify="left")
-    for col in ("kernel", "shape", "dtype", "override key", "candidates", "compiles"):
+    for col in ("kernel", "shape", "dtype", "override key", "candidates"):
         table.add_column(col)
+    table.add_column("compiles" if recorded else "configs")
     total = 0
-    for j in jobs:
+    for i, j in enumerate(jobs):
         metas = tune.job_candidates(j, quick=quick)
-        total += (n := compile_count(metas))
+        n = len(recorded[i]) if recorded else config_count(metas)
+        total += n
         table.add_row(j.kernel, j.shape, tune.dtype_name(j.dtype), str(tuple(j.key)),
                       str(len(metas)), str(n))  # fmt: skip
-    table.caption = f"{total} kernels to compile on a cold cache"
+    if recorded:
+        distinct = len({repr(b) for builds in recorded for b in builds})
+        table.caption = f"{distinct} kernels to compile on a cold cache (recorded on this GPU)"
+    else:
+        table.caption = (
+            f"{total} distinct configs to compile; a launch can compile several kernels, "
+            "which a dry run on a GPU records and counts"
+        )
     return table
 
 
-def compile_count(metas: list[dict]) -> int:
-    """Distinct kernels a job's candidates compile: SPLIT_K is a runtime argument and
+def _recorded_builds(jobs: list, quick: bool) -> list[list] | None:
+    """Per job, the kernels its candidates compile, recorded on this CUDA device without
+    running them (altgrad-tune's warm-up records the same); None without one."""
+    import torch
+
+    from ..kernels import interpreting
+    from ..tune.warmup import record_builds
+
+    if interpreting() or not torch.cuda.is_available():
+        return None
+    device = torch.device("cuda", torch.cuda.current_device())
+    return [record_builds([job], device, quick=quick) for job in jobs]
+
+
+def config_count(metas: list[dict]) -> int:
+    """Distinct configs among a job's candidates: SPLIT_K is a runtime argument and
     GRAPH_STEPS a host-side count, so candidates that differ only there share one."""
     runtime = ("SPLIT_K", "GRAPH_STEPS")
     return len({tuple(sorted((k, v) for k, v in m.items() if k not in runtime)) for m in metas})

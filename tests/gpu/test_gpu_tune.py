@@ -69,3 +69,14 @@ def test_bench_families_run_their_gpu_providers(monkeypatch):
     assert all(r.ms is not None or r.metric is not None for r in ours), [r.note for r in ours]
     assert any(r.provider == "cudnn" and r.ms for r in report.rows)
     assert any(r.provider == "bound" for r in report.rows)
+
+
+def test_the_dry_run_records_what_each_launch_compiles(capsys):
+    """On a GPU the dry run counts the kernels the JIT would build (every kernel of a
+    launch, every launch mode), as the warm-up records them; nothing runs."""
+    from altgrad_triton.cli import tune as tune_cli
+
+    spec = "fo_pool:B=4,T=16,H=300"
+    assert tune_cli.main(["--shapes", spec, "--dry-run", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "compiles" in out and "recorded on this GPU" in out
