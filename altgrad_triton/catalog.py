@@ -90,12 +90,16 @@ def unknown(text: str) -> str:
 
 
 def header_comment(path: Path) -> list[str]:
-    """A recipe file's leading comment lines, as written (what it is, why, how to run it)."""
-    lines = []
+    """A recipe file's leading comment lines, as written (what it is, why, how to run it):
+    every comment before its first key, a blank line between them as a bare ``#``."""
+    lines: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip().startswith("#"):
+        text = line.rstrip()
+        if text and not text.lstrip().startswith("#"):
             break
-        lines.append(line.rstrip())
+        lines.append(text or "#")
+    while lines and lines[-1] == "#":
+        lines.pop()
     return lines
 
 
@@ -113,7 +117,7 @@ def description(path: Path) -> str:
     words: list[str] = []
     for line in header_comment(path):
         text = line.strip()
-        if text.startswith("#   "):  # a command ends the description
+        if text == "#" or text.startswith("#   "):  # a paragraph's end or a command
             break
         words += text.lstrip("#").split()
     sentence = " ".join(words)

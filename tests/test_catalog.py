@@ -97,11 +97,20 @@ def test_cp_writes_a_self_contained_recipe_that_resolves_the_same(tmp_path, caps
     assert [catalog.display_name(p) for p in chain] == [
         "wt2/alt-rb5", "wt2/dni-rb5", "wt2/dni", "wt2/_base"
     ]  # fmt: skip
-    for path in chain:
-        comment = "\n".join(catalog.header_comment(path))
-        assert comment and f"# {catalog.display_name(path)}:\n{comment}\n" in text
+    for path in chain:  # less the sources' own `#   altgrad-train recipes/...` lines
+        own = [x for x in catalog.header_comment(path) if "altgrad-train" not in x]
+        assert own and f"# {catalog.display_name(path)}:\n" + "\n".join(own) + "\n" in text
+    assert "altgrad-train recipes/" not in text
+    assert catalog.description(target) == catalog.description(catalog.packaged("wt2/alt-rb5"))
     assert recipes_cli.main(["show", "wt2/alt-rb5"]) == 0
     assert recipes.to_toml(recipes.load(target)) in capsys.readouterr().out
+
+
+def test_a_header_comment_runs_to_the_first_key_across_blank_lines(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text("# What it is.\n\n# Why, after a blank line.\n\n[run]\n# not this\n")
+    assert catalog.header_comment(path) == ["# What it is.", "#", "# Why, after a blank line."]
+    assert catalog.description(path) == "What it is."
 
 
 @pytest.mark.parametrize(

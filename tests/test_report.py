@@ -336,6 +336,9 @@ def test_the_probe_table_and_plots_from_probe_records(tmp_path, monkeypatch):
     d = fake_run(runs, "wt2-bptt-s1", "wikitext-2-small", [5.0, 4.9])
     (d / "probe-train.json").write_text(json.dumps(probe_record(2, {1: 0.05, 2: 0.05, 4: 0.07})))
     fake_run(runs, "wt2-plain-s1", "wikitext-2-small", [5.0, 4.9])  # never probed: no row
+    # probed only at the end (no per-epoch lines): in the probe table, not in the epochs plot
+    d = fake_run(runs, "wt2-a-sg-s1", "wikitext-2-small", [5.0, 4.9], modes=["synthetic"] * 2)
+    (d / "probe-train.json").write_text(json.dumps(probe_record(2, {1: 0.05})))
     md, plots, note = report.write_report([runs], tmp_path / "out")
     text = md.read_text()
     # epoch 2's lines: 0.03 and 0.04, mean 0.035, sample std 0.00707; cos 0.02 both seeds
@@ -348,7 +351,8 @@ def test_the_probe_table_and_plots_from_probe_records(tmp_path, monkeypatch):
     names = {p.name for p in plots}
     assert {"wikitext-2-small--probe-epochs.png", "wikitext-2-small--probe-horizon.png"} <= names
     assert note is None
-    # the epochs plot shades the alternating group's synthetic epoch (the BPTT run has none)
+    # the epochs plot shades the drawn alternating group's synthetic epoch (the BPTT run
+    # has none; the synthetic run without per-epoch probes is not drawn there)
     assert [[e["mode"] for e in epochs] for epochs in shaded] == [["real", "synthetic"]]
 
 

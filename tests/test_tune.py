@@ -54,7 +54,8 @@ def test_tune_main_without_gpu_in_process(monkeypatch, capsys):
     assert len(err) == 1 and "needs a CUDA GPU" in err[0]
 
 
-def test_dry_run_lists_launches_and_keys_without_gpu(capsys):
+def test_dry_run_lists_launches_and_keys_without_gpu(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a GPU machine
     assert tune_cli.main([str(WT2), "--dry-run"]) == 0
     out = capsys.readouterr().out
     for text in (
@@ -199,6 +200,7 @@ def test_each_synthesizer_tunes_its_own_kernels():
     assert "sg_loss" in kernels and not kernels & (scan | elementwise)
 
 
+@pytest.mark.skipif(not interpreting(), reason="trains on the CPU through the interpreter")
 @pytest.mark.parametrize("synthesizer", ["authors", "toolkit"])
 def test_the_recipe_jobs_cover_every_launch_a_triton_run_tunes(tmp_path, monkeypatch, synthesizer):
     """A real training run on the Triton backend (the interpreter, a tiny QRNN recipe):
@@ -232,9 +234,12 @@ def test_the_recipe_jobs_cover_every_launch_a_triton_run_tunes(tmp_path, monkeyp
     assert asked <= {(j.kernel, j.key) for j in jobs}
 
 
-def test_the_head_is_tuned_when_the_corpus_is_here_and_never_downloaded(tmp_path, capsys):
+def test_the_head_is_tuned_when_the_corpus_is_here_and_never_downloaded(
+    tmp_path, capsys, monkeypatch
+):
     """The LM head's key is the vocabulary: read from a corpus on this machine, never
     downloaded (a GPU machine may have no network); a missing one is a note, not an error."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the dry run's estimate
     here = tiny_recipe(tiny_corpus(tmp_path / "data"), tmp_path / "runs")
     assert tune.recipe_vocabulary(here) == 18
     heads = [

@@ -55,13 +55,21 @@ def copy(name: str, target: Path) -> None:
     source = catalog.locate(name)
     body = recipes.to_toml(recipes.load(source))
     header = [
+        f"# {catalog.description(source)}",
         f"# Copied from {name} by altgrad-recipes cp: every key resolved (its extends chain",
         "# flattened) with its help text. The source files' own comments follow.",
         f"#   altgrad-train {target}",
     ]
     for path in recipes.extends_chain(source):
-        header += ["#", f"# {catalog.display_name(path)}:", *catalog.header_comment(path)]
+        own = [x for x in catalog.header_comment(path) if not _runs_a_source(x)]
+        if own:
+            header += ["#", f"# {catalog.display_name(path)}:", *own]
     write_text_atomic(target, "\n".join(header) + "\n\n" + body)
+
+
+def _runs_a_source(comment: str) -> bool:
+    """A source's own ``#   altgrad-train recipes/...`` line: the copy runs otherwise."""
+    return comment.lstrip("# ").startswith("altgrad-train ")
 
 
 def body(argv: list[str] | None = None) -> int:

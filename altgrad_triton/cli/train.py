@@ -172,11 +172,12 @@ def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: 
     try:
         fit()
     except TrainingStopped as e:
-        # every rank stopped after the same segment, the checkpoint saved: they leave the
-        # group together as after a finished run, and rank 0 alone says why
+        # every rank stopped after the same segment (a stop request, saved, or a
+        # non-finite loss): they leave the group together as after a finished run, and
+        # rank 0 alone says why
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         e.__traceback__ = None  # its frames hold the trainer, which teardown must free
-        with contextlib.suppress(RuntimeError):  # a rank already gone: the save stands
+        with contextlib.suppress(RuntimeError):  # a rank already gone: still say why
             distributed.teardown()
         if ctx.rank > 0:
             return e.exit_code

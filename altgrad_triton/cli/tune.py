@@ -111,6 +111,7 @@ def _jobs(args: argparse.Namespace, console):
     from .. import tune
 
     jobs = []
+    keep = _kept_kernels(args.kernels)
     overrides = list(args.overrides)
     path = args.recipe
     if path is not None and "=" in path and not Path(path).exists():
@@ -120,7 +121,7 @@ def _jobs(args: argparse.Namespace, console):
         raise UserError("overrides need a recipe: altgrad-tune RECIPE key=value ...")
     if path is not None:
         recipe = recipes.load(path, overrides)
-        head = not args.kernels or "linear_ce" in args.kernels
+        head = keep is None or "linear_ce" in keep
         shapes = tune.shapes_from_recipe(recipe, _vocabulary(recipe, console) if head else None)
         jobs += tune.recipe_jobs(shapes, quick=args.quick)
     default_dtype = tune.DTYPES[args.dtype]
@@ -128,14 +129,23 @@ def _jobs(args: argparse.Namespace, console):
         jobs += tune.parse_shape_spec(spec, default_dtype, quick=args.quick)
     if not jobs and path is None and not args.shapes:
         raise UserError("give a recipe (e.g. recipes/wt2.toml) or --shapes SPEC ...")
-    if args.kernels:
-        keep = {k.strip() for k in args.kernels.split(",") if k.strip()}
-        known = set(tune.FAMILY_KERNELS) | {k for v in tune.FAMILY_KERNELS.values() for k in v}
-        bad = sorted(keep - known)
-        if bad:
-            raise UserError(f"--kernels: unknown {bad}; known: {', '.join(sorted(known))}")
+    if keep is not None:
         jobs = [j for j in jobs if j.kernel in keep or j.family in keep]
     return jobs
+
+
+def _kept_kernels(text: str) -> set[str] | None:
+    """``--kernels``' names (kernels or families), checked; None keeps every kernel."""
+    from .. import tune
+
+    if not text:
+        return None
+    keep = {k.strip() for k in text.split(",") if k.strip()}
+    known = set(tune.FAMILY_KERNELS) | {k for v in tune.FAMILY_KERNELS.values() for k in v}
+    bad = sorted(keep - known)
+    if bad:
+        raise UserError(f"--kernels: unknown {bad}; known: {', '.join(sorted(known))}")
+    return keep
 
 
 def body(argv: list[str] | None = None) -> int:
@@ -280,11 +290,11 @@ def _dry_run_table(jobs: list, quick: bool):
     for col in ("kernel", "shape", "dtype", "override key", "candidates"):
         table.add_column(col)
     table.add_column("compiles" if recorded else "configs")
-    total = 0
+    configs = 0
     for i, j in enumerate(jobs):
         metas = tune.job_candidates(j, quick=quick)
         n = len(recorded[i]) if recorded else config_count(metas)
-        total += n
+        configs += n
         table.add_row(j.kernel, j.shape, tune.dtype_name(j.dtype), str(tuple(j.key)),
                       str(len(metas)), str(n))  # fmt: skip
     if recorded:
@@ -292,7 +302,7 @@ def _dry_run_table(jobs: list, quick: bool):
         table.caption = f"{distinct} kernels to compile on a cold cache (recorded on this GPU)"
     else:
         table.caption = (
-            f"{total} distinct configs to compile; a launch can compile several kernels, "
+            f"{configs} distinct configs to compile; a launch can compile several kernels, "
             "which a dry run on a GPU records and counts"
         )
     return table
@@ -300,7 +310,8 @@ def _dry_run_table(jobs: list, quick: bool):
 
 def _recorded_builds(jobs: list, quick: bool) -> list[list] | None:
     """Per job, the kernels its candidates compile, recorded on this CUDA device without
-    running them (altgrad-tune's warm-up records the same); None without one."""
+    running them (altgrad-tune's warm-up records the same); None without one, or when
+    nothing could be recorded."""
     import torch
 
     from ..kernels import interpreting
@@ -309,7 +320,8 @@ def _recorded_builds(jobs: list, quick: bool) -> list[list] | None:
     if interpreting() or not torch.cuda.is_available():
         return None
     device = torch.device("cuda", torch.cuda.current_device())
-    return [record_builds([job], device, quick=quick) for job in jobs]
+    recorded = [record_builds([job], device, quick=quick) for job in jobs]
+    return recorded if any(recorded) else None  # a JIT this Triton cannot record
 
 
 def config_count(metas: list[dict]) -> int:

@@ -116,7 +116,8 @@ def _plot_epochs(plt, gs: list[Group], path: Path) -> Path:
     ax2.set_ylabel("synthesizer cos\nwith true future grad.")
     ax2.set_xlabel("epoch")
     ax2.axhline(0, color="black", lw=0.8)
-    alternating = next((g for g in gs if synthetic_spans(g.runs[0].epochs)), None)
+    drawn = [g for g in gs if any(r.probes for r in g.runs)]
+    alternating = next((g for g in drawn if synthetic_spans(g.runs[0].epochs)), None)
     if alternating is not None:
         _mark_phases([ax, ax2], alternating.runs[0].epochs)
         ax2.set_title(

@@ -49,10 +49,14 @@ class KernelBuild:
 @contextlib.contextmanager
 def recording(builds: list[KernelBuild]) -> Iterator[None]:
     """While active, a JIT launch that would compile appends a :class:`KernelBuild` to
-    ``builds`` and launches nothing (the launch returns None)."""
+    ``builds`` and launches nothing (the launch returns None). A Triton whose JIT has no
+    ``_do_compile`` records nothing and compiles as usual."""
     from triton.runtime.jit import JITFunction
 
-    real = JITFunction._do_compile
+    real = getattr(JITFunction, "_do_compile", None)
+    if real is None:
+        yield
+        return
 
     def record(self, key, signature, device, constexprs, options, attrs, warmup):
         target = self.device_caches[device][2]
