@@ -22,7 +22,8 @@ advances once per boundary, as in real-mode training), and read at the probed on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -194,18 +195,16 @@ def probe_boundary(
     horizons: Sequence[int],
     groups: dict[str, list[nn.Parameter]],
     predictions: dict[str, torch.Tensor],
-    joined: Sequence[int] | None = None,
-    joined_by: dict[str, Sequence[int] | None] | None = None,
+    picked: dict[str, list[int]],
 ) -> tuple[BoundaryProbe, State]:
     """Measure boundary ``k`` from ``s_prev`` = s_{k-1}; also return s_k (detached).
 
-    ``predictions``: each synthesizer's g_hat(s_k) [B, D] over the ``joined`` state tensors
-    (None: all; ``joined_by[name]`` where it names that synthesizer), in gradient units."""
+    ``predictions``: each synthesizer's g_hat(s_k) [B, D] over the state tensors
+    ``picked[name]`` (:func:`_picked`), in gradient units."""
     params = [p for ps in groups.values() for p in ps]
     loss_prev, s_k = segment_loss(k - 1, tuple(t.detach() for t in s_prev))
     within = _per_group(groups, _grads([loss_prev], params))
     true = future_gradients(segment_loss, s_k, k, horizons)
-    picked = {name: _picked(name, len(s_k), joined, joined_by) for name in predictions}
     longest = _flat(true[max(horizons)])
     injected = {}
     for name, g in predictions.items():
@@ -281,9 +280,7 @@ def probe_stream(
         if k in wanted:
             s_k = _next_state(segment_loss, k - 1, state)
             preds = {n: p(k, _joined(s_k, sees[n])) for n, p in predictors.items()}
-            probe, state = probe_boundary(
-                segment_loss, state, k, horizons, groups, preds, joined, joined_by
-            )
+            probe, state = probe_boundary(segment_loss, state, k, horizons, groups, preds, sees)
             out.append(probe)
         else:
             state = _next_state(segment_loss, k - 1, state)
@@ -345,3 +342,17 @@ class SynthesizerPredictor:
         else:
             g, self.carry = self.synthesizer(s, self.carry, self.context(k))
         return g / self.target_scale
+
+
+@contextmanager
+def evaluation_mode(modules: list[nn.Module]) -> Iterator[None]:
+    """``modules`` in eval mode, every submodule's training flag given back afterwards."""
+    flags = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for m, training in flags:
+            m.training = training

@@ -14,19 +14,17 @@ judges), on this process's training columns, from the split's first row and a ze
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from .build import Components
 from .errors import UserError
 from .files import append_line, trim_epoch_lines
+from .probe import evaluation_mode
 from .probe_run import boundary_predictor, check_boundaries, probe_lm
 from .recipe import Recipe
 
@@ -104,17 +102,3 @@ def summary_line(row: dict[str, Any]) -> str:
     for name, score in mean["synthesizers"].items():
         line += f"; {name}: cos {score['cos']:.3f}"
     return f"{line} [{row['seconds']:.1f} s]"
-
-
-@contextlib.contextmanager
-def evaluation_mode(modules: list[nn.Module]) -> Iterator[None]:
-    """``modules`` in eval mode, every submodule's training flag given back afterwards."""
-    flags = [(m, m.training) for module in modules for m in module.modules()]
-    for module in modules:
-        module.eval()
-    try:
-        with torch.enable_grad():
-            yield
-    finally:
-        for m, training in flags:
-            m.training = training

@@ -34,7 +34,7 @@ from .carry import State, join_state
 from .errors import UserError
 from .inference import LoadedRun
 from .model import RNNLanguageModel, next_tokens_context
-from .probe import SynthesizerPredictor, lm_segment_loss
+from .probe import SynthesizerPredictor, evaluation_mode, lm_segment_loss
 from .probe_run import boundary_predictor, stream_tokens
 from .progress import EpochProgress, silent_console
 from .recipe import Recipe, SyntheticConfig, apply_overrides, from_dict, to_dict
@@ -169,18 +169,17 @@ def build_fitted(
 
 @contextmanager
 def frozen(model: torch.nn.Module) -> Iterator[None]:
-    """``model`` in eval mode with no parameter requiring grad; both restored after."""
+    """``model`` in eval mode (:func:`probe.evaluation_mode`) with no parameter requiring
+    grad; both restored after."""
     flags = [p.requires_grad for p in model.parameters()]
-    was_training = model.training
-    model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        yield
+        with evaluation_mode([model]):
+            yield
     finally:
         for p, flag in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(flag)
-        model.train(was_training)
 
 
 def shared_input(leaves: list[State]) -> State:

@@ -47,7 +47,7 @@ def write_report(
         f"{len(runs)} runs in {len(groups)} groups.",
         "",
         *[f"_Note: {n}_\n" for n in notes],
-        *tables(groups, versus),
+        *tables(groups, rules, versus),
     ]
     written: list[Path] = []
     note = None
@@ -69,11 +69,10 @@ def write_report(
     return markdown, written, note
 
 
-def tables(groups: list[Group], versus: list[str] = ()) -> list[str]:
+def tables(groups: list[Group], rules: list, versus: list[str]) -> list[str]:
     """The report's Markdown tables, as lines: results, the seed-paired differences of the
-    ``versus`` rules, the gradient-mode phases (runs with a synthesizer) and the truncation
-    probe (probed runs)."""
-    rules = [parse_versus(v) for v in versus]
+    ``rules`` (``parse_versus`` of the ``versus`` texts), the gradient-mode phases (runs
+    with a synthesizer) and the truncation probe (probed runs)."""
     text = [markdown_table(groups)]
     if rules:
         text += ["Seed-paired differences (`--versus " + " ".join(versus) + "`):", ""]
