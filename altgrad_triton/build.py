@@ -29,6 +29,9 @@ from .backends import backend_problem, kernel_backend
 from .boundary import SyntheticBoundary
 from .carry import join_state
 from .errors import UserError
+from .kernel_check import make_guard
+from .kernels.guard import KernelGuard
+from .kernels.guard import activate as activate_guard
 from .memory import check_memory
 from .model import Dropouts, RNNLanguageModel
 from .names import char_level
@@ -297,6 +300,7 @@ class Components:
     train_data: torch.Tensor  # [steps, this rank's batch columns], on the device
     boundary: SyntheticBoundary | None = None
     synth_generator: torch.Generator | None = None
+    guard: KernelGuard | None = None  # which kernel families ran on Triton (kernel_check)
 
 
 def build(
@@ -313,6 +317,8 @@ def build(
     check_backend(recipe.run.backend, recipe.model.cell, device)
     if tuned_configs:
         apply_tuned_configs(device, console)
+    guard = make_guard(recipe.run.backend, recipe.run.kernel_check, console)
+    activate_guard(guard)  # the kernel families consult it from now on
     if recipe.run.threads:  # oversubscribed cores make small CPU ops 10-100x slower
         torch.set_num_threads(recipe.run.threads)
     torch.manual_seed(recipe.run.seed)
@@ -343,6 +349,7 @@ def build(
         train_data=ddp.columns(batched, dist).to(device),
         boundary=boundary,
         synth_generator=synth_generator,
+        guard=guard,
     )
 
 

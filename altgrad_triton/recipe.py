@@ -69,6 +69,12 @@ class RunConfig:
         "kernels: auto = Triton on CUDA, PyTorch reference on CPU; cudnn = cuDNN's LSTM for "
         "LSTM layers (CUDA only), Triton for the rest",
     )
+    kernel_check: bool = opt(
+        True,
+        "compare each Triton kernel with its PyTorch reference on its first launch per shape "
+        "class (one more launch of each); a failing kernel falls back to PyTorch with a "
+        "warning (backend auto) or stops the run (backend triton)",
+    )
     dtype: Literal["float32", "bfloat16"] = opt(
         "float32", "compute dtype on CUDA (bfloat16 = autocast); CPU always float32"
     )

@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from . import asgd, board, data, rundir
+from . import asgd, board, data, kernel_check, rundir
 from . import distributed as ddp
 from .build import build, describe, set_hyperparameters
 from .checkpoint.checkpointer import Checkpointer
@@ -170,6 +170,7 @@ class Trainer:
         with asgd.averaged_weights(p.model, p.optimizer):  # NT-ASGD: the mean is judged
             val = self.evaluate(p.corpus.valid, self.recipe.data.eval_batch_size)
         row = epoch_row(plan, sums, val, char_level(p.corpus.name))
+        row.update(kernel_check.metrics_fields(p.guard))  # which kernels ran on Triton
         if peak is not None:  # of this epoch's training (since a resume, if it resumed)
             row["peak_mem_gib"] = peak / 2**30
         row["best"] = improved = val < run.best_val
@@ -340,9 +341,11 @@ class Trainer:
             return ddp.broadcast_object(None, self.dist)
         chars = char_level(p.corpus.name)
         results = run_results(self.run_state.best_val, test, self.log.rows(), chars)
+        results.update(kernel_check.results_fields(p.guard))
         write_text_atomic(self.run_dir / "results.json", json.dumps(results, indent=2))
         title = f"{self.recipe.run.name}: {self.run_dir}"
-        self.console.print(summary_table(title, summary_rows(results)))
+        rows = summary_rows(results) + kernel_check.summary_rows(results)
+        self.console.print(summary_table(title, rows))
         return ddp.broadcast_object(results, self.dist)
 
     # ------------------------------------------------------------------ stopping

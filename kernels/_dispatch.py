@@ -24,11 +24,17 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def on_gpu(tensors: tuple) -> bool:
+    """Whether every given tensor is on a GPU (the fault-injection tests stand in a GPU
+    here to drive ``auto`` through the Triton path under the interpreter)."""
+    return all(t.is_cuda for t in tensors if t is not None)
+
+
 def use_triton(backend: str, *tensors: torch.Tensor) -> bool:
     """Decide whether a call runs its Triton kernels; raise a clear error if it cannot."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    on_cuda = all(t.is_cuda for t in tensors if t is not None)
+    on_cuda = on_gpu(tensors)
     if backend == "torch":
         return False
     if backend == "auto":
