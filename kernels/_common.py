@@ -18,6 +18,9 @@ import triton.language as tl
 
 from . import tuning
 from ._dispatch import interpreting
+from ._interpreter import patch_interpreter
+
+patch_interpreter()  # only under TRITON_INTERPRET=1: bf16 dot and rounding as on a GPU
 
 STORAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 """Storage dtypes every family accepts; arithmetic and accumulation are fp32 whatever it is."""
