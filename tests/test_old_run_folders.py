@@ -1,11 +1,15 @@
-"""A run folder written before the synthesizer keys were renamed resumes exactly.
+"""A run folder written before the synthesizer keys were renamed resumes where a fresh run ends.
 
 ``fixtures/runs-before-synthesizer-keys.tar.gz`` holds two run folders that main wrote at
 1da76a2 (``fixtures/make_runs_before_synthesizer_keys.py``), stopped inside epoch 2 of 3:
 the authors' synthesizer on a window-2 QRNN (old keys ``synthetic.preset``,
 ``synthetic.elementwise``, ``synthetic.window``...) and the toolkit's, conditioned (cDNI),
 on an LSTM. Each resumes with today's code from its own ``recipe.toml`` and must end where
-an uninterrupted run of today's keys ends: the same metrics, the same weights.
+an uninterrupted run of today's keys ends: the same metrics and weights, to the rounding of
+the machine that wrote the fixture (another CPU's vector kernels sum in another order: the
+fixture's numbers and this machine's differ from the 7th digit on). Exact resume on one
+machine
+is tests/test_train.py's.
 """
 
 import json
@@ -13,6 +17,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from altgrad_triton import recipe as recipes
@@ -38,6 +43,19 @@ TODAY = {  # the fixture's runs in today's keys
         {"cell": "lstm", "layers": 2, "emb_size": 8, "hidden_size": 8},
     ),
 }
+
+
+def close(rows: list[dict], others: list[dict]) -> bool:
+    """The same rows: the same keys and values, floats to a relative 1e-5 (or 1e-6 absolute,
+    for cosines near 0)."""
+
+    def same(a, b):
+        return a == pytest.approx(b, rel=1e-5, abs=1e-6) if isinstance(a, float) else a == b
+
+    return len(rows) == len(others) and all(
+        r.keys() == o.keys() and all(same(r[k], o[k]) for k in r)
+        for r, o in zip(rows, others, strict=True)
+    )
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -82,8 +100,9 @@ def test_an_old_run_folder_resumes_exactly(tmp_path, name, capsys):
     )
     assert straight.synthetic == recipe.synthetic  # the old keys read as today's
     Trainer(straight, tmp_path / "new" / name).fit()
-    assert metrics(old) == metrics(tmp_path / "new" / name)
+    assert close(metrics(old), metrics(tmp_path / "new" / name))
     for file, saved in weights(old).items():
         fresh = weights(tmp_path / "new" / name)[file]
         assert saved.keys() == fresh.keys(), file
-        assert all(saved[k].equal(fresh[k]) for k in saved), file
+        for k in saved:
+            torch.testing.assert_close(saved[k], fresh[k], rtol=1e-5, atol=1e-6, msg=file)
