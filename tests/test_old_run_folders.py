@@ -8,8 +8,7 @@ on an LSTM. Each resumes with today's code from its own ``recipe.toml`` and must
 an uninterrupted run of today's keys ends: the same metrics and weights, to the rounding of
 the machine that wrote the fixture (another CPU's vector kernels sum in another order: the
 fixture's numbers and this machine's differ from the 7th digit on). Exact resume on one
-machine
-is tests/test_train.py's.
+machine is tests/test_train.py's.
 """
 
 import json
