@@ -174,10 +174,22 @@ class LoadedRun:
         if not 0 <= seed <= MAX_SEED:
             raise UserError(f"seed: must be an integer from 0 to 2**63 - 1, got {seed}")
         ids, _ = self.encode_prompt(prompt)
+        self._check_finite_weights()
         generator = torch.Generator(device=self.device).manual_seed(seed)
         if len(ids) == 0:  # no prompt and no line-start token: a random first token
             ids = torch.randint(len(self.vocab), (1,), generator=generator, device=self.device)
         return self._sample(ids.to(self.device), n, temperature, generator)
+
+    def _check_finite_weights(self) -> None:
+        """UserError naming the first weight that holds NaN or inf (a run that diverged):
+        such a model has no distribution to sample from."""
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise UserError(
+                    f"{self.run_dir}: the '{self.checkpoint}' checkpoint's weights hold NaN "
+                    f"or inf ({name}), so its model gives no probabilities to sample from; "
+                    "use another checkpoint (--checkpoint) or run"
+                )
 
     @torch.no_grad()
     def _sample(
@@ -185,10 +197,16 @@ class LoadedRun:
     ) -> Iterator[str]:
         self.model.eval()
         inputs, state = ids.view(-1, 1), self.model.init_state(1, self.device)
-        for _ in range(n):
+        for i in range(n):
             with autocast(self.device, self.recipe.run.dtype):
                 out = self.model(inputs, state)
             probs = torch.softmax(out.logits[-1, 0].float() / temperature, dim=-1)
+            if not bool(torch.isfinite(probs).all()):  # finite weights that overflowed
+                raise UserError(
+                    f"{self.run_dir}: the model's next-token probabilities hold NaN or inf "
+                    f"after {i} tokens (run.dtype={self.recipe.run.dtype}, temperature "
+                    f"{temperature:g}); try a higher --temperature or --device cpu"
+                )
             inputs = torch.multinomial(probs, 1, generator=generator).view(1, 1)
             state = out.state
             yield self.vocab.itos[int(inputs)]
@@ -247,4 +265,3 @@ def _usable_backend(
     if asked:
         raise UserError(f"backend: {problem}")
     return "auto"
-

@@ -7,7 +7,10 @@ slate, and what a failed write left.
 A run continues from its last complete checkpoint. A folder without one (a run killed, out
 of disk, or Ctrl-C'd twice while its first checkpoint was written) holds nothing to
 continue: a fresh start takes it over with fresh files (never appending to the old
-``metrics.jsonl``), and ``--resume`` says so and how to start afresh. Torch-free, so that
+``metrics.jsonl``), and ``--resume`` says so and how to start afresh. A new run folder lies
+outside every other run's folder and every checkpoint, whose next save would replace it with
+everything in it (``check_place``); and no save replaces or removes a checkpoint folder that
+holds more than a save wrote (``layout.foreign``). Torch-free, so that
 altgrad-suite decides each run's status without importing torch.
 """
 
@@ -48,11 +51,17 @@ def claim(run_dir: str | Path, *, resuming: bool, writer: bool = True) -> Iterat
     """Hold ``run_dir`` for one run; yields the tag of the checkpoint to resume from (None for
     a fresh start).
 
-    The writer (rank 0 under torchrun) locks the folder, which also proves it writable before
-    any data is loaded, and prepares it: a fresh start refuses a folder that holds a run and
-    clears what a run without a complete checkpoint left. Notes go to stdout, one line each.
+    A fresh run's folder may not lie inside another run's folder or a checkpoint
+    (``check_place``). The writer (rank 0 under torchrun) locks the folder, which also proves
+    it writable before any data is loaded, and prepares it: checkpoint folders that hold more
+    than a save wrote are refused (no save replaces them), and so are folders where the run
+    writes a file (``RUN_OWN_FILES``); a fresh start refuses a folder that
+    holds a run and clears what a run without a complete checkpoint left. Notes go to stdout,
+    one line each.
     """
     run_dir = Path(run_dir)
+    if not resuming:
+        check_place(run_dir)
     if not writer:
         yield _resumable(run_dir) if resuming else None
         return
@@ -64,6 +73,8 @@ def claim(run_dir: str | Path, *, resuming: bool, writer: bool = True) -> Iterat
         for note in lock.notes:
             print(note, flush=True)
         try:
+            _check_checkpoint_folders(run_dir)
+            _check_run_files(run_dir)
             tag = _resumable(run_dir) if resuming else None
             notes = [] if resuming else start_afresh(run_dir)
         except OSError as e:
@@ -73,6 +84,77 @@ def claim(run_dir: str | Path, *, resuming: bool, writer: bool = True) -> Iterat
         for note in notes:
             print(note, flush=True)
         yield tag
+
+
+RUN_MARKS = ("metrics.jsonl", "results.json", runlock.LOCK_FILE)
+"""What a run writes beside its recipe.toml, with its checkpoints: a folder with a
+recipe.toml and one of them is a run's (a recipe.toml alone is a user's recipe)."""
+
+
+def is_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run's folder (``RUN_MARKS``, or a checkpoint place)."""
+    if not (folder / "recipe.toml").is_file():
+        return False
+    places = (folder / layout.FOLDER / name for name in layout.ENTRIES)
+    return any((folder / f).exists() for f in RUN_MARKS) or any(p.exists() for p in places)
+
+
+def _checkpoint_file(folder: Path) -> str | None:
+    """The meta.json of a checkpoint at ``folder`` (with its model or trainer file beside
+    it: a model.safetensors alone is any model's), or None."""
+    if not (folder / layout.META).is_file():
+        return None
+    others = (layout.MODEL, layout.TRAINER)
+    return layout.META if any((folder / f).is_file() for f in others) else None
+
+
+def check_place(run_dir: Path) -> None:
+    """UserError unless a fresh run folder at ``run_dir`` lies outside every other run's
+    folder and every checkpoint, and is not a checkpoint itself: a save replaces a
+    checkpoint folder whole, with whatever else was put there (issue 32: a run made in
+    another run's ``checkpoints/best`` was deleted by that run's next save)."""
+    here = Path(run_dir).resolve()
+    allowed = "a run.out_dir outside every run folder and checkpoint"
+    for folder in reversed(here.parents):  # the outermost first: out of it is out of all
+        kind = "run folder" if is_run(folder) else "checkpoint" if _checkpoint_file(folder) else ""
+        if kind:
+            raise UserError(
+                f"run.out_dir={run_dir.parent}: inside the {kind} {folder}, which altgrad-train "
+                f"manages (a save replaces a checkpoint folder whole); give {allowed}, "
+                f"e.g. {folder.parent}"
+            )
+    held = _checkpoint_file(here)
+    if held:
+        raise UserError(
+            f"run.name={run_dir.name}: the run folder {run_dir} would be a checkpoint (it holds "
+            f"{held}), which a save replaces whole; give another run.name=... or {allowed}"
+        )
+
+
+def _check_checkpoint_folders(run_dir: Path) -> None:
+    """UserError if a folder where a save writes (or removes) a checkpoint holds anything
+    a save did not write: refused before the run begins, not at its first save."""
+    for name in layout.ENTRIES:
+        path = run_dir / layout.FOLDER / name
+        what = layout.foreign(path)
+        if what is not None:
+            raise UserError(f"{layout.not_a_checkpoint(path, what)}, then run again")
+
+
+RUN_OWN_FILES = ("recipe.toml", "metrics.jsonl", "results.json")
+"""The files a run writes in its folder (besides its checkpoints and lock)."""
+
+
+def _check_run_files(run_dir: Path) -> None:
+    """UserError if a folder stands where the run writes a file: its write would fail only
+    at the end of an epoch (a whole epoch lost), looking like a failed disk."""
+    for name in RUN_OWN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            raise UserError(
+                f"{path}: a folder stands where the run writes its file {name}; move it "
+                "away, then run again"
+            )
 
 
 def unwritable(run_dir: Path, error: OSError, resuming: bool) -> str:
@@ -141,7 +223,8 @@ def start_afresh(run_dir: Path) -> list[str]:
 def _remove_own_checkpoints(run_dir: Path) -> None:
     """Remove the incomplete checkpoints a stopped run left, and nothing else: only in a
     folder a run marked as its own (its recipe.toml), only the entries a checkpoint save
-    writes (``layout.ENTRIES``); the checkpoints folder itself only once empty. Whatever
+    writes (``layout.ENTRIES``) holding only what a save writes (``layout.foreign``); the
+    checkpoints folder itself only once empty. Whatever
     else lives there (a finished run that someone named ``checkpoints`` one level up) is
     not this run's."""
     folder = run_dir / layout.FOLDER
@@ -149,7 +232,7 @@ def _remove_own_checkpoints(run_dir: Path) -> None:
         return
     for name in layout.ENTRIES:
         entry = folder / name
-        if entry.is_dir() and not entry.is_symlink():
+        if entry.is_dir() and layout.foreign(entry) is None:  # not a link, only saved files
             shutil.rmtree(entry, ignore_errors=True)
     with contextlib.suppress(OSError):  # not empty: something that is not ours
         folder.rmdir()

@@ -189,3 +189,22 @@ def test_a_failed_write_says_what_was_kept(tmp_path):
         f"kept {run / 'checkpoints' / 'last'} (resumes at epoch 4) intact; once that is "
         f"fixed, continue with: altgrad-train --resume {run}"
     )
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "results.json", "recipe.toml"])
+@pytest.mark.parametrize("resuming", [True, False], ids=["resume", "fresh"])
+def test_a_folder_where_the_run_writes_a_file_is_one_line_before_training(tmp_path, name, resuming):
+    """Issue 32: a metrics.jsonl that is a folder failed at the end of the first epoch (a
+    whole epoch wasted), exit 1 as if the disk had failed."""
+    run = tmp_path / "run"
+    complete(run, "last")
+    (run / name / "kept").mkdir(parents=True)
+    if not resuming:
+        (run / "checkpoints").rename(tmp_path / "elsewhere")
+    with pytest.raises(UserError) as e, rundir.claim(run, resuming=resuming):
+        pass
+    assert e.value.exit_code == 2 and str(e.value) == (
+        f"{run / name}: a folder stands where the run writes its file {name}; move it "
+        "away, then run again"
+    )
+    assert (run / name / "kept").is_dir()

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
+import altgrad_triton
 from altgrad_triton import recipe as recipes
 from altgrad_triton.cli import eval as eval_cli
 from altgrad_triton.cli import generate as generate_cli
+from altgrad_triton.cli import probe as probe_cli
 from altgrad_triton.cli import train as train_cli
+from altgrad_triton.errors import UserError
 from altgrad_triton.train import Trainer
 from tests.helpers import tiny_corpus, tiny_recipe
 
@@ -138,6 +141,69 @@ def test_finetune_makes_a_new_run_that_records_its_parent(run_dir, tmp_path, cap
     assert f"fine-tuning {run_dir.resolve()}'s best checkpoint" in out
     child = recipes.load(out_dir / "tiny-finetune" / "recipe.toml")
     assert child.run.parent == str(run_dir.resolve()) and child.optim.name == "nt-asgd"
+
+
+def test_checkpoints_swapped_in_from_another_run_are_one_line_from_every_reader(
+    run_dir, tmp_path, capsys
+):
+    """Issue 32: run K's folder with run L's (wider) checkpoints copied in. A resume refuses
+    it naming the key; eval, generate, probe, load_run and a fine-tuning used L's model
+    while K's recipe.toml described another. Now each refuses by the resume's rule."""
+    wider = tiny_recipe(
+        run_dir.parent.parent / "data",
+        tmp_path / "runs",
+        run={"name": "wide", "epochs": 1, "max_batches": 4, "max_eval_batches": 2},
+        model={"hidden_size": 24},
+    )
+    Trainer(wider, tmp_path / "runs" / "wide").fit()
+    k = tmp_path / "k"
+    shutil.copytree(run_dir, k)
+    shutil.rmtree(k / "checkpoints")
+    shutil.copytree(tmp_path / "runs" / "wide" / "checkpoints", k / "checkpoints")
+    (tmp_path / "f.txt").write_text("the cat sat on a mat\n")
+    says = (
+        f"{k / 'checkpoints' / 'best'}: not this run's checkpoint: its model differs from "
+        f"{k / 'recipe.toml'}'s: model.hidden_size: checkpoint 24 vs recipe 16"
+    )
+    assert_one_line_error(call(eval_cli.main, capsys, k, "--text", tmp_path / "f.txt"), says)
+    assert_one_line_error(call(eval_cli.main, capsys, k, "--json"), says)
+    assert_one_line_error(call(generate_cli.main, capsys, k, "--words", 3), says)
+    assert_one_line_error(call(probe_cli.main, capsys, k), says)
+    last = says.replace("best", "last")
+    assert_one_line_error(call(generate_cli.main, capsys, k, "--checkpoint", "last"), last)
+    with pytest.raises(UserError) as e:
+        altgrad_triton.load_run(k)
+    assert str(e.value).startswith(says) and str(e.value).endswith(
+        "put the run's own checkpoints back, or use the run folder these came from"
+    )
+    ft = [f"run.out_dir={tmp_path / 'ft'}", "optim.name=nt-asgd", "run.device=cpu"]
+    assert_one_line_error(call(train_cli.main, capsys, "--finetune", k, *ft), says)
+    code, _, err = call(train_cli.main, capsys, "--resume", k, "run.epochs=3")
+    assert code == 2 and "model.hidden_size: checkpoint 24 vs recipe 16" in err
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        (float("nan"), "the 'best' checkpoint's weights hold NaN or inf (decoder.bias)"),
+        (3e38, "the model's next-token probabilities hold NaN or inf after 0 tokens"),
+    ],
+    ids=["nan-weights", "overflow"],
+)
+def test_generating_from_a_model_without_probabilities_is_one_line(
+    run_dir, tmp_path, capsys, value, says
+):
+    """Issue 32: NaN weights (a diverged run) gave torch.multinomial's traceback."""
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    path = copy / "checkpoints" / "best" / "model.safetensors"
+    weights = load_file(path)
+    weights["decoder.bias"].fill_(value)  # finite 3e38 overflows once divided by 0.5
+    save_file(weights, path)
+    args = ("--words", 3, "--temperature", 0.5, "--device", "cpu")
+    assert_one_line_error(call(generate_cli.main, capsys, copy, *args), f"{copy}: {says}")
 
 
 def test_the_commands_are_installed_scripts():

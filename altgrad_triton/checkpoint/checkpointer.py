@@ -72,7 +72,8 @@ class Checkpointer:
     # ------------------------------------------------------------------ reading a model
     def load_model(self, tag: str = "best") -> tuple[Recipe, Vocabulary, Checkpoint]:
         """The recipe, vocabulary and checkpoint ``tag`` of a trained run; a one-line
-        UserError when the folder is not a run directory or lacks that checkpoint."""
+        UserError when the folder is not a run directory, lacks that checkpoint, or holds
+        one of another run (``checks.check_run_folder``)."""
         if tag not in layout.TAGS:
             raise UserError(f"checkpoint: must be one of {', '.join(layout.TAGS)}, got {tag!r}")
         if not (self.run_dir / layout.FOLDER).is_dir():
@@ -87,6 +88,7 @@ class Checkpointer:
             raise UserError(f"{self.run_dir}: no '{tag}' checkpoint; {has}")
         ckpt = self.load(tag)
         recipe, vocab = checks.recipe_and_vocab(ckpt, self.path(tag))
+        checks.check_run_folder(ckpt, self.run_dir)
         return recipe, vocab, ckpt
 
     def load_parent(self, recipe: Recipe, vocab: Vocabulary) -> Checkpoint:

@@ -1,8 +1,10 @@
 """What a checkpoint is checked against before it is used: the recipe and corpus that
 continue it (:func:`check_resumable`), this run's tensor shapes (:func:`check_shapes`: files
 copied from a run of another size are one line naming the file and the first tensor that
-differs), and a fine-tuning's recipe (:func:`check_parent`). Each failure is one UserError
-line that names the key or file and says what to do.
+differs), a fine-tuning's recipe (:func:`check_parent`), and the run folder a model is
+read from (:func:`check_run_folder`: checkpoints copied in from another run, by the rule
+a resume applies). Each failure is one UserError line that names the key or file and says
+what to do.
 """
 
 from __future__ import annotations
@@ -174,6 +176,23 @@ def check_parent(
         raise UserError(
             f"run.parent: {parent} was trained on a text with another vocabulary; "
             "fine-tune on the same data.corpus and data.path"
+        )
+
+
+def check_run_folder(ckpt: Checkpoint, run_dir: Path) -> None:
+    """UserError unless the checkpoint is its run folder's: the model its ``meta.json``
+    records is the one the folder's ``recipe.toml`` describes, by the rule a resume applies
+    (``shape_mismatch``). Files copied in from another run would otherwise be read as this
+    run's model. A folder without a ``recipe.toml`` (checkpoints alone) is not checked."""
+    path = Path(run_dir) / "recipe.toml"
+    if not path.is_file():
+        return
+    diff = shape_mismatch(ckpt.meta["model_shape"], model_shape(recipes.load(path)))
+    if diff:
+        raise UserError(
+            f"{ckpt.where or run_dir}: not this run's checkpoint: its model differs from "
+            f"{path}'s: {'; '.join(diff)}; put the run's own checkpoints back, or use the "
+            "run folder these came from"
         )
 
 

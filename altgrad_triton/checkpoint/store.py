@@ -3,6 +3,8 @@
 It is written into a hidden staging folder and renamed into place; the previous
 checkpoint of the same tag is renamed aside first and deleted last, so a crash at any
 moment leaves either the old or the new checkpoint complete (``layout.find`` finds either).
+Only what a save wrote is replaced or removed: a folder there that holds anything else (a
+run someone made inside a checkpoint) is a UserError, and stays as it is.
 A save that fails (a full disk) deletes its staging folder and raises an OSError naming
 the file; the previous checkpoint stays as it was.
 
@@ -39,8 +41,15 @@ def write(
 ) -> None:
     """Write a complete checkpoint to ``directory`` atomically (see the module docstring)."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     tmp, old = layout.staging(directory), layout.set_aside(directory)
+    for path in (directory, old, tmp):  # each replaced or removed below: ours only
+        what = layout.foreign(path)
+        if what is not None:
+            run = directory.parent.parent
+            raise UserError(
+                f"{layout.not_a_checkpoint(path, what)}, then continue with --resume {run}"
+            )
+    directory.parent.mkdir(parents=True, exist_ok=True)
     if not directory.exists() and (old / layout.META).exists():
         os.replace(old, directory)  # a save cut off between its renames: keep that one
     shutil.rmtree(tmp, ignore_errors=True)
