@@ -77,6 +77,19 @@ def find_recipes(folder: str | Path) -> list[Path]:
     return found
 
 
+def check_seeds(seeds: list[int]) -> None:
+    """``--seeds`` of a command that runs one run per seed (altgrad-suite, altgrad-horizon):
+    at least one, none twice (a repeated seed would count the same run twice)."""
+    if not seeds:
+        raise UserError("--seeds: give at least one seed")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise UserError(
+            f"--seeds: {' '.join(map(str, repeated))} given more than once; each seed is one "
+            "run, and a repeated one would count the same run twice"
+        )
+
+
 def plan(
     folder: str | Path,
     seeds: list[int],
@@ -88,14 +101,7 @@ def plan(
 
     ``only``: a shell pattern (fnmatch) on run.name without the seed, e.g. ``"wt2-*-t10"``.
     """
-    if not seeds:
-        raise UserError("--seeds: give at least one seed")
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise UserError(
-            f"--seeds: {' '.join(map(str, repeated))} given more than once; each seed is one "
-            "run, and a repeated one would count the same run twice"
-        )
+    check_seeds(seeds)
     out = Path(out)
     runs: list[PlannedRun] = []
     names: dict[str, Path] = {}

@@ -147,3 +147,15 @@ def test_cli_runs_skips_and_renders(tmp_path, capsys):
     with open(tmp_path / "results.jsonl", "a") as f:
         f.write('{"task": "co')  # a run killed mid-write
     assert len(horizon.read_rows(tmp_path / "results.jsonl")) == 2
+
+
+def test_a_seed_given_twice_is_refused_before_any_run(tmp_path, capsys):
+    from altgrad_triton.cli import horizon as horizon_cli
+
+    code = horizon_cli.main(["--seeds", "1", "1", "--out", str(tmp_path / "h")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == (
+        "error: --seeds: 1 given more than once; each seed is one run, and a repeated one "
+        "would count the same run twice"
+    )
+    assert not (tmp_path / "h").exists()

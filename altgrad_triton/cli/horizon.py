@@ -72,6 +72,7 @@ def body(argv: list[str] | None = None) -> int:
     import torch  # deferred so --help and argument errors stay fast
 
     from .. import horizon
+    from ..suite import check_seeds
 
     if args.table_only:
         rows = horizon.read_rows(args.table_only)
@@ -84,6 +85,7 @@ def body(argv: list[str] | None = None) -> int:
     if not 1 <= args.threads <= MAX_THREADS:
         raise UserError(f"--threads: must be from 1 to {MAX_THREADS}, got {args.threads}")
     torch.set_num_threads(args.threads)
+    check_seeds(args.seeds)
     settings = {name: getattr(args, name) for name in SETTINGS}
     configs = horizon.plan(args.tasks, args.truncations, args.methods, args.seeds, **settings)
     for c in configs:
