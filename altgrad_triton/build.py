@@ -16,6 +16,7 @@ its recipe-wins settings in ``apply_recipe_settings``), another synthesizer in
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,42 @@ def check_backend(backend: str, cell: str, device: torch.device) -> None:
     problem = backend_problem(backend, cell, device.type)
     if problem:
         raise UserError(f"run.backend: {problem}")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or ``taskset``'s share, which
+    ``os.cpu_count`` does not see)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_cpu_threads(asked: int, device: torch.device, console: Any) -> int:
+    """PyTorch's CPU threads: ``run.threads``, or (0) its default capped at the cores this
+    process may use; on a CPU run, a warning when other jobs already load those cores, since
+    oversubscribed cores make small CPU ops 10-100x slower (two or three runs on 2 cores
+    crawled at 81-181 tok/s against about 670 alone). Returns the count."""
+    threads = asked or min(torch.get_num_threads(), usable_cores())
+    torch.set_num_threads(threads)
+    if device.type == "cpu":
+        cores, load = usable_cores(), _load_average()
+        if load is not None and load + threads > cores + 0.5:
+            console.print(
+                f"warning: this machine is busy (load {load:.1f} on {cores} cores, and this "
+                f"run adds {threads} threads): runs that share cores slow each other down; "
+                "give each run.threads=1, or run them one after another",
+                markup=False,
+            )
+    return threads
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average, None where the OS has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def apply_tuned_configs(device: torch.device, console: Any) -> None:
@@ -319,8 +356,7 @@ def build(
         apply_tuned_configs(device, console)
     guard = make_guard(recipe.run.backend, recipe.run.kernel_check, console)
     activate_guard(guard)  # the kernel families consult it from now on
-    if recipe.run.threads:  # oversubscribed cores make small CPU ops 10-100x slower
-        torch.set_num_threads(recipe.run.threads)
+    set_cpu_threads(recipe.run.threads, device, console)
     torch.manual_seed(recipe.run.seed)
     corpus = load_corpus(recipe, corpus)
     check_memory(recipe, len(corpus.vocab), device, dist.world_size)  # before allocating
@@ -363,7 +399,8 @@ def describe(parts: Components, recipe: Recipe, dist: ddp.DistContext) -> str:
     pieces = [
         f"{c.name}: vocabulary {len(c.vocab):,}, train {len(c.train):,} / valid "
         f"{len(c.valid):,} / test {len(c.test):,} {unit}{unk}",
-        f"model {sum(p.numel() for p in parts.model.parameters()):,} parameters on {parts.device}",
+        f"model {sum(p.numel() for p in parts.model.parameters()):,} parameters on {parts.device}"
+        + (f" ({torch.get_num_threads()} threads)" if parts.device.type == "cpu" else ""),
     ]
     if dist.enabled:
         pieces.append(f"{w} ranks, {d.batch_size // w} batch columns each")

@@ -1,7 +1,8 @@
 """The one exception type that means "the user asked for something wrong".
 
-The command-line entry points catch it and print its message as a single line on stderr,
-exit code 2, no traceback. Everything else is a bug and keeps its traceback. ``one_line``
+The command-line entry points catch it and print its message as a single line on stderr
+(``error: ...``, or ``stopped: ...`` for a run stopped on purpose), exit code 2 unless it
+says otherwise, no traceback. Everything else is a bug and keeps its traceback. ``one_line``
 turns any error into the one line such a message quotes.
 """
 
@@ -15,11 +16,16 @@ class UserError(Exception):
     says otherwise (130 after Ctrl-C, as a shell reports it), per error or per subclass."""
 
     exit_code: int = 2
+    label: str = "error"
+    """What the command line prints before the message: ``error``, or ``stopped`` for a run
+    that stopped on purpose and saved (Ctrl-C is no error)."""
 
-    def __init__(self, message: str, exit_code: int | None = None):
+    def __init__(self, message: str, exit_code: int | None = None, label: str | None = None):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+        if label is not None:
+            self.label = label
 
 
 _NOISE = re.compile(

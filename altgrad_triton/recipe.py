@@ -55,13 +55,17 @@ MAX_THREADS = 1024
 """The most CPU threads a recipe may ask for (torch crashes on absurd counts, e.g. 100000)."""
 
 
+MAX_EPOCHS = 1_000_000
+"""More epochs than any run trains (the paper's longest is 320): a bound that catches a typo."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     name: str = opt("run", "run name; the run directory is out_dir/name")
     seed: int = opt(
         42, "random seed for weights, dropout, segment lengths and data order", ge=0, le=2**32 - 1
     )
-    epochs: int = opt(1, "number of training epochs", ge=1)
+    epochs: int = opt(1, "number of training epochs", ge=1, le=MAX_EPOCHS)
     out_dir: str = opt("runs", "directory that holds run directories")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto = cuda when available")
     backend: Literal["auto", "torch", "triton", "cudnn"] = opt(
@@ -92,7 +96,8 @@ class RunConfig:
     )
     threads: int = opt(
         0,
-        "CPU threads for PyTorch, 0 = its default; use 1 when several runs share the cores",
+        "CPU threads for PyTorch, 0 = its default capped at the cores this process may use; "
+        "use 1 when several runs share the cores",
         ge=0,
         le=MAX_THREADS,
     )

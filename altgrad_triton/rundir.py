@@ -17,6 +17,7 @@ altgrad-suite decides each run's status without importing torch.
 from __future__ import annotations
 
 import contextlib
+import errno
 import shlex
 import shutil
 from collections.abc import Iterator
@@ -68,7 +69,7 @@ def claim(run_dir: str | Path, *, resuming: bool, writer: bool = True) -> Iterat
     try:
         lock = runlock.acquire(run_dir)
     except OSError as e:
-        raise UserError(unwritable(run_dir, e, resuming)) from None
+        raise UserError(unwritable(run_dir, e, resuming), exit_code=failure_code(e)) from None
     with lock:
         for note in lock.notes:
             print(note, flush=True)
@@ -78,7 +79,7 @@ def claim(run_dir: str | Path, *, resuming: bool, writer: bool = True) -> Iterat
             tag = _resumable(run_dir) if resuming else None
             notes = [] if resuming else start_afresh(run_dir)
         except OSError as e:
-            raise UserError(unwritable(run_dir, e, resuming)) from None
+            raise UserError(unwritable(run_dir, e, resuming), exit_code=failure_code(e)) from None
         if tag == "best":
             notes.append(f"note: {run_dir} has no complete 'last' checkpoint; resuming from 'best'")
         for note in notes:
@@ -155,6 +156,17 @@ def _check_run_files(run_dir: Path) -> None:
                 f"{path}: a folder stands where the run writes its file {name}; move it "
                 "away, then run again"
             )
+
+
+MACHINE_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+"""Write errors that are the machine's state, not a mistake in what was asked: a full disk,
+a quota, a failing device. They exit 1, as a failed write during a run does; a folder the
+user may not write (a mistake in run.out_dir) exits 2."""
+
+
+def failure_code(error: OSError) -> int:
+    """The exit code of a run folder that cannot be written (``MACHINE_FAULTS``: 1; else 2)."""
+    return 1 if error.errno in MACHINE_FAULTS else 2
 
 
 def unwritable(run_dir: Path, error: OSError, resuming: bool) -> str:

@@ -251,6 +251,8 @@ class Trainer:
             if p.boundary is not None:
                 p.boundary.reset()
         sums, title = run.sums, f"epoch {plan.epoch} [{plan.mode}]"
+        # the bar's speed is this process's (a resumed epoch's sums hold earlier processes')
+        before = (sums.tokens, sums.seconds)
         with EpochProgress(
             self.console, title, len(segments), self.recipe.run.log_every, start=sums.segment
         ) as bar:
@@ -259,7 +261,8 @@ class Trainer:
                 ce, sg = self.train_segment(start, seq_len, plan)
                 tokens = seq_len * p.train_data.shape[1] * self.dist.world_size
                 sums.add(tokens, ce, time.perf_counter() - t0, sg)
-                bar.update(sums.segment, sums.mean_loss(), sums.tokens_per_s())
+                speed = (sums.tokens - before[0]) / max(sums.seconds - before[1], 1e-9)
+                bar.update(sums.segment, sums.mean_loss(), speed)
                 if self.board is not None and sums.segment % self.recipe.run.log_every == 0:
                     lr = segment_lr(plan.lr, seq_len, self.recipe)
                     self.board.segment(self._step_base + sums.segment, ce, lr, sg)
@@ -377,6 +380,7 @@ class Trainer:
         return TrainingStopped(
             f"interrupted{by} {where}; saved. Continue with: {self._resume_hint()}",
             exit_code=128 + number,
+            label="stopped",
         )
 
     def _resume_hint(self) -> str:
@@ -434,3 +438,11 @@ class Trainer:
         with self._write_failures_explained():
             self.log.trim(self.run_state.epoch)
             self.probe.trim(self.run_state.epoch)
+        run = self.run_state
+        where = f"epoch {run.epoch}"
+        if run.carried is not None:  # stopped inside the epoch
+            where += f", after segment {run.sums.segment}"
+        self.console.print(
+            f"resuming from checkpoint {tag} ({self.checkpoints.find(tag)}) at {where}",
+            markup=False,
+        )

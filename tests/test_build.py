@@ -131,3 +131,39 @@ def test_make_synthesizer_builds_the_authors_synthesizer():
     assert isinstance(synth, AuthorsSynthesizer)
     assert (synth.hidden, synth.window, synth.zoneout, synth.sequence) == (50, 2, 0.1, "scan")
     assert synth.decoder.weight.abs().sum() > 0  # uniform, not zero
+
+
+class _Printed:
+    def __init__(self):
+        self.lines = []
+
+    def print(self, line, markup=False):
+        self.lines.append(line)
+
+
+def test_threads_default_to_the_cores_this_process_may_use(monkeypatch):
+    """Issue 32: several runs at once each took PyTorch's default thread count."""
+    before = torch.get_num_threads()
+    monkeypatch.setattr(build.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(build.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    try:
+        assert build.set_cpu_threads(0, torch.device("cpu"), _Printed()) == 1
+        assert torch.get_num_threads() == 1
+        assert build.set_cpu_threads(2, torch.device("cpu"), _Printed()) == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_busy_machine_is_warned_about(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(build.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(build.os, "getloadavg", lambda: (2.0, 2.0, 2.0))
+    console = _Printed()
+    try:
+        build.set_cpu_threads(2, torch.device("cpu"), console)
+    finally:
+        torch.set_num_threads(before)
+    assert len(console.lines) == 1 and console.lines[0].startswith(
+        "warning: this machine is busy (load 2.0 on 2 cores, and this run adds 2 threads)"
+    )
+    assert "run.threads=1" in console.lines[0]

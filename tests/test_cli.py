@@ -130,3 +130,19 @@ def test_train_then_refuse_existing_run_then_resume(tmp_path):
     proc = train("--resume", run, "run.epochs=2")
     assert proc.returncode == 0, proc.stderr
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_recipe_with_resume_says_they_do_not_go_together(tmp_path):
+    """Issue 32: `altgrad-train wt2-small --resume RUN` blamed run.name=wt2-small, a key the
+    user never typed."""
+    run = tmp_path / "A"
+    run.mkdir()
+    (run / "recipe.toml").write_text('[run]\nname = "A"\n')
+    proc = train("wt2-small", "--resume", run)
+    assert_user_error(proc, f"--resume {run} continues with the run's own recipe.toml",
+                      "give no recipe (wt2-small)", "run.epochs=8")  # fmt: skip
+
+
+def test_an_absurd_epoch_count_is_refused(tmp_path):
+    proc = train("wt2-small", "run.epochs=99999999999999999999999", "--dump-config")
+    assert_user_error(proc, "run.epochs: must be <= 1000000")

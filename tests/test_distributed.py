@@ -367,9 +367,9 @@ def test_a_preempted_torchrun_job_saves_and_resumes_as_one_process_trains(tmp_pa
     run = tmp_path / "runs" / "tiny"
     proc = torchrun(Path(__file__), "preempt", tmp_path / "r.toml")
     ours = [x for x in proc.stderr.splitlines() if x.startswith("error: rank 0: ") or
-            x.startswith("error: interrupted")]  # fmt: skip
+            x.startswith("stopped: interrupted")]  # fmt: skip
     assert len(ours) == 1, proc.stderr[-3000:]
-    assert ours[0].startswith("error: interrupted by SIGTERM at epoch 1, segment "), ours
+    assert ours[0].startswith("stopped: interrupted by SIGTERM at epoch 1, segment "), ours
     assert ours[0].endswith(f"torchrun ... -m altgrad_triton.cli.train --resume {run}")
     # inside epoch 1, which the resume finishes
     assert Checkpointer(run).load("last").meta["epoch"] == 1
@@ -397,7 +397,7 @@ def test_ranks_agree_on_a_sigterm_that_lands_after_the_segments_agreement(tmp_pa
     errors = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
     stop = PREEMPT_AT_SEGMENT + (other == "next")
     assert errors == [
-        f"error: interrupted by SIGTERM at epoch 1, segment {stop}; saved. "
+        f"stopped: interrupted by SIGTERM at epoch 1, segment {stop}; saved. "
         f"Continue with: torchrun ... -m altgrad_triton.cli.train --resume {run}"
     ], proc.stderr[-3000:]
     saved = Checkpointer(run).load("last")

@@ -144,7 +144,7 @@ def test_a_preempted_run_saves_exits_with_its_signal_and_resumes_exactly(preempt
     assert f"{sig.name}: stopping after this segment to save" in out
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith(f"error: interrupted by {sig.name} at epoch 1, segment ")
+    assert lines[0].startswith(f"stopped: interrupted by {sig.name} at epoch 1, segment ")
     assert lines[0].endswith(f"; saved. Continue with: altgrad-train --resume {run}")
     assert (run / "checkpoints" / "last" / "meta.json").exists()
     resumed = subprocess.run(

@@ -411,3 +411,32 @@ def test_kernel_configs_the_run_used_come_back_on_resume(corpus_dir, tmp_path):
         assert tuning.get_override("fo_pool_fwd", key) == meta
     finally:
         tuning.clear_overrides()
+
+
+def test_a_resume_says_where_it_resumes_and_its_bar_shows_this_process_speed(
+    corpus_dir, tmp_path, capsys, monkeypatch
+):
+    """Issue 32: a resume printed no line saying where it continued, and its bar averaged
+    the tokens/s of the earlier, interrupted processes with its own."""
+    from altgrad_triton import progress
+
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", run={"epochs": 1})
+    interrupt_at(Trainer(r, tmp_path / "runs" / "tiny"), epoch=1, segment=2)
+    capsys.readouterr()
+    resumed = Trainer(r, tmp_path / "runs" / "tiny")
+    resumed.restore("last")
+    out = capsys.readouterr().out
+    assert (
+        f"resuming from checkpoint last ({tmp_path / 'runs' / 'tiny' / 'checkpoints' / 'last'}) "
+        "at epoch 1, after segment 3" in out
+    )
+    resumed.run_state.sums.seconds += 1e6  # the earlier processes took forever
+    speeds = []
+    real_update = progress.EpochProgress.update
+    monkeypatch.setattr(
+        progress.EpochProgress,
+        "update",
+        lambda self, done, loss, tps: (speeds.append(tps), real_update(self, done, loss, tps)),
+    )
+    resumed.fit()
+    assert speeds and min(speeds) > 1.0  # not the 1e6 s of the earlier processes

@@ -17,12 +17,12 @@ from ..errors import UserError
 
 
 def run_main(body: Callable[[], int | None]) -> int:
-    """Run a command body; a UserError becomes ``error: <message>`` and its exit code (2
-    unless it says otherwise)."""
+    """Run a command body; a UserError becomes ``error: <message>`` (its ``label``) and its
+    exit code (2 unless it says otherwise)."""
     try:
         return body() or 0
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{e.label}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("error: aborted", file=sys.stderr)

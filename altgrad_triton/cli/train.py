@@ -92,7 +92,12 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
         run_dir = Path(args.resume).expanduser()
         if not (run_dir / "recipe.toml").exists():
             raise UserError(f"--resume {run_dir}: not a run directory (no recipe.toml there)")
-        recipe = recipes.load(path or run_dir / "recipe.toml", overrides)
+        if path is not None:
+            raise UserError(
+                f"--resume {run_dir} continues with the run's own recipe.toml: give no recipe "
+                f"({path}); change a key with KEY=VALUE after it (e.g. run.epochs=8)"
+            )
+        recipe = recipes.load(run_dir / "recipe.toml", overrides)
         _same_name(run_dir, recipe)
         return recipe, run_dir
     if path is None:
@@ -199,7 +204,7 @@ def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: 
 
 def _on_rank(error: UserError, ctx: Any) -> UserError:
     """The same error, its message naming the rank that raised it."""
-    return UserError(f"rank {ctx.rank}: {error}", exit_code=error.exit_code)
+    return UserError(f"rank {ctx.rank}: {error}", exit_code=error.exit_code, label=error.label)
 
 
 def main(argv: list[str] | None = None) -> int:
