@@ -218,16 +218,20 @@ def test_a_full_disk_at_start_exits_1_a_forbidden_folder_2(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "train.lock"))
 
     monkeypatch.setattr(runlock, "acquire", full)
-    with pytest.raises(UserError, match="No space left on device") as e:
-        with rundir.claim(tmp_path / "run", resuming=False):
-            pass
+    with (
+        pytest.raises(UserError, match="No space left on device") as e,
+        rundir.claim(tmp_path / "run", resuming=False),
+    ):
+        pass
     assert e.value.exit_code == 1
 
     def denied(run_dir):
         raise PermissionError(errno.EACCES, "Permission denied", str(run_dir))
 
     monkeypatch.setattr(runlock, "acquire", denied)
-    with pytest.raises(UserError, match="Permission denied") as e:
-        with rundir.claim(tmp_path / "run2", resuming=False):
-            pass
+    with (
+        pytest.raises(UserError, match="Permission denied") as e,
+        rundir.claim(tmp_path / "run2", resuming=False),
+    ):
+        pass
     assert e.value.exit_code == 2
