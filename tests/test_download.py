@@ -216,3 +216,11 @@ def test_shipped_sources_are_pinned_and_current():
             assert remote.sha256 is not None and len(remote.sha256) == 64
             assert remote.url.startswith("https://")
             assert "metamind" not in remote.url  # that host is gone
+
+
+def test_the_missing_corpus_message_names_the_key_to_set(tmp_path):
+    """Issue 32: it said "pass the folder holding them as path", naming no key."""
+    from altgrad_triton.data.download import where_to_put
+
+    line = where_to_put("wikitext-2", tmp_path)
+    assert line.endswith("(or give the folder holding them as data.path=FOLDER)")
