@@ -143,7 +143,10 @@ def corpus_cache_dir(name: str, cache_dir: str | os.PathLike[str] | None = None)
 def where_to_put(name: str, target: Path) -> str:
     """The sentence every failure ends with: which files go into which directory."""
     files = ", ".join(_source(name).expected)
-    return f"put {files} in {target}/ yourself (or give the folder holding them as data.path=FOLDER)"
+    return (
+        f"put {files} in {target}/ yourself (or give the folder holding them as "
+        "data.path=FOLDER)"
+    )
 
 
 def download_corpus(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
