@@ -32,7 +32,6 @@ from .carry import join_state
 from .errors import UserError
 from .kernel_check import make_guard
 from .kernels.guard import KernelGuard
-from .kernels.guard import activate as activate_guard
 from .memory import check_memory
 from .model import Dropouts, RNNLanguageModel
 from .names import char_level
@@ -337,7 +336,7 @@ class Components:
     train_data: torch.Tensor  # [steps, this rank's batch columns], on the device
     boundary: SyntheticBoundary | None = None
     synth_generator: torch.Generator | None = None
-    guard: KernelGuard | None = None  # which kernel families ran on Triton (kernel_check)
+    guard: KernelGuard | None = None  # checks the kernels while the trainer runs (kernel_check)
 
 
 def build(
@@ -355,7 +354,6 @@ def build(
     if tuned_configs:
         apply_tuned_configs(device, console)
     guard = make_guard(recipe.run.backend, recipe.run.kernel_check, console)
-    activate_guard(guard)  # the kernel families consult it from now on
     set_cpu_threads(recipe.run.threads, device, console)
     torch.manual_seed(recipe.run.seed)
     corpus = load_corpus(recipe, corpus)

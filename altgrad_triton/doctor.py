@@ -14,6 +14,7 @@ cases run only under Triton's interpreter (``TRITON_INTERPRET=1``), at small sha
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -64,7 +65,10 @@ class Outcome:
         return "pass" if self.passed else "fallback"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"verdict": self.verdict}
+        """As JSON takes it (an infinite error, a NaN's, as null)."""
+        out = dataclasses.asdict(self) | {"verdict": self.verdict}
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in out.items()}  # fmt: skip
 
 
 def _leaf(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, scale: float = 1.0,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import UserError
 
 if TYPE_CHECKING:
+    from .distributed import DistContext
     from .kernels.guard import KernelGuard
 
 
@@ -36,6 +37,30 @@ def make_guard(backend: str, check: bool, console: Any) -> KernelGuard:
     )
 
 
+def run_records(guard: KernelGuard | None, dist: DistContext) -> dict[str, dict]:
+    """What every rank's guard recorded, merged (a collective under torchrun: every rank
+    calls it): a family ran on Triton only if it did on every rank; a rank's fallback is
+    named with its rank."""
+    mine = guard.records() if guard is not None else {}
+    if not dist.enabled:
+        return mine
+    from .distributed import all_gather_objects
+
+    merged: dict[str, dict] = {}
+    for rank, records in enumerate(all_gather_objects(mine, dist)):
+        for family, r in records.items():
+            m = merged.setdefault(family, {"ran": "triton", "checks": 0})
+            m["checks"] += r["checks"]
+            if "max_error" in r:
+                m["max_error"] = max(m.get("max_error", 0.0), r["max_error"])
+            if r["ran"] != "triton":
+                m["ran"] = r["ran"]
+                m["reason"] = "; ".join(
+                    filter(None, [m.get("reason"), f"rank {rank}: {r['reason']}"])
+                )
+    return dict(sorted(merged.items()))
+
+
 def ran_on(records: dict[str, dict]) -> dict[str, str]:
     """Family -> "triton", or "torch (fell back: why)": the metrics line's ``kernels``."""
     return {
@@ -44,16 +69,14 @@ def ran_on(records: dict[str, dict]) -> dict[str, str]:
     }
 
 
-def metrics_fields(guard: KernelGuard | None) -> dict[str, Any]:
+def metrics_fields(records: dict[str, dict]) -> dict[str, Any]:
     """``{"kernels": ...}`` for an epoch's metrics line once any family was asked to run on
     Triton; nothing otherwise (a CPU run's lines are as they were)."""
-    records = guard.records() if guard is not None else {}
     return {"kernels": ran_on(records)} if records else {}
 
 
-def results_fields(guard: KernelGuard | None) -> dict[str, Any]:
+def results_fields(records: dict[str, dict]) -> dict[str, Any]:
     """``{"kernels": family -> {ran, checks, max_error, reason}}`` for results.json."""
-    records = guard.records() if guard is not None else {}
     return {"kernels": records} if records else {}
 
 

@@ -43,6 +43,7 @@ from .checkpoint.contents import RunState, start_averaging
 from .errors import UserError
 from .evaluation import evaluate
 from .files import write_text_atomic
+from .kernels.guard import guarding
 from .metrics import EpochSums, MetricsLog, epoch_row, run_results, summary_rows
 from .model import autocast, lm_loss, next_tokens_context
 from .names import char_level
@@ -143,7 +144,8 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def fit(self) -> dict[str, Any]:
         """Train from the run's next epoch to ``run.epochs``, then test the best checkpoint."""
-        with self._write_failures_explained(), self._board_open():
+        # the kernel families consult the run's guard while it trains (kernel_check.py)
+        with self._write_failures_explained(), self._board_open(), guarding(self.parts.guard):
             if self.dist.is_main:
                 write_text_atomic(self.run_dir / "recipe.toml", to_toml(self.recipe))
             if self.recipe.run.parent and self.run_state.averaging_since is None:  # a fresh one
@@ -170,7 +172,8 @@ class Trainer:
         with asgd.averaged_weights(p.model, p.optimizer):  # NT-ASGD: the mean is judged
             val = self.evaluate(p.corpus.valid, self.recipe.data.eval_batch_size)
         row = epoch_row(plan, sums, val, char_level(p.corpus.name))
-        row.update(kernel_check.metrics_fields(p.guard))  # which kernels ran on Triton
+        kernels = kernel_check.run_records(p.guard, self.dist)  # every rank: a collective
+        row.update(kernel_check.metrics_fields(kernels))  # which kernels ran on Triton
         if peak is not None:  # of this epoch's training (since a resume, if it resumed)
             row["peak_mem_gib"] = peak / 2**30
         row["best"] = improved = val < run.best_val
@@ -340,11 +343,12 @@ class Trainer:
             p.model.load_state_dict(self.checkpoints.load("best").weights)
         ddp.broadcast_module(p.model, self.dist)
         test = self.evaluate(p.corpus.test, self.recipe.data.test_batch_size)
+        kernels = kernel_check.run_records(p.guard, self.dist)  # every rank: a collective
         if not self.dist.is_main:
             return ddp.broadcast_object(None, self.dist)
         chars = char_level(p.corpus.name)
         results = run_results(self.run_state.best_val, test, self.log.rows(), chars)
-        results.update(kernel_check.results_fields(p.guard))
+        results.update(kernel_check.results_fields(kernels))
         write_text_atomic(self.run_dir / "results.json", json.dumps(results, indent=2))
         title = f"{self.recipe.run.name}: {self.run_dir}"
         rows = summary_rows(results) + kernel_check.summary_rows(results)

@@ -40,6 +40,16 @@ def _deterministic_seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_kernel_guard_left():
+    """No test leaves a kernel guard active for the next one (a run activates its own
+    while it trains)."""
+    from altgrad_triton.kernels import guard
+
+    yield
+    guard.activate(None)
+
+
 @pytest.fixture
 def triton_device(monkeypatch):
     """Run a kernel test's Triton path where it can run: CPU tensors under the interpreter,

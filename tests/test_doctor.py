@@ -18,6 +18,7 @@ FAMILIES = {"lstm", "fo_pool", "elementwise", "authors_scan", "sg_loss", "linear
 
 def test_without_a_gpu_it_says_so_in_one_line(monkeypatch, capsys):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     code, out, err = run_command(doctor_cli.main, capsys)
     assert code == 0 and err == ""
     assert out.strip() == doctor_cli.NO_GPU
@@ -46,3 +47,8 @@ def test_a_failing_family_is_a_fallback_row_and_exit_1(monkeypatch, capsys):
     failed = [c for c in cases if c["verdict"] != "pass"]
     assert {c["family"] for c in failed} == {"lstm"} and len(failed) == 2
     assert all(c["error"].startswith("OutOfResources") for c in failed)
+
+
+def test_a_recipe_that_does_not_exist_is_one_line(capsys):
+    code, _, err = run_command(doctor_cli.main, capsys, "no-such-recipe")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1

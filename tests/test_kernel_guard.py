@@ -192,7 +192,7 @@ def test_the_check_sees_a_wrong_gradient(monkeypatch):
     h0, c0 = torch.randn(3, 8), torch.randn(3, 8)
     result = guard.compare(lstm_mod.lstm_segment, (gx, w, h0, c0), {"backend": "triton"},
                            family="lstm")  # fmt: skip
-    assert not result.passed and result.worst == "grad of input 1", result
+    assert not result.passed and result.worst.startswith("grad of input 1 "), result
 
 
 def test_the_check_leaves_the_callers_tensors_and_global_rng_alone():
@@ -223,3 +223,140 @@ def test_check_off_still_falls_back_on_a_launch_error(monkeypatch):
     torch.testing.assert_close(out, lstm_mod.lstm_segment_reference(*args))
     assert len(said) == 1 and g.records()["lstm"]["ran"] == "torch"
     assert g.records()["lstm"]["checks"] == 0
+
+
+# --------------------------------------------------------------------------- what it checks
+
+
+def _lstm_args(grad: bool = True):
+    gx = torch.randn(5, 3, 32, requires_grad=grad)
+    w = (torch.randn(32, 8) * 0.3).requires_grad_(grad)
+    return gx, w, torch.randn(3, 8), torch.randn(3, 8)
+
+
+def test_an_evaluation_only_fault_is_caught_under_no_grad(monkeypatch):
+    """Evaluation runs the forward without saving for a backward: another kernel
+    specialisation, checked as it is called."""
+    real = lstm_mod.lstm_segment_forward
+
+    def wrong_when_not_saving(*args, save_for_backward=True, **kwargs):
+        h_all, c_all, act = real(*args, save_for_backward=save_for_backward, **kwargs)
+        return (h_all if save_for_backward else h_all * 2), c_all, act
+
+    monkeypatch.setattr(lstm_mod, "lstm_segment_forward", wrong_when_not_saving)
+    said: list[str] = []
+    g = guard.KernelGuard(warn=said.append)
+    args = _lstm_args()
+    with guard.guarding(g):
+        kernels.lstm_segment(*args, backend="triton")[0].sum().backward()  # training: fine
+        assert g.records()["lstm"]["ran"] == "triton"
+        with torch.no_grad():
+            out = kernels.lstm_segment(*args, backend="triton")
+    assert g.records()["lstm"]["ran"] == "torch" and len(said) == 1
+    torch.testing.assert_close(out[0], lstm_mod.lstm_segment_reference(*args)[0])
+
+
+def test_a_fault_only_without_gradients_on_the_carried_states_is_caught(monkeypatch):
+    """In real mode the carried h_T and c_T get no gradient (None): the backward kernels'
+    case of their own, which the check runs too."""
+    real = lstm_mod.lstm_segment_backward
+
+    def wrong_without_carried_grads(w, h_all, c_all, act, dh_seq, dh_T, dc_T, **kwargs):
+        dgates, dh0, dc0 = real(w, h_all, c_all, act, dh_seq, dh_T, dc_T, **kwargs)
+        return (dgates * 1.5 if dh_T is None and dc_T is None else dgates), dh0, dc0
+
+    monkeypatch.setattr(lstm_mod, "lstm_segment_backward", wrong_without_carried_grads)
+    result = guard.compare(lstm_mod.lstm_segment, _lstm_args(), {"backend": "triton"},
+                           family="lstm")  # fmt: skip
+    assert not result.passed and "(output 0 only)" in result.worst, result
+
+
+def test_with_the_check_off_a_backward_launch_error_still_falls_back(monkeypatch):
+    monkeypatch.setattr(lstm_mod, "lstm_segment_backward", _out_of_resources)
+    said: list[str] = []
+    g = guard.KernelGuard(check=False, warn=said.append)
+    with guard.guarding(g):
+        out = kernels.lstm_segment(*_lstm_args(), backend="triton")
+    out[0].sum().backward()  # on the reference
+    assert g.records()["lstm"] == {"ran": "torch", "checks": 0,
+                                   "reason": "OutOfResources: " + g.records()["lstm"]["reason"]
+                                   .removeprefix("OutOfResources: ")}  # fmt: skip
+    assert "OutOfResources" in said[0]
+
+
+def test_a_biased_bf16_loss_is_caught(monkeypatch):
+    """0.4 nats on every row of a bf16 LM loss (perplexity x1.5) is within 5e-2 of the
+    loss's scale: scalars are held to their own, tighter tolerance."""
+    real = lce.ce_rows_triton
+
+    def biased(z, targets, loss, scale, grad):
+        real(z, targets, loss, scale, grad)
+        loss.add_(0.4)
+
+    monkeypatch.setattr(lce, "ce_rows_triton", biased)
+    vocab, dim = 2000, 32
+    h = torch.randn(64, dim).to(torch.bfloat16).requires_grad_()
+    w = (torch.randn(vocab, dim) * dim**-0.5).to(torch.bfloat16).requires_grad_()
+    targets = torch.randint(0, vocab, (64,))
+    result = guard.compare(lce.linear_cross_entropy, (h, w, None, targets),
+                           {"backend": "triton"}, family="linear_ce")  # fmt: skip
+    assert not result.passed and result.worst == "output 0", result
+
+
+def test_a_callers_mistake_is_raised_as_itself_not_blamed_on_the_kernel():
+    said: list[str] = []
+    gx, w, h0, c0 = _lstm_args()
+    with guard.guarding(guard.KernelGuard(warn=said.append)), pytest.raises(RuntimeError):
+        kernels.lstm_segment(gx, w, h0[:, :5], c0, backend="triton")  # no such LSTM
+    assert said == []
+
+
+def test_a_compile_error_is_named_by_its_own_message(monkeypatch, capsys):
+    monkeypatch.setattr(ew, "elementwise_forward", _compile_error)
+    said: list[str] = []
+    n, units = 12, 4
+    args = (torch.randn(n, requires_grad=True), torch.randn(n, units), torch.randn(3, units),
+            torch.randn(3, units), torch.randn(units), torch.randn(1), None)  # fmt: skip
+    with guard.guarding(guard.KernelGuard(warn=said.append)):
+        kernels.elementwise_qrnn_synth(*args, backend="triton")
+    assert "CompilationError: unsupported layout on sm_86" in said[0], said
+
+
+def test_a_fallback_is_kept_by_a_resumed_run_which_ends_as_the_straight_run(
+    tmp_path, monkeypatch, as_if_on_gpu, capsys
+):
+    """A family that fell back stays on PyTorch after a resume (the checkpoint keeps the
+    record), so the resumed run computes what the straight run did."""
+    from helpers import interrupt_at
+
+    monkeypatch.setattr(lce, "ce_rows_triton", _wrong_ce_rows(lce.ce_rows_triton))
+    faults_but_head = {"lstm_segment_forward": _out_of_resources}
+    for name, fault in faults_but_head.items():
+        monkeypatch.setattr(lstm_mod, name, fault)
+    monkeypatch.setattr(ew, "elementwise_forward", _compile_error)
+    monkeypatch.setattr(sgl, "_launch", _wrong_sg_loss(sgl._launch))
+
+    def recipe(root):
+        return tiny_recipe(
+            tiny_corpus(root / "data"), root / "runs",
+            run={"name": "r", "epochs": 2, "max_batches": 4, "max_eval_batches": 2},
+            model={"layers": 1}, synthetic={"enabled": True, "hidden": 4},
+        )  # fmt: skip
+
+    straight = tmp_path / "straight"
+    Trainer(recipe(straight), straight / "runs" / "r").fit()
+    stopped = tmp_path / "stopped"
+    interrupt_at(Trainer(recipe(stopped), stopped / "runs" / "r"), epoch=2, segment=1)
+    resumed = Trainer(recipe(stopped), stopped / "runs" / "r")
+    resumed.restore("last")
+    assert resumed.parts.guard.records()["linear_ce"]["ran"] == "torch"
+    resumed.fit()
+    capsys.readouterr()
+    assert _numbers(stopped / "runs" / "r") == _numbers(straight / "runs" / "r")
+    results = json.loads((stopped / "runs" / "r" / "results.json").read_text())
+    assert "max error" in results["kernels"]["linear_ce"]["reason"]
+
+
+def test_a_run_leaves_no_guard_active(tmp_path):
+    Trainer(_recipe(tmp_path, "auto", "tiny"), tmp_path / "runs" / "tiny").fit()
+    assert guard.active() is None

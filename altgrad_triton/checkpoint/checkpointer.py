@@ -157,6 +157,7 @@ def capture(
         log=log.state_dict(),
         world_size=dist.world_size,
         kernel_configs=tuning.overrides(),
+        kernel_records=parts.guard.records() if parts.guard is not None else {},
     )
     if not dist.enabled:
         return st
@@ -200,6 +201,8 @@ def restore_trainer(
     log.load_state_dict(st.log)
     # the kernel configs the run used (autotuned or stored): the same fp32 sum orders
     tuning.restore_overrides(st.kernel_configs)
+    if parts.guard is not None:  # a family that fell back stays on PyTorch: the same sums
+        parts.guard.restore(st.kernel_records)
     _restore_rng(st.rng, parts, dist, seed, run.epoch)
 
 

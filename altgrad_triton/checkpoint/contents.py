@@ -103,7 +103,8 @@ TRAINER_KEYS = (
 @dataclass
 class TrainerState:
     """``trainer.pt``: where the run stands, the synthesizer's carry, the optimizer states,
-    every RNG stream and the kernels' launch configs; carried rows for the full batch."""
+    every RNG stream, the kernels' launch configs and which fell back to PyTorch (the kernel
+guard's records); carried rows for the full batch."""
 
     run: RunState
     optimizer: dict[str, Any]
@@ -114,6 +115,7 @@ class TrainerState:
     log: dict[str, Any] = field(default_factory=dict)  # MetricsLog.state_dict()
     world_size: int = 1
     kernel_configs: list[Any] = field(default_factory=list)
+    kernel_records: dict[str, Any] = field(default_factory=dict)  # the kernel guard's
 
     def to_dict(self) -> dict[str, Any]:
         """The flat dict written to ``trainer.pt``, its keys in their historical order."""
@@ -131,6 +133,7 @@ class TrainerState:
             "world_size": self.world_size,
             "rank_rng": self.rng.ranks,
             "kernel_configs": self.kernel_configs,
+            "kernel_records": self.kernel_records,
         }
 
     @classmethod
@@ -149,6 +152,7 @@ class TrainerState:
             log={k: st[k] for k in LOG_KEYS if k in st},
             world_size=st.get("world_size", 1),
             kernel_configs=st.get("kernel_configs", []),
+            kernel_records=st.get("kernel_records", {}),
         )
 
 

@@ -47,9 +47,11 @@ def body(argv: list[str] | None = None) -> int:
         return 0
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shapes, where = _shapes(args, device)
+    from ..build import apply_tuned_configs
     from ..progress import make_console
 
     console = make_console(wide_tables=True)
+    apply_tuned_configs(device, console)  # the configs training would launch
     outcomes = []
     todo = doctor.cases(shapes)
     with console.status("") as status:
@@ -58,7 +60,8 @@ def body(argv: list[str] | None = None) -> int:
             repeats = args.repeats if device.type == "cuda" else 0
             outcomes.append(doctor.check(case, device, repeats))
     if args.json:
-        print(json.dumps({"device": where, "cases": [o.to_dict() for o in outcomes]}, indent=2))
+        cases = [o.to_dict() for o in outcomes]
+        print(json.dumps({"device": where, "cases": cases}, indent=2))
     else:
         console.print(_table(outcomes, where))
     return 0 if all(o.passed for o in outcomes) else 1
@@ -73,9 +76,9 @@ def _shapes(args: argparse.Namespace, device):
     from ..kernels.guard import device_name
     from ..tune.jobs import recipe_vocabulary, shapes_from_recipe
 
+    recipe = recipes.load(args.recipe, args.overrides)  # a wrong name is an error anywhere
     if device.type != "cuda":
         return doctor.SMALL, f"{device_name(device)}, small shapes"
-    recipe = recipes.load(args.recipe, args.overrides)
     try:
         vocab = recipe_vocabulary(recipe)
     except UserError:

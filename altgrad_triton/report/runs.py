@@ -145,9 +145,10 @@ def _numbers(rows: list[dict], keys: tuple[str, ...], where: Path) -> None:
                 raise UserError(f"{where}: {key} must be a number, got {v!r}")
 
 
-FINGERPRINT_IGNORES = ("out_dir", "threads", "log_every")
+FINGERPRINT_IGNORES = ("out_dir", "threads", "log_every", "kernel_check")
 """run keys that do not change what a run computes: a run copied or trained again into
-another folder is the same seed."""
+another folder is the same seed (and the kernel check changes no number: the run's record
+says which kernels it used)."""
 
 
 def fingerprint(path: Path) -> str | None:
