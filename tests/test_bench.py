@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from altgrad_triton import bench
+from altgrad_triton import bench, kernels
 from altgrad_triton.cli import bench as bench_cli
 from altgrad_triton.errors import UserError
 
@@ -255,3 +255,18 @@ def test_cli_help_and_argument_errors_import_no_torch():
     proc = subprocess.run([_python(), "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "error: --families: unknown 'nope'" in proc.stderr
+
+
+@pytest.mark.skipif(not kernels.interpreting(), reason="Triton on the CPU: the interpreter")
+def test_the_kernel_checks_cost_is_measured_on_a_checked_segment_against_an_unchecked_one():
+    """The e2e family's 'kernel check' row (on a GPU): a segment with every family's first
+    check against the same segment without, after a warm-up; here through the interpreter
+    at the tiny CPU shapes."""
+    from altgrad_triton.bench import e2e
+
+    env = bench.Env(torch.device("cpu"), False, "cpu", "", "t", "tr", "d")
+    checked, plain, segments = e2e.check_cost(
+        env, e2e.QRNN_RECIPE, ["synthetic.enabled=true"], "triton", "float32", 1, "synthetic"
+    )
+    assert checked > plain > 0  # the check runs two more forwards and backwards per family
+    assert segments == e2e.WT2_TRAIN_TOKENS // (4 * 8)  # the tiny shapes' batch and length

@@ -21,6 +21,9 @@ WT2_VOCAB = 33278
 """WikiText-2's vocabulary size (AWD-LSTM tokenisation, <eos> included)."""
 CPU_VOCAB = 500
 """Vocabulary of the tiny CPU end-to-end runs (keeps the CPU command to seconds)."""
+WT2_TRAIN_TOKENS = 2_088_628
+"""WikiText-2's training tokens: an epoch's segments at the paper's shapes (the kernel
+check's cost as a share of an epoch)."""
 
 REPO = Path(__file__).resolve().parents[2]
 QRNN_RECIPE = REPO / "recipes" / "wt2.toml"
@@ -200,7 +203,52 @@ def e2e_rows(env: Env, args, shapes: Shapes, budget: Budget) -> list[Row]:
                 if ours and r.metric:
                     r.ratio = ours.metric / r.metric
             rows += group
+            if env.gpu and budget.ok():
+                rows.append(check_cost_row(env, args, label, path, dt, warm))
     return rows
+
+
+def check_cost(env: Env, recipe_path: Path, overrides: Sequence[str], backend: str, dtype: str,
+               warm: int, mode: str) -> tuple[float, float, int]:  # fmt: skip
+    """What the kernel guard adds to a run: (seconds of a segment with every family's first
+    check, of the same segment without, segments in a WikiText-2 epoch). Measured after a
+    warm-up that compiled and autotuned every kernel, as the check reuses them; the
+    classes evaluation launches are checked at the first validation, not counted here."""
+    from ..kernel_check import make_guard
+    from ..kernels.guard import guarding
+
+    with tempfile.TemporaryDirectory(prefix="altgrad-bench-") as tmp:
+        s = TrainSlice(env, recipe_path, overrides, backend, dtype, Path(tmp), warm + 1, mode)
+        try:
+            s.run(warm)
+            _, _, plain, _ = s.run(1)
+            with guarding(make_guard("auto", True, s.console)):
+                _, _, checked, _ = s.run(1)
+            r = s.recipe
+            segments = WT2_TRAIN_TOKENS // (r.data.batch_size * r.bptt.length)
+            return checked, plain, segments
+        finally:
+            s.close()
+
+
+def check_cost_row(env: Env, args, label: str, path: Path, dtype: str, warm: int) -> Row:
+    """One row: the kernel check's seconds, and their share of a WikiText-2 epoch."""
+    row = Row("e2e", f"{label} (random tokens)", dtype, "kernel check", "triton", unit="% epoch")
+    try:
+        checked, plain, segments = check_cost(
+            env, path, args.e2e_override, "triton", dtype, warm, args.e2e_mode
+        )
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        row.note = f"n/a: {one_line(e, 120)}"
+        free_memory(env)
+        return row
+    row.ms = (checked - plain) * 1e3
+    row.metric = 100 * (checked - plain) / (segments * plain)
+    row.note = (f"first segment checked {checked:.3f} s vs {plain:.3f} s unchecked; "
+                f"{segments} segments per WikiText-2 epoch")  # fmt: skip
+    return row
 
 
 def train_slice(env: Env, args, console) -> Row:
