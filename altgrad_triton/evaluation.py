@@ -13,13 +13,12 @@ import contextlib
 import time
 
 import torch
-from rich.console import Console
 
 from . import data
 from . import distributed as ddp
 from .model import RNNLanguageModel, autocast, lm_loss
 from .pointer import PointerCache
-from .progress import EpochProgress
+from .progress import EpochProgress, ProgressOption, open_progress
 
 PROGRESS_LINES = 10
 """Plain-text progress lines over one evaluation when stdout is not a terminal."""
@@ -37,7 +36,7 @@ def evaluate(
     max_segments: int = 0,
     dist: ddp.DistContext = ddp.SINGLE,
     pointer: PointerCache | None = None,
-    console: Console | None = None,
+    progress: ProgressOption = False,
     title: str = "evaluating",
 ) -> float:
     """Mean cross-entropy (nats) per token of ``tokens`` [N], in ``batch_size`` columns.
@@ -47,7 +46,8 @@ def evaluate(
     its columns of the same batchified split and the sums are all-reduced: the number a single
     process gets. Otherwise (e.g. the usual test batch size 1) every rank evaluates the whole
     split and rank 0's number is broadcast, so all ranks agree exactly. ``pointer``: mix in
-    the continuous cache (reset here); ``console``: show progress there, under ``title``.
+    the continuous cache (reset here); ``progress``: show it (``progress.ProgressOption``: a
+    bar per segment, under ``title``, or a call ``progress(done, total)``).
     """
     model.eval()
     source = data.batchify(tokens, batch_size)
@@ -63,7 +63,7 @@ def evaluate(
         pointer.reset()
     total, count = torch.zeros((), device=device, dtype=torch.float64), 0
     every = max(1, len(segments) // PROGRESS_LINES)
-    bar = None if console is None else EpochProgress(console, title, len(segments), every)
+    bar = open_progress(progress, EpochProgress, title, len(segments), every)
     started = time.perf_counter()
     with bar or contextlib.nullcontext():
         for done, (start, seq_len) in enumerate(segments, 1):

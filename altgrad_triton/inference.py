@@ -4,6 +4,7 @@
     run.score(run.split("test"), batch_size=1).ppl        # the trainer's own evaluation
     ids, unknown = run.encode_file(Path("my.txt"))        # the run's tokenisation
     run.score(ids, pointer=published_settings("wikitext-2"))   # + continuous cache
+    run.score(run.split("test"), progress=True)           # a bar on stderr while it runs
     "".join(run.generate(50, prompt="The", seed=1))       # sampling
 
 ``altgrad-eval`` and ``altgrad-generate`` are thin wrappers over these; the checkpoint is
@@ -28,7 +29,8 @@ import torch
 from . import data
 from .backends import backend_problem
 from .build import build_model, pick_device, read_corpus
-from .checkpoint.checkpointer import Checkpointer
+from .checkpoint import checks, layout
+from .checkpoint.checkpointer import Checkpointer, MissingCheckpoint
 from .data import EOS, Vocabulary
 from .errors import UserError, one_line
 from .evaluation import evaluate
@@ -36,10 +38,15 @@ from .metrics import bits, perplexity
 from .model import RNNLanguageModel, autocast
 from .names import char_level
 from .pointer import PointerCache, PointerSettings
+from .progress import ProgressOption
 from .recipe import Recipe
 
 MIN_TEMPERATURE = 1e-3
 """Below this, logits / temperature can overflow float32 (AWD-LSTM's generate.py floor)."""
+
+MAX_WORDS = 1_000_000
+"""The most tokens one ``generate`` call samples: about ten novels, more than any use of a
+sampler reads; a bound that catches a typo (``--words 1000000000000`` would run for days)."""
 
 
 @dataclass(frozen=True)
@@ -88,10 +95,26 @@ class LoadedRun:
     checkpoint: str  # "best" or "last"
     meta: dict[str, Any]  # the checkpoint's meta.json: epoch, the metrics line that made it
     synthesizer: dict[str, torch.Tensor] | None = None  # its synthesizer's weights, if any
+    stopped_inside: tuple[int, int] | None = None  # (epoch, segments): a stop inside an epoch
 
     @property
     def char_level(self) -> bool:
         return char_level(self.recipe.data.corpus)
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch whose end saved this checkpoint (its metrics line's); None for one a
+        stop inside an epoch saved (``stopped_inside`` says where)."""
+        return (self.meta.get("metrics") or {}).get("epoch")
+
+    @property
+    def made(self) -> str:
+        """Where in training the checkpoint was saved, for a person: ``epoch 2`` (at its
+        end) or ``inside epoch 3, segment 131`` (a stop after 131 of its segments)."""
+        if self.stopped_inside is not None:
+            epoch, segment = self.stopped_inside
+            return f"inside epoch {epoch}, segment {segment}"
+        return f"epoch {self.epoch if self.epoch is not None else '?'}"
 
     # ------------------------------------------------------------------ text
     def split(self, name: str) -> torch.Tensor:
@@ -99,9 +122,11 @@ class LoadedRun:
         d = self.recipe.data
         corpus = read_corpus(d)
         if corpus.vocab != self.vocab:
+            meta = layout.directory(self.run_dir, self.checkpoint) / layout.META
             raise UserError(
                 f"the corpus at data.path={d.path or '(cache)'!r} has another vocabulary than "
-                f"{self.run_dir}'s checkpoint; score that text with --text FILE instead"
+                f"{meta} ({checks.vocab_difference(self.vocab, corpus.vocab)}); score that "
+                "text with --text FILE instead"
             )
         return corpus.split(name)
 
@@ -137,12 +162,18 @@ class LoadedRun:
         batch_size: int = 1,
         bptt: int | None = None,
         pointer: PointerSettings | None = None,
-        console: Any = None,
-        title: str = "evaluating",
+        progress: ProgressOption = False,
+        title: str = "scoring",
     ) -> Score:
         """Mean cross-entropy of ``tokens`` (``evaluation.evaluate``, the trainer's own), in
         ``batch_size`` columns of ``bptt`` steps (default the recipe's ``bptt.length``),
-        optionally with the continuous cache; progress on ``console`` if given."""
+        optionally with the continuous cache.
+
+        ``progress``: off by default (a library prints nothing unasked); a paper-size model
+        scores a test split for many minutes on a CPU, so ask: True, a bar on stderr under
+        ``title`` (plain lines when stderr is not a terminal); a rich Console, the bar
+        there; a function, called as ``progress(segments_done, segments)`` after each
+        segment (``progress.ProgressOption``)."""
         bptt = self.recipe.bptt.length if bptt is None else bptt
         if bptt < 1:
             raise UserError(f"bptt: must be >= 1, got {bptt}")
@@ -155,7 +186,7 @@ class LoadedRun:
             device=self.device,
             dtype=self.recipe.run.dtype,
             pointer=None if pointer is None else PointerCache(pointer),
-            console=console,
+            progress=progress,
             title=title,
         )
         scored = (len(tokens) // batch_size - 1) * batch_size  # every row but the first
@@ -167,8 +198,8 @@ class LoadedRun:
     ) -> Iterator[str]:
         """``n`` tokens sampled one after another, continuing ``prompt``; the same seed (on
         the same device) gives the same tokens. Only vocabulary tokens come out."""
-        if n < 0:
-            raise UserError(f"words: must be >= 0, got {n}")
+        if not 0 <= n <= MAX_WORDS:
+            raise UserError(f"words: must be from 0 to {MAX_WORDS:,}, got {n}")
         if not (math.isfinite(temperature) and temperature >= MIN_TEMPERATURE):
             raise UserError(f"temperature: must be >= {MIN_TEMPERATURE:g}, got {temperature}")
         if not 0 <= seed <= MAX_SEED:
@@ -229,11 +260,15 @@ def load_run(
     """A trained run's model (eval mode), vocabulary and resolved recipe.
 
     ``checkpoint``: "best" (lowest validation loss; with NT-ASGD, averaged weights) or
-    "last". ``device``: auto (CUDA when there is one), cpu or cuda. ``backend``: the kernels,
-    default the run's own, except that a run trained with Triton or cuDNN on a GPU is
-    evaluated on the CPU with the PyTorch reference (the same computation).
+    "last" (a run stopped inside its first epoch has only this one). ``device``: auto (CUDA
+    when there is one), cpu or cuda. ``backend``: the kernels, default the run's own, except
+    that a run trained with Triton or cuDNN on a GPU is evaluated on the CPU with the
+    PyTorch reference (the same computation).
     """
-    recipe, vocab, saved = Checkpointer(path).load_model(checkpoint)
+    try:
+        recipe, vocab, saved = Checkpointer(path).load_model(checkpoint)
+    except MissingCheckpoint as e:
+        raise e.picked_by(lambda tag: f'checkpoint="{tag}"') from None
     where = pick_device(device, "device")
     backend = _usable_backend(backend, recipe.run.backend, where, recipe.model.cell)
     recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, backend=backend))
@@ -248,7 +283,15 @@ def load_run(
         ) from None
     model = model.to(where).eval()
     return LoadedRun(
-        model, vocab, recipe, where, Path(path), checkpoint, saved.meta, saved.synthesizer
+        model,
+        vocab,
+        recipe,
+        where,
+        Path(path),
+        checkpoint,
+        saved.meta,
+        saved.synthesizer,
+        saved.stopped_inside,
     )
 
 

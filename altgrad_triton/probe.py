@@ -257,6 +257,7 @@ def probe_stream(
     predictors: dict[str, Predictor] | None = None,
     joined: Sequence[int] | None = None,
     joined_by: dict[str, Sequence[int] | None] | None = None,
+    on_segment: Callable[[int], object] | None = None,
 ) -> list[BoundaryProbe]:
     """Probe every boundary in ``boundaries`` of a stream of ``segments`` segments.
 
@@ -264,7 +265,8 @@ def probe_stream(
     boundaries; every predictor is called at each boundary 1, 2, ... in order, on the state
     tensors ``joined`` names (None: all), or ``joined_by[name]`` for a predictor named
     there (synthesizers of different kinds see different ones). A boundary k needs
-    1 <= k and k + max(horizons) <= segments (ValueError otherwise)."""
+    1 <= k and k + max(horizons) <= segments (ValueError otherwise). ``on_segment(k)``
+    after boundary k is reached (and probed, if it is one): a caller's progress bar."""
     wanted = sorted(set(boundaries))
     bad = [k for k in wanted if k < 1 or k + max(horizons) > segments]
     if bad:
@@ -286,6 +288,8 @@ def probe_stream(
             state = _next_state(segment_loss, k - 1, state)
             for n, p in predictors.items():
                 p(k, _joined(state, sees[n]))
+        if on_segment is not None:
+            on_segment(k)
     return out
 
 

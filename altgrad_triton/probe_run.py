@@ -11,6 +11,7 @@ synthesizer in double precision (on the CPU) so that small gradients are not rou
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from dataclasses import asdict
 from typing import Any
@@ -32,10 +33,14 @@ from .probe import (
     lm_segment_loss,
     probe_stream,
 )
+from .progress import ProgressOption, StepProgress, open_progress
 from .recipe import Recipe
 
 DEFAULT_BOUNDARIES = 4
 """Boundaries probed when none are named: evenly spaced over the stream."""
+
+PROGRESS_LINES = 10
+"""Plain-text progress lines over one probe when stdout is not a terminal."""
 
 
 def stream_tokens(run: LoadedRun, split: str) -> torch.Tensor:
@@ -106,7 +111,9 @@ def probe_run(
 
     ``fit``: ``probe_fit.FitKind``s fitted fresh on the run's train trajectory first
     (``fit_segments`` segments, None: one pass; ``fit_settings``: synthetic ``KEY=VALUE``
-    for all of them; progress on ``console``), scored beside the run's own synthesizer."""
+    for all of them), scored beside the run's own synthesizer. Progress (the fit's and the
+    probe's: the default boundaries span the whole split, minutes for a paper-size model)
+    on ``console`` if given."""
     if float64:
         if run.device.type != "cpu":
             raise UserError("float64: runs on the CPU; use --device cpu")
@@ -123,12 +130,13 @@ def probe_run(
             predictors[name], joined_by[name] = fitted_predictor, fitted_joined
     record = probe_lm(
         run.model, run.recipe, tokens, predictors, joined, boundaries, max_horizon, "boundaries",
-        joined_by=joined_by,
+        joined_by=joined_by, progress=console, title=f"probing the {split} split",
     )  # fmt: skip
     return {
         "run": str(run.run_dir),
         "checkpoint": run.checkpoint,
-        "epoch": (run.meta.get("metrics") or {}).get("epoch"),
+        "epoch": run.epoch,
+        "made": run.made,
         "split": split,
         "dtype": "float64" if float64 else "float32",
         **({"fit": fit_record} if fit_record else {}),
@@ -160,12 +168,15 @@ def probe_lm(
     max_horizon: int,
     field: str,
     joined_by: dict[str, tuple[int, ...] | None] | None = None,
+    progress: ProgressOption | None = False,
+    title: str = "probing",
 ) -> dict[str, Any]:
     """Probe ``model`` (in the mode the caller set) over ``tokens`` [steps, B] with the
     recipe's loss and segments of ``bptt.length`` rows, from a zero state; the record of
     ``probe_record`` with the bptt, batch and segment count. ``field`` names where bad
     ``boundaries`` came from in the error (a flag or a recipe key); ``joined_by``: the
-    state tensors of the predictors that see others than ``joined``."""
+    state tensors of the predictors that see others than ``joined``; ``progress``: a bar
+    over the segments up to the last boundary (``progress.ProgressOption``)."""
     bptt = recipe.bptt.length
     segments = (tokens.shape[0] - 1) // bptt
     horizons = horizons_up_to(max_horizon)
@@ -173,17 +184,21 @@ def probe_lm(
     check_boundaries(boundaries, segments, bptt, max_horizon, field)
     o = recipe.optim
     dtype = next(model.parameters()).dtype
-    probes = probe_stream(
-        lm_segment_loss(model, tokens, bptt, o.ar_alpha, o.tar_beta),
-        tuple(t.to(dtype) for t in model.init_state(tokens.shape[1], tokens.device)),
-        segments,
-        boundaries,
-        horizons,
-        layer_groups(model),
-        predictors,
-        joined,
-        joined_by,
-    )
+    last = max(boundaries)
+    bar = open_progress(progress, StepProgress, title, last, max(1, last // PROGRESS_LINES))
+    with bar or contextlib.nullcontext():
+        probes = probe_stream(
+            lm_segment_loss(model, tokens, bptt, o.ar_alpha, o.tar_beta),
+            tuple(t.to(dtype) for t in model.init_state(tokens.shape[1], tokens.device)),
+            segments,
+            boundaries,
+            horizons,
+            layer_groups(model),
+            predictors,
+            joined,
+            joined_by,
+            on_segment=None if bar is None else bar.update,
+        )
     return probe_record(
         probes, horizons, boundaries, predictors,
         bptt=bptt,

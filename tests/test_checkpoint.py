@@ -42,6 +42,7 @@ TRAINER_PT_KEYS = [  # trainer.pt's keys, in the order every version so far wrot
     "world_size",
     "rank_rng",
     "kernel_configs",
+    "kernel_records",
 ]
 
 
@@ -194,3 +195,28 @@ def test_the_layout_and_the_run_folder_import_no_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (lambda itos: "garbage", "meta.json: vocabulary: expected a mapping"),
+        (lambda itos: {"itos": [itos[1], *itos[1:]]}, "appears twice in the vocabulary"),
+        (lambda itos: {"itos": itos[:-1]}, "its vocabulary has"),
+        (lambda itos: {"itos": [*itos[:5], "zzz", *itos[6:]]}, "(token 5 is 'zzz' there, "),
+    ],
+)
+def test_resume_names_a_damaged_meta_json_not_the_corpus(trainer, damage, says):
+    """Issue 32: a damaged vocabulary in meta.json was blamed on the corpus ("the corpus at
+    data.path=... has another vocabulary") on --resume, where altgrad-eval names the file."""
+    import json
+
+    trainer.save("last")
+    meta_file = trainer.checkpoints.path("last") / layout.META
+    meta = json.loads(meta_file.read_text())
+    meta["vocab"] = damage(meta["vocab"]["itos"])
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(UserError) as e:
+        Trainer(trainer.recipe, trainer.run_dir).restore("last")
+    message = str(e.value)
+    assert str(meta_file) in message and says in message and "\n" not in message, message

@@ -13,7 +13,7 @@ from altgrad_triton.errors import UserError
 from altgrad_triton.model import LMOutput
 from altgrad_triton.pointer import PointerCache, PointerSettings, published_settings
 from altgrad_triton.train import Trainer
-from tests.helpers import WORDS, tiny_corpus, tiny_recipe
+from tests.helpers import WORDS, interrupt_at, tiny_corpus, tiny_recipe
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +213,69 @@ def test_cudnn_scores_lstm_runs_only_and_on_cuda():
     with pytest.raises(UserError, match="'cudnn' needs a CUDA device"):
         _usable_backend("cudnn", "auto", cpu, "lstm")
     assert _usable_backend(None, "cudnn", cpu, "lstm") == "auto"  # a cuDNN run, scored on CPU
+
+
+def test_score_shows_progress_only_when_asked(trained, capsys):
+    """Issue 32: load_run(...).score() ran 8 minutes with no sign of life. A library prints
+    nothing unasked; progress=True is a display on stderr, a function gets (done, total)."""
+    run = altgrad_triton.load_run(trained[0])
+    tokens = run.split("valid")
+    quiet = run.score(tokens, batch_size=2)
+    assert capsys.readouterr() == ("", "")
+    calls = []
+    counted = run.score(tokens, batch_size=2, progress=lambda *a: calls.append(a))
+    total = calls[-1][1]
+    assert calls == [(i, total) for i in range(1, total + 1)] and total > 1
+    shown = run.score(tokens, batch_size=2, progress=True, title="valid")
+    out, err = capsys.readouterr()
+    assert out == "" and f"valid {total}/{total} loss" in err
+    assert quiet.loss == counted.loss == shown.loss
+
+
+def test_a_run_stopped_inside_its_first_epoch_has_only_last(tmp_path):
+    """Issue 32: load_run refused such a run without saying that checkpoint="last" reads
+    it, and altgrad-eval showed its checkpoint as ``last (epoch ?)``."""
+    recipe = tiny_recipe(tiny_corpus(tmp_path / "data"), tmp_path / "runs")
+    stopped = interrupt_at(Trainer(recipe, tmp_path / "runs" / "tiny"), epoch=1, segment=2)
+    assert "interrupted at epoch 1, segment 3;" in str(stopped)
+    with pytest.raises(UserError) as e:
+        altgrad_triton.load_run(tmp_path / "runs" / "tiny")
+    assert str(e.value).endswith(
+        """no 'best' checkpoint; it holds only 'last' (use checkpoint="last")"""
+    )
+    run = altgrad_triton.load_run(tmp_path / "runs" / "tiny", checkpoint="last")
+    assert run.stopped_inside == (1, 3) and run.epoch is None
+    assert run.made == "inside epoch 1, segment 3"
+
+
+def test_where_an_end_of_epoch_checkpoint_was_made(trained):
+    run = altgrad_triton.load_run(trained[0], "last")
+    assert run.stopped_inside is None and run.epoch == 2 and run.made == "epoch 2"
+
+
+def test_generate_has_a_bound_no_real_use_reaches(trained):
+    """Issue 32: ``--words 1000000000000`` was accepted (and would run for days)."""
+    run = altgrad_triton.load_run(trained[0])
+    with pytest.raises(UserError, match=r"^words: must be from 0 to 1,000,000, got 1000001$"):
+        run.generate(1_000_001)
+    assert len(list(run.generate(3))) == 3
+
+
+def test_a_damaged_vocabulary_is_blamed_on_meta_json(trained, tmp_path):
+    """A meta.json whose vocabulary lost a token, or had one edited: the file is named, not
+    the weights (\"do not fit the model\") or the corpus."""
+    copy = tmp_path / "copy"
+    shutil.copytree(trained[0], copy)
+    meta_file = copy / "checkpoints/best/meta.json"
+    meta = json.loads(meta_file.read_text())
+    itos = meta["vocab"]["itos"]
+    meta["vocab"]["itos"] = itos[:-1]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(UserError) as e:
+        altgrad_triton.load_run(copy)
+    assert str(e.value).startswith(f"{meta_file}: its vocabulary has {len(itos) - 1} tokens, ")
+    meta["vocab"]["itos"] = [*itos[:5], "zzz", *itos[6:]]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(UserError) as e:
+        altgrad_triton.load_run(copy).split("test")
+    assert f"another vocabulary than {meta_file} (token 5 is 'zzz' there, " in str(e.value)

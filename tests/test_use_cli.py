@@ -16,7 +16,7 @@ from altgrad_triton.cli import probe as probe_cli
 from altgrad_triton.cli import train as train_cli
 from altgrad_triton.errors import UserError
 from altgrad_triton.train import Trainer
-from tests.helpers import tiny_corpus, tiny_recipe
+from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,6 +204,49 @@ def test_generating_from_a_model_without_probabilities_is_one_line(
     save_file(weights, path)
     args = ("--words", 3, "--temperature", 0.5, "--device", "cpu")
     assert_one_line_error(call(generate_cli.main, capsys, copy, *args), f"{copy}: {says}")
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A run stopped inside its first epoch (Ctrl-C after its third segment): only 'last'."""
+    root = tmp_path_factory.mktemp("stopped")
+    recipe = tiny_recipe(tiny_corpus(root / "data"), root / "runs")
+    stopped = interrupt_at(Trainer(recipe, root / "runs" / "tiny"), epoch=1, segment=2)
+    assert "interrupted at epoch 1, segment 3;" in str(stopped)
+    return root / "runs" / "tiny"
+
+
+def test_a_run_with_only_last_says_how_to_read_it(stopped_run, capsys):
+    """Issue 32: eval, generate and probe refused it ("no 'best' checkpoint; it holds only
+    'last'") without saying that --checkpoint last reads it."""
+    says = f"{stopped_run}: no 'best' checkpoint; it holds only 'last' (use --checkpoint last)"
+    for main in (eval_cli.main, generate_cli.main, probe_cli.main):
+        code, _, err = call(main, capsys, stopped_run)
+        assert code == 2 and err.strip() == f"error: {says}", err
+
+
+def test_eval_and_probe_say_where_inside_an_epoch_last_was_saved(stopped_run, tmp_path, capsys):
+    """Issue 32: such a checkpoint showed as ``last (epoch ?)``; the probe named no epoch.
+    The probe also shows its progress now (it was silent until its table)."""
+    code, out, err = call(eval_cli.main, capsys, stopped_run, "--checkpoint", "last")
+    assert code == 0 and "last (inside epoch 1, segment 3)" in out, err
+    code, out, _ = call(eval_cli.main, capsys, stopped_run, "--checkpoint", "last", "--json")
+    report = json.loads(out)
+    assert report["epoch"] is None and report["stopped_inside"] == {"epoch": 1, "segment": 3}
+    args = ("--checkpoint", "last", "--boundaries", "1,3", "--max-horizon", "2")
+    code, out, err = call(probe_cli.main, capsys, stopped_run, *args, "--out", tmp_path / "p")
+    title = " ".join(out.split())  # the table's title wraps at the table's width
+    assert code == 0 and "(last, inside epoch 1, segment 3)" in title, err
+    assert "probing the train split 3/3 eta" in out
+
+
+def test_generate_refuses_more_words_than_any_use(run_dir, capsys):
+    """Issue 32: ``--words 1000000000000`` was accepted."""
+    for words in (10**12, 1_000_001, -1):
+        assert_one_line_error(
+            call(generate_cli.main, capsys, run_dir, "--words", words),
+            f"--words: must be from 0 to 1,000,000, got {words}",
+        )
 
 
 def test_the_commands_are_installed_scripts():

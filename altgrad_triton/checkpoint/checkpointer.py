@@ -9,6 +9,7 @@ rank its own rows of the saved full-batch state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +25,26 @@ from ..metrics import MetricsLog
 from ..recipe import Recipe
 from . import checks, layout, store
 from .contents import Checkpoint, RngStates, RunState, TrainerState, meta, start_averaging
+
+
+class MissingCheckpoint(UserError):
+    """A run folder without the checkpoint asked for. When it holds the other one, the
+    message says how to read that instead, in the caller's words (``picked_by``): a
+    command's ``--checkpoint last``, a library call's ``checkpoint="last"``."""
+
+    def __init__(self, run_dir: Path, tag: str, held: str | None, pick: str | None = None):
+        self.run_dir, self.tag, self.held = run_dir, tag, held
+        if held is None:
+            has = "the run has not finished an epoch yet"
+        else:
+            has = f"it holds only '{held}'" + ("" if pick is None else f" (use {pick})")
+        super().__init__(f"{run_dir}: no '{tag}' checkpoint; {has}")
+
+    def picked_by(self, pick: Callable[[str], str]) -> MissingCheckpoint:
+        """The same error, saying how this caller reads the checkpoint the folder holds:
+        ``pick(tag)`` words it, e.g. ``lambda t: f"--checkpoint {t}"``."""
+        held = None if self.held is None else pick(self.held)
+        return MissingCheckpoint(self.run_dir, self.tag, self.held, held)
 
 
 class Checkpointer:
@@ -84,8 +105,7 @@ class Checkpointer:
             )
         if self.find(tag) is None:
             held = [t for t in layout.TAGS if self.find(t)]
-            has = f"it holds only '{held[0]}'" if held else "the run has not finished an epoch yet"
-            raise UserError(f"{self.run_dir}: no '{tag}' checkpoint; {has}")
+            raise MissingCheckpoint(self.run_dir, tag, held[0] if held else None)
         ckpt = self.load(tag)
         recipe, vocab = checks.recipe_and_vocab(ckpt, self.path(tag))
         checks.check_run_folder(ckpt, self.run_dir)

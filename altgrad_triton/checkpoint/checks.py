@@ -45,11 +45,15 @@ def check_resumable(ckpt: Checkpoint, recipe: Recipe, vocab: Vocabulary) -> None
         raise UserError(
             "cannot resume: the recipe's model differs from the checkpoint's: " + "; ".join(diff)
         )
-    saved_vocab = ckpt.meta.get("vocab")
-    if saved_vocab is not None and saved_vocab != vocab.to_dict():
+    found = ckpt.where or Path(".")
+    raw = ckpt.meta.get("vocab")  # None: written before checkpoints recorded it
+    saved = None if raw is None else vocabulary_of(raw, ckpt, found)
+    if saved is not None and saved != vocab:
         raise UserError(
             f"cannot resume: the corpus at data.path={recipe.data.path or '(cache)'!r} "
-            "has another vocabulary than the checkpoint's; point data.path at the same text"
+            f"has another vocabulary than {found / layout.META} "
+            f"({vocab_difference(saved, vocab)}); point data.path at the text the run was "
+            "trained on, or if that file was edited, put the run's own back"
         )
     run = ckpt.trainer.run
     if run.carried is not None:  # stopped inside an epoch: the carried rows must fit
@@ -202,7 +206,7 @@ def recipe_and_vocab(ckpt: Checkpoint, directory: Path) -> tuple[Recipe, Vocabul
     when they are missing or malformed."""
     where = directory / layout.META
     try:
-        return recipes.from_dict(ckpt.meta["recipe"]), Vocabulary.from_dict(ckpt.meta["vocab"])
+        recipe, raw = recipes.from_dict(ckpt.meta["recipe"]), ckpt.meta["vocab"]
     except KeyError as e:
         raise UserError(
             f"{where}: lacks the key {e.args[0]!r} that a checkpoint's meta.json "
@@ -210,3 +214,40 @@ def recipe_and_vocab(ckpt: Checkpoint, directory: Path) -> tuple[Recipe, Vocabul
         ) from None
     except (TypeError, UserError) as e:
         raise UserError(f"{where}: {one_line(e, typed=False)}") from None
+    return recipe, vocabulary_of(raw, ckpt, directory)
+
+
+EMBEDDING = "embedding.weight"
+"""The model file's tensor with one row per vocabulary token."""
+
+
+def vocabulary_of(raw: Any, ckpt: Checkpoint, directory: Path) -> Vocabulary:
+    """``meta.json``'s vocabulary (``raw``, of the checkpoint at ``directory``), checked as
+    that file's content: malformed, or of another size than the model file's embedding,
+    it is one UserError naming meta.json. A damaged file is then not taken for a corpus
+    of another vocabulary (a resume) or for weights that do not fit (a model read)."""
+    where = directory / layout.META
+    try:
+        vocab = Vocabulary.from_dict(raw)
+    except UserError as e:
+        raise UserError(f"{where}: {one_line(e, typed=False)}") from None
+    rows = getattr(ckpt.weights.get(EMBEDDING), "shape", None)
+    if rows and rows[0] != len(vocab):
+        raise UserError(
+            f"{where}: its vocabulary has {len(vocab):,} tokens, the model in "
+            f"{directory / layout.MODEL} {rows[0]:,}; the file is damaged (put the run's "
+            "own meta.json back)"
+        )
+    return vocab
+
+
+def vocab_difference(saved: Vocabulary, ours: Vocabulary) -> str:
+    """How a checkpoint's vocabulary (``saved``) differs from a corpus's (``ours``), for a
+    message: the sizes, and the first token that differs."""
+    sizes = f"{len(saved):,} tokens there, {len(ours):,} in the corpus"
+    pairs = zip(saved.itos, ours.itos, strict=False)  # the shorter one's length
+    i = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+    if i is None:
+        return sizes
+    first = f"token {i} is {saved.itos[i]!r} there, {ours.itos[i]!r} in the corpus"
+    return first if len(saved) == len(ours) else f"{sizes}; {first}"

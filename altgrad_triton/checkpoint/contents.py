@@ -103,8 +103,8 @@ TRAINER_KEYS = (
 @dataclass
 class TrainerState:
     """``trainer.pt``: where the run stands, the synthesizer's carry, the optimizer states,
-    every RNG stream, the kernels' launch configs and which fell back to PyTorch (the kernel
-guard's records); carried rows for the full batch."""
+    every RNG stream, the kernels' launch configs and which fell back to PyTorch (the
+    kernel guard's records); carried rows for the full batch."""
 
     run: RunState
     optimizer: dict[str, Any]
@@ -172,6 +172,15 @@ class Checkpoint:
         """The weights a resumed run trains on: the model file's, or with NT-ASGD averaging
         (which puts the averages there) the iterate that ``trainer.pt`` keeps."""
         return self.weights if self.trainer.iterate is None else self.trainer.iterate
+
+    @property
+    def stopped_inside(self) -> tuple[int, int] | None:
+        """``(epoch, segments)`` of a checkpoint saved by a stop inside an epoch (Ctrl-C,
+        SIGTERM): its weights are those after that many of the epoch's segments; None for
+        one saved at an epoch's end. ``meta.json`` has no metrics line for it to name an
+        epoch by, so a reader says this instead (``trainer.pt`` keeps the position)."""
+        run = self.trainer.run
+        return None if run.carried is None else (run.epoch, run.sums.segment)
 
 
 def meta(recipe: Recipe, vocab: Vocabulary, epoch: int, metrics: dict | None) -> dict[str, Any]:

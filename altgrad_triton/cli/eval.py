@@ -6,7 +6,9 @@
     altgrad-eval runs/wt2-small --pointer              # + continuous cache, AWD's WT2 settings
     altgrad-eval runs/ptb --pointer --window 500 --theta 1.0 --lambda 0.1
 
-The best checkpoint unless --checkpoint last (with NT-ASGD: the averaged weights). A text is
+The best checkpoint unless --checkpoint last (with NT-ASGD: the averaged weights); a run
+stopped inside its first epoch has only the last. A progress bar while it scores (plain
+lines when stdout is not a terminal: a paper-size model takes many minutes on a CPU). A text is
 tokenised with the run's vocabulary; words outside it are scored as <unk> and listed once.
 Character-level runs report bits per character too. --pointer without values uses the
 settings AWD-LSTM published for Penn Treebank (ptb runs) or WikiText-2 (all others).
@@ -65,10 +67,9 @@ def body(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from rich.console import Console  # torch and rich imported once the arguments are good
 
-    from ..inference import load_run
     from ..progress import make_console
 
-    run = load_run(args.run_dir, args.checkpoint, device=args.device, backend=args.backend)
+    run = load(args.run_dir, args.checkpoint, device=args.device, backend=args.backend)
     tokens, source, unknown = _tokens(run, args)
     if unknown:
         print(_unknown_note(unknown), file=sys.stderr)
@@ -82,13 +83,15 @@ def body(argv: list[str] | None = None) -> int:
         batch_size=batch_size,
         bptt=args.bptt,
         pointer=pointer,
-        console=console,
+        progress=console,
         title=f"{source}, batch {batch_size}",
     )
+    inside = run.stopped_inside  # (epoch, segment) of a stop inside an epoch
     report = {
         "run": str(run.run_dir),
         "checkpoint": run.checkpoint,
-        "epoch": (run.meta.get("metrics") or {}).get("epoch"),
+        "epoch": run.epoch,
+        "stopped_inside": None if inside is None else {"epoch": inside[0], "segment": inside[1]},
         "on": source,
         "unknown_tokens": sum(unknown.values()),
         **score.to_dict(),
@@ -96,8 +99,21 @@ def body(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        console.print(_table(report), markup=False)
+        console.print(_table(report, run.made), markup=False)
     return 0
+
+
+def load(run_dir: str, tag: str, **options: Any) -> Any:
+    """``inference.load_run``; a run without the checkpoint asked for says how to read the
+    one it holds in a command's words (``--checkpoint last``). altgrad-generate and
+    altgrad-probe read their run here too."""
+    from ..checkpoint.checkpointer import MissingCheckpoint
+    from ..inference import load_run
+
+    try:
+        return load_run(run_dir, tag, **options)
+    except MissingCheckpoint as e:
+        raise e.picked_by(lambda held: f"--checkpoint {held}") from None
 
 
 def _tokens(run: Any, args: argparse.Namespace) -> tuple[Any, str, Counter]:
@@ -129,13 +145,14 @@ def _pointer(run: Any, args: argparse.Namespace) -> Any:
     return dataclasses.replace(default, **{k: v for k, v in given.items() if v is not None})
 
 
-def _table(report: dict) -> Any:
+def _table(report: dict, made: str) -> Any:
+    """The report as a table; ``made``: where in training the checkpoint was saved."""
     from ..progress import summary_table
 
     p = report["pointer"]
     rows = [
         ("on", report["on"]),
-        ("checkpoint", f"{report['checkpoint']} (epoch {report['epoch'] or '?'})"),
+        ("checkpoint", f"{report['checkpoint']} ({made})"),
         ("tokens scored", f"{report['tokens']:,}"),
         ("batch size / bptt", f"{report['batch_size']} / {report['bptt']}"),
         ("loss (nats/token)", f"{report['loss']:.4f}"),

@@ -17,14 +17,16 @@ from typing import TextIO
 
 from ..checkpoint import layout
 from .common import command_parser, run_main
-from .eval import backend_choices
+from .eval import backend_choices, load
 
 
 def parser() -> argparse.ArgumentParser:
     p = command_parser("altgrad-generate", __doc__)
     p.add_argument("run_dir", help="a run directory written by altgrad-train")
     p.add_argument("--checkpoint", choices=layout.TAGS, default="best")
-    p.add_argument("--words", type=int, default=100, help="tokens to sample (default 100)")
+    p.add_argument(
+        "--words", type=int, default=100, help="tokens to sample, up to 1,000,000 (default 100)"
+    )
     p.add_argument("--temperature", type=float, default=1.0, help="default 1.0")
     p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--prompt", default="", metavar="TEXT", help="text to continue")
@@ -36,9 +38,12 @@ def parser() -> argparse.ArgumentParser:
 def body(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..data import EOS  # torch imported once the arguments are good
-    from ..inference import load_run
+    from ..errors import UserError
+    from ..inference import MAX_WORDS
 
-    run = load_run(args.run_dir, args.checkpoint, device=args.device, backend=args.backend)
+    if not 0 <= args.words <= MAX_WORDS:  # before the model is read
+        raise UserError(f"--words: must be from 0 to {MAX_WORDS:,}, got {args.words}")
+    run = load(args.run_dir, args.checkpoint, device=args.device, backend=args.backend)
     _, unknown = run.encode_prompt(args.prompt)
     if unknown:
         fed = "fed as <unk>" if run.vocab.unk_index is not None else "left out"

@@ -107,9 +107,9 @@ def _boundaries(text: str) -> list[int]:
 def load(run_dir: str, tag: str, device: str) -> tuple[Any, Any]:
     """The run (model in eval mode, recipe, vocabulary) and its synthesizer's weights (None
     without one): the one place this command reads a checkpoint."""
-    from ..inference import load_run
+    from .eval import load as read_run  # load_run, its errors in a command's words
 
-    run = load_run(run_dir, tag, device=device)
+    run = read_run(run_dir, tag, device=device)
     return run, run.synthesizer
 
 
@@ -152,9 +152,10 @@ def tables(report: dict[str, Any]) -> list[Any]:
 
     mean = report["mean"]
     synths = [s for s in report["synthesizers"] if not s.startswith("fit:")]
-    epoch = "" if report["epoch"] is None else f", epoch {report['epoch']}"
+    made = report.get("made")  # where in training; the copy task's report has no checkpoint
+    where = report["checkpoint"] + (f", {made}" if made else "")
     title = (
-        f"altgrad-probe: {report['run']} ({report['checkpoint']}{epoch}), "
+        f"altgrad-probe: {report['run']} ({where}), "
         f"{report['split']}, boundaries {report['boundaries']}, {report['dtype']}"
     )
     main = Table(title=title)
