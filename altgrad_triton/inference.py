@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
 from . import data
 from .backends import backend_problem
@@ -34,6 +35,8 @@ from .checkpoint.checkpointer import Checkpointer, MissingCheckpoint
 from .data import EOS, Vocabulary
 from .errors import UserError, one_line
 from .evaluation import evaluate
+from .kernel_check import make_guard
+from .kernels.guard import KernelGuard, guarding
 from .metrics import bits, perplexity
 from .model import RNNLanguageModel, autocast
 from .names import char_level
@@ -96,6 +99,7 @@ class LoadedRun:
     meta: dict[str, Any]  # the checkpoint's meta.json: epoch, the metrics line that made it
     synthesizer: dict[str, torch.Tensor] | None = None  # its synthesizer's weights, if any
     stopped_inside: tuple[int, int] | None = None  # (epoch, segments): a stop inside an epoch
+    guard: KernelGuard | None = None  # checks the kernels while it scores and samples
 
     @property
     def char_level(self) -> bool:
@@ -178,17 +182,18 @@ class LoadedRun:
         if bptt < 1:
             raise UserError(f"bptt: must be >= 1, got {bptt}")
         data.check_batch_size(len(tokens), batch_size, "batch size")
-        loss = evaluate(
-            self.model,
-            tokens,
-            batch_size,
-            bptt,
-            device=self.device,
-            dtype=self.recipe.run.dtype,
-            pointer=None if pointer is None else PointerCache(pointer),
-            progress=progress,
-            title=title,
-        )
+        with guarding(self.guard):  # a kernel that fails on this GPU falls back, as in training
+            loss = evaluate(
+                self.model,
+                tokens,
+                batch_size,
+                bptt,
+                device=self.device,
+                dtype=self.recipe.run.dtype,
+                pointer=None if pointer is None else PointerCache(pointer),
+                progress=progress,
+                title=title,
+            )
         scored = (len(tokens) // batch_size - 1) * batch_size  # every row but the first
         return Score(loss, scored, batch_size, bptt, self.char_level, pointer)
 
@@ -229,7 +234,7 @@ class LoadedRun:
         self.model.eval()
         inputs, state = ids.view(-1, 1), self.model.init_state(1, self.device)
         for i in range(n):
-            with autocast(self.device, self.recipe.run.dtype):
+            with autocast(self.device, self.recipe.run.dtype), guarding(self.guard):
                 out = self.model(inputs, state)
             probs = torch.softmax(out.logits[-1, 0].float() / temperature, dim=-1)
             if not bool(torch.isfinite(probs).all()):  # finite weights that overflowed
@@ -282,6 +287,8 @@ def load_run(
             f"({one_line(e, 120, typed=False)})"
         ) from None
     model = model.to(where).eval()
+    # the kernel guard's warnings go to stderr: stdout may be JSON or generated text
+    guard = make_guard(backend, recipe.run.kernel_check, Console(stderr=True, highlight=False))
     return LoadedRun(
         model,
         vocab,
@@ -292,6 +299,7 @@ def load_run(
         saved.meta,
         saved.synthesizer,
         saved.stopped_inside,
+        guard,
     )
 
 

@@ -360,3 +360,24 @@ def test_a_fallback_is_kept_by_a_resumed_run_which_ends_as_the_straight_run(
 def test_a_run_leaves_no_guard_active(tmp_path):
     Trainer(_recipe(tmp_path, "auto", "tiny"), tmp_path / "runs" / "tiny").fit()
     assert guard.active() is None
+
+
+def test_scoring_and_sampling_a_run_fall_back_as_training_does(tmp_path, monkeypatch, as_if_on_gpu):
+    """altgrad-eval and altgrad-generate on a GPU whose LSTM kernel fails: a warning on
+    stderr and the reference's numbers, not a crash."""
+    from altgrad_triton.inference import load_run
+
+    run_dir = tmp_path / "runs" / "tiny"
+    Trainer(_recipe(tmp_path, "torch", "tiny"), run_dir).fit()
+    reference = load_run(run_dir, device="cpu")
+    want = reference.score(reference.split("valid")[:200]).loss
+    words = list(reference.generate(5, seed=1))
+
+    monkeypatch.setattr(lstm_mod, "lstm_segment_forward", _out_of_resources)
+    said: list[str] = []
+    run = load_run(run_dir, device="cpu", backend="auto")
+    run.guard.warn = said.append
+    assert run.score(run.split("valid")[:200]).loss == pytest.approx(want, rel=1e-6)
+    assert list(run.generate(5, seed=1)) == words
+    assert len(said) == 1 and "OutOfResources" in said[0]
+    assert run.guard.records()["lstm"]["ran"] == "torch"
