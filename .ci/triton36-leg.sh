@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # CI leg for the GPU machine's Triton (3.6.0; the main leg runs 3.9.0): a venv of its own
-# with triton==3.6.0, then the kernel tests (CPU interpreter) and the sm_90 compile checks
-# (tests/test_kernel_compile.py, tests/test_config_fit.py) there, and altgrad-tune's compile
-# warm-up, which reads a private JIT hook (tests/test_tune_warmup.py). numpy < 2.4: Triton 3.6's
+# with triton==3.6.0, then the kernel tests (CPU interpreter), the compile checks
+# (tests/test_kernel_compile.py: PTX for sm_90 and sm_80; tests/test_config_fit.py: every
+# candidate of sm_80, sm_86, sm_89 and sm_90 read from tests/fixtures/config_fit/3.6.0.json,
+# which `altgrad-tune --check-configs --record tests/fixtures/config_fit` run with this venv
+# writes, and a sample of it compiled again) there, and altgrad-tune's compile warm-up,
+# which reads a private JIT hook (tests/test_tune_warmup.py). numpy < 2.4: Triton 3.6's
 # interpreter calls int() on 1-element arrays, which numpy 2.4 refuses (3.7+ squeeze them).
 # Usage: .ci/triton36-leg.sh   (from .ci/run; about N min on a 2-core machine, see below)
 set -euo pipefail

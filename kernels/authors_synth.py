@@ -55,7 +55,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import tuning
+from . import arch, tuning
 from ._common import check_tensor, sigmoid, tanh
 from ._dispatch import use_triton
 from .fo_pooling import _compose, _compose_keep_prev
@@ -237,15 +237,39 @@ def _configs(least: int, most: int, blocks: tuple[int, ...]) -> list[dict[str, i
     return [{**m, "num_stages": 1} for m in out]
 
 
-def configs_authors_scan_fwd() -> list[dict[str, int]]:
-    """Forward candidates (its reduce and fix-up run the same tile): 32-128 rows, 8 to 16
-    elements of each tile per thread. At the paper's N = 109,000 that is 850-3,400 blocks."""
-    return _configs(8, 16, (32, 64, 128))
+def configs_authors_scan_fwd(target: arch.Where = None) -> list[dict[str, int]]:
+    """Forward candidates on ``target`` (see ``tuning.candidates``; its reduce and fix-up
+    run the same tile): 32-128 rows, 8 to 16 elements of each tile per thread. At the
+    paper's N = 109,000 that is 850-3,400 blocks."""
+    return tuning.candidates("authors_scan_fwd", target)
 
 
-def configs_authors_scan_bwd() -> list[dict[str, int]]:
-    """Backward candidates: about twice the forward's live tiles (dh, c_{n-1}, two
-    four-part scans), so 4 to 8 elements per thread, 16-64 rows."""
+def configs_authors_scan_bwd(target: arch.Where = None) -> list[dict[str, int]]:
+    """Backward candidates on ``target``: about twice the forward's live tiles (dh, c_{n-1},
+    two four-part scans), so 4 to 8 elements per thread, 16-64 rows."""
+    return tuning.candidates("authors_scan_bwd", target)
+
+
+_FWD_SPILLED: arch.Measured = {
+    "sm_80": {"3.6": {(32, 64, 8)}, "3.9": {(32, 64, 8)}},
+    "sm_86": {"3.6": {(128, 32, 8)}, "3.9": {(128, 32, 8)}},
+    "sm_89": {"3.6": {(128, 32, 8)}, "3.9": {(128, 32, 8)}},
+}
+"""(BLOCK_N, BLOCK_U, num_warps) of forward tiles that spilled 8-16 B per thread there
+(``altgrad-tune --check-configs``): not offered on that architecture with that Triton."""
+
+
+def _fwd_configs(limits: arch.Limits) -> list[dict[str, int]]:
+    """The forward's candidates on ``limits``: less what spilled on its architecture
+    (``_FWD_SPILLED``; the scans take at most 32 KB of shared memory, which every supported
+    GPU has)."""
+    spilled = arch.measured_failures(_FWD_SPILLED, limits)
+    return [m for m in _configs(8, 16, (32, 64, 128))
+            if (m["BLOCK_N"], m["BLOCK_U"], m["num_warps"]) not in spilled]  # fmt: skip
+
+
+def _bwd_configs(limits: arch.Limits) -> list[dict[str, int]]:
+    """The backward's candidates on ``limits``: the same on every supported GPU."""
     return _configs(4, 8, (16, 32, 64))
 
 
@@ -261,10 +285,12 @@ _GPU_DEFAULT = {
     "authors_scan_bwd": {"BLOCK_N": 32, "BLOCK_U": 64, "num_warps": 8, "num_stages": 1},
 }
 """Used on a GPU when nothing is tuned for the shape (no autotune: the reduce and the
-fix-up of one direction must run one tile, which one autotuned launch cannot promise)."""
+fix-up of one direction must run one tile, which one autotuned launch cannot promise).
+Each is a candidate on every supported GPU (``altgrad-tune --check-configs`` compiles them
+all for each)."""
 
-tuning.register("authors_scan_fwd", configs_authors_scan_fwd)
-tuning.register("authors_scan_bwd", configs_authors_scan_bwd)
+tuning.register("authors_scan_fwd", _fwd_configs)
+tuning.register("authors_scan_bwd", _bwd_configs)
 
 
 def _meta(kernel: str, gates: torch.Tensor, units: int) -> dict[str, int]:

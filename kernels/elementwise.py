@@ -34,7 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import tuning
+from . import arch, tuning
 from ._common import check_tensor, launch, sigmoid, tanh
 from ._dispatch import use_triton
 
@@ -197,19 +197,38 @@ def _ew_bwd_kernel(
 _CHUNK_ALIGN = 16
 
 
-def configs_elementwise_fwd() -> list[dict[str, int]]:
-    """Candidates: BLOCK_N rows per program (BLOCK_U is fixed by U, not tuned). BLOCK_N=128
-    spilled 0.25-1 KB per thread on sm_90 (``altgrad-tune --check-configs``): not offered."""
+def configs_elementwise_fwd(target: arch.Where = None) -> list[dict[str, int]]:
+    """Candidates for ``target`` (see ``tuning.candidates``): BLOCK_N rows per program
+    (BLOCK_U is fixed by U, not tuned). BLOCK_N=128 spilled 0.25-1 KB per thread on sm_90
+    (``altgrad-tune --check-configs``): not offered."""
+    return tuning.candidates("elementwise_fwd", target)
+
+
+def configs_elementwise_bwd(target: arch.Where = None) -> list[dict[str, int]]:
+    """Candidates for ``target``: BLOCK_N rows per inner tile of the persistent backward, at
+    most 8 rows per warp: 128 rows, 32 on 2 warps and 64 on 4 (16 rows per warp) spilled 1.1-1.5 KB
+    per thread on sm_90, and 64 on 8 warps 12 B under Triton 3.6 (``altgrad-tune
+    --check-configs``)."""
+    return tuning.candidates("elementwise_bwd", target)
+
+
+def _fwd_configs(limits: arch.Limits) -> list[dict[str, int]]:
+    """The forward's candidates on ``limits``: the same on every supported GPU (a few KB of
+    shared memory at most)."""
     pairs = [(16, 2), (16, 4), (32, 2), (32, 4), (64, 4), (64, 8)]
     return [{"BLOCK_N": bn, "num_warps": warps, "num_stages": 1} for bn, warps in pairs]
 
 
-def configs_elementwise_bwd() -> list[dict[str, int]]:
-    """Candidates: BLOCK_N rows per inner tile of the persistent backward, at most 8 rows
-    per warp: 128 rows, 32 on 2 warps and 64 on 4 (16 rows per warp) spilled 1.1-1.5 KB
-    per thread on sm_90, and 64 on 8 warps 12 B under Triton 3.6 (``altgrad-tune
-    --check-configs``)."""
-    pairs = [(8, 2), (16, 2), (16, 4), (32, 4)]
+_BWD_SPILLED: arch.Measured = {a: {"3.9": {(16, 4)}} for a in ("sm_80", "sm_86", "sm_89")}
+"""(BLOCK_N, num_warps) of backward candidates that spilled 8 B per thread there
+(``altgrad-tune --check-configs``): not offered on that architecture with that Triton."""
+
+
+def _bwd_configs(limits: arch.Limits) -> list[dict[str, int]]:
+    """The backward's candidates on ``limits``: at most 8 rows per warp, less what spilled
+    on its architecture (``_BWD_SPILLED``)."""
+    spilled = arch.measured_failures(_BWD_SPILLED, limits)
+    pairs = [p for p in ((8, 2), (16, 2), (16, 4), (32, 4)) if p not in spilled]
     return [{"BLOCK_N": bn, "num_warps": warps, "num_stages": 1} for bn, warps in pairs]
 
 
@@ -218,15 +237,11 @@ def _heuristic(n: int) -> dict[str, int]:
     return {"BLOCK_N": min(128, max(8, triton.next_power_of_2(n))), "num_warps": 4}
 
 
-tuning.register("elementwise_fwd", configs_elementwise_fwd)
-tuning.register("elementwise_bwd", configs_elementwise_bwd)
+tuning.register("elementwise_fwd", _fwd_configs)
+tuning.register("elementwise_bwd", _bwd_configs)
 
-_ew_fwd_tuned = triton.autotune(
-    configs=tuning.to_triton(configs_elementwise_fwd()), key=["N", "BLOCK_U"]
-)(_ew_fwd_kernel)
-_ew_bwd_tuned = triton.autotune(
-    configs=tuning.to_triton(configs_elementwise_bwd()), key=["N", "BLOCK_U"]
-)(_ew_bwd_kernel)
+_ew_fwd_tuned = tuning.DeviceAutotune("elementwise_fwd", _ew_fwd_kernel, key=["N", "BLOCK_U"])
+_ew_bwd_tuned = tuning.DeviceAutotune("elementwise_bwd", _ew_bwd_kernel, key=["N", "BLOCK_U"])
 
 
 # --------------------------------------------------------------------------- launchers
@@ -277,7 +292,7 @@ def elementwise_forward(
     args += [y, c, n, u]
     block_u = _block_u(u)
     launch(
-        "elementwise_fwd", _ew_fwd_kernel, _ew_fwd_tuned,
+        "elementwise_fwd", _ew_fwd_kernel, _ew_fwd_tuned(x.device),
         key=tuning.make_key(x.dtype, n) + (block_u,), heuristic=lambda: _heuristic(n),
         grid=lambda m: (triton.cdiv(n, m["BLOCK_N"]),), args=args, meta=meta, BLOCK_U=block_u,
     )  # fmt: skip
@@ -318,7 +333,7 @@ def elementwise_backward(
     args += [dx, dcp, partial, n, u, chunk]
     block_u = _block_u(u)
     launch(
-        "elementwise_bwd", _ew_bwd_kernel, _ew_bwd_tuned,
+        "elementwise_bwd", _ew_bwd_kernel, _ew_bwd_tuned(x.device),
         key=tuning.make_key(x.dtype, n) + (block_u,), heuristic=lambda: _heuristic(chunk),
         grid=lambda m: (programs,), args=args, meta=meta, BLOCK_U=block_u,
     )  # fmt: skip

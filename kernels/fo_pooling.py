@@ -40,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import tuning
+from . import arch, tuning
 from ._common import check_tensor, launch, sigmoid, tanh
 from ._dispatch import use_triton
 
@@ -279,29 +279,31 @@ def _configs(least: int, most: int, steps_floor: int = 0, warps: tuple[int, ...]
     return [{**m, "num_stages": 1} for m in out]
 
 
-def configs_fo_pool_fwd() -> list[dict[str, int]]:
-    """Candidates: 8 to 16 elements of each gate per thread.
+def configs_fo_pool_fwd(target: arch.Where = None) -> list[dict[str, int]]:
+    """Candidates for ``target`` (an architecture such as "sm_86" or a device; default the
+    present GPU, see ``tuning.candidates``): 8 to 16 elements of each gate per thread.
 
     BLOCK_H 32-128 makes 250-1000 programs at the paper's B=20, H=1550 (two or more per
-    SM); CHUNK sets how many bytes each has in flight. Compiled for sm_90 with Triton 3.9's
-    ptxas (with o, fp32 and bf16), these take 72-191 registers, prefetched tiles included;
-    ``altgrad-tune --check-configs`` measures them.
+    SM); CHUNK sets how many bytes each has in flight. ``altgrad-tune --check-configs``
+    compiles them for every supported architecture (with o, fp32 and bf16); those that
+    spilled there are not offered there (``_FWD_SPILLED``).
     """
-    return _configs(8, 16)
+    return tuning.candidates("fo_pool_fwd", target)
 
 
-def configs_fo_pool_bwd() -> list[dict[str, int]]:
-    """Candidates: 4 to 8 elements of each tile per thread at the steps the tile runs.
+def configs_fo_pool_bwd(target: arch.Where = None) -> list[dict[str, int]]:
+    """Candidates for ``target``: 4 to 8 elements of each tile per thread at the steps the
+    tile runs.
 
     The backward holds about twice the forward's tiles (dh, the recomputed c, two
     four-part scans). A backward chunk shorter than the forward's runs at the forward's
     (STEPS = max(CHUNK, CKPT_EVERY)), and the forward's chunk is tuned apart (a stored
     backward winner meets any forward candidate), so elements are counted at the longest
     chunk: at 16 or more per thread the backward spilled on sm_90 (8 B to 17.7 KB).
-    Not 128 units: on 8 warps it spilled 8 B in fp32 at 8 steps. Compiled for sm_90 with
-    Triton 3.9's ptxas these take 70-194 registers and none spills
-    (``altgrad-tune --check-configs``)."""
-    return _configs(4, 8, steps_floor=max(CHUNKS), warps=(1, 2, 4, 8), blocks=(32, 64))
+    Not 128 units: on 8 warps it spilled 8 B in fp32 at 8 steps. Those that spilled on an
+    architecture are not offered there (``_BWD_SPILLED``; ``altgrad-tune
+    --check-configs``)."""
+    return tuning.candidates("fo_pool_bwd", target)
 
 
 def _heuristic(steps: int, hidden: int) -> dict[str, int]:
@@ -319,16 +321,59 @@ def _heuristic(steps: int, hidden: int) -> dict[str, int]:
     }
 
 
-tuning.register("fo_pool_fwd", configs_fo_pool_fwd)
-tuning.register("fo_pool_bwd", configs_fo_pool_bwd)
+_FWD_SPILLED: arch.Measured = {
+    "sm_80": {"3.6": {(64, 8, 1), (64, 16, 2), (64, 16, 4), (128, 8, 2)},
+              "3.9": {(32, 16, 1), (64, 16, 2), (64, 16, 4), (128, 16, 4)}},
+    "sm_86": {"3.6": {(32, 8, 1), (32, 16, 1), (64, 8, 1), (64, 16, 2), (64, 16, 4), (128, 16, 4)},
+              "3.9": {(32, 16, 1), (64, 16, 2), (128, 16, 4)}},
+    "sm_89": {"3.6": {(32, 16, 1), (64, 16, 2), (64, 16, 4), (128, 16, 4)},
+              "3.9": {(64, 16, 2), (128, 16, 4)}},
+    "sm_90": {"3.6": {(64, 16, 4), (128, 8, 4)},
+              "3.9": {(32, 16, 2), (64, 16, 2), (64, 16, 4), (128, 8, 4)}},
+}  # fmt: skip
+"""(BLOCK_H, CHUNK, num_warps) of forward candidates that spilled 8-40 B per thread there
+at some shipped recipe's shape (``altgrad-tune --check-configs``; ptxas often stops at 128
+registers and spills a few bytes rather than take more): not offered on that architecture
+with that Triton."""
+
+_BWD_SPILLED: arch.Measured = {
+    "sm_80": {"3.6": {(64, 8, 8), (64, 16, 8)}, "3.9": {(32, 8, 4), (32, 16, 4)}},
+    "sm_86": {"3.6": {(64, 8, 8), (64, 16, 8)}},
+    "sm_89": {"3.6": {(64, 8, 8), (64, 16, 8)}},
+    "sm_90": {"3.6": {(64, 8, 4), (64, 8, 8), (64, 16, 4), (64, 16, 8)},
+              "3.9": {(32, 8, 4), (32, 16, 4)}},
+}  # fmt: skip
+"""The same for the backward (8-12 B per thread, whatever the forward's chunk)."""
+
+
+def _fitting(configs: list[dict[str, int]], table: arch.Measured,
+             limits: arch.Limits) -> list[dict[str, int]]:  # fmt: skip
+    spilled = arch.measured_failures(table, limits)
+    return [m for m in configs if (m["BLOCK_H"], m["CHUNK"], m["num_warps"]) not in spilled]
+
+
+def _fwd_configs(limits: arch.Limits) -> list[dict[str, int]]:
+    """The forward's candidates on ``limits``: 8 to 16 elements per thread on 1-8 warps
+    (8 warps: 128 units by 16 steps, the one 16-step tile that spilled on no supported GPU),
+    less what spilled on its architecture (``_FWD_SPILLED``). At most a few KB of shared
+    memory (the scans' exchange between warps), which every supported GPU has."""
+    return _fitting(_configs(8, 16, warps=(1, 2, 4, 8)), _FWD_SPILLED, limits)
+
+
+def _bwd_configs(limits: arch.Limits) -> list[dict[str, int]]:
+    """The backward's candidates on ``limits``, less what spilled there (``_BWD_SPILLED``)."""
+    configs = _configs(4, 8, steps_floor=max(CHUNKS), warps=(1, 2, 4, 8), blocks=(32, 64))
+    return _fitting(configs, _BWD_SPILLED, limits)
+
+
+tuning.register("fo_pool_fwd", _fwd_configs)
+tuning.register("fo_pool_bwd", _bwd_configs)
 
 _AUTOTUNE_KEY = ["B", "H", "HAS_O"]
-_fo_pool_fwd_tuned = triton.autotune(
-    configs=tuning.to_triton(configs_fo_pool_fwd()), key=_AUTOTUNE_KEY
-)(_fo_pool_fwd_kernel)
-_fo_pool_bwd_tuned = triton.autotune(
-    configs=tuning.to_triton(configs_fo_pool_bwd()), key=[*_AUTOTUNE_KEY, "CKPT_EVERY"]
-)(_fo_pool_bwd_kernel)
+_fo_pool_fwd_tuned = tuning.DeviceAutotune("fo_pool_fwd", _fo_pool_fwd_kernel, key=_AUTOTUNE_KEY)
+_fo_pool_bwd_tuned = tuning.DeviceAutotune(
+    "fo_pool_bwd", _fo_pool_bwd_kernel, key=[*_AUTOTUNE_KEY, "CKPT_EVERY"]
+)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -392,12 +437,13 @@ def fo_pool_forward(
         rows = triton.cdiv(T, min(CHUNKS) if meta is None else meta["CHUNK"])
         ckpt = torch.empty((rows, B, H), dtype=torch.float32, device=gates.device)
     args = (gates, c0, h, ckpt, c_last, T, B, H, *gates.stride())
+    tuned = _fo_pool_fwd_tuned(gates.device)
     launch(
-        "fo_pool_fwd", _fo_pool_fwd_kernel, _fo_pool_fwd_tuned,
+        "fo_pool_fwd", _fo_pool_fwd_kernel, tuned,
         key=key, heuristic=lambda: _heuristic(T, H),
         grid=_grid(B, H), args=args, meta=meta, HAS_O=output_gate,
     )  # fmt: skip
-    chunk = (meta or _fo_pool_fwd_tuned.best_config.kwargs)["CHUNK"]
+    chunk = (meta or tuned.best_config.kwargs)["CHUNK"]
     return h, c_last, ckpt, chunk
 
 
@@ -438,7 +484,7 @@ def fo_pool_backward(
     dc0 = None if dc0_dtype is None else torch.empty((B, H), dtype=dc0_dtype, device=gates.device)
     args = (gates, ckpt, dh, dc_last, dx, dc0, T, B, H, *gates.stride())
     launch(
-        "fo_pool_bwd", _fo_pool_bwd_kernel, _fo_pool_bwd_tuned,
+        "fo_pool_bwd", _fo_pool_bwd_kernel, _fo_pool_bwd_tuned(gates.device),
         key=tuning.make_key(gates.dtype, B * H), heuristic=lambda: _heuristic(T, H),
         grid=_grid(B, H), args=args, meta=meta, HAS_O=output_gate, CKPT_EVERY=chunk,
     )  # fmt: skip

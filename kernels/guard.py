@@ -46,7 +46,8 @@ FAMILY_KERNELS = {
     "sg_loss": ("sg_loss",),
     "linear_ce": ("linear_ce",),
 }
-"""Each family's ``tuning`` kernel names: the configs a warning names."""
+"""Kernel families this package knows how to launch, and the ``tuning`` kernel names each
+registers (the configs a warning names; ``altgrad-tune``'s jobs and ``--shapes``)."""
 
 TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 """Largest error allowed, relative to the largest magnitude of the reference tensor, by the

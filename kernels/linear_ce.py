@@ -52,7 +52,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from . import tuning
+from . import arch, tuning
 from ._common import check_tensor, launch
 from ._dispatch import interpreting, use_triton
 
@@ -101,14 +101,31 @@ def _ce_rows_kernel(
 # --------------------------------------------------------------------------- configs
 
 
-def configs_linear_ce() -> list[dict[str, int]]:
-    """Candidates for the row kernel: vocabulary tiles of 1-8K columns on 4-16 warps,
-    8 to 32 columns per thread (a row of 33K words is 4-33 tiles per pass); 64 per thread
-    spilled registers in fp32 (tests/test_kernel_compile.py)."""
+def configs_linear_ce(target: arch.Where = None) -> list[dict[str, int]]:
+    """Candidates for the row kernel on ``target`` (see ``tuning.candidates``): vocabulary
+    tiles of 1-8K columns on 4-16 warps, 8 to 32 columns per thread (a row of 33K words is
+    4-33 tiles per pass); 64 per thread spilled registers in fp32 (``altgrad-tune
+    --check-configs``)."""
+    return tuning.candidates("linear_ce", target)
+
+
+_SPILLED: arch.Measured = {
+    "sm_80": {"3.6": {(8192, 8)}},
+    "sm_86": {"3.6": {(8192, 8)}, "3.9": {(8192, 8)}},
+    "sm_89": {"3.6": {(8192, 8)}, "3.9": {(8192, 8)}},
+}
+"""(BLOCK_V, num_warps) that spilled 8 B per thread there (32 columns per thread, with the
+gradient, at WikiText-2's 33,278 words; ``altgrad-tune --check-configs``)."""
+
+
+def _configs(limits: arch.Limits) -> list[dict[str, int]]:
+    """The candidates on ``limits``: less what spilled on its architecture (``_SPILLED``;
+    the row reductions take a few KB of shared memory, which every supported GPU has)."""
+    spilled = arch.measured_failures(_SPILLED, limits)
     out = []
     for block in (1024, 2048, 4096, 8192):
         for warps in (4, 8, 16):
-            if 8 <= block // (32 * warps) <= 32:
+            if 8 <= block // (32 * warps) <= 32 and (block, warps) not in spilled:
                 out.append({"BLOCK_V": block, "num_warps": warps, "num_stages": 1})
     return out
 
@@ -118,12 +135,12 @@ def _heuristic(vocab: int) -> dict[str, int]:
     return {"BLOCK_V": min(4096, max(16, triton.next_power_of_2(vocab))), "num_warps": 8}
 
 
-tuning.register("linear_ce", configs_linear_ce)
+tuning.register("linear_ce", _configs)
 
 # the kernel overwrites its logits: the tuner must put them back after every trial
-_ce_rows_tuned = triton.autotune(
-    configs=tuning.to_triton(configs_linear_ce()), key=["V", "GRAD"], restore_value=["logits"]
-)(_ce_rows_kernel)
+_ce_rows_tuned = tuning.DeviceAutotune(
+    "linear_ce", _ce_rows_kernel, key=["V", "GRAD"], restore_value=["logits"]
+)
 
 
 # --------------------------------------------------------------------------- row steps
@@ -139,7 +156,7 @@ def ce_rows_triton(
     """The row step as one launch of :func:`_ce_rows_kernel` (a program per row)."""
     rows, vocab = z.shape
     launch(
-        "linear_ce", _ce_rows_kernel, _ce_rows_tuned,
+        "linear_ce", _ce_rows_kernel, _ce_rows_tuned(z.device),
         key=tuning.make_key(z.dtype, vocab), heuristic=lambda: _heuristic(vocab),
         grid=lambda m: (rows,), args=(z, targets, loss, vocab, z.stride(0), float(scale)),
         GRAD=grad,

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import tuning
+from . import arch, tuning
 from ._common import (
     PinningLauncher,
     check_tensor,
@@ -286,65 +286,116 @@ def _block_b(batch: int) -> int:
     return 128
 
 
-_SHARED_LIMIT = 232_448  # bytes of shared memory per block on sm_90
 _VALUES_PER_THREAD = 112  # live fp32 values per thread that fit 255 registers with the rest
-_MAX_WARPS = 8  # 16 warps cap a thread at 128 registers: every such tile spilled on sm_90
+_REGISTERS = 255  # what _VALUES_PER_THREAD was measured at (sm_90, Triton 3.9's ptxas)
+_SM8X_VALUES_PER_THREAD = 48
+"""The same on sm_80/sm_86/sm_89 with Triton 3.9 (and any release but 3.6, unmeasured):
+its ptxas for them (CUDA 12.9, ``--regAllocOptLevel=2``) spilled the fp32 (IEEE) step
+tiles from 56 values per thread up (24 B to 17 KB; many at 32 registers), where Triton 3.6's
+held 112 without a spill. Measured with ``altgrad-tune --check-configs``."""
+
+_SPILLED: arch.Measured = {
+    "sm_90": {"3.6": {("fwd", 16, 16, 128, 4, 3)},
+              "3.9": {("fwd", 16, 16, 128, 4, 3), ("fwd", 32, 32, 128, 8, 3),
+                      ("fwd", 32, 32, 128, 8, 2)}},
+}  # fmt: skip
+"""(direction, BLOCK_B, BLOCK_H, BLOCK_K, num_warps, num_stages) that spilled within the
+budget there: 8 B per thread in fp32 (IEEE) at H=256/400 (``altgrad-tune
+--check-configs``); such a tile takes the next warps and stages that fit (``_tile``), or
+is not offered (32 x 32 x 128 on sm_90 with Triton 3.9)."""
 
 
-def _num_warps(block_b: int, block_h: int, gates: int = 4, block_k: int = 64) -> int | None:
-    """Warps that hold a tile's live fp32 values without spilling, or None past 8 warps.
+def _values_budget(limits: arch.Limits) -> int:
+    """Live fp32 values per thread a tile may hold on ``limits`` (at 255 registers)."""
+    if limits.capability >= (9, 0) or arch.triton_release() == "3.6":
+        return _VALUES_PER_THREAD
+    return _SM8X_VALUES_PER_THREAD
+
+
+def _warp_options(block_b: int, block_h: int, gates: int, block_k: int,
+                  limits: arch.Limits) -> list[int]:  # fmt: skip
+    """Warps (4, 8) that hold a tile's live fp32 values without spilling, fewest first.
 
     Two peaks, each at most about 112 values per thread (ptxas then fits the tile in 255
-    registers with its addresses and masks): the K loop holds the accumulator (4 forward,
-    1 backward [BLOCK_B, BLOCK_H] tiles) plus one chunk of both operands, [BLOCK_B, BLOCK_K]
-    and [gates * BLOCK_H, BLOCK_K], in fp32 (the IEEE dot runs on FMAs from registers); the
-    last arriver's epilogue holds about 14 [BLOCK_B, BLOCK_H] tiles (the four gate sums,
-    gx, c, the activated gates, the outputs). ``altgrad-tune --check-configs`` measures it."""
+    registers with its addresses and masks; 48 on sm_8x with Triton 3.9: _values_budget):
+    the K loop holds the accumulator (4 forward, 1 backward [BLOCK_B, BLOCK_H] tiles) plus
+    one chunk of both operands, [BLOCK_B, BLOCK_K] and [gates * BLOCK_H, BLOCK_K], in fp32
+    (the IEEE dot runs on FMAs from registers); the last arriver's epilogue holds about 14
+    [BLOCK_B, BLOCK_H] tiles (the four gate sums, gx, c, the activated gates, the outputs).
+    A thread's registers are ``limits``' cap for the block (255 at 4 and 8 warps on every
+    supported GPU; 16 warps would cap it at 128, and every such tile spilled).
+    ``altgrad-tune --check-configs`` measures it."""
     loop = gates * block_b * block_h + (block_b + gates * block_h) * block_k
     epilogue = 14 * block_b * block_h
-    for warps in (4, _MAX_WARPS):
-        if max(loop, epilogue) <= _VALUES_PER_THREAD * 32 * warps:
-            return warps
+    out = []
+    for warps in (4, 8):
+        budget = _values_budget(limits) * limits.registers_cap(warps) // _REGISTERS
+        if max(loop, epilogue) <= budget * 32 * warps:
+            out.append(warps)
+    return out
+
+
+def _num_warps(block_b: int, block_h: int, gates: int, block_k: int,
+               limits: arch.Limits) -> int | None:  # fmt: skip
+    """The fewest warps of :func:`_warp_options`, or None when none holds the tile."""
+    return next(iter(_warp_options(block_b, block_h, gates, block_k, limits)), None)
+
+
+def _stage_bytes(block_b: int, rows: int, block_k: int, stages: int) -> int:
+    """Shared memory of a tile's operand buffers: Triton's pipeliner keeps ``stages - 1``
+    (at least one) copies of the fp32 [BLOCK_B, BLOCK_K] and [rows, BLOCK_K] chunks (fp32,
+    the larger storage dtype; measured for sm_80-sm_90 with Triton 3.6 and 3.9, where
+    nothing else in the step kernels outlives them)."""
+    return max(stages - 1, 1) * (block_b + rows) * block_k * 4
+
+
+def _stage_options(block_b: int, rows: int, block_k: int, limits: arch.Limits) -> list[int]:
+    """Pipeline stages, 3 and/or 2, whose operand buffers (:func:`_stage_bytes`) fit
+    ``limits``' shared memory per block, most first (below 2 no pipelining is left)."""
+    return [s for s in (3, 2) if _stage_bytes(block_b, rows, block_k, s) <= limits.shared_per_block]
+
+
+def _num_stages(block_b: int, rows: int, block_k: int, limits: arch.Limits) -> int | None:
+    """The most stages of :func:`_stage_options`, or None when even 2 do not fit."""
+    return next(iter(_stage_options(block_b, rows, block_k, limits)), None)
+
+
+def _tile(bb: int, bh: int, bk: int, gates: int, limits: arch.Limits) -> dict | None:
+    """One tile with its warps and stages, or None if it cannot fit ``limits``: the most
+    stages that fit, on the fewest warps that hold it, unless measured to spill there
+    (``_SPILLED``), then the next (more warps, then fewer stages)."""
+    spilled = arch.measured_failures(_SPILLED, limits)
+    direction = "fwd" if gates == 4 else "bwd"
+    for stages in _stage_options(bb, gates * bh, bk, limits):
+        for warps in _warp_options(bb, bh, gates, bk, limits):
+            if (direction, bb, bh, bk, warps, stages) not in spilled:
+                return {"BLOCK_B": bb, "BLOCK_H": bh, "BLOCK_K": bk, "num_warps": warps,
+                        "num_stages": stages}  # fmt: skip
     return None
 
 
-def _num_stages(block_b: int, rows: int, block_k: int) -> int | None:
-    """Pipeline stages (at most 3) whose fp32 operand tiles, [BLOCK_B, BLOCK_K] of h or
-    dgates and [rows, BLOCK_K] of W_hh per stage, fit sm_90's shared memory per block;
-    None below 2 (no pipelining left). Sized for fp32, the larger storage dtype."""
-    stages = _SHARED_LIMIT // ((block_b + rows) * block_k * 4)
-    return min(stages, 3) if stages >= 2 else None
-
-
-def _tile(bb: int, bh: int, bk: int, gates: int) -> dict | None:
-    """One tile with its warps and stages, or None if it cannot fit sm_90."""
-    warps, stages = _num_warps(bb, bh, gates, bk), _num_stages(bb, gates * bh, bk)
-    if warps is None or stages is None:
-        return None
-    return {"BLOCK_B": bb, "BLOCK_H": bh, "BLOCK_K": bk, "num_warps": warps, "num_stages": stages}
-
-
-def _tiles_fwd() -> list[dict]:
+def _tiles_fwd(limits: arch.Limits) -> list[dict]:
     """Forward tiles: BLOCK_B 16-128 (the launchers keep the one covering B, so a batch block
     reads W_hh once), BLOCK_H 16/32/64 (4x as many rows of W_hh: H=1550 gives 97/49/25
     tiles), BLOCK_K 64/128 and SPLIT_K 1/2/4/8 K slices (H=1550, BLOCK_H=32: 49 to 392
-    programs), less the tiles that would spill or overflow shared memory (``_tile``).
-    SPLIT_K is a runtime argument: the tiles per BLOCK_B compile to at most 6 kernels."""
-    tiles = [_tile(bb, bh, bk, 4) for bb in (16, 32, 64, 128) for bh in (16, 32, 64)
+    programs), less the tiles that would spill or overflow ``limits``' shared memory
+    (``_tile``). SPLIT_K is a runtime argument: the tiles per BLOCK_B compile to at most 6
+    kernels."""
+    tiles = [_tile(bb, bh, bk, 4, limits) for bb in (16, 32, 64, 128) for bh in (16, 32, 64)
              for bk in (64, 128)]  # fmt: skip
     return [dict(t, SPLIT_K=sk) for t in tiles if t is not None for sk in (1, 2, 4, 8)]
 
 
-def _tiles_bwd() -> list[dict]:
+def _tiles_bwd(limits: arch.Limits) -> list[dict]:
     """Backward tiles: BLOCK_H 32/64/128 columns of W_hh (contiguous: 64-256 B per row),
     BLOCK_K 64/128 gate rows per chunk, SPLIT_K 2/4/8/16 slices of the 4H reduction
-    (H=1550, BLOCK_H=64: 50 to 400 programs), less the tiles that cannot fit (``_tile``);
-    every BLOCK_B keeps at least one tile."""
+    (H=1550, BLOCK_H=64: 50 to 400 programs), less the tiles that cannot fit ``limits``
+    (``_tile``); every BLOCK_B keeps at least one tile."""
     tiles = []
     for bb in (16, 32, 64, 128):
-        fit = [t for bh in (32, 64, 128) for bk in (64, 128) if (t := _tile(bb, bh, bk, 1))]
+        fit = [t for bh in (32, 64, 128) for bk in (64, 128) if (t := _tile(bb, bh, bk, 1, limits))]
         # BLOCK_B=128 fits only 16 columns (its epilogue): those, rather than no tile
-        tiles += fit or [t for bk in (64, 128) if (t := _tile(bb, 16, bk, 1))]
+        tiles += fit or [t for bk in (64, 128) if (t := _tile(bb, 16, bk, 1, limits))]
     return [dict(t, SPLIT_K=sk) for t in tiles if t is not None for sk in (2, 4, 8, 16)]
 
 
@@ -352,21 +403,27 @@ _LAUNCH_CHOICES = ({"LAUNCH": 0}, {"LAUNCH": 1}, {"LAUNCH": 2, "GRAPH_STEPS": GR
                    {"LAUNCH": 3, "GRAPH_STEPS": GRAPH_STEPS})  # fmt: skip
 
 
-def configs_lstm_fwd() -> list[dict]:
-    """The forward's ``tuning`` candidates: every tile (``_tiles_fwd``) in every launch mode
-    (``LAUNCH`` indexes ``LAUNCH_MODES``). ``altgrad-tune`` times whole segments, so the
-    launch mode and the tile are chosen together; ``@triton.autotune`` (one step, plain
-    launches) sweeps the tiles only."""
-    return [dict(tile, **mode) for tile in _tiles_fwd() for mode in _LAUNCH_CHOICES]
+def _with_launch_modes(tiles: list[dict]) -> list[dict]:
+    return [dict(tile, **mode) for tile in tiles for mode in _LAUNCH_CHOICES]
 
 
-def configs_lstm_bwd() -> list[dict]:
-    """The backward's ``tuning`` candidates: every tile (``_tiles_bwd``) in every launch mode."""
-    return [dict(tile, **mode) for tile in _tiles_bwd() for mode in _LAUNCH_CHOICES]
+def configs_lstm_fwd(target: arch.Where = None) -> list[dict]:
+    """The forward's ``tuning`` candidates for ``target`` (an architecture such as "sm_86",
+    a device; default the present GPU, see ``tuning.candidates``): every tile
+    (``_tiles_fwd``) in every launch mode (``LAUNCH`` indexes ``LAUNCH_MODES``).
+    ``altgrad-tune`` times whole segments, so the launch mode and the tile are chosen
+    together; ``@triton.autotune`` (one step, plain launches) sweeps the tiles only."""
+    return tuning.candidates(_FWD, target)
 
 
-tuning.register(_FWD, configs_lstm_fwd)
-tuning.register(_BWD, configs_lstm_bwd)
+def configs_lstm_bwd(target: arch.Where = None) -> list[dict]:
+    """The backward's ``tuning`` candidates for ``target``: every tile (``_tiles_bwd``) in
+    every launch mode."""
+    return tuning.candidates(_BWD, target)
+
+
+tuning.register(_FWD, lambda limits: _with_launch_modes(_tiles_fwd(limits)))
+tuning.register(_BWD, lambda limits: _with_launch_modes(_tiles_bwd(limits)))
 
 
 def _heuristic_meta(batch: int) -> dict:
@@ -376,22 +433,28 @@ def _heuristic_meta(batch: int) -> dict:
 
 
 def _prune_block_b(configs, named_args, **kwargs):
+    """The tiles whose BLOCK_B covers B; all of them where the device has none (sm_8x with
+    Triton 3.9 offers BLOCK_B 16 and 32 only: more batch blocks then read W_hh)."""
     want = _block_b(named_args["B"])
     kept = [c for c in configs if c.kwargs["BLOCK_B"] == want]
     return kept or list(configs)
 
 
-_lstm_fwd_step_tuned = triton.autotune(
-    configs=tuning.to_triton(_tiles_fwd()),
-    key=["B", "H", "SAVE_ACT"],
-    prune_configs_by={"early_config_prune": _prune_block_b},
-)(_lstm_fwd_step_kernel)
+def _step_tiles(metas: list[dict]) -> list[dict]:
+    """The candidates as ``@triton.autotune`` takes them: each tile once, without the launch
+    modes (not kernel arguments)."""
+    return [dict(m) for m in dict.fromkeys(
+        tuple(tuning.without_launch_modes(m).items()) for m in metas)]  # fmt: skip
 
-_lstm_bwd_step_tuned = triton.autotune(
-    configs=tuning.to_triton(_tiles_bwd()),
-    key=["B", "H"],
+
+_lstm_fwd_step_tuned = tuning.DeviceAutotune(
+    _FWD, _lstm_fwd_step_kernel, _step_tiles, key=["B", "H", "SAVE_ACT"],
     prune_configs_by={"early_config_prune": _prune_block_b},
-)(_lstm_bwd_step_kernel)
+)  # fmt: skip
+_lstm_bwd_step_tuned = tuning.DeviceAutotune(
+    _BWD, _lstm_bwd_step_kernel, _step_tiles, key=["B", "H"],
+    prune_configs_by={"early_config_prune": _prune_block_b},
+)  # fmt: skip
 
 
 def _as_meta(config) -> dict:
@@ -482,10 +545,12 @@ def _workspace_need(direction: str, batch: int, hidden: int, metas: list[dict]) 
     return parts, tiles
 
 
-def _candidates_for(direction: str, batch: int) -> list[dict]:
-    """What ``@triton.autotune`` may launch for this batch size (after its pruning)."""
-    metas = _tiles_fwd() if direction == "fwd" else _tiles_bwd()
-    return [m for m in metas if m["BLOCK_B"] == _block_b(batch)]
+def _candidates_for(direction: str, batch: int, device) -> list[dict]:
+    """What ``@triton.autotune`` may launch on ``device`` for this batch size (after its
+    pruning)."""
+    tuned = _lstm_fwd_step_tuned if direction == "fwd" else _lstm_bwd_step_tuned
+    metas = tuned.metas(device)
+    return [m for m in metas if m["BLOCK_B"] == _block_b(batch)] or metas
 
 
 def lstm_workspace(
@@ -496,7 +561,7 @@ def lstm_workspace(
     shape, launched with ``meta`` (None: any config the autotuner may pick)."""
     if direction not in ("fwd", "bwd"):
         raise ValueError(f"lstm_workspace: direction must be 'fwd' or 'bwd', got {direction!r}")
-    metas = [_as_meta(meta)] if meta is not None else _candidates_for(direction, batch)
+    metas = [_as_meta(meta)] if meta is not None else _candidates_for(direction, batch, device)
     parts, tiles = _workspace_need(direction, batch, hidden, metas)
     return SplitKWorkspace(
         torch.empty(parts, device=device, dtype=torch.float32),
@@ -508,7 +573,7 @@ def _use_workspace(
     ws: SplitKWorkspace | None, direction: str, batch: int, hidden: int, device, meta
 ) -> SplitKWorkspace:
     """``ws`` checked, or fresh partials with the stream's shared ticket counters."""
-    metas = [meta] if meta is not None else _candidates_for(direction, batch)
+    metas = [meta] if meta is not None else _candidates_for(direction, batch, device)
     parts, tiles = _workspace_need(direction, batch, hidden, metas)
     if ws is None:
         partials = torch.empty(parts, device=device, dtype=torch.float32)
@@ -756,8 +821,9 @@ def lstm_segment_forward(
         return (gx, w, h_all, c_all, act, ws.partials, ws.counters, step_base, step,
                 n_steps, batch, hidden, ldw), dict(constexprs, slice_shift=slice_shift)  # fmt: skip
 
-    launcher = PinningLauncher(_FWD, _lstm_fwd_step_kernel, _lstm_fwd_step_tuned, key=key,
-                               grid=_grid("fwd", batch, hidden), meta=_tile_meta(meta))  # fmt: skip
+    launcher = PinningLauncher(_FWD, _lstm_fwd_step_kernel, _lstm_fwd_step_tuned(gx.device),
+                               key=key, grid=_grid("fwd", batch, hidden),
+                               meta=_tile_meta(meta))  # fmt: skip
     stepper = _Stepper(launcher, args)
     _run_steps(stepper, gx.device, 0, n_steps, 1, n_steps, mode, graph_steps)
     return h_all, c_all, (act if save_for_backward else None)
@@ -808,8 +874,9 @@ def lstm_segment_backward(
                 step_base, step, n_steps, batch, hidden, ldw), dict(
                     constexprs, slice_shift=slice_shift)  # fmt: skip
 
-    launcher = PinningLauncher(_BWD, _lstm_bwd_step_kernel, _lstm_bwd_step_tuned, key=key,
-                               grid=_grid("bwd", batch, hidden), meta=_tile_meta(meta))  # fmt: skip
+    launcher = PinningLauncher(_BWD, _lstm_bwd_step_kernel, _lstm_bwd_step_tuned(dev),
+                               key=key, grid=_grid("bwd", batch, hidden),
+                               meta=_tile_meta(meta))  # fmt: skip
     stepper = _Stepper(launcher, args)
     # steps T-1 down to -1 (dh0); a step below -1 is a no-op
     _run_steps(stepper, dev, n_steps - 1, n_steps + 1, -1, -n_steps - 2, mode, graph_steps)

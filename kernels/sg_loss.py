@@ -36,7 +36,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from . import tuning
+from . import arch, tuning
 from ._common import check_tensor, last_to_arrive, launch, ticket_counters
 from ._dispatch import use_triton
 
@@ -160,10 +160,16 @@ _CHUNK_ALIGN = 256
 """Each program's slice of a row starts on a multiple of this many elements."""
 
 
-def configs_sg_loss() -> list[dict[str, int]]:
-    """Candidates for the inner tile: 2 to 16 elements per thread on 1-4 warps. At the
-    synthesizer's sizes each program's slice of a row is 256-512 elements (about two
-    programs per SM), so larger tiles would idle."""
+def configs_sg_loss(target: arch.Where = None) -> list[dict[str, int]]:
+    """Candidates for the inner tile on ``target`` (see ``tuning.candidates``): 2 to 16
+    elements per thread on 1-4 warps. At the synthesizer's sizes each program's slice of a
+    row is 256-512 elements (about two programs per SM), so larger tiles would idle."""
+    return tuning.candidates("sg_loss", target)
+
+
+def _configs(limits: arch.Limits) -> list[dict[str, int]]:
+    """The candidates on ``limits``: the same on every supported GPU (a few KB of shared
+    memory for the reductions)."""
     out = []
     for block in (256, 512, 1024):
         for warps in (1, 2, 4):
@@ -177,11 +183,9 @@ def _heuristic(chunk: int) -> dict[str, int]:
     return {"BLOCK": min(1024, max(16, triton.next_power_of_2(chunk))), "num_warps": 4}
 
 
-tuning.register("sg_loss", configs_sg_loss)
+tuning.register("sg_loss", _configs)
 
-_sg_loss_tuned = triton.autotune(configs=tuning.to_triton(configs_sg_loss()), key=["R", "D"])(
-    _sg_loss_kernel
-)
+_sg_loss_tuned = tuning.DeviceAutotune("sg_loss", _sg_loss_kernel, key=["R", "D"])
 
 
 # --------------------------------------------------------------------------- launcher
@@ -246,7 +250,7 @@ def sg_loss_forward(
         rows, per_row, j, chunk, p.stride(0), q.stride(0), float(target_scale),
     )  # fmt: skip
     launch(
-        "sg_loss", _sg_loss_kernel, _sg_loss_tuned,
+        "sg_loss", _sg_loss_kernel, _sg_loss_tuned(dev),
         key=tuning.make_key(pred.dtype, pred.numel()), heuristic=lambda: _heuristic(chunk),
         grid=lambda m: (rows * j,), args=args, meta=meta, BLOCK_R=block_r, BLOCK_J=block_j,
     )  # fmt: skip

@@ -1,17 +1,27 @@
 """The tuning seam: candidate launch configs per kernel and forced choices.
 
-Every tunable kernel family registers, under a kernel name, a function returning its
-candidate meta-parameter dicts, e.g. ``{"BLOCK": 256, "num_warps": 2, "num_stages": 1}``
-(UPPERCASE keys are the kernel's ``tl.constexpr`` meta-parameters; ``num_warps`` and
-``num_stages`` are launch options). Plain dicts rather than ``triton.Config`` so that a
-tuner can store winners as JSON and force them back without importing Triton types.
+Every tunable kernel family registers, under a kernel name, a function that takes an
+architecture's limits (``arch.Limits``: shared memory per block, registers) and returns the
+candidate meta-parameter dicts that fit them, e.g. ``{"BLOCK": 256, "num_warps": 2,
+"num_stages": 1}`` (UPPERCASE keys are the kernel's ``tl.constexpr`` meta-parameters;
+``num_warps`` and ``num_stages`` are launch options). Plain dicts rather than
+``triton.Config`` so that a tuner can store winners as JSON and force them back without
+importing Triton types.
+
+:func:`candidates` asks for the present GPU's by default (``arch.limits``); a named
+architecture ("sm_86") or a device may be given instead. Without a GPU and without a name
+there is nothing to size for, and the candidates are sized for ``arch.ANY``, the least of
+every supported architecture's limits, less every config measured to spill on any of them;
+never one architecture's silently: a CPU process (the interpreter, a dry run) only ever
+sees configs that fit every supported GPU's shared memory.
 
 A launcher asks :func:`pick` which meta-parameters to use:
 
 1. a forced choice set with :func:`set_override` for ``(kernel, key)`` wins;
 2. else under the Triton interpreter, the launcher's single heuristic config (the
    interpreter cannot autotune over several configs);
-3. else ``None``: the launcher calls its ``@triton.autotune`` kernel over all candidates.
+3. else ``None``: the launcher calls its ``@triton.autotune`` kernel, built for the device
+   it launches on over that device's candidates (:class:`DeviceAutotune`).
 
 A key is ``(dtype name, size bucket)`` from :func:`make_key`, e.g. ``("bfloat16", 32768)``;
 the size is the kernel's parallel extent rounded up to a power of two, so that one stored
@@ -22,25 +32,30 @@ with ``set_override``, and persist the winners (then reload them with ``set_over
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
+from . import arch as _arch
 from ._dispatch import interpreting
 
 Meta = dict[str, int]
 Key = tuple
+Generator = Callable[[_arch.Limits], list[Meta]]
 
 _LAUNCH_OPTIONS = ("num_warps", "num_stages")
-_CANDIDATES: dict[str, Callable[[], list[Meta]]] = {}
+_CANDIDATES: dict[str, Generator] = {}
 _OVERRIDES: dict[tuple[str, Key], Meta] = {}
 
 
-def register(kernel: str, configs: Callable[[], list[Meta]]) -> None:
-    """Declare ``kernel``'s candidate generator (each kernel module does it at import)."""
+def register(kernel: str, configs: Generator) -> None:
+    """Declare ``kernel``'s candidate generator (each kernel module does it at import):
+    ``configs(limits)`` returns the candidates that fit ``limits`` (an ``arch.Limits``)."""
     _CANDIDATES[kernel] = configs
+    _generated.cache_clear()
 
 
 def kernels() -> list[str]:
@@ -48,11 +63,33 @@ def kernels() -> list[str]:
     return sorted(_CANDIDATES)
 
 
-def candidates(kernel: str) -> list[Meta]:
-    """Candidate meta-parameter dicts for ``kernel`` (fresh copies)."""
+@functools.cache
+def _generated(kernel: str, limits: _arch.Limits) -> tuple[tuple, ...]:
+    return tuple(tuple(m.items()) for m in _CANDIDATES[kernel](limits))
+
+
+def candidates(kernel: str, arch: _arch.Where = None) -> list[Meta]:
+    """Candidate meta-parameter dicts for ``kernel`` (fresh copies) that fit ``arch``: an
+    architecture ("sm_86"), a device, ``arch.Limits``, or None for the current CUDA device;
+    without one, those sized for ``arch.ANY`` (module docstring)."""
+    return _sized(kernel, _arch.limits(arch))
+
+
+def _sized(kernel: str, limits: _arch.Limits | None) -> list[Meta]:
+    """``kernel``'s candidates for ``limits``; None: for ``arch.ANY``."""
     if kernel not in _CANDIDATES:
         raise ValueError(f"unknown kernel {kernel!r}; registered: {kernels()}")
-    return [dict(m) for m in _CANDIDATES[kernel]()]
+    return [dict(m) for m in _generated(kernel, _arch.ANY if limits is None else limits)]
+
+
+def target_name(arch: _arch.Where = None) -> str:
+    """What :func:`candidates` sizes for ``arch``: "sm_86", or "every supported
+    architecture" without a GPU."""
+    return _name(_arch.limits(arch))
+
+
+def _name(limits: _arch.Limits | None) -> str:
+    return "every supported architecture" if limits is None else limits.arch
 
 
 def size_bucket(n: int) -> int:
@@ -118,30 +155,42 @@ def overrides() -> list[tuple[str, Key, Meta]]:
     return [(kernel, key, dict(meta)) for (kernel, key), meta in _OVERRIDES.items()]
 
 
-def restore_overrides(entries: list) -> None:
+def restore_overrides(entries: list, arch: _arch.Where = None) -> None:
     """Force the choices :func:`overrides` returned (keys may come back as lists), except a
-    registered kernel's config that is no longer among its candidates (one that may not
-    fit the GPU): that one is left to the tuner, with a one-line warning."""
+    registered kernel's config that is not among its candidates for ``arch`` (default: the
+    present GPU), e.g. one saved on a GPU with more shared memory per block than this one,
+    which would not fit here: that one is left to the tuner, with a one-line warning.
+
+    Without a GPU (and no ``arch``) nothing here can run out of resources, so a config any
+    supported architecture offers is kept (a run resumed on a CPU, then on its GPU again,
+    still has it); only one that none offers any more is dropped."""
+    limits = _arch.limits(arch)
     for kernel, key, meta in entries:
-        if kernel in _CANDIDATES and not is_candidate(kernel, meta):
-            warnings.warn(
-                f"saved {kernel} config {meta} is no longer a candidate; ignored", stacklevel=2
-            )
-            continue
+        if kernel in _CANDIDATES:
+            targets = [limits] if limits is not None else list(_arch.SUPPORTED.values())
+            if not any(is_candidate(kernel, meta, t) for t in targets):
+                where = "any supported architecture" if limits is None else limits.arch
+                warnings.warn(
+                    f"saved {kernel} config {meta} is no longer a candidate on {where} "
+                    f"(it may not fit this GPU); ignored",
+                    stacklevel=2,
+                )
+                continue
         set_override(kernel, tuple(key), meta)
 
 
 _MODE_KEYS = ("LAUNCH", "GRAPH_STEPS")  # how a config is launched, not what compiles
 
 
-def is_candidate(kernel: str, meta: Meta) -> bool:
-    """Whether ``meta`` is one of ``kernel``'s candidates (launch-mode keys aside: an
-    autotuner's pick has none)."""
+def without_launch_modes(meta: Meta) -> Meta:
+    """``meta`` without its launch-mode keys (an autotuner's pick has none)."""
+    return {k: v for k, v in meta.items() if k not in _MODE_KEYS}
 
-    def core(m: Meta) -> dict:
-        return {k: v for k, v in m.items() if k not in _MODE_KEYS}
 
-    return core(meta) in [core(m) for m in candidates(kernel)]
+def is_candidate(kernel: str, meta: Meta, arch: _arch.Where = None) -> bool:
+    """Whether ``meta`` is one of ``kernel``'s candidates for ``arch`` (default: the present
+    GPU; launch-mode keys aside: an autotuner's pick has none)."""
+    return without_launch_modes(meta) in [without_launch_modes(m) for m in candidates(kernel, arch)]
 
 
 def clear_overrides(kernel: str | None = None) -> None:
@@ -171,6 +220,45 @@ def to_triton(metas: list[Meta]) -> list:
         )
         for m in metas
     ]
+
+
+class DeviceAutotune:
+    """``@triton.autotune`` of ``fn`` over ``kernel``'s candidates for the device a launch
+    runs on: ``self(device)`` is the autotuner for that device's limits, built on first use
+    and kept (one per distinct ``arch.Limits``), so that Triton never tries a config that
+    does not fit the device (an ``OutOfResources`` at the first launch otherwise).
+
+    ``configs`` maps the candidate list to the autotuner's (default: as it is; the LSTM
+    drops its launch modes, which the step kernel does not take); ``options`` go to
+    ``triton.autotune`` (``key``, ``prune_configs_by``, ``restore_value``, ...).
+    """
+
+    def __init__(self, kernel: str, fn: Callable,
+                 configs: Callable[[list[Meta]], list[Meta]] | None = None,
+                 **options: Any):  # fmt: skip
+        self.kernel, self.fn, self.configs, self.options = kernel, fn, configs, options
+        self._built: dict[_arch.Limits | None, Any] = {}
+
+    def metas(self, device: _arch.Where = None) -> list[Meta]:
+        """The configs the autotuner for ``device`` tries (before its own pruning)."""
+        return self._metas(_arch.limits(device))
+
+    def _metas(self, limits: _arch.Limits | None) -> list[Meta]:
+        metas = _sized(self.kernel, limits)
+        return self.configs(metas) if self.configs is not None else metas
+
+    def __call__(self, device: _arch.Where = None):
+        limits = _arch.limits(device)
+        tuner = self._built.get(limits)
+        if tuner is None:
+            import triton
+
+            configs = to_triton(self._metas(limits))
+            if not configs:
+                raise RuntimeError(f"{self.kernel}: no candidate fits {_name(limits)}")
+            tuner = triton.autotune(configs=configs, **self.options)(self.fn)
+            self._built[limits] = tuner
+        return tuner
 
 
 def cdiv(a: int, b: int) -> int:

@@ -81,6 +81,48 @@ def test_bad_shape_specs_are_one_line_errors(capsys):
     assert tune_cli.main([str(WT2), "--kernels", "bogus", "--dry-run"]) == 2
 
 
+def test_dry_run_names_the_architecture_it_counts_candidates_for(capsys, monkeypatch):
+    """Without a GPU the candidates are those every supported architecture offers, and the
+    caption says so; --arch counts one architecture's (an sm_86 offers fewer LSTM tiles at
+    sm_90's stage counts than an sm_90)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = ["--shapes", "lstm:B=20,T=8,H=1550", "--dry-run"]
+    assert tune_cli.main(args) == 0
+    assert "candidates for every supported architecture: those each" in capsys.readouterr().out
+    counts = {}
+    for arch in ("sm_86", "sm_90"):
+        assert tune_cli.main([*args, "--arch", arch]) == 0
+        out = capsys.readouterr().out
+        assert f"candidates for {arch} (--arch)" in out
+        counts[arch] = out
+    assert counts["sm_86"] != counts["sm_90"]
+
+
+def test_check_configs_options_are_checked(capsys):
+    for argv, text in (
+        (["--check-configs", "--arch", "sm_75"], "supported: sm_80, sm_86, sm_89, sm_90"),
+        (["--check-configs", str(WT2), "--record", "x"], "--record needs the full check"),
+        (["--check-configs", "--arch", "sm_90", "--record", "x"], "--record needs the full"),
+        ([str(WT2), "--record", "x"], "--record goes with --check-configs"),
+        ([str(WT2), "--arch", "sm_86"], "--arch goes with --check-configs or --dry-run"),
+        ([str(WT2), "--dry-run", "--arch", "sm_86,sm_90"], "one --arch at a time"),
+    ):
+        assert tune_cli.main(argv) == 2, argv
+        assert text in capsys.readouterr().err, argv
+
+
+def test_compiles_use_the_cores_this_process_may_use(monkeypatch):
+    """The compile pools (--check-configs, the sweep's warm-up) size themselves by the
+    process's affinity mask (a container's or taskset's share), not the machine's cores."""
+    from altgrad_triton.tune import configcheck
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert configcheck.usable_cores() == 2
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    assert configcheck.usable_cores() == 64
+
+
 # ----------------------------------------------------------------------------- shapes
 
 
@@ -281,15 +323,18 @@ def test_quick_candidates():
     assert quick and len(quick) <= tune.QUICK_CANDIDATES
     assert {m["BLOCK_B"] for m in quick} == {32}  # the smallest block covering B=20
     fo = tune.fo_pool_jobs(2, 3, 16, torch.float32)[0]
-    full = tune.job_candidates(fo)
-    assert full == tuning.candidates("fo_pool_fwd")
-    quick = tune.job_candidates(fo, quick=True)
+    full = tune.job_candidates(fo, arch="sm_89")
+    assert full == tuning.candidates("fo_pool_fwd", "sm_89")
+    assert tune.job_candidates(fo) == tuning.candidates("fo_pool_fwd")  # no GPU: arch.ANY
+    quick = tune.job_candidates(fo, quick=True, arch="sm_89")
     assert len(quick) == min(len(full), tune.QUICK_CANDIDATES)
     assert quick[0] == full[0] and quick[-1] == full[-1]
     for job in (tune.fo_pool_jobs(2, 3, 16, torch.float32, train=False)[0],
                 tune.lstm_jobs(1, 4, 32, torch.float32, train=False)[0]):  # fmt: skip
-        assert job.evaluation and len(tune.job_candidates(job)) > tune.QUICK_EVAL_CANDIDATES
-        assert len(tune.job_candidates(job, quick=True)) == tune.QUICK_EVAL_CANDIDATES
+        every = tune.job_candidates(job, arch="sm_89")
+        assert job.evaluation and len(every) > tune.QUICK_EVAL_CANDIDATES
+        quick = tune.job_candidates(job, quick=True, arch="sm_89")
+        assert len(quick) == tune.QUICK_EVAL_CANDIDATES
 
 
 # ----------------------------------------------------------------------------- sweeping
@@ -357,7 +402,7 @@ def test_sweep_of_every_family_runs_under_the_interpreter():
 
 
 def _entry(**over):
-    meta = tuning.candidates("fo_pool_fwd")[0]
+    meta = tuning.candidates("fo_pool_fwd", "sm_90")[0]  # HERE is an sm_90
     d = {
         "device": HERE.name,
         "capability": list(HERE.capability),
@@ -408,7 +453,7 @@ def test_winners_round_trip_and_merge(tmp_path):
 
 
 def test_apply_stored_winners_only_for_this_device_and_triton(tmp_path, monkeypatch):
-    cands = tuning.candidates("fo_pool_fwd")
+    cands = tuning.candidates("fo_pool_fwd", "sm_90")  # HERE's
     entries = [
         _entry(),  # applies
         _entry(key=["float32", 8192], meta=cands[1]),  # applies
@@ -435,6 +480,30 @@ def test_apply_stored_winners_only_for_this_device_and_triton(tmp_path, monkeypa
         monkeypatch.setattr(tune.store, "present_device", lambda device=None, t=there: t)
         assert tune.apply_stored_winners("cuda", tmp_path) == 0
     assert tuning.get_override("fo_pool_fwd", ("bfloat16", 32768)) is None
+
+
+def test_a_stored_winner_that_does_not_fit_this_gpu_is_ignored(tmp_path, monkeypatch):
+    """A winner stored on one GPU model is applied only on the same name and capability;
+    its config must also be a candidate for that capability's limits: an LSTM tile sized
+    for 227 KB of shared memory (sm_90: 3 stages, 147,456 B) is not one on an sm_86 (99 KB)."""
+    big = {"BLOCK_B": 16, "BLOCK_H": 32, "BLOCK_K": 128, "SPLIT_K": 2, "num_warps": 8,
+           "num_stages": 3, "LAUNCH": 0}  # fmt: skip
+    assert big in tuning.candidates("lstm_fwd", "sm_90")
+    assert big not in tuning.candidates("lstm_fwd", "sm_86")
+    for cap, applied in (((9, 0), 1), ((8, 6), 0)):
+        here = tune.DeviceId("NVIDIA A-something", cap, HERE.triton)
+        entry = _entry(device=here.name, capability=list(cap), kernel="lstm_fwd",
+                       key=["float32", 32, 1664], meta=big)  # fmt: skip
+        (tmp_path / "winners.json").write_text(
+            json.dumps({"format": tune.FORMAT, "entries": [entry]})
+        )
+        monkeypatch.setattr(tune.store, "present_device", lambda device=None, h=here: h)
+        if applied:
+            assert tune.apply_stored_winners("cuda", tmp_path) == 1
+        else:
+            with pytest.warns(UserWarning, match="no longer candidates on sm_86"):
+                assert tune.apply_stored_winners("cuda", tmp_path) == 0
+        tuning.clear_overrides()
 
 
 def test_apply_stored_winners_without_cuda_or_file_or_with_garbage(tmp_path, monkeypatch):

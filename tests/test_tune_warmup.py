@@ -46,8 +46,8 @@ def main():
     from altgrad_triton.kernels import tuning
     from altgrad_triton.tune import warmup
 
-    def two(job, quick=False):  # plain and graph launches of the LSTM: 2 kernels per job
-        metas = tuning.candidates(job.kernel)
+    def two(job, quick=False, arch=None):  # plain and graph launches of the LSTM: 2 per job
+        metas = tuning.candidates(job.kernel, arch)
         return [m for m in metas if m.get("LAUNCH", 0) in (0, 2)][:2]
 
     warmup.job_candidates = two

@@ -5,18 +5,20 @@ GPU and store the fastest per (device, Triton version, kernel, dtype, size bucke
     altgrad-tune recipes/wt2.toml run.dtype=bfloat16 --quick
     altgrad-tune --shapes fo_pool:B=20,T=200,H=1550 sg_loss:N=109000 --dtype bfloat16
     altgrad-tune recipes/wt2-lstm.toml --dry-run      # the launches and keys, no GPU needed
-    altgrad-tune --check-configs                      # compile every candidate for sm_90, no GPU
+    altgrad-tune --check-configs                      # every candidate, sm_80-sm_90, no GPU
+    altgrad-tune --check-configs --arch sm_86         # one architecture's candidates
+    altgrad-tune --check-configs --record tests/fixtures/config_fit   # refresh CI's record
     altgrad-tune recipes/wt2.toml --quick --jobs 8    # compile on 8 processes, then time
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from ..errors import UserError
+from ..kernels.arch import ARCHS
 from .common import command_parser, run_main
 
 
@@ -76,9 +78,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check-configs",
         action="store_true",
-        help="no GPU needed: compile every candidate of the kernels the recipes (positional "
-        "arguments; default every shipped recipes/*.toml) launch, in bf16 and fp32, for sm_90 "
+        help="no GPU needed: compile, for each architecture (--arch), every candidate it "
+        "offers of the kernels the recipes (positional arguments; default every shipped "
+        "recipes/*.toml, plus every family at the paper's sizes) launch, in bf16 and fp32, "
         "and report registers, spills and shared memory; exit 1 if one would not run",
+    )
+    p.add_argument(
+        "--arch",
+        default=None,
+        metavar="LIST",
+        help=f"--check-configs: comma-separated architectures (default {','.join(ARCHS)}); "
+        "--dry-run: the one whose candidates to count (default: this GPU's; without one, "
+        "the candidates every supported architecture offers)",
+    )
+    p.add_argument(
+        "--record",
+        default=None,
+        metavar="DIR",
+        help="--check-configs: also write the results to DIR/<triton version>.json, the "
+        "record tests/test_config_fit.py checks (needs the full check: no recipe, every "
+        "architecture); kernels that file already holds with unchanged sources are read "
+        "from it, not compiled again (delete it to compile all)",
     )
     p.add_argument(
         "--jobs",
@@ -86,8 +106,8 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="processes that compile in parallel, for --check-configs and for the sweep's "
-        "warm-up, which compiles every candidate before timing (default: every core; 1: "
-        "compile each candidate as it is timed)",
+        "warm-up, which compiles every candidate before timing (default: the cores this "
+        "process may use; 1: compile each candidate as it is timed)",
     )
     return p
 
@@ -153,11 +173,23 @@ def body(argv: list[str] | None = None) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     if args.check_configs:
-        return _check_configs([a for a in (args.recipe, *args.overrides) if a], args.jobs)
+        recipes = [a for a in (args.recipe, *args.overrides) if a]
+        return _check_configs(recipes, _archs(args.arch or ",".join(ARCHS)), args.jobs,
+                              args.record)  # fmt: skip
+    if args.record is not None:
+        raise UserError("--record goes with --check-configs")
+    target = None
+    if args.arch is not None:
+        if not args.dry_run:
+            raise UserError("--arch goes with --check-configs or --dry-run (a sweep: this GPU)")
+        (target, *more) = _archs(args.arch)
+        if more:
+            raise UserError("--dry-run counts the candidates of one --arch at a time")
     import torch
 
     from .. import tune
     from ..progress import make_console
+    from ..tune.configcheck import usable_cores
     from ..tune.warmup import warm_up
 
     if not args.dry_run:
@@ -165,7 +197,8 @@ def body(argv: list[str] | None = None) -> int:
     console = make_console(wide_tables=True)
     jobs = _probed_jobs(args, console)
     if args.dry_run:
-        console.print(_dry_run_table(jobs, args.quick))
+        console.print(_sized_for(target), markup=False)
+        console.print(_dry_run_table(jobs, args.quick, target))
         return 0
     device = torch.device("cuda", torch.cuda.current_device())
     here = tune.present_device(device)
@@ -178,7 +211,7 @@ def body(argv: list[str] | None = None) -> int:
         f"ms, rep {rep:g} ms; {len(jobs)} launches",
         markup=False,
     )
-    warm_up(jobs, device, args.jobs or os.cpu_count() or 1, console, quick=args.quick)
+    warm_up(jobs, device, args.jobs or usable_cores(), console, quick=args.quick)
     results, winners, path = tune.tune_all(
         jobs, device, here, timer, console, quick=args.quick,
         path=None if args.no_save else tune.winners_path(args.cache_dir),
@@ -190,40 +223,74 @@ def body(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _check_configs(recipe_paths: list[str], jobs: int | None) -> int:
-    """``--check-configs``: compile every candidate for sm_90 and print the table."""
+def _archs(text: str) -> list[str]:
+    """``--arch``'s names, checked against the supported architectures."""
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    bad = [a for a in names if a not in ARCHS]
+    if bad or not names:
+        raise UserError(f"--arch: unknown {bad or text!r}; supported: {', '.join(ARCHS)}")
+    return names
+
+
+def _check_configs(recipe_paths: list[str], archs: list[str], jobs: int | None,
+                   record: str | None) -> int:  # fmt: skip
+    """``--check-configs``: compile every candidate of each architecture and print the
+    table; with ``record``, write the results where tests/test_config_fit.py reads them."""
     import time
 
-    import torch
-
-    from .. import recipe as recipes
-    from .. import tune
     from ..progress import make_console
-    from ..tune import configcheck
+    from ..tune import configcheck, fitrecord
 
-    paths = recipe_paths or sorted(str(p) for p in Path("recipes").glob("*.toml"))
+    if record is not None and (recipe_paths or set(archs) != set(ARCHS)):
+        raise UserError("--record needs the full check: no recipe and every --arch")
+    paths = recipe_paths or configcheck.shipped_recipes()
     if not paths:
         raise UserError("--check-configs: no recipe given and no recipes/*.toml here")
-    specs = []
     for path in paths:
         if not Path(path).is_file():
-            raise UserError(f"--check-configs: recipe {path!r} is not a file")
-        shapes = tune.shapes_from_recipe(recipes.load(path, []))
-        specs += configcheck.recipe_specs(shapes, (torch.bfloat16, torch.float32))
-    specs = list(dict.fromkeys(specs))
+            raise UserError(f"--check-configs: recipe {str(path)!r} is not a file")
+    specs = configcheck.check_scope(paths, archs, families=not recipe_paths)
     console = make_console(wide_tables=True)
+    known = _recorded(fitrecord, record, specs, console)
+    todo = [s for s in specs if s not in known]
     start = time.perf_counter()
-    results = configcheck.check_specs(specs, jobs)
+    compiled = dict(zip(todo, configcheck.check_specs(todo, jobs), strict=True)) if todo else {}
     wall = time.perf_counter() - start
-    console.print(configcheck.results_table(results, f"sm_90 compile check: {', '.join(paths)}"))
+    results = [compiled[s] if s in compiled else known[s] for s in specs]
+    title = f"compile check ({', '.join(archs)}): {', '.join(str(p) for p in paths)}"
+    console.print(configcheck.results_table(results, title))
     bad = [r for r in results if not r.fits]
-    cpu = sum(r.seconds for r in results)
+    kernels = {configcheck.compile_key(r.spec): r.seconds for r in compiled.values()}
+    cpu = sum(kernels.values())
+    reused = len({configcheck.compile_key(r.spec) for r in known.values()})
     console.print(
-        f"{len(results)} kernels compiled in {wall:.0f} s ({cpu:.0f} s of compile time, "
-        f"{cpu / max(len(results), 1):.2f} s each); {len(bad)} would not run",
+        f"{len(results)} candidates, {len(kernels)} distinct kernels compiled in {wall:.0f} s "
+        f"({cpu:.0f} s of compile time, {cpu / max(len(kernels), 1):.2f} s each)"
+        + (f", {reused} read from the record" if reused else "")
+        + f"; {len(bad)} would not run",
         markup=False,
-    )
+    )  # fmt: skip
+    if record is not None:
+        path = fitrecord.write(fitrecord.record_path(record), results)
+        console.print(f"recorded {len(kernels) + reused} kernels in {path}", markup=False)
     return 1 if bad else 0
+
+
+def _recorded(fitrecord, record: str | None, specs: list, console) -> dict:
+    """With ``--record``, the specs whose kernel the existing record for this Triton holds
+    with an unchanged source (compiling it again would give the same figures: the same
+    Triton, ptxas and inputs); delete the file to compile everything again."""
+    if record is None:
+        return {}
+    path = fitrecord.record_path(record)
+    if not path.exists():
+        return {}
+    try:
+        found = fitrecord.lookup(fitrecord.load(path), specs)
+    except ValueError as e:
+        console.print(f"note: {e}; compiling every kernel", markup=False)
+        return {}
+    return {r.spec: r for r in found.results}
 
 
 def _check_can_tune() -> None:
@@ -277,22 +344,23 @@ def _probed_jobs(args: argparse.Namespace, console) -> list:
     return jobs
 
 
-def _dry_run_table(jobs: list, quick: bool):
-    """The launches, their keys and candidates, and what they compile: on a GPU the kernels
-    recorded at the JIT's compile step (exact: every kernel of a launch, every launch
-    mode); elsewhere the distinct configs, an estimate."""
+def _dry_run_table(jobs: list, quick: bool, target: str | None = None):
+    """The launches, their keys and candidates for ``target`` (an architecture; None: this
+    GPU's, else what every supported architecture offers), and what they compile: on a GPU
+    without a ``target`` the kernels recorded at the JIT's compile step (exact: every
+    kernel of a launch, every launch mode); elsewhere the distinct configs, an estimate."""
     from rich.table import Table
 
     from .. import tune
 
-    recorded = _recorded_builds(jobs, quick)
+    recorded = _recorded_builds(jobs, quick) if target is None else None
     table = Table(title="launches to tune (dry run)", title_justify="left")
     for col in ("kernel", "shape", "dtype", "override key", "candidates"):
         table.add_column(col)
     table.add_column("compiles" if recorded else "configs")
     configs = 0
     for i, j in enumerate(jobs):
-        metas = tune.job_candidates(j, quick=quick)
+        metas = tune.job_candidates(j, quick=quick, arch=target)
         n = len(recorded[i]) if recorded else config_count(metas)
         configs += n
         table.add_row(j.kernel, j.shape, tune.dtype_name(j.dtype), str(tuple(j.key)),
@@ -306,6 +374,18 @@ def _dry_run_table(jobs: list, quick: bool):
             "which a dry run on a GPU records and counts"
         )
     return table
+
+
+def _sized_for(target: str | None) -> str:
+    """The line a dry run prints first: which architecture its candidates are for."""
+    from ..kernels import tuning
+
+    name = tuning.target_name(target)
+    if target is not None:
+        return f"candidates for {name} (--arch)"
+    if name == "every supported architecture":
+        return f"candidates for {name}: those each of them offers (no GPU here; --arch names one)"
+    return f"candidates for {name} (this GPU)"
 
 
 def _recorded_builds(jobs: list, quick: bool) -> list[list] | None:

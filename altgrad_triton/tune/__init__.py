@@ -17,7 +17,7 @@ a launcher asks ``tuning.pick(kernel, key, ...)`` which config to use, and a for
    with the device name, compute capability and Triton version, and
    :func:`apply_stored_winners` forces them back in a later process -- only for the same
    device name, capability *and* Triton version, and only if the config is still one of the
-   kernel's current candidates.
+   kernel's current candidates for that device (they depend on its shared memory).
 
 The submodules split the work:
 
@@ -30,7 +30,9 @@ The submodules split the work:
 * :mod:`.tables` -- the rich tables of a sweep;
 * :mod:`.warmup` -- compiles a sweep's kernels on every core before it times them
   (``--jobs``);
-* :mod:`.configcheck` -- ``--check-configs``: every candidate compiled for sm_90, no GPU.
+* :mod:`.configcheck` -- ``--check-configs``: every candidate of each supported
+  architecture compiled for it, no GPU;
+* :mod:`.fitrecord` -- the check's results recorded per Triton version, which CI reads.
 """
 
 from .jobs import (

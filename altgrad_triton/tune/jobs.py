@@ -12,21 +12,14 @@ import torch
 
 from .. import kernels
 from ..errors import UserError
+from ..kernels import guard
 
 QUICK_LSTM_STEPS = 64
 """Sequence length of LSTM timings under ``--quick`` (the per-step config does not depend
 on T; the override key is dtype, B and H only)."""
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-FAMILY_KERNELS = {
-    "fo_pool": ("fo_pool_fwd", "fo_pool_bwd"),
-    "lstm": ("lstm_fwd", "lstm_bwd"),
-    "sg_loss": ("sg_loss",),
-    "elementwise": ("elementwise_fwd", "elementwise_bwd"),
-    "linear_ce": ("linear_ce",),
-    "authors_scan": ("authors_scan_fwd", "authors_scan_bwd"),
-}
-"""Kernel families this package knows how to launch, and the kernel names each registers."""
+FAMILY_KERNELS = guard.FAMILY_KERNELS  # the families and the kernel names each registers
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -197,8 +197,10 @@ def apply_stored_winners(
 
     An entry applies only when its device name, compute capability and Triton version all
     equal the present ones (:func:`present_device`), its kernel is registered and its config
-    is still among that kernel's candidates. Everything else is ignored. A missing file
-    gives 0; a malformed one gives 0 and a warning (a training run must not die of a cache).
+    is still among that kernel's candidates for this device (``tuning.candidates``: the
+    configs that fit its shared memory per block). Everything else is ignored. A missing
+    file gives 0; a malformed one gives 0 and a warning (a training run must not die of a
+    cache).
     """
     here = present_device(device)
     if here is None:
@@ -210,6 +212,11 @@ def apply_stored_winners(
         warnings.warn(f"altgrad-tune winners ignored: {e}", stacklevel=2)
         return 0
     configs = kernel_tuning()
+    from ..kernels import arch
+
+    limits = arch.limits(device)  # the device's own figures; the table without them
+    if limits is None or limits.capability != here.capability:
+        limits = arch.by_capability(here.capability)
     registered = set(configs.kernels())
     applied, stale = 0, []
     for w in entries:
@@ -217,7 +224,7 @@ def apply_stored_winners(
             continue
         if w.kernel not in registered:
             continue
-        if w.meta not in configs.candidates(w.kernel):
+        if w.meta not in configs.candidates(w.kernel, limits):
             stale.append(w.kernel)
             continue
         configs.set_override(w.kernel, w.key, w.meta)
@@ -225,8 +232,8 @@ def apply_stored_winners(
     if stale:
         warnings.warn(
             f"altgrad-tune: {len(stale)} stored winner(s) ({', '.join(sorted(set(stale)))}) "
-            f"are no longer candidates (configs that may not fit the GPU); ignored, rerun "
-            f"altgrad-tune",
+            f"are no longer candidates on {limits.arch} (configs that may not fit the GPU); "
+            f"ignored, rerun altgrad-tune",
             stacklevel=2,
         )
     return applied

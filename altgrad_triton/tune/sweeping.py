@@ -92,12 +92,13 @@ def _spread(items: list, k: int) -> list:
     return [items[i] for i in idx]
 
 
-def job_candidates(job: Job, *, quick: bool = False) -> list[dict[str, int]]:
-    """The kernel's registered candidates; under ``quick`` at most ``QUICK_CANDIDATES`` of
-    them (``QUICK_EVAL_CANDIDATES`` for an evaluation launch), and for configs with a
-    BLOCK_B (the LSTM) only the smallest block covering B (what the kernel's own autotuner
-    keeps)."""
-    metas = kernel_tuning().candidates(job.kernel)
+def job_candidates(job: Job, *, quick: bool = False, arch: Any = None) -> list[dict[str, int]]:
+    """The kernel's registered candidates for ``arch`` (a device or an architecture such as
+    "sm_86"; None: the present GPU, see ``tuning.candidates``); under ``quick`` at most
+    ``QUICK_CANDIDATES`` of them (``QUICK_EVAL_CANDIDATES`` for an evaluation launch), and
+    for configs with a BLOCK_B (the LSTM) only the smallest block covering B (what the
+    kernel's own autotuner keeps)."""
+    metas = kernel_tuning().candidates(job.kernel, arch)
     if not quick:
         return metas
     if job.batch is not None and metas and all("BLOCK_B" in m for m in metas):
@@ -241,7 +242,7 @@ def tune_all(
     saved = None
     started = time.perf_counter()
     for job in jobs:
-        metas = job_candidates(job, quick=quick)
+        metas = job_candidates(job, quick=quick, arch=device)
         t0 = time.perf_counter()
         r = sweep(job, metas, device, timer)
         results.append(r)

@@ -1,10 +1,11 @@
-"""Compile a sweep's kernels on every core before timing them.
+"""Compile a sweep's kernels on the cores this process may use before timing them.
 
 Triton compiles one kernel at a time, holding the GIL (two threads compile no faster than
 one here), so a cold ``altgrad-tune`` used to spend most of its time compiling on one core:
-98 kernels at about 0.42 s each for the LSTM recipe's quick sweep. Instead it first
-*records* every kernel the sweep will compile, then compiles them on a process pool into
-Triton's on-disk cache; the sweep's launches then load them from there.
+98 kernels for the LSTM recipe's quick sweep, at about 0.4 CPU-s each (0.39 s measured
+for an sm_90 LSTM kernel with Triton 3.6; scripts/gpu-check.sh says where and when).
+Instead it first *records* every kernel the sweep will compile, then compiles them on a
+process pool into Triton's on-disk cache; the sweep's launches then load them from there.
 
 Recording runs each candidate's launch once with ``JITFunction._do_compile`` replaced by a
 recorder: it keeps exactly what the JIT would hand to ``triton.compile`` (signature,
@@ -87,7 +88,7 @@ def record_builds(jobs: Sequence[Job], device: torch.device, *, quick: bool = Fa
             previous = configs.get_override(job.kernel, key)
             try:
                 call = job.make(device)
-                for meta in job_candidates(job, quick=quick):
+                for meta in job_candidates(job, quick=quick, arch=device):
                     configs.set_override(job.kernel, key, meta)
                     with contextlib.suppress(Exception):  # the sweep reports it, not this
                         call()
