@@ -16,26 +16,40 @@
 # Steps, in order (what matters most first). Each runs under a limit of twice what it is
 # expected to take on a cold Triton cache, from the kernels it compiles (counted without a
 # GPU: the launches recorded at the JIT's compile step, for sm_90; notes in the README):
-# 0.42 s per compile on one core, 12 s to start Python, torch and the data, and 0.1 s per
-# timed candidate (LSTM 0.15 s). The estimates add up to about 230 s and the limits to
-# 415 s: a cold first run, install included, fits 420 s with room to spare, and a
-# 15-minute device lease holds it twice with the machine's start.
+# 0.39 s per compile on one core, 12 s to start Python, torch and the data, and 0.1 s per
+# timed candidate (LSTM 0.15 s). The 0.39 s is measured, not assumed: CPU time (getrusage,
+# ptxas included) of compiling the LSTM step kernels for sm_90 with Triton 3.6.0, the GPU
+# machine's release, bf16 at B=20 H=1150 (wt2-lstm's training launch): median of 8 after
+# the process's first (0.31-0.42 s; the first 0.62 s), on the 2-core AMD EPYC CI VM,
+# 2026-12-04. There fo-pool took 0.19 s and Triton 3.9.0's LSTM 0.53 s; the GPU machine's
+# own CPU has not been timed. The estimates add up to about 255 s and the limits to
+# 475 s: a cold first run, install included, fits 480 s with room to spare (one device
+# call with a timeout of about 490 s), and a 15-minute device lease holds it with a rerun
+# of one step.
 #   env        device, driver, versions                                        no compile
 #   tune-*     altgrad-tune --quick for the two recipes, both run.dtype values, training,
 #              validation and test launches (winners stored in $OUT/tune and applied by
-#              every later step); the warm-up compiles on every core (16 on the target):
-#              tune-qrnn 80 kernels, 82 timings: 12 + 80 x 0.42 / 16 + 8 = 22 s -> 45
+#              every later step); the warm-up compiles on the cores it may use (16 on the
+#              target):
+#              tune-qrnn 80 kernels, 82 timings: 12 + 80 x 0.39 / 16 + 8 = 22 s -> 45
 #              tune-lstm 128 kernels (96 + 32 PDL variants), 82 timings:
-#                        12 + 128 x 0.42 / 16 + 12 = 27 s -> 55
+#                        12 + 128 x 0.39 / 16 + 12 = 27 s -> 55
+#   doctor     altgrad-doctor wt2-lstm: every kernel family in fp32 and bf16 at that recipe's
+#              shapes, checked against its reference and timed (pass / fallback); the first
+#              check of the kernels themselves, after the tuning so that the LSTM runs its
+#              stored winners; fo-pool, the synthesizers' kernels, the SG loss and the head
+#              autotune their 4-10 candidates per kernel and dtype: about 110 compiles, one
+#              after another: 12 + 110 x 0.39 = 55 s at most, less what is cached -> 60
+#              (an estimate from the candidate counts: not measured on a GPU)
 #   train-*    `altgrad-train recipes/wt2.toml` and `recipes/wt2-lstm.toml` through the real
 #              CLI on wikitext-2-small (shipped: no network), 2 capped epochs each (the first
 #              compiles; the second is the one reported), at the tuned winners; the fused LM
 #              head's vocabulary is not tuned, so it autotunes its 8 candidates per dtype:
 #              qrnn-bf16-triton 19 kernels (fo-pool 4 train + 4 eval, synthesizer 3, head 8)
-#                        12 + 19 x 0.42 = 20 s -> 40
-#              qrnn-fp32-triton 16 kernels (fo-pool 8, head 8): 19 s -> 40
+#                        12 + 19 x 0.39 = 19 s -> 40
+#              qrnn-fp32-triton 16 kernels (fo-pool 8, head 8): 18 s -> 40
 #              lstm-bf16-triton at most 35 (LSTM 12 train + 12 eval with the plain, graph and
-#                        PDL variants, synthesizer 3, head 8): 27 s -> 55
+#                        PDL variants, synthesizer 3, head 8): 26 s -> 55
 #              lstm-bf16-cudnn at most 8 (the head): 15 s -> 30
 #              lstm-bf16-torch none: 12 s -> 25
 #   slices     altgrad-bench --slices: one table of those runs (tokens/s, peak GPU memory,
@@ -278,6 +292,7 @@ fi
 step tune-qrnn 45 "$PY" -m altgrad_triton.cli.tune recipes/wt2.toml run.dtype=bfloat16 --quick
 step tune-lstm 55 "$PY" -m altgrad_triton.cli.tune recipes/wt2-lstm.toml run.dtype=bfloat16 \
   --quick
+step doctor 60 "$PY" -m altgrad_triton.cli.doctor wt2-lstm --repeats 3
 if [[ "${1:-}" == "--kernels" ]]; then # the kernel issues' targets: LSTM vs cuDNN, fo-pool
   step bench 180 "$PY" -m altgrad_triton.cli.bench --quick --budget 160 \
     --families lstm fo_pool sg_loss linear_ce authors_scan --csv "$OUT/benchmarks.csv"

@@ -1,5 +1,5 @@
 """scripts/gpu-check.sh without a GPU: its step limits add up to what its header says (the
-cold first run fits 420 s), and the tests step writes a summary even when pytest is
+cold first run fits 480 s), and the tests step writes a summary even when pytest is
 killed at the limit before printing its own."""
 
 import re
@@ -24,14 +24,19 @@ def _default_path_limits(text: str) -> dict[str, int]:
     return limits
 
 
-def test_limits_add_up_to_the_header_and_fit_420_s():
+def test_limits_add_up_to_the_header_and_fit_480_s():
     text = SCRIPT.read_text()
     limits = _default_path_limits(text)
-    assert {"tune-qrnn", "tune-lstm", "qrnn-bf16-triton", "lstm-bf16-triton", "tests"} <= set(
-        limits
-    ), limits
+    assert {
+        "tune-qrnn",
+        "tune-lstm",
+        "doctor",
+        "qrnn-bf16-triton",
+        "lstm-bf16-triton",
+        "tests",
+    } <= set(limits), limits
     said = int(re.search(r"and the limits to\s*#?\s*(\d+) s", text).group(1))
-    assert sum(limits.values()) == said <= 420, limits
+    assert sum(limits.values()) == said <= 480, limits
     # each tune step's limit is at least twice its stated estimate
     for name in ("tune-qrnn", "tune-lstm"):
         estimate = re.search(rf"{name} .*?= (\d+) s -> (\d+)", text, re.S)
