@@ -33,7 +33,7 @@ from .build import build_model, pick_device, read_corpus
 from .checkpoint import checks, layout
 from .checkpoint.checkpointer import Checkpointer, MissingCheckpoint
 from .data import EOS, Vocabulary
-from .errors import UserError, one_line
+from .errors import UserError
 from .evaluation import evaluate
 from .kernel_check import make_guard
 from .kernels.guard import KernelGuard, guarding
@@ -279,13 +279,7 @@ def load_run(
     recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, backend=backend))
     with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten: leave no trace
         model = build_model(recipe, len(vocab))
-    try:
-        model.load_state_dict(saved.weights)
-    except RuntimeError as e:
-        raise UserError(
-            f"{path}: the checkpoint's weights do not fit the model its recipe describes "
-            f"({one_line(e, 120, typed=False)})"
-        ) from None
+    checks.load_weights(model, saved.weights, path)
     model = model.to(where).eval()
     # the kernel guard's warnings go to stderr: stdout may be JSON or generated text
     guard = make_guard(backend, recipe.run.kernel_check, Console(stderr=True, highlight=False))

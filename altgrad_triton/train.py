@@ -38,6 +38,7 @@ import torch
 from . import asgd, board, data, kernel_check, rundir
 from . import distributed as ddp
 from .build import build, describe, set_hyperparameters
+from .checkpoint import checks
 from .checkpoint.checkpointer import Checkpointer
 from .checkpoint.contents import RunState, start_averaging
 from .errors import UserError
@@ -234,7 +235,7 @@ class Trainer:
     def start_from_parent(self, parent: Path) -> None:
         """Fine-tuning: the parent run's best weights, averaged SGD from the first epoch."""
         ckpt = Checkpointer(parent).load_parent(self.recipe, self.parts.corpus.vocab)
-        self.parts.model.load_state_dict(ckpt.weights)
+        checks.load_weights(self.parts.model, ckpt.weights, ckpt.where or parent)
         self.start_averaging(0)
         made = ckpt.meta.get("metrics") or {}
         self.console.print(

@@ -220,3 +220,27 @@ def test_resume_names_a_damaged_meta_json_not_the_corpus(trainer, damage, says):
         Trainer(trainer.recipe, trainer.run_dir).restore("last")
     message = str(e.value)
     assert str(meta_file) in message and says in message and "\n" not in message, message
+
+
+def test_finetune_from_a_model_file_of_another_size_is_one_line(tmp_path):
+    """Issue 32: the parent's model.safetensors replaced by another run's (its meta.json
+    kept) gave PyTorch's 'size mismatch for decoder.weight' traceback."""
+    import shutil
+
+    from altgrad_triton.cli.train import finetune_recipe
+    from altgrad_triton.errors import UserError
+    from altgrad_triton.train import Trainer
+
+    from tests.helpers import trained_tiny_run
+
+    parent = trained_tiny_run(tmp_path / "a")
+    other = trained_tiny_run(tmp_path / "b", model={"hidden_size": 24, "emb_size": 24})
+    best = parent / "checkpoints" / "best" / "model.safetensors"
+    shutil.copy(other / "checkpoints" / "best" / "model.safetensors", best)
+    recipe = finetune_recipe(
+        parent, [f"run.out_dir={tmp_path / 'ft'}", "optim.name=nt-asgd", "optim.lr=1"]
+    )
+    trainer = Trainer(recipe, tmp_path / "ft" / recipe.run.name)
+    with pytest.raises(UserError, match=r"do not fit the model its recipe describes \(size "
+                       r"mismatch for .*\)$"):  # fmt: skip
+        trainer.fit()

@@ -251,3 +251,18 @@ def vocab_difference(saved: Vocabulary, ours: Vocabulary) -> str:
         return sizes
     first = f"token {i} is {saved.itos[i]!r} there, {ours.itos[i]!r} in the corpus"
     return first if len(saved) == len(ours) else f"{sizes}; {first}"
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: Any) -> None:
+    """``model.load_state_dict(weights)``; weights of another shape (a model file replaced,
+    its meta.json not) as one line naming the checkpoint ``where`` and the first tensor that
+    differs, not PyTorch's page of them."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        first = next((x for x in lines[1:] if "size mismatch" in x or "key" in x), None)
+        raise UserError(
+            f"{where}: the checkpoint's weights do not fit the model its recipe describes "
+            f"({one_line(first or e, 160, typed=False)})"
+        ) from None
