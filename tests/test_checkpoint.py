@@ -230,7 +230,6 @@ def test_finetune_from_a_model_file_of_another_size_is_one_line(tmp_path):
     from altgrad_triton.cli.train import finetune_recipe
     from altgrad_triton.errors import UserError
     from altgrad_triton.train import Trainer
-
     from tests.helpers import trained_tiny_run
 
     parent = trained_tiny_run(tmp_path / "a")

@@ -394,7 +394,7 @@ def test_ranks_agree_on_a_sigterm_that_lands_after_the_segments_agreement(tmp_pa
     run = tmp_path / "runs" / "tiny"
     proc = torchrun(Path(__file__), "late_sigterm", late, other, tmp_path / "r.toml")
     assert proc.returncode != 0
-    errors = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
+    errors = [x for x in proc.stderr.splitlines() if x.startswith(("error: ", "stopped: "))]
     stop = PREEMPT_AT_SEGMENT + (other == "next")
     assert errors == [
         f"stopped: interrupted by SIGTERM at epoch 1, segment {stop}; saved. "
