@@ -72,7 +72,15 @@ def trim_epoch_lines(path: str | Path, next_epoch: int) -> None:
     (those a checkpoint covers), rewriting it whole and atomically, which also drops a
     torn last line; a missing file stays missing."""
     if Path(path).exists():
-        kept = [row for row in read_jsonl(path) if row["epoch"] < next_epoch]
+        rows = read_jsonl(path, required=("epoch",))
+        for i, row in enumerate(rows, 1):
+            epoch = row["epoch"]
+            if not isinstance(epoch, int) or isinstance(epoch, bool):
+                raise UserError(
+                    f"{path}: its row {i} has epoch {epoch!r}, not an epoch number; the file "
+                    "is damaged: put the run's own back, or remove that row"
+                )
+        kept = [row for row in rows if row["epoch"] < next_epoch]
         write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
 
 
@@ -96,7 +104,7 @@ def read_json(path: str | Path, required: tuple[str, ...] = ()) -> dict:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise UserError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     return _object(data, required, str(path))
 
 

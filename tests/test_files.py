@@ -37,3 +37,18 @@ def test_jsonl_skips_a_torn_last_line_only(tmp_path):
     assert files.read_jsonl(tmp_path / "none.jsonl", missing_ok=True) == []
     with pytest.raises(FileNotFoundError):
         files.read_jsonl(tmp_path / "none.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("row", "says"),
+    [('{"epoch": "x"}', "row 2 has epoch 'x'"), ('{"x": 1}', ":2: lacks 'epoch'"),
+     ('{"epoch": null}', "row 2 has epoch None")],
+)  # fmt: skip
+def test_trimming_a_damaged_metrics_file_is_one_line(tmp_path, row, says):
+    """Issue 32's hostile sweep: a damaged metrics.jsonl row crashed --resume (TypeError,
+    KeyError) where it trims the lines past the checkpoint."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n' + row + '\n{"epoch": 2}\n')
+    with pytest.raises(UserError, match=says.replace("(", r"\(")):
+        files.trim_epoch_lines(path, 2)
+    files.trim_epoch_lines(tmp_path / "absent.jsonl", 2)  # a missing file stays missing
