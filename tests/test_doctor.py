@@ -52,3 +52,13 @@ def test_a_failing_family_is_a_fallback_row_and_exit_1(monkeypatch, capsys):
 def test_a_recipe_that_does_not_exist_is_one_line(capsys):
     code, _, err = run_command(doctor_cli.main, capsys, "no-such-recipe")
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [["no-such-recipe"], ["wt2", "--repeats", "-1"],
+                                  ["wt2", "model.hidden_size=abc"]])  # fmt: skip
+def test_a_mistake_is_one_line_even_without_a_gpu(monkeypatch, capsys, args):
+    """The hostile sweep: without a GPU these exited 0 with the no-GPU line."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    code, out, err = run_command(doctor_cli.main, capsys, *args)
+    assert code == 2 and out == "" and err.startswith("error: "), (out, err)

@@ -8,7 +8,8 @@ new GPU; a family that fails here would fall back to PyTorch in training.
     altgrad-doctor wt2 --json            # the outcomes as JSON, for scripts
     TRITON_INTERPRET=1 altgrad-doctor    # no GPU: the interpreter, at small shapes
 
-Exit code 0 when every family passed, 1 when any would fall back, 2 on a mistake.
+Exit code 0 when every family passed (or without a GPU, where it checks nothing and says
+so), 1 when any would fall back, 2 on a mistake (a recipe or option, GPU or not).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import sys
 
+from ..errors import UserError
 from .common import command_parser, run_main
 
 NO_GPU = (
@@ -37,6 +39,11 @@ def parser() -> argparse.ArgumentParser:
 
 def body(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
+    if args.repeats < 0:
+        raise UserError(f"--repeats: must be >= 0, got {args.repeats}")
+    from .. import recipe as recipes
+
+    recipe = recipes.load(args.recipe, args.overrides)  # a mistake is one, GPU or not
     import torch  # deferred: --help and the no-GPU line stay fast
 
     from .. import doctor
@@ -46,7 +53,7 @@ def body(argv: list[str] | None = None) -> int:
         print(NO_GPU)
         return 0
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    shapes, where = _shapes(args, device)
+    shapes, where = _shapes(recipe, args.recipe, device)
     from ..build import apply_tuned_configs
     from ..progress import make_console
 
@@ -67,23 +74,20 @@ def body(argv: list[str] | None = None) -> int:
     return 0 if all(o.passed for o in outcomes) else 1
 
 
-def _shapes(args: argparse.Namespace, device):
+def _shapes(recipe, name: str, device):
     """The recipe's shapes on a GPU (its corpus's vocabulary when the corpus is on this
     machine), the small ones under the interpreter; and the device's description."""
     from .. import doctor
-    from .. import recipe as recipes
-    from ..errors import UserError
     from ..kernels.guard import device_name
     from ..tune.jobs import recipe_vocabulary, shapes_from_recipe
 
-    recipe = recipes.load(args.recipe, args.overrides)  # a wrong name is an error anywhere
     if device.type != "cuda":
         return doctor.SMALL, f"{device_name(device)}, small shapes"
     try:
         vocab = recipe_vocabulary(recipe)
     except UserError:
         vocab = None  # the corpus is not here: the LM head at 10,000 words
-    return shapes_from_recipe(recipe, vocab), f"{device_name(device)}, recipe {args.recipe}"
+    return shapes_from_recipe(recipe, vocab), f"{device_name(device)}, recipe {name}"
 
 
 def _table(outcomes, where: str):
