@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -159,16 +158,7 @@ def cases(shapes: RecipeShapes, dtypes: tuple[torch.dtype, ...] = DTYPES) -> lis
 
 
 def _median_ms(run: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(guard.timed(device, run)[1] * 1e3 for _ in range(repeats))
 
 
 def _timed_pair(fn: Callable, args: tuple, kwargs: dict, device: torch.device,

@@ -135,7 +135,8 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return err / max(scale, 1e-12)
 
 
-def _timed(device: torch.device, run: Callable[[], Any]) -> tuple[Any, float]:
+def timed(device: torch.device, run: Callable[[], Any]) -> tuple[Any, float]:
+    """``run()`` and its wall seconds, the device synchronized before and after."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
@@ -200,11 +201,11 @@ def compare(
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     kw = {k: v for k, v in kwargs.items() if k != "backend"}
     with torch.autocast(device.type, enabled=False):
-        got, t_s = _timed(device, lambda: _run(fn, args, kw, "triton", upcast=False,
+        got, t_s = timed(device, lambda: _run(fn, args, kw, "triton", upcast=False,
                                                grad=grad, seed=seed))  # fmt: skip
         if not reference:
             return Comparison(0.0, "nothing compared", tolerance(family, dtype), t_s)
-        want, r_s = _timed(device, lambda: _run(fn, args, kw, "torch", upcast=True,
+        want, r_s = timed(device, lambda: _run(fn, args, kw, "torch", upcast=True,
                                                 grad=grad, seed=seed))  # fmt: skip
     worst = Comparison(0.0, "nothing", tolerance(family, dtype), t_s, r_s)
     for name in dict.fromkeys([*want, *got]):
@@ -414,8 +415,7 @@ def guarded(family: str, fn: Callable) -> Callable:
         guard = _ACTIVE
         if guard is None or kwargs.get("backend", "auto") == "torch":
             return fn(*args, **kwargs)
-        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-        if not use_triton(kwargs.get("backend", "auto"), *tensors):
+        if not use_triton(kwargs.get("backend", "auto"), *_tensors(args, kwargs)):
             return fn(*args, **kwargs)
         return guard.call(family, fn, args, kwargs)
 

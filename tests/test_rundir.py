@@ -210,28 +210,22 @@ def test_a_folder_where_the_run_writes_a_file_is_one_line_before_training(tmp_pa
     assert (run / name / "kept").is_dir()
 
 
-def test_a_full_disk_at_start_exits_1_a_forbidden_folder_2(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(errno.ENOSPC, 1), (errno.EACCES, 2)],
+    ids=["full disk", "forbidden folder"],
+)
+def test_a_full_disk_at_start_exits_1_a_forbidden_folder_2(tmp_path, monkeypatch, error, code):
     """Issue 32: a full disk (the lock cannot be written) exited 2, as a user's mistake."""
     from altgrad_triton import runlock
 
-    def full(run_dir):
-        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "train.lock"))
+    def fails(run_dir):
+        raise OSError(error, os.strerror(error), str(run_dir / "train.lock"))
 
-    monkeypatch.setattr(runlock, "acquire", full)
+    monkeypatch.setattr(runlock, "acquire", fails)
     with (
-        pytest.raises(UserError, match="No space left on device") as e,
+        pytest.raises(UserError, match=os.strerror(error)) as e,
         rundir.claim(tmp_path / "run", resuming=False),
     ):
         pass
-    assert e.value.exit_code == 1
-
-    def denied(run_dir):
-        raise PermissionError(errno.EACCES, "Permission denied", str(run_dir))
-
-    monkeypatch.setattr(runlock, "acquire", denied)
-    with (
-        pytest.raises(UserError, match="Permission denied") as e,
-        rundir.claim(tmp_path / "run2", resuming=False),
-    ):
-        pass
-    assert e.value.exit_code == 2
+    assert e.value.exit_code == code
