@@ -63,9 +63,17 @@ MASKS = [
 def command(*args: str) -> str:
     """One command's exit code, stdout and stderr, durations masked."""
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from altgrad_triton.cli.{} import main; "
-         "sys.exit(main(sys.argv[1:]))".format(args[0]), *args[1:]],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            f"import sys; from altgrad_triton.cli.{args[0]} import main; "
+            "sys.exit(main(sys.argv[1:]))",
+            *args[1:],
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
     )
     text = f"exit {done.returncode}\n{done.stdout}\n--- stderr\n{done.stderr}"
     for pattern, mask in MASKS:
@@ -138,9 +146,7 @@ def main() -> int:
         stop = [*SETTINGS["toolkit"], "run.epochs=2", f"run.out_dir='{runs}'", "run.name='re'"]
         first = command("train", *stop)
         again = command("train", "--resume", str(runs / "re"), "run.epochs=3")
-        found["settings"]["resumed"] = {
-            "output": first + again, **run_fingerprint(runs / "re")
-        }
+        found["settings"]["resumed"] = {"output": first + again, **run_fingerprint(runs / "re")}
         run = str(runs / "toolkit")
         calls = {
             "recipes ls": ("recipes", "ls"),
@@ -148,19 +154,45 @@ def main() -> int:
             "eval": ("eval", run, "--split", "valid"),
             "eval json": ("eval", run, "--json"),
             "generate": ("generate", run, "--words", "20", "--seed", "3"),
-            "probe": ("probe", run, "--boundaries", "2", "--max-horizon", "2",
-                      "--out", str(Path(tmp) / "probe.json")),
+            "probe": (
+                "probe",
+                run,
+                "--boundaries",
+                "2",
+                "--max-horizon",
+                "2",
+                "--out",
+                str(Path(tmp) / "probe.json"),
+            ),
             "report": ("report", str(runs)),
             "bad key": ("train", "recipes/wt2.toml", "optim.lrr=1"),
             "bad value": ("train", "recipes/wt2.toml", "optim.lr=-1"),
             "missing run": ("eval", str(Path(tmp) / "nothing")),
             "tune dry-run": ("tune", "recipes/wt2.toml", "--dry-run"),
             "doctor": ("doctor",),
-            "horizon": ("horizon", "--truncations", "2", "--methods", "bptt", "sg",
-                        "--budget", "300", "--hidden", "16", "--out", str(Path(tmp) / "h")),
+            "horizon": (
+                "horizon",
+                "--truncations",
+                "2",
+                "--methods",
+                "bptt",
+                "sg",
+                "--budget",
+                "300",
+                "--hidden",
+                "16",
+                "--out",
+                str(Path(tmp) / "h"),
+            ),
             "suite dry-run": ("suite", "recipes/evidence-v2", "--dry-run", "--seeds", "1", "2"),
-            "finetune": ("train", "--finetune", str(runs / "ntasgd"), "run.epochs=1",
-                         f"run.out_dir='{runs}'", "run.name='ft'"),
+            "finetune": (
+                "train",
+                "--finetune",
+                str(runs / "ntasgd"),
+                "run.epochs=1",
+                f"run.out_dir='{runs}'",
+                "run.name='ft'",
+            ),
             "suite help": ("suite", "--help"),
             "bench help": ("bench", "--help"),
         }
