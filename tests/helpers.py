@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from altgrad_triton import recipe as recipes
+from altgrad_triton.config import recipe as recipes
 
 WORDS = "the cat sat on a mat and dog ran to red blue big small house tree".split()
 
@@ -50,7 +50,7 @@ def tiny_recipe(data_dir: Path, out_dir: Path, **sections) -> recipes.Recipe:
 def trained_tiny_run(root: Path, **sections) -> Path:
     """A 1-epoch run of ``tiny_recipe`` (6 training, 4 evaluation segments) in
     ``root/runs/tiny``, its corpus in ``root/data``; ``sections`` patch any recipe keys."""
-    from altgrad_triton.train import Trainer
+    from altgrad_triton.run.train import Trainer
 
     run = {"epochs": 1, "max_batches": 6, "max_eval_batches": 4}
     recipe = tiny_recipe(tiny_corpus(root / "data"), root / "runs", run=run, **sections)
@@ -71,7 +71,7 @@ def interrupt_at(trainer, epoch: int, segment: int):
     real run); returns the ``TrainingStopped`` that ``fit`` raised."""
     import pytest
 
-    from altgrad_triton.train import TrainingStopped
+    from altgrad_triton.run.train import TrainingStopped
 
     real_segment = trainer.train_segment
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from altgrad_triton import asgd
-from altgrad_triton import recipe as recipes
+from altgrad_triton.config import recipe as recipes
+from altgrad_triton.core import asgd
 from altgrad_triton.errors import UserError
-from altgrad_triton.train import Trainer
+from altgrad_triton.run.train import Trainer
 from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from altgrad_triton.kernels import interpreting
 
-from altgrad_triton.train import Trainer
+from altgrad_triton.run.train import Trainer
 from tests.helpers import tiny_corpus, tiny_recipe
 
 KEYS = ("train_loss", "val_loss", "sg_loss", "sg_cos", "sg_norm_ratio")

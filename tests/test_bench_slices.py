@@ -8,9 +8,9 @@ import torch
 
 from altgrad_triton.bench.slices import slice_row, slice_rows
 from altgrad_triton.cli import bench as bench_cli
+from altgrad_triton.config.recipe import to_toml
 from altgrad_triton.errors import UserError
-from altgrad_triton.recipe import to_toml
-from altgrad_triton.train import Trainer
+from altgrad_triton.run.train import Trainer
 from tests.helpers import tiny_corpus, tiny_recipe
 
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from altgrad_triton.errors import UserError
-from altgrad_triton.train import Trainer
+from altgrad_triton.run.train import Trainer
 from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
 SYNTH = {"enabled": True, "hidden": 6, "alternation": {"switch_epochs": [2]}}

@@ -4,14 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from altgrad_triton import build
-from altgrad_triton import recipe as recipes
-from altgrad_triton.recipe import SyntheticConfig
-from altgrad_triton.synthesizers import (
+from altgrad_triton.config import recipe as recipes
+from altgrad_triton.config.recipe import SyntheticConfig
+from altgrad_triton.core.synthesizers import (
     AuthorsSynthesizer,
     ConditionedSynthesizer,
     LinearSynthesizer,
 )
+from altgrad_triton.run import build
 from tests.helpers import tiny_corpus, tiny_recipe
 
 ELEMENTWISE = {"enabled": True, "synthesizer": "toolkit", "hidden": 6}

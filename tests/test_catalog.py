@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from altgrad_triton import catalog
-from altgrad_triton import recipe as recipes
 from altgrad_triton.cli import recipes as recipes_cli
+from altgrad_triton.config import catalog
+from altgrad_triton.config import recipe as recipes
 from altgrad_triton.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +158,7 @@ def test_every_command_prints_its_versions(module):
 
 
 def test_a_suite_takes_a_packaged_folder_by_name(tmp_path, monkeypatch):
-    from altgrad_triton import suite
+    from altgrad_triton.experiments import suite
 
     monkeypatch.chdir(tmp_path)
     by_name = suite.plan("evidence/wt2", [1], "runs")

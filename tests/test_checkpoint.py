@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from altgrad_triton.checkpoint import layout
-from altgrad_triton.checkpoint.checkpointer import Checkpointer
-from altgrad_triton.checkpoint.contents import TrainerState
 from altgrad_triton.errors import UserError
-from altgrad_triton.metrics import EpochSums
-from altgrad_triton.train import Trainer
+from altgrad_triton.run.checkpoint import layout
+from altgrad_triton.run.checkpoint.checkpointer import Checkpointer
+from altgrad_triton.run.checkpoint.contents import TrainerState
+from altgrad_triton.run.metrics import EpochSums
+from altgrad_triton.run.train import Trainer
 from tests.helpers import tiny_corpus, tiny_recipe
 
 SYNTH = {"enabled": True, "synthesizer": "toolkit", "hidden": 6}
@@ -190,7 +190,7 @@ def test_the_layout_and_the_run_folder_import_no_torch():
     code = (
         "import sys\n"
         "from altgrad_triton import rundir\n"
-        "from altgrad_triton.checkpoint import layout\n"
+        "from altgrad_triton.run.checkpoint import layout\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -229,7 +229,7 @@ def test_finetune_from_a_model_file_of_another_size_is_one_line(tmp_path):
 
     from altgrad_triton.cli.train import finetune_recipe
     from altgrad_triton.errors import UserError
-    from altgrad_triton.train import Trainer
+    from altgrad_triton.run.train import Trainer
     from tests.helpers import trained_tiny_run
 
     parent = trained_tiny_run(tmp_path / "a")

@@ -344,7 +344,7 @@ def test_a_sample_of_the_record_compiles_as_recorded(recorded):
 def test_a_synthetic_recipe_checks_its_synthesizer_kernels(synthesizer, module):
     """The recipe check compiles the kernels the recipe's synthesizer runs (it once looked
     for a synthesizer named "elementwise", which no recipe has, and checked none)."""
-    from altgrad_triton import recipe as recipes
+    from altgrad_triton.config import recipe as recipes
     from altgrad_triton.tune import jobs
 
     r = recipes.load(ROOT / "recipes/wt2/alt-rb5.toml", [f"synthetic.synthesizer='{synthesizer}'"])

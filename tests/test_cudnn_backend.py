@@ -8,9 +8,10 @@ reference path; tests/gpu/test_gpu_cudnn.py checks it on cuDNN itself.
 import pytest
 import torch
 
-from altgrad_triton import backends, build
-from altgrad_triton.cells import LSTM
+from altgrad_triton.config import backends
+from altgrad_triton.core.cells import LSTM
 from altgrad_triton.errors import UserError
+from altgrad_triton.run import build
 from tests.helpers import tiny_corpus, tiny_recipe
 
 

@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # as a torchrun script, this file's folder is sys.path[0]
     sys.path.insert(0, str(ROOT))
 
-from altgrad_triton import distributed  # noqa: E402
-from altgrad_triton import recipe as recipes  # noqa: E402
-from altgrad_triton.carry import join_state  # noqa: E402
-from altgrad_triton.checkpoint.checkpointer import Checkpointer  # noqa: E402
+from altgrad_triton.config import recipe as recipes  # noqa: E402
+from altgrad_triton.core.carry import join_state  # noqa: E402
+from altgrad_triton.core.synthesizers import ToolkitElementwiseSynthesizer  # noqa: E402
 from altgrad_triton.errors import UserError  # noqa: E402
-from altgrad_triton.synthesizers import ToolkitElementwiseSynthesizer  # noqa: E402
-from altgrad_triton.train import Trainer, TrainingStopped  # noqa: E402
+from altgrad_triton.run import distributed  # noqa: E402
+from altgrad_triton.run.checkpoint.checkpointer import Checkpointer  # noqa: E402
+from altgrad_triton.run.train import Trainer, TrainingStopped  # noqa: E402
 from tests.helpers import tiny_corpus, tiny_recipe  # noqa: E402
 
 NO_DROPOUT = {

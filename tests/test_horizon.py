@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from altgrad_triton import horizon
 from altgrad_triton.cli import horizon as horizon_cli
 from altgrad_triton.data.copy_task import CopyToken, copy_task_length
 from altgrad_triton.errors import UserError
+from altgrad_triton.experiments import horizon
 
 
 def test_curriculum_grows_only_below_threshold_after_a_window():

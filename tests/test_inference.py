@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import altgrad_triton
+from altgrad_triton.core.model import LMOutput
+from altgrad_triton.core.pointer import PointerCache, PointerSettings, published_settings
 from altgrad_triton.data import EOS, UNK
 from altgrad_triton.errors import UserError
-from altgrad_triton.model import LMOutput
-from altgrad_triton.pointer import PointerCache, PointerSettings, published_settings
-from altgrad_triton.train import Trainer
+from altgrad_triton.run.train import Trainer
 from tests.helpers import WORDS, interrupt_at, tiny_corpus, tiny_recipe
 
 
@@ -205,7 +205,7 @@ def test_a_character_level_run_scores_in_bits_and_samples_characters(tmp_path):
 
 
 def test_cudnn_scores_lstm_runs_only_and_on_cuda():
-    from altgrad_triton.inference import _usable_backend
+    from altgrad_triton.run.inference import _usable_backend
 
     cpu = torch.device("cpu")
     with pytest.raises(UserError, match="backend: 'cudnn' runs LSTM layers, and model.cell"):

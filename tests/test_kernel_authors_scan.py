@@ -9,7 +9,7 @@ import torch
 from altgrad_triton.kernels import authors_scan, authors_scan_reference, tuning
 from altgrad_triton.kernels import authors_synth as mod
 
-from altgrad_triton.synthesizers import AuthorsSynthesizer
+from altgrad_triton.core.synthesizers import AuthorsSynthesizer
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 

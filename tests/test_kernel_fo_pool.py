@@ -15,7 +15,7 @@ from altgrad_triton.kernels import fo_pooling as mod
 from altgrad_triton.kernels import tuning
 from altgrad_triton.kernels.fo_pooling import fo_pool, fo_pool_reference
 
-from altgrad_triton.cells import QRNN
+from altgrad_triton.core.cells import QRNN
 
 # (atol, rtol) per storage dtype; activations and scan run in fp32 like the reference, so
 # fp32 differs only by operation order; fp16 by the rounding of the stored outputs.

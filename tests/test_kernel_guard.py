@@ -23,8 +23,8 @@ from helpers import run_command, tiny_corpus, tiny_recipe
 
 from altgrad_triton import kernels
 from altgrad_triton.cli import train as train_cli
-from altgrad_triton.recipe import to_toml
-from altgrad_triton.train import Trainer
+from altgrad_triton.config.recipe import to_toml
+from altgrad_triton.run.train import Trainer
 
 pytestmark = pytest.mark.skipif(
     not kernels.interpreting(), reason="fault injection drives the interpreter's Triton path"
@@ -365,7 +365,7 @@ def test_a_run_leaves_no_guard_active(tmp_path):
 def test_scoring_and_sampling_a_run_fall_back_as_training_does(tmp_path, monkeypatch, as_if_on_gpu):
     """altgrad-eval and altgrad-generate on a GPU whose LSTM kernel fails: a warning on
     stderr and the reference's numbers, not a crash."""
-    from altgrad_triton.inference import load_run
+    from altgrad_triton.run.inference import load_run
 
     run_dir = tmp_path / "runs" / "tiny"
     Trainer(_recipe(tmp_path, "torch", "tiny"), run_dir).fit()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from altgrad_triton.kernels import linear_ce as mod
 from altgrad_triton.kernels import linear_cross_entropy, linear_cross_entropy_reference
 
-from altgrad_triton.model import LMOutput, RNNLanguageModel, lm_loss
+from altgrad_triton.core.model import LMOutput, RNNLanguageModel, lm_loss
 
 # (N, V, D, chunk_rows): ragged sizes; chunk_rows None is one chunk at these sizes
 SHAPES = [(1, 7, 3, None), (13, 37, 5, None), (33, 100, 17, 8), (40, 257, 24, 16)]

@@ -11,10 +11,10 @@ import sys
 import pytest
 from rich.console import Console
 
-from altgrad_triton import memory
-from altgrad_triton.build import build_model
 from altgrad_triton.errors import UserError
-from altgrad_triton.train import Trainer
+from altgrad_triton.run import memory
+from altgrad_triton.run.build import build_model
+from altgrad_triton.run.train import Trainer
 from tests.helpers import tiny_corpus, tiny_recipe
 
 
@@ -72,7 +72,7 @@ from pathlib import Path
 from altgrad_triton import memory
 from altgrad_triton.data import Vocabulary
 from altgrad_triton.data.corpora import Corpus
-from altgrad_triton.recipe import from_dict
+from altgrad_triton.config.recipe import from_dict
 
 def status(key):
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key))
@@ -90,7 +90,7 @@ r = from_dict({
 ids = torch.randint(0, V, (B * T * 4,))
 words = [f"w{i}" for i in range(V)]
 corpus = Corpus("synthetic", "word", Vocabulary(words), ids, ids[:200], ids[:200], {}, True)
-from altgrad_triton.train import Trainer
+from altgrad_triton.run.train import Trainer
 before = status("VmRSS")
 trainer = Trainer(r, Path(sys.argv[1]) / "m", corpus=corpus)
 plan = trainer.parts.plan(1)

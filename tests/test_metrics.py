@@ -6,7 +6,7 @@ import math
 
 from rich.console import Console
 
-from altgrad_triton.metrics import (
+from altgrad_triton.run.metrics import (
     MetricsLog,
     divergence_warning,
     epoch_line,

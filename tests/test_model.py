@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from altgrad_triton.cells import LSTM, QRNN
-from altgrad_triton.model import (
+from altgrad_triton.core.cells import LSTM, QRNN
+from altgrad_triton.core.model import (
     Dropouts,
     RNNLanguageModel,
     embedding_dropout,

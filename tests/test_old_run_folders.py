@@ -19,8 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from altgrad_triton import recipe as recipes
-from altgrad_triton.train import Trainer
+from altgrad_triton.config import recipe as recipes
+from altgrad_triton.run.train import Trainer
 from tests.helpers import tiny_corpus, tiny_recipe
 
 FIXTURE = Path(__file__).parent / "fixtures" / "runs-before-synthesizer-keys.tar.gz"

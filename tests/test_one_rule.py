@@ -17,14 +17,15 @@ import pytest
 import torch
 
 import altgrad_triton
-from altgrad_triton import build, data, report
-from altgrad_triton import recipe as recipes
-from altgrad_triton.backends import backend_problem, kernel_backend
+from altgrad_triton import data, report
+from altgrad_triton.config import recipe as recipes
+from altgrad_triton.config.backends import backend_problem, kernel_backend
+from altgrad_triton.config.names import char_level
 from altgrad_triton.errors import UserError
-from altgrad_triton.inference import LoadedRun, _usable_backend
-from altgrad_triton.names import char_level
 from altgrad_triton.report import aggregate, plots, runs
-from altgrad_triton.train import Trainer
+from altgrad_triton.run import build
+from altgrad_triton.run.inference import LoadedRun, _usable_backend
+from altgrad_triton.run.train import Trainer
 from tests.helpers import tiny_corpus, tiny_recipe
 from tests.test_report import fake_run
 
@@ -174,8 +175,8 @@ def test_the_rules_load_without_torch():
     """recipe validation and altgrad-report / altgrad-suite ask the rules before (or
     without) loading torch: the rules' modules must not import it."""
     code = (
-        "import sys, altgrad_triton.backends, altgrad_triton.names, altgrad_triton.recipe, "
-        "altgrad_triton.report; print('torch' in sys.modules)"
+        "import sys, altgrad_triton.config.backends, altgrad_triton.config.names, "
+        "altgrad_triton.config.recipe, altgrad_triton.report; print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

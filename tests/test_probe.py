@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from altgrad_triton.carry import join_state
 from altgrad_triton.cli import probe as probe_cli
-from altgrad_triton.model import RNNLanguageModel
-from altgrad_triton.probe import (
+from altgrad_triton.core.carry import join_state
+from altgrad_triton.core.model import RNNLanguageModel
+from altgrad_triton.probe.truncation import (
     future_gradients,
     horizons_up_to,
     layer_groups,
@@ -291,8 +291,13 @@ def test_the_copy_task_probe_reads_a_trained_horizon_run(tmp_path, capsys):
 def test_a_segment_without_loss_gives_no_ratio_and_the_mean_is_a_ratio_of_means():
     """The copy task's unscored segments have no within-segment gradient: their ratio is
     None (it was inf, which made the mean inf and the JSON invalid)."""
-    from altgrad_triton.probe import BoundaryProbe, HorizonProbe, LayerShare, _ratio
-    from altgrad_triton.probe_run import summarize
+    from altgrad_triton.probe.on_run import summarize
+    from altgrad_triton.probe.truncation import (
+        BoundaryProbe,
+        HorizonProbe,
+        LayerShare,
+        _ratio,
+    )
 
     assert _ratio(torch.ones(2), torch.zeros(2)) is None
     shares = [LayerShare(0.0, 1.0, None, 0.0), LayerShare(2.0, 1.0, 0.5, 0.0)]

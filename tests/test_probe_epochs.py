@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 from altgrad_triton.errors import UserError
-from altgrad_triton.inference import load_run
-from altgrad_triton.probe_epochs import EpochProbe, summary_line
-from altgrad_triton.probe_run import probe_run
-from altgrad_triton.train import Trainer
+from altgrad_triton.probe.on_run import probe_run
+from altgrad_triton.probe.per_epoch import EpochProbe, summary_line
+from altgrad_triton.run.inference import load_run
+from altgrad_triton.run.train import Trainer
 from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
 # dropout on and a noisy element-wise synthesizer that alternates: every random stream the

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from altgrad_triton.cli import probe as probe_cli
-from altgrad_triton.inference import load_run
-from altgrad_triton.probe_fit import FitKind, fit_on_run, fit_recipe, parse_fit_kinds
-from altgrad_triton.probe_run import probe_run, stream_tokens
+from altgrad_triton.probe.fit import FitKind, fit_on_run, fit_recipe, parse_fit_kinds
+from altgrad_triton.probe.on_run import probe_run
+from altgrad_triton.probe.run_stream import stream_tokens
+from altgrad_triton.run.inference import load_run
 from tests.helpers import run_command, trained_tiny_run
 
 ALL_KINDS = "linear,mlp,toolkit,authors,linear+2"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from altgrad_triton import legacy_keys
-from altgrad_triton import recipe as recipes
+from altgrad_triton.config import legacy_keys
+from altgrad_triton.config import recipe as recipes
 from altgrad_triton.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,10 +201,10 @@ def test_model_shape_keys():
 
 
 def synthetic_epochs(path, epochs=None):
-    from altgrad_triton.schedule import TrainingPlan
+    from altgrad_triton.run.build import training_plan
 
     r = recipes.load(path)
-    plan = TrainingPlan.from_recipe(r)
+    plan = training_plan(r)
     return [e for e in range(1, (epochs or r.run.epochs) + 1) if plan(e).mode == "synthetic"]
 
 

@@ -22,13 +22,13 @@ import torch
 from rich.console import Console
 
 from altgrad_triton import files
-from altgrad_triton import metrics as metrics_module
-from altgrad_triton.checkpoint import store
 from altgrad_triton.cli import suite as suite_cli
 from altgrad_triton.cli import train as train_cli
+from altgrad_triton.config.recipe import to_toml
 from altgrad_triton.errors import UserError
-from altgrad_triton.recipe import to_toml
-from altgrad_triton.train import Trainer, TrainingStopped
+from altgrad_triton.run import metrics as metrics_module
+from altgrad_triton.run.checkpoint import store
+from altgrad_triton.run.train import Trainer, TrainingStopped
 from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

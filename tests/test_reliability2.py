@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from altgrad_triton import files, rundir
-from altgrad_triton import recipe as recipes
+from altgrad_triton import files
+from altgrad_triton.config import recipe as recipes
 from altgrad_triton.errors import UserError
+from altgrad_triton.run import folder as rundir
 from tests.helpers import tiny_corpus, tiny_recipe
 from tests.test_cli import assert_user_error, train
 from tests.test_report import fake_run
@@ -290,7 +291,7 @@ def test_absurd_thread_counts_are_refused():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny run trained for one epoch."""
-    from altgrad_triton.train import Trainer
+    from altgrad_triton.run.train import Trainer
 
     root = tmp_path_factory.mktemp("trained")
     recipe = tiny_recipe(tiny_corpus(root / "data"), root / "runs", run={"epochs": 1})

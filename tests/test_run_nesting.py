@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from altgrad_triton import rundir
-from altgrad_triton.checkpoint import layout
 from altgrad_triton.cli import train as train_cli
+from altgrad_triton.config.recipe import to_toml
 from altgrad_triton.errors import UserError
-from altgrad_triton.recipe import to_toml
-from altgrad_triton.train import Trainer
+from altgrad_triton.run import folder as rundir
+from altgrad_triton.run.checkpoint import layout
+from altgrad_triton.run.train import Trainer
 from tests.helpers import run_command, tiny_corpus, tiny_recipe
 
 TINY = {"max_batches": 4, "max_eval_batches": 2, "epochs": 1, "threads": 1}

@@ -12,8 +12,9 @@ import sys
 
 import pytest
 
-from altgrad_triton import rundir, runlock
 from altgrad_triton.errors import UserError
+from altgrad_triton.run import folder as rundir
+from altgrad_triton.run import lock as runlock
 
 # A process that takes the lock of a run folder, says so, and holds it until killed.
 HOLDER = r"""
@@ -217,7 +218,7 @@ def test_a_folder_where_the_run_writes_a_file_is_one_line_before_training(tmp_pa
 )
 def test_a_full_disk_at_start_exits_1_a_forbidden_folder_2(tmp_path, monkeypatch, error, code):
     """Issue 32: a full disk (the lock cannot be written) exited 2, as a user's mistake."""
-    from altgrad_triton import runlock
+    from altgrad_triton.run import lock as runlock
 
     def fails(run_dir):
         raise OSError(error, os.strerror(error), str(run_dir / "train.lock"))

@@ -4,8 +4,9 @@ import math
 
 import pytest
 
-from altgrad_triton import recipe as recipes
-from altgrad_triton.schedule import AlternationPlan, CosineWarmRestarts, TrainingPlan
+from altgrad_triton.config import recipe as recipes
+from altgrad_triton.core.schedule import AlternationPlan, CosineWarmRestarts
+from altgrad_triton.run.build import training_plan
 
 LR = 1e-3
 EPOCHS = 320
@@ -87,7 +88,7 @@ def test_paper_plans_epoch_by_epoch(name):
         schedule=sched,
         synthetic=recipes.SyntheticConfig(enabled=True, alternation=alt),
     )
-    plan = TrainingPlan.from_recipe(r)
+    plan = training_plan(r)
     for epoch in range(1, EPOCHS + 1):
         p = plan(epoch)
         assert p.mode == modes[epoch], (name, epoch)

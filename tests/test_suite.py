@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from altgrad_triton import suite
 from altgrad_triton.cli import suite as suite_cli
 from altgrad_triton.errors import UserError
+from altgrad_triton.experiments import suite
 
 BASE = """
 [run]

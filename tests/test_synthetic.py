@@ -7,10 +7,10 @@ import torch
 from altgrad_triton.kernels import linear_scan
 from torch import nn
 
-from altgrad_triton.boundary import SyntheticBoundary
-from altgrad_triton.carry import join_state
-from altgrad_triton.model import RNNLanguageModel, lm_loss
-from altgrad_triton.synthesizers import (
+from altgrad_triton.core.boundary import SyntheticBoundary
+from altgrad_triton.core.carry import join_state
+from altgrad_triton.core.model import RNNLanguageModel, lm_loss
+from altgrad_triton.core.synthesizers import (
     AuthorsSynthesizer,
     ConditionedSynthesizer,
     LinearSynthesizer,

@@ -3,10 +3,10 @@
 import torch
 from torch import nn
 
-from altgrad_triton.boundary import SyntheticBoundary
-from altgrad_triton.cells import LSTM
-from altgrad_triton.synthesizers import LinearSynthesizer
-from altgrad_triton.tbptt import segment_step
+from altgrad_triton.core.boundary import SyntheticBoundary
+from altgrad_triton.core.cells import LSTM
+from altgrad_triton.core.synthesizers import LinearSynthesizer
+from altgrad_triton.core.tbptt import segment_step
 
 
 def lstm_and_data():

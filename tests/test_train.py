@@ -8,13 +8,13 @@ import pytest
 import torch
 from rich.console import Console
 
-from altgrad_triton import metrics as metrics_module
-from altgrad_triton.checkpoint import layout
-from altgrad_triton.checkpoint.checkpointer import Checkpointer
+from altgrad_triton.core.model import next_tokens_context
+from altgrad_triton.core.synthesizers import AuthorsSynthesizer
 from altgrad_triton.errors import UserError
-from altgrad_triton.model import next_tokens_context
-from altgrad_triton.synthesizers import AuthorsSynthesizer
-from altgrad_triton.train import Trainer, TrainingStopped, epoch_segments
+from altgrad_triton.run import metrics as metrics_module
+from altgrad_triton.run.checkpoint import layout
+from altgrad_triton.run.checkpoint.checkpointer import Checkpointer
+from altgrad_triton.run.train import Trainer, TrainingStopped, epoch_segments
 from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
 SYNTH = {

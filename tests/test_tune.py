@@ -13,9 +13,10 @@ import torch
 from altgrad_triton.kernels import interpreting, tuning
 
 from altgrad_triton import kernels, tune
-from altgrad_triton import recipe as recipes
 from altgrad_triton.cli import tune as tune_cli
+from altgrad_triton.config import recipe as recipes
 from altgrad_triton.errors import UserError
+from altgrad_triton.run import winners
 from tests.helpers import run_command, tiny_corpus, tiny_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,8 +250,8 @@ def test_the_recipe_jobs_cover_every_launch_a_triton_run_tunes(tmp_path, monkeyp
     every (kernel, key) its launchers ask the tuning registry for, training, the
     synthesizer's fit, validation and test, is one altgrad-tune's recipe jobs time, so
     that no launch of a tuned run falls back to a guess or to Triton's autotuner."""
-    from altgrad_triton.train import Trainer
-    from altgrad_triton.tune.store import kernel_tuning
+    from altgrad_triton.run.train import Trainer
+    from altgrad_triton.run.winners import kernel_tuning
 
     recipe = tiny_recipe(
         tiny_corpus(tmp_path / "data", n_train=120),
@@ -464,7 +465,7 @@ def test_apply_stored_winners_only_for_this_device_and_triton(tmp_path, monkeypa
         _entry(key=["float16", 16], meta={"BLOCK": 3, "num_warps": 1}),  # not a candidate
     ]
     (tmp_path / "winners.json").write_text(json.dumps({"format": tune.FORMAT, "entries": entries}))
-    monkeypatch.setattr(tune.store, "present_device", lambda device=None: HERE)
+    monkeypatch.setattr(winners, "present_device", lambda device=None: HERE)
     with pytest.warns(UserWarning, match="1 stored winner.*no longer candidates"):
         assert tune.apply_stored_winners(torch.device("cuda"), tmp_path) == 2
     assert tuning.get_override("fo_pool_fwd", ("bfloat16", 32768)) == cands[0]
@@ -477,7 +478,7 @@ def test_apply_stored_winners_only_for_this_device_and_triton(tmp_path, monkeypa
         tune.DeviceId(HERE.name, (9, 0), "3.9.0"),
         tune.DeviceId("NVIDIA H200", (9, 0), HERE.triton),
     ):
-        monkeypatch.setattr(tune.store, "present_device", lambda device=None, t=there: t)
+        monkeypatch.setattr(winners, "present_device", lambda device=None, t=there: t)
         assert tune.apply_stored_winners("cuda", tmp_path) == 0
     assert tuning.get_override("fo_pool_fwd", ("bfloat16", 32768)) is None
 
@@ -497,7 +498,7 @@ def test_a_stored_winner_that_does_not_fit_this_gpu_is_ignored(tmp_path, monkeyp
         (tmp_path / "winners.json").write_text(
             json.dumps({"format": tune.FORMAT, "entries": [entry]})
         )
-        monkeypatch.setattr(tune.store, "present_device", lambda device=None, h=here: h)
+        monkeypatch.setattr(winners, "present_device", lambda device=None, h=here: h)
         if applied:
             assert tune.apply_stored_winners("cuda", tmp_path) == 1
         else:
@@ -513,7 +514,7 @@ def test_apply_stored_winners_without_cuda_or_file_or_with_garbage(tmp_path, mon
         )
         assert tune.apply_stored_winners(torch.device("cuda"), tmp_path) == 0
     assert tune.apply_stored_winners(torch.device("cpu"), tmp_path) == 0
-    monkeypatch.setattr(tune.store, "present_device", lambda device=None: HERE)
+    monkeypatch.setattr(winners, "present_device", lambda device=None: HERE)
     assert tune.apply_stored_winners("cuda", tmp_path / "empty") == 0  # no file
     (tmp_path / "winners.json").write_text("{not json")
     with pytest.warns(UserWarning, match="not valid JSON"):

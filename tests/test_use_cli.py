@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 import altgrad_triton
-from altgrad_triton import recipe as recipes
 from altgrad_triton.cli import eval as eval_cli
 from altgrad_triton.cli import generate as generate_cli
 from altgrad_triton.cli import probe as probe_cli
 from altgrad_triton.cli import train as train_cli
+from altgrad_triton.config import recipe as recipes
 from altgrad_triton.errors import UserError
-from altgrad_triton.train import Trainer
+from altgrad_triton.run.train import Trainer
 from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

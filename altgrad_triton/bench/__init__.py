@@ -30,7 +30,7 @@ The submodules split the work:
 * :mod:`.command` -- :func:`run`, the body of ``altgrad-bench``, and :func:`run_families`.
 """
 
-from ..names import BENCH_FAMILIES
+from ..config.names import BENCH_FAMILIES
 from .command import CPU_BANNER, DEFAULT_CSV, TITLES, run, run_families
 from .e2e import CPU_TINY_OVERRIDES, LSTM_RECIPE, QRNN_RECIPE, TrainSlice, e2e_rows, train_slice
 from .families import (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..names import BENCH_FAMILIES
+from ..config.names import BENCH_FAMILIES
 from ..progress import make_console
 from .e2e import e2e_rows, train_slice
 from .families import (
@@ -43,7 +43,7 @@ def run(args, console=None) -> int:
         console.print(CPU_BANNER, markup=False, style="bold")
     timer = _timer(args, env, console)
     if env.gpu and not args.no_stored_winners:
-        from ..tune import apply_stored_winners, winners_path
+        from ..run.winners import apply_stored_winners, winners_path
 
         n = apply_stored_winners(env.device, args.cache_dir)
         console.print(

@@ -87,8 +87,8 @@ class TrainSlice:
     ):
         from rich.console import Console
 
-        from .. import recipe as recipes
-        from ..train import Trainer
+        from ..config import recipe as recipes
+        from ..run.train import Trainer
 
         if not Path(recipe_path).exists():
             raise UserError(f"{recipe_path}: recipe not found (use --qrnn-recipe/--lstm-recipe)")
@@ -163,7 +163,7 @@ def e2e_run(
 
 
 def e2e_rows(env: Env, args, shapes: Shapes, budget: Budget) -> list[Row]:
-    from .. import recipe as recipes
+    from ..config import recipe as recipes
 
     warm, measure = shapes.e2e_warm, shapes.e2e_measure
     rows: list[Row] = []
@@ -214,8 +214,8 @@ def check_cost(env: Env, recipe_path: Path, overrides: Sequence[str], backend: s
     check, of the same segment without, segments in a WikiText-2 epoch). Measured after a
     warm-up that compiled and autotuned every kernel, as the check reuses them; the
     classes evaluation launches are checked at the first validation, not counted here."""
-    from ..kernel_check import make_guard
     from ..kernels.guard import guarding
+    from ..run.kernel_check import make_guard
 
     with tempfile.TemporaryDirectory(prefix="altgrad-bench-") as tmp:
         s = TrainSlice(env, recipe_path, overrides, backend, dtype, Path(tmp), warm + 1, mode)

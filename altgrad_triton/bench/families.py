@@ -94,7 +94,7 @@ class Shapes:
 
 def plan_shapes(env: Env, quick: bool, args) -> Shapes:
     """The paper's shapes on a GPU (fewer under ``quick``); tiny ones in CPU reference mode."""
-    from .. import recipe as recipes
+    from ..config import recipe as recipes
     from ..tune import shapes_from_recipe
 
     if not env.gpu:
@@ -354,7 +354,7 @@ def _lstm_make(
     """kind: "ours" (cells.LSTM, backend triton, its steps launched as ``launch``),
     "reference" (cells.LSTM, backend torch), "nn" (torch.nn.LSTM: cuDNN on a GPU).
     mode: "bf16-autocast", "float32", "float16"."""
-    from ..cells import LSTM
+    from ..core.cells import LSTM
     from ..kernels._common import pdl_unavailable
 
     def build():
@@ -559,7 +559,7 @@ def _authors_synth_group(env: Env, label: str, batch: int, dim: int, units: int,
     """The whole ``AuthorsSynthesizer`` (sequence "scan", window 2, zoneout, input noise;
     training mode) on the Triton backend and on the PyTorch one: encoder, the gates'
     GEMM, the scan, decoder; forward and backward into the state and every weight."""
-    from ..synthesizers import AuthorsSynthesizer
+    from ..core.synthesizers import AuthorsSynthesizer
 
     def make(backend):
         def build():

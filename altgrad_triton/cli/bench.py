@@ -18,8 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..config.names import BENCH_FAMILIES
 from ..errors import UserError
-from ..names import BENCH_FAMILIES
 from .common import command_parser, run_main
 
 

@@ -41,21 +41,21 @@ def body(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
     if args.repeats < 0:
         raise UserError(f"--repeats: must be >= 0, got {args.repeats}")
-    from .. import recipe as recipes
+    from ..config import recipe as recipes
 
     recipe = recipes.load(args.recipe, args.overrides)  # a mistake is one, GPU or not
     import torch  # deferred: --help and the no-GPU line stay fast
 
-    from .. import doctor
     from ..kernels import interpreting
+    from ..tune import doctor
 
     if not torch.cuda.is_available() and not interpreting():
         print(NO_GPU)
         return 0
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shapes, where = _shapes(recipe, args.recipe, device)
-    from ..build import apply_tuned_configs
     from ..progress import make_console
+    from ..run.build import apply_tuned_configs
 
     console = make_console(wide_tables=True)
     apply_tuned_configs(device, console)  # the configs training would launch
@@ -77,8 +77,8 @@ def body(argv: list[str] | None = None) -> int:
 def _shapes(recipe, name: str, device):
     """The recipe's shapes on a GPU (its corpus's vocabulary when the corpus is on this
     machine), the small ones under the interpreter; and the device's description."""
-    from .. import doctor
     from ..kernels.guard import device_name
+    from ..tune import doctor
     from ..tune.jobs import recipe_vocabulary, shapes_from_recipe
 
     if device.type != "cuda":

@@ -25,8 +25,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .. import recipe as recipes
-from ..checkpoint import layout
+from ..config import recipe as recipes
+from ..run.checkpoint import layout
 from .common import command_parser, run_main
 
 UNKNOWN_SHOWN = 8
@@ -107,8 +107,8 @@ def load(run_dir: str, tag: str, **options: Any) -> Any:
     """``inference.load_run``; a run without the checkpoint asked for says how to read the
     one it holds in a command's words (``--checkpoint last``). altgrad-generate and
     altgrad-probe read their run here too."""
-    from ..checkpoint.checkpointer import MissingCheckpoint
-    from ..inference import load_run
+    from ..run.checkpoint.checkpointer import MissingCheckpoint
+    from ..run.inference import load_run
 
     try:
         return load_run(run_dir, tag, **options)
@@ -139,7 +139,7 @@ def _pointer(run: Any, args: argparse.Namespace) -> Any:
     given = {"window": args.window, "theta": args.theta, "lam": args.lam}
     if not args.pointer and all(v is None for v in given.values()):
         return None
-    from ..pointer import published_settings
+    from ..core.pointer import published_settings
 
     default = published_settings(run.recipe.data.corpus)
     return dataclasses.replace(default, **{k: v for k, v in given.items() if v is not None})

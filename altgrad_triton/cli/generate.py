@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from ..checkpoint import layout
+from ..run.checkpoint import layout
 from .common import command_parser, run_main
 from .eval import backend_choices, load
 
@@ -39,7 +39,7 @@ def body(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..data import EOS  # torch imported once the arguments are good
     from ..errors import UserError
-    from ..inference import MAX_WORDS
+    from ..run.inference import MAX_WORDS
 
     if not 0 <= args.words <= MAX_WORDS:  # before the model is read
         raise UserError(f"--words: must be from 0 to {MAX_WORDS:,}, got {args.words}")

@@ -18,9 +18,9 @@ import json
 import sys
 from pathlib import Path
 
+from ..config.recipe import MAX_THREADS
 from ..errors import UserError
 from ..files import write_text_atomic
-from ..recipe import MAX_THREADS
 from .common import command_parser, run_main
 
 
@@ -71,8 +71,8 @@ def body(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     import torch  # deferred so --help and argument errors stay fast
 
-    from .. import horizon
-    from ..suite import check_seeds
+    from ..experiments import horizon
+    from ..experiments.suite import check_seeds
 
     if args.table_only:
         rows = horizon.read_rows(args.table_only)
@@ -104,7 +104,7 @@ def body(argv: list[str] | None = None) -> int:
 def _run_missing(configs: list, results: Path, probe: int | None = None) -> None:
     """Run every config whose row ``results`` lacks, appending each row as it finishes;
     with ``probe``, probe each trained model (``_probe``)."""
-    from .. import horizon
+    from ..experiments import horizon
 
     rows = horizon.read_rows(results)
     horizon.check_same_settings(rows, configs[0], results)
@@ -132,7 +132,7 @@ def _probe(trained, max_horizon: int, out: Path) -> None:
     """altgrad-probe's measures on a trained copy model, printed and appended to ``out``."""
     from rich.console import Console
 
-    from ..probe_copy import probe_copy
+    from ..experiments.horizon_probe import probe_copy
     from .probe import tables
 
     report = probe_copy(trained, max_horizon=max_horizon)

@@ -74,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _fit_kinds(text: str) -> list[Any]:
-    from ..probe_fit import parse_fit_kinds
+    from ..probe.fit import parse_fit_kinds
 
     try:
         return parse_fit_kinds(text)
@@ -116,7 +116,7 @@ def load(run_dir: str, tag: str, device: str) -> tuple[Any, Any]:
 def body(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..files import write_text_atomic
-    from ..probe_run import probe_run
+    from ..probe.on_run import probe_run
     from ..progress import make_console
 
     if (args.fit_segments or args.fit_set) and not args.fit:

@@ -16,8 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import catalog
-from .. import recipe as recipes
+from ..config import catalog
+from ..config import recipe as recipes
 from ..errors import UserError
 from ..files import write_text_atomic
 from .common import command_parser, run_main

@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
 
 def body(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
-    from .. import suite
+    from ..experiments import suite
     from ..report import write_report
 
     runs = suite.plan(args.folder, args.seeds, args.out, args.overrides, args.only)

@@ -29,10 +29,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import recipe as recipes
-from .. import rundir
-from ..checkpoint import layout
+from ..config import recipe as recipes
 from ..errors import UserError
+from ..run import folder as rundir
+from ..run.checkpoint import layout
 from .common import CommandParser, run_main, with_version
 
 
@@ -147,9 +147,9 @@ def body(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: str | None) -> int:
     """Train (or, with ``tag``, resume from that checkpoint) in one process or under torchrun."""
-    from .. import distributed  # torch import deferred so --help and errors stay fast
-    from ..build import pick_device
-    from ..train import Trainer, TrainingStopped
+    from ..run import distributed  # torch import deferred so --help and errors stay fast
+    from ..run.build import pick_device
+    from ..run.train import Trainer, TrainingStopped
 
     # checked before joining the process group: every rank fails at once, nothing waits
     distributed.check_divisible(recipe.data.batch_size, distributed.launched_world_size())

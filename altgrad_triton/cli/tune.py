@@ -127,8 +127,8 @@ def _vocabulary(recipe, console) -> int | None:
 
 
 def _jobs(args: argparse.Namespace, console):
-    from .. import recipe as recipes
     from .. import tune
+    from ..config import recipe as recipes
 
     jobs = []
     keep = _kept_kernels(args.kernels)

@@ -27,8 +27,8 @@ from typing import Literal
 
 import torch
 
+from altgrad_triton.config.names import char_level
 from altgrad_triton.errors import UserError
-from altgrad_triton.names import char_level
 
 from .download import corpus_cache_dir, download_corpus, where_to_put
 from .vocab import EOS, UNK, Vocabulary

@@ -23,9 +23,10 @@ The modules, in the order the report is made:
 This file only re-exports the names the command line, ``altgrad-suite`` and the tests use.
 """
 
+from ..config.names import seeded_name, split_seed
 from .aggregate import group_runs, mean_std, mode_phases, parse_versus
 from .plots import restart_epochs, synthetic_spans
-from .runs import find_runs, read_run, seeded_name, split_seed
+from .runs import find_runs, read_run
 from .tables import markdown_table, paired_table, phase_table
 from .write import write_report
 

@@ -9,8 +9,8 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
+from ..config.names import char_level
 from ..errors import UserError
-from ..names import char_level
 from .runs import Run, metric
 
 

@@ -11,33 +11,18 @@ truncation probe's records when there are any: ``probe.jsonl`` (``[probe] every 
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config.names import char_level, split_seed
 from ..errors import UserError
 from ..files import read_json, read_jsonl
-from ..metrics import bits, perplexity
-from ..names import char_level
+from ..run.metrics import bits, perplexity
 
 PROBE_KEYS = ("horizons", "mean")
 """What a probe record (``probe_run.probe_record``) must hold for the report to read it."""
-
-SEED_SUFFIX = re.compile(r"^(?P<name>.+)-s(?P<seed>\d+)$")
-
-
-def split_seed(run_name: str) -> tuple[str, int | None]:
-    """``"wt2-bptt-s3"`` -> ``("wt2-bptt", 3)``; a name without ``-s<seed>`` -> (name, None)."""
-    m = SEED_SUFFIX.match(run_name)
-    return (m["name"], int(m["seed"])) if m else (run_name, None)
-
-
-def seeded_name(name: str, seed: int) -> str:
-    """The run name of one seed of a recipe (the inverse of :func:`split_seed`)."""
-    return f"{name}-s{seed}"
-
 
 @dataclass
 class Run:

@@ -35,6 +35,18 @@ The submodules split the work:
 * :mod:`.fitrecord` -- the check's results recorded per Triton version, which CI reads.
 """
 
+from ..run.winners import (
+    CACHE_ENV,
+    FORMAT,
+    DeviceId,
+    Winner,
+    apply_stored_winners,
+    cache_dir,
+    load_winners,
+    present_device,
+    save_winners,
+    winners_path,
+)
 from .jobs import (
     DTYPES,
     FAMILY_KERNELS,
@@ -52,18 +64,6 @@ from .jobs import (
     recipe_vocabulary,
     sg_loss_jobs,
     shapes_from_recipe,
-)
-from .store import (
-    CACHE_ENV,
-    FORMAT,
-    DeviceId,
-    Winner,
-    apply_stored_winners,
-    cache_dir,
-    load_winners,
-    present_device,
-    save_winners,
-    winners_path,
 )
 from .sweeping import (
     QUICK_CANDIDATES,

@@ -318,7 +318,7 @@ def check_scope(recipe_paths: Sequence[str | os.PathLike[str]], archs_: Sequence
     """What ``altgrad-tune --check-configs`` compiles: for each architecture, every
     candidate it offers of every kernel the recipes launch (bf16 and fp32) and, with
     ``families``, of every family at the paper's sizes (:func:`family_specs`)."""
-    from .. import recipe as recipes
+    from ..config import recipe as recipes
     from .jobs import shapes_from_recipe
 
     shapes = [shapes_from_recipe(recipes.load(str(path), [])) for path in recipe_paths]

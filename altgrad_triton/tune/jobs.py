@@ -75,7 +75,7 @@ def shapes_from_recipe(recipe, vocab: int | None = None) -> RecipeShapes:
     promoted to fp32 and the boundary runs outside autocast); the recurrent kernels run in
     ``run.dtype``.
     """
-    from ..build import build_model, synthesizer_state
+    from ..run.build import build_model, synthesizer_state
 
     with torch.device("meta"):
         model = build_model(recipe, vocab_size=2)
@@ -106,7 +106,7 @@ def recipe_vocabulary(recipe) -> int:
     """The vocabulary size of the recipe's corpus, read as training reads it but never
     downloaded (a GPU machine may have no network): the LM head's override key. Raises
     UserError when the corpus is not on this machine."""
-    from ..build import read_corpus
+    from ..run.build import read_corpus
 
     return len(read_corpus(dataclasses.replace(recipe.data, download=False)).vocab)
 

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from ..errors import one_line
+from ..run.winners import DeviceId, Winner, kernel_tuning, save_winners
 from .jobs import Job
-from .store import DeviceId, Winner, kernel_tuning, save_winners
 from .tables import format_meta, result_table, winners_table
 
 QUICK_CANDIDATES = 6

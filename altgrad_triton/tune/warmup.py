@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..run.winners import kernel_tuning
 from .configcheck import jit_function
 from .jobs import Job
-from .store import kernel_tuning
 from .sweeping import job_candidates, probe_key
 
 

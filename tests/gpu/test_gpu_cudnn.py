@@ -4,8 +4,8 @@ kernel, and a short training run through it (with fused Adam)."""
 import pytest
 import torch
 
-from altgrad_triton.cells import LSTM
-from altgrad_triton.train import Trainer
+from altgrad_triton.core.cells import LSTM
+from altgrad_triton.run.train import Trainer
 from tests.helpers import tiny_corpus, tiny_recipe
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

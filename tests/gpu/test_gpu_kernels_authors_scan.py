@@ -14,7 +14,7 @@ import pytest
 import torch
 from altgrad_triton.kernels import authors_scan, authors_scan_reference, interpreting, tuning
 
-from altgrad_triton.synthesizers import AuthorsSynthesizer
+from altgrad_triton.core.synthesizers import AuthorsSynthesizer
 
 pytestmark = [
     pytest.mark.gpu,

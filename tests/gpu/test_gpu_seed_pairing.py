@@ -4,7 +4,7 @@ CUDA generator alone, so an SG run draws the same dropout masks as its BPTT twin
 import pytest
 import torch
 
-from altgrad_triton import build
+from altgrad_triton.run import build
 from tests.helpers import tiny_corpus, tiny_recipe
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
