@@ -77,7 +77,7 @@ def interrupt_at(trainer, epoch: int, segment: int):
 
     def segment_then_ctrl_c(start, seq_len, plan):
         if plan.epoch == epoch and trainer.run_state.sums.segment == segment:
-            trainer.request_stop()
+            trainer.stops.request()
         return real_segment(start, seq_len, plan)
 
     trainer.train_segment = segment_then_ctrl_c

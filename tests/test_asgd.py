@@ -67,16 +67,16 @@ def test_averaged_weights_hold_the_mean_inside_and_the_iterate_after():
 def scripted_validation(trainer, losses):
     """Make validation return ``losses`` in turn, recording whether the model held the
     optimizer's averages when it was asked; the test split is scored for real."""
-    real, asked = trainer.evaluate, []
+    real, asked = trainer.parts.evaluate, []
 
-    def evaluate(tokens, batch_size):
+    def evaluate(tokens, batch_size, dist):
         if tokens is not trainer.parts.corpus.valid:
-            return real(tokens, batch_size)
+            return real(tokens, batch_size, dist)
         avg = asgd.averages(trainer.parts.optimizer)
         asked.append(avg is not None and all(torch.equal(p, a) for p, a in avg.items()))
         return losses[len(asked) - 1]
 
-    trainer.evaluate = evaluate
+    trainer.parts.evaluate = evaluate
     return asked
 
 

@@ -285,8 +285,12 @@ def test_two_rank_evaluation_equals_one_process_on_the_same_weights(two_rank_run
     trainer = Trainer(recipe, root / "eval" / "tiny")
     trainer.parts.model.load_state_dict(params(two))
     corpus = trainer.parts.corpus
-    val = trainer.evaluate(corpus.valid, recipe.data.eval_batch_size)  # split by ranks
-    test = trainer.evaluate(corpus.test, recipe.data.test_batch_size)  # rank 0's
+    val = trainer.parts.evaluate(
+        corpus.valid, recipe.data.eval_batch_size, trainer.dist
+    )  # split by ranks
+    test = trainer.parts.evaluate(
+        corpus.test, recipe.data.test_batch_size, trainer.dist
+    )  # rank 0's
     assert metric_rows(two)[0]["val_loss"] == pytest.approx(val, rel=1e-6)
     results = json.loads((two / "results.json").read_text())
     assert results["test_loss"] == pytest.approx(test, rel=1e-6)
@@ -440,7 +444,7 @@ def _rank_scenarios(data: Path, out: Path) -> None:
     def segment_then_ctrl_c(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 80 and ctx.rank == 0:  # rank 0 alone: the stop must reach rank 1
-            trainer.request_stop()
+            trainer.stops.request()
         return real_segment(*args, **kwargs)
 
     trainer.train_segment = segment_then_ctrl_c

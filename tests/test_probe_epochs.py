@@ -3,6 +3,7 @@ equals altgrad-probe on the same weights, resumes without doubled lines, and ref
 cannot do before training starts."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from safetensors.torch import load_file
 from altgrad_triton.errors import UserError
 from altgrad_triton.probe.on_run import probe_run
 from altgrad_triton.probe.per_epoch import EpochProbe, summary_line
+from altgrad_triton.run.distributed import DistContext
 from altgrad_triton.run.inference import load_run
 from altgrad_triton.run.train import Trainer
 from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
@@ -29,7 +31,7 @@ PROBE = {"every": 1, "boundaries": [5, 15], "max_horizon": 2}
 def train(root, name: str, **sections):
     data = tiny_corpus(root / "data")
     recipe = tiny_recipe(data, root / "runs", run={"name": name}, synthetic=SYNTH, **sections)
-    Trainer(recipe, root / "runs" / name).fit()
+    Trainer(recipe, root / "runs" / name, hooks=[EpochProbe(recipe, root / "runs" / name)]).fit()
     return root / "runs" / name
 
 
@@ -93,13 +95,13 @@ def test_a_resumed_run_probes_each_epoch_once(tmp_path):
     data = tiny_corpus(tmp_path / "data")
     recipe = tiny_recipe(data, tmp_path / "runs", synthetic=SYNTH, probe=PROBE)
     run = tmp_path / "runs" / "tiny"
-    trainer = Trainer(recipe, run)
+    trainer = Trainer(recipe, run, hooks=[EpochProbe(recipe, run)])
     interrupt_at(trainer, epoch=2, segment=3)
     # a line the checkpoint does not cover, as a run killed between the probe and the save
     # would leave: the resume must drop it and probe epoch 2 again
     with open(run / "probe.jsonl", "a") as f:
         f.write(json.dumps({"epoch": 2, "stale": True}) + "\n")
-    resumed = Trainer(recipe, run)
+    resumed = Trainer(recipe, run, hooks=[EpochProbe(recipe, run)])
     resumed.restore("last")
     resumed.fit()
     lines = rows(run / "probe.jsonl")
@@ -110,17 +112,30 @@ def test_a_resumed_run_probes_each_epoch_once(tmp_path):
 def test_probe_boundaries_past_the_split_fail_before_training(tmp_path):
     data = tiny_corpus(tmp_path / "data")
     recipe = tiny_recipe(data, tmp_path / "runs", probe={"every": 1, "boundaries": [5, 500]})
+    run = tmp_path / "runs" / "tiny"
     with pytest.raises(UserError, match=r"probe\.boundaries: \[500\] out of range"):
-        Trainer(recipe, tmp_path / "runs" / "tiny")
+        Trainer(recipe, run, hooks=[EpochProbe(recipe, run)])
     assert not (tmp_path / "runs" / "tiny" / "metrics.jsonl").exists()
 
 
 def test_the_probe_is_refused_under_torchrun_and_off_by_default(tmp_path):
     data = tiny_corpus(tmp_path / "data")
     recipe = tiny_recipe(data, tmp_path / "runs", probe={"every": 2})
+    rows = SimpleNamespace(shape=(1000, 4))
+    under_torchrun = SimpleNamespace(dist=DistContext(0, 2), parts=SimpleNamespace(train_data=rows))
     with pytest.raises(UserError, match=r"probe\.every: the probe runs in one process"):
-        EpochProbe(recipe, tmp_path, 1000, writes=True, distributed=True)
-    probe = EpochProbe(recipe, tmp_path, 1000, writes=True, distributed=False)
+        EpochProbe(recipe, tmp_path).attach(under_torchrun)
+    probe = EpochProbe(recipe, tmp_path)
     assert [e for e in range(1, 7) if probe.due(e)] == [2, 4, 6]
-    off = EpochProbe(tiny_recipe(data, tmp_path), tmp_path, 10, writes=True, distributed=True)
+    off = EpochProbe(tiny_recipe(data, tmp_path), tmp_path)
+    off.attach(under_torchrun)  # off: nothing to refuse
     assert not any(off.due(e) for e in range(1, 7))
+
+
+def test_a_recipe_that_asks_for_the_probe_needs_its_hook(tmp_path):
+    """The trainer does not import the probe: a recipe with probe.every and no EpochProbe
+    handed over is refused in one line, not trained without the probe."""
+    data = tiny_corpus(tmp_path / "data")
+    recipe = tiny_recipe(data, tmp_path / "runs", probe={"every": 1})
+    with pytest.raises(UserError, match=r"probe\.every: needs the hook .*EpochProbe"):
+        Trainer(recipe, tmp_path / "runs" / "tiny")

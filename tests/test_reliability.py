@@ -334,14 +334,14 @@ def test_files_from_a_model_of_another_size_are_one_line_naming_the_file_and_ten
 def test_ctrl_c_during_the_last_validation_stops_after_saving(corpus_dir, tmp_path):
     r = tiny_recipe(corpus_dir, tmp_path, run={"max_batches": 5})
     trainer = Trainer(r, tmp_path / "tiny")
-    real_evaluate = trainer.evaluate
+    real_evaluate = trainer.parts.evaluate
 
     def ctrl_c_in_the_last_validation(*args, **kwargs):
         if trainer.run_state.epoch == 2:
-            trainer.request_stop()
+            trainer.stops.request()
         return real_evaluate(*args, **kwargs)
 
-    trainer.evaluate = ctrl_c_in_the_last_validation
+    trainer.parts.evaluate = ctrl_c_in_the_last_validation
     with pytest.raises(TrainingStopped) as e:
         trainer.fit()
     assert e.value.exit_code == 130

@@ -12,9 +12,10 @@ from altgrad_triton.core.model import next_tokens_context
 from altgrad_triton.core.synthesizers import AuthorsSynthesizer
 from altgrad_triton.errors import UserError
 from altgrad_triton.run import metrics as metrics_module
+from altgrad_triton.run.build import segment_plan
 from altgrad_triton.run.checkpoint import layout
 from altgrad_triton.run.checkpoint.checkpointer import Checkpointer
-from altgrad_triton.run.train import Trainer, TrainingStopped, epoch_segments
+from altgrad_triton.run.train import Trainer, TrainingStopped
 from tests.helpers import interrupt_at, tiny_corpus, tiny_recipe
 
 SYNTH = {
@@ -183,7 +184,7 @@ def test_capped_epochs_walk_through_the_split(corpus_dir, tmp_path):
     trainer.train_segment = record
     trainer.fit()
     rows = trainer.parts.train_data.shape[0]
-    assert seen == [s for e in (1, 2, 3) for s, _ in epoch_segments(rows, r, e)]
+    assert seen == [s for e in (1, 2, 3) for s, _ in segment_plan(r).epoch(rows, e)]
     assert len(seen) == 60
     windows = [seen[0:20], seen[20:40], seen[40:60]]
     assert all(w == sorted(w) for w in windows)  # consecutive segments within an epoch

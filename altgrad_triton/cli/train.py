@@ -147,9 +147,12 @@ def body(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: str | None) -> int:
     """Train (or, with ``tag``, resume from that checkpoint) in one process or under torchrun."""
+    from ..probe.per_epoch import EpochProbe
     from ..run import distributed  # torch import deferred so --help and errors stay fast
     from ..run.build import pick_device
     from ..run.train import Trainer, TrainingStopped
+
+    hooks = [EpochProbe(recipe, run_dir)]  # the truncation probe per epoch, if it asks
 
     # checked before joining the process group: every rank fails at once, nothing waits
     distributed.check_divisible(recipe.data.batch_size, distributed.launched_world_size())
@@ -157,7 +160,7 @@ def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: 
 
     ctx = distributed.setup(pick_device(recipe.run.device), timeout)
     if not ctx.enabled:
-        trainer = Trainer(recipe, run_dir)
+        trainer = Trainer(recipe, run_dir, hooks=hooks)
         if tag is not None:
             trainer.restore(tag)
         trainer.fit()
@@ -169,7 +172,7 @@ def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: 
     previous = distributed.install_sigterm_message(ctx, hint)
 
     def fit() -> None:  # the trainer is dropped on return, for teardown to free it
-        trainer = Trainer(recipe, run_dir, dist=ctx)
+        trainer = Trainer(recipe, run_dir, dist=ctx, hooks=hooks)
         if tag is not None:
             trainer.restore(tag)
         trainer.fit()

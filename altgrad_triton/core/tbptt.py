@@ -32,6 +32,12 @@ class SegmentResult:
     stats: SGStats | None  # the synthesizer's fit at this boundary (None if none ran)
     output: Any  # the third thing ``forward`` returned
 
+    def sg_numbers(self) -> list[torch.Tensor]:
+        """The synthesizer's loss, cos and norm ratio as float tensors; none if it did not
+        fit (the numbers a metrics line averages)."""
+        s = self.stats
+        return [] if s is None else [s.loss.float(), s.cos.float(), s.norm_ratio.float()]
+
 
 def segment_step(
     forward: Forward,

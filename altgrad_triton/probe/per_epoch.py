@@ -1,6 +1,7 @@
-"""The truncation probe during training: with ``[probe] every = N`` the trainer runs
-altgrad-probe's measure (``probe_run.probe_lm``) after every N-th epoch's validation and
-appends its record to RUN_DIR/probe.jsonl, so that one run shows how what truncation
+"""The truncation probe during training: with ``[probe] every = N`` this hook of the trainer
+(``run.hooks``; altgrad-train hands it over) runs altgrad-probe's measure
+(``on_run.probe_lm``) after every N-th epoch's validation and appends its record to
+RUN_DIR/probe.jsonl, so that one run shows how what truncation
 discards, and what its synthesizer recovers of it, change as it trains; ``altgrad-report``
 plots it.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -25,34 +26,50 @@ from ..config.recipe import Recipe
 from ..errors import UserError
 from ..files import append_line, trim_epoch_lines
 from ..run.build import Components
+from ..run.hooks import RunHook
 from .on_run import check_boundaries, probe_lm
 from .run_stream import boundary_predictor
 from .truncation import evaluation_mode
 
+if TYPE_CHECKING:
+    from ..run.train import Trainer
+
 FILE = "probe.jsonl"
 
 
-class EpochProbe:
-    """``probe.jsonl`` of one run: which epochs are probed, the measure, the file.
+class EpochProbe(RunHook):
+    """``probe.jsonl`` of one run, as a hook of its trainer: which epochs are probed, the
+    measure, the file. Ranks > 0 write nothing. A recipe that asks for the probe under
+    torchrun, or names a boundary its training split does not reach, is a UserError before
+    training starts."""
 
-    ``writes=False`` (ranks > 0) writes nothing. A recipe that asks for the probe under
-    torchrun (``distributed``), or names a boundary its training split does not reach, is a
-    UserError before training starts."""
+    serves = "probe.every"
 
-    def __init__(
-        self, recipe: Recipe, run_dir: Path, train_rows: int, writes: bool, distributed: bool
-    ):
-        self.recipe, self.path, self.writes = recipe, Path(run_dir) / FILE, writes
-        p, bptt = recipe.probe, recipe.bptt.length
+    def __init__(self, recipe: Recipe, run_dir: Path):
+        self.recipe, self.path, self.writes = recipe, Path(run_dir) / FILE, True
+
+    def attach(self, trainer: Trainer) -> None:
+        p, bptt = self.recipe.probe, self.recipe.bptt.length
+        self.writes = trainer.dist.is_main
         if not p.every:
             return
-        if distributed:
+        if trainer.dist.enabled:
             raise UserError(
                 f"probe.every: the probe runs in one process, not under torchrun; set "
                 f"probe.every=0 and probe the checkpoints with altgrad-probe, got {p.every}"
             )
-        segments = (train_rows - 1) // bptt
+        segments = (trainer.parts.train_data.shape[0] - 1) // bptt
         check_boundaries(list(p.boundaries), segments, bptt, p.max_horizon, "probe.boundaries")
+
+    def after_epoch(self, trainer: Trainer, plan: Any, row: dict) -> None:
+        if self.due(plan.epoch):
+            probed = self.measure(trainer.parts, plan.epoch, plan.mode)
+            trainer.console.print(summary_line(probed), markup=False)
+
+    def resumed(self, trainer: Trainer) -> None:
+        """Drop the lines of epochs the checkpoint resumed from has not finished."""
+        if self.writes:
+            trim_epoch_lines(self.path, trainer.run_state.epoch)
 
     def due(self, epoch: int) -> bool:
         every = self.recipe.probe.every
@@ -82,11 +99,6 @@ class EpochProbe:
         if self.writes:
             append_line(self.path, json.dumps(row))
         return row
-
-    def trim(self, next_epoch: int) -> None:
-        """Drop the lines of epochs the checkpoint resumed from has not finished."""
-        if self.writes:
-            trim_epoch_lines(self.path, next_epoch)
 
 
 def summary_line(row: dict[str, Any]) -> str:

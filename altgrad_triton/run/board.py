@@ -15,9 +15,13 @@ checkpoint does not hold writes them once, not twice, when they come again.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from .hooks import RunHook, SegmentDone
+
+if TYPE_CHECKING:
+    from .train import Trainer
 
 FLUSH_SECONDS = 15
 """How often the event file is flushed: how far behind a live view can be."""
@@ -73,3 +77,36 @@ class Board:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class TensorBoard(RunHook):
+    """The run's ``Board`` (rank 0), open while it trains: ``train/*`` every ``log_every``
+    segments of an epoch, ``epoch/*`` at its last segment, continuing after the segment a
+    resumed run starts from. The global step comes from the segment plan."""
+
+    def __init__(self, log_every: int):
+        self.log_every, self.board = log_every, None
+        self.base = 0  # global segments before the epoch under way
+
+    def attach(self, trainer: Trainer) -> None:
+        require()  # a missing package fails before the data is loaded
+
+    def opened(self, trainer: Trainer) -> None:
+        run, rows = trainer.run_state, trainer.parts.train_data.shape[0]
+        self.base = trainer.parts.segments.steps_before(rows, run.epoch)
+        done = run.sums.segment if run.carried is not None else 0  # inside an epoch
+        self.board = Board(trainer.run_dir, self.base + done + 1)
+
+    def after_segment(self, trainer: Trainer, segment: SegmentDone) -> None:
+        if segment.index % self.log_every == 0:
+            self.board.segment(self.base + segment.index, segment.ce, segment.lr, segment.sg)
+
+    def after_epoch(self, trainer: Trainer, plan: Any, row: dict) -> None:
+        rows = trainer.parts.train_data.shape[0]
+        self.base += len(trainer.parts.segments.epoch(rows, plan.epoch))
+        self.board.epoch(self.base, row)  # at the epoch's last segment
+
+    def closed(self, trainer: Trainer) -> None:
+        if self.board is not None:
+            self.board.close()
+            self.board = None

@@ -19,6 +19,7 @@ import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +31,7 @@ from ..config.names import char_level
 from ..config.recipe import DataConfig, OptimConfig, Recipe, SyntheticConfig
 from ..core.boundary import SyntheticBoundary
 from ..core.carry import join_state
-from ..core.model import Dropouts, RNNLanguageModel
+from ..core.model import Dropouts, RNNLanguageModel, next_tokens_context
 from ..core.schedule import AlternationPlan, CosineWarmRestarts, TrainingPlan
 from ..core.synthesizers import (
     AuthorsSynthesizer,
@@ -43,8 +44,10 @@ from ..core.synthesizers import (
 from ..errors import UserError
 from ..kernels.guard import KernelGuard
 from . import distributed as ddp
+from .evaluation import Evaluation
 from .kernel_check import make_guard
 from .memory import check_memory
+from .segments import SegmentObjective, SegmentPlan
 
 # ---------------------------------------------------------------------------- device
 
@@ -334,9 +337,74 @@ class Components:
     optimizer: torch.optim.Optimizer
     plan: TrainingPlan
     train_data: torch.Tensor  # [steps, this rank's batch columns], on the device
+    segments: SegmentPlan
+    objective: SegmentObjective
+    evaluation: Evaluation
+    settings: RunSettings
     boundary: SyntheticBoundary | None = None
     synth_generator: torch.Generator | None = None
     guard: KernelGuard | None = None  # checks the kernels while the trainer runs (kernel_check)
+
+    def evaluate(self, tokens: torch.Tensor, batch_size: int, dist: ddp.DistContext) -> float:
+        """The model's mean cross-entropy per token over ``tokens`` (``evaluation``)."""
+        return self.evaluation(self.model, tokens, batch_size, self.device, dist)
+
+    def context_at(self, row: int, tokens: int) -> torch.Tensor | None:
+        """The cDNI context of the boundary before ``row`` of the training columns: the
+        embeddings of the next ``tokens`` inputs (``next_tokens_context``); None without."""
+        if self.boundary is None or tokens == 0:
+            return None
+        return next_tokens_context(self.train_data, self.model.embedding.weight, row, tokens)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The recipe's keys that the trainer acts on, read here once and handed over as values."""
+
+    name: str  # run.name
+    epochs: int  # run.epochs: the last epoch
+    log_every: int  # run.log_every: progress and TensorBoard, in segments
+    eval_batch_size: int  # data.eval_batch_size
+    test_batch_size: int  # data.test_batch_size
+    clip: float  # optim.clip
+    context_tokens: int  # synthetic.context_tokens: cDNI's next-token context
+    tensorboard: bool  # run.tensorboard
+    nt_asgd: bool  # optim.name == "nt-asgd"
+    nonmono: int  # optim.nonmono
+    parent: Path | None  # run.parent: the run a fine-tuning starts from
+    asks: dict[str, str]  # key -> the hook from outside run/ that carries it out
+
+
+def run_settings(recipe: Recipe) -> RunSettings:
+    r = recipe
+    return RunSettings(
+        name=r.run.name,
+        epochs=r.run.epochs,
+        log_every=r.run.log_every,
+        eval_batch_size=r.data.eval_batch_size,
+        test_batch_size=r.data.test_batch_size,
+        clip=r.optim.clip,
+        context_tokens=r.synthetic.context_tokens,
+        tensorboard=r.run.tensorboard,
+        nt_asgd=r.optim.name == "nt-asgd",
+        nonmono=r.optim.nonmono,
+        parent=Path(r.run.parent) if r.run.parent else None,
+        asks={"probe.every": "altgrad_triton.probe.per_epoch.EpochProbe(recipe, run_dir)"}
+        if r.probe.every
+        else {},
+    )
+
+
+def segment_plan(recipe: Recipe) -> SegmentPlan:
+    """The training segments of each epoch (``segments.SegmentPlan``)."""
+    b = recipe.bptt
+    return SegmentPlan(b.length, b.random_length, recipe.run.max_batches, recipe.run.seed)
+
+
+def segment_objective(recipe: Recipe, world_size: int = 1) -> SegmentObjective:
+    """One training segment's loss (``segments.SegmentObjective``)."""
+    o = recipe.optim
+    return SegmentObjective(o.ar_alpha, o.tar_beta, recipe.run.dtype, world_size)
 
 
 def build(
@@ -381,6 +449,10 @@ def build(
         optimizer=make_optimizer(recipe.optim, model.parameters(), device),
         plan=training_plan(recipe),
         train_data=ddp.columns(batched, dist).to(device),
+        segments=segment_plan(recipe),
+        objective=segment_objective(recipe, dist.world_size if dist.enabled else 1),
+        evaluation=Evaluation(recipe.bptt.length, recipe.run.dtype, recipe.run.max_eval_batches),
+        settings=run_settings(recipe),
         boundary=boundary,
         synth_generator=synth_generator,
         guard=guard,
@@ -427,3 +499,12 @@ def training_plan(recipe: Recipe) -> TrainingPlan:
             enabled=recipe.synthetic.enabled,
         ),
     )
+
+
+def recipe_corpus(recipe: Recipe, *, offline: bool = False) -> data.Corpus:
+    """The corpus the recipe names, read as training reads it (``read_corpus``), without the
+    batch checks of ``load_corpus``: a trained run's splits (``LoadedRun.split``) and the
+    vocabulary altgrad-tune keys the LM head by. ``offline``: never downloaded, whatever
+    ``data.download`` says (a GPU machine may have no network)."""
+    d = recipe.data
+    return read_corpus(dataclasses.replace(d, download=False) if offline else d)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -83,3 +84,32 @@ def evaluate(
         (ddp.all_reduce_sum if shared else ddp.broadcast)(both, dist)
         total, count = both[0], int(both[1].item())
     return float(total) / max(count, 1)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How a run evaluates (handed out by the builders): ``evaluate`` with the run's segment
+    length, compute dtype and cap on segments."""
+
+    bptt: int  # bptt.length
+    dtype: str  # run.dtype
+    max_segments: int  # run.max_eval_batches: 0 = the whole split
+
+    def __call__(
+        self,
+        model: RNNLanguageModel,
+        tokens: torch.Tensor,
+        batch_size: int,
+        device: torch.device,
+        dist: ddp.DistContext = ddp.SINGLE,
+    ) -> float:
+        return evaluate(
+            model,
+            tokens,
+            batch_size,
+            self.bptt,
+            device=device,
+            dtype=self.dtype,
+            max_segments=self.max_segments,
+            dist=dist,
+        )

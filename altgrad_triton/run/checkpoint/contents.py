@@ -44,6 +44,11 @@ class RunState:
     val_losses: list[float] = field(default_factory=list)  # every epoch's, for NT-ASGD
     averaging_since: int | None = None  # NT-ASGD: the epoch after which averaging began
 
+    def position(self) -> str:
+        """Where a resumed run continues: ``epoch E`` or ``epoch E, after segment S``."""
+        inside = f", after segment {self.sums.segment}" if self.carried is not None else ""
+        return f"epoch {self.epoch}{inside}"
+
     def state_dict(self) -> dict[str, Any]:
         carried = None if self.carried is None else [t.detach().cpu() for t in self.carried]
         return {
