@@ -11,7 +11,8 @@ Data-parallel on several GPUs or machines: start it with torchrun, e.g.
     torchrun --nproc-per-node 4 -m altgrad_triton.cli.train recipes/wt2.toml
 
 Each rank trains data.batch_size / world-size columns of the batch (see
-``altgrad_triton/distributed.py``); rank 0 alone prints and writes the run directory.
+``run/distributed.py``; the failure policy is ``run/launch.py``); rank 0 alone prints and
+writes the run directory.
 
 The writer holds the run directory for the whole run (``rundir.claim``: a lock, which also
 proves it writable before any data is loaded); a fresh start refuses a directory that
@@ -21,18 +22,14 @@ holds a run, and takes over one that a run left without a complete checkpoint.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from ..config import recipe as recipes
 from ..errors import UserError
 from ..run import folder as rundir
-from ..run.checkpoint import layout
 from .common import CommandParser, run_main, with_version
 
 
@@ -146,68 +143,12 @@ def body(argv: list[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: str | None) -> int:
-    """Train (or, with ``tag``, resume from that checkpoint) in one process or under torchrun."""
-    from ..probe.per_epoch import EpochProbe
-    from ..run import distributed  # torch import deferred so --help and errors stay fast
-    from ..run.build import pick_device
-    from ..run.train import Trainer, TrainingStopped
+    """Train (or, with ``tag``, resume from that checkpoint): ``run.launch``, with the
+    truncation probe per epoch as a hook (it does nothing unless the recipe asks)."""
+    from ..probe.per_epoch import EpochProbe  # torch import deferred: --help stays fast
+    from ..run.launch import launch
 
-    hooks = [EpochProbe(recipe, run_dir)]  # the truncation probe per epoch, if it asks
-
-    # checked before joining the process group: every rank fails at once, nothing waits
-    distributed.check_divisible(recipe.data.batch_size, distributed.launched_world_size())
-    timeout = distributed.timeout_seconds(args.dist_timeout)
-
-    ctx = distributed.setup(pick_device(recipe.run.device), timeout)
-    if not ctx.enabled:
-        trainer = Trainer(recipe, run_dir, hooks=hooks)
-        if tag is not None:
-            trainer.restore(tag)
-        trainer.fit()
-        return 0
-    hint = (
-        f"The last complete checkpoint is in {layout.directory(run_dir, 'last')}; continue "
-        f"with: torchrun ... -m altgrad_triton.cli.train --resume {run_dir}"
-    )
-    previous = distributed.install_sigterm_message(ctx, hint)
-
-    def fit() -> None:  # the trainer is dropped on return, for teardown to free it
-        trainer = Trainer(recipe, run_dir, dist=ctx, hooks=hooks)
-        if tag is not None:
-            trainer.restore(tag)
-        trainer.fit()
-
-    try:
-        fit()
-    except TrainingStopped as e:
-        # every rank stopped after the same segment (a stop request, saved, or a
-        # non-finite loss): they leave the group together as after a finished run, and
-        # rank 0 alone says why
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        e.__traceback__ = None  # its frames hold the trainer, which teardown must free
-        with contextlib.suppress(RuntimeError):  # a rank already gone: still say why
-            distributed.teardown()
-        if ctx.rank > 0:
-            return e.exit_code
-        raise
-    except BaseException as e:
-        # on the way out with a message of our own: torchrun's SIGTERM adds nothing now
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if isinstance(e, distributed.PeerFailure):
-            raise
-        if isinstance(e, UserError):
-            raise _on_rank(e, ctx) from None
-        if isinstance(e, RuntimeError) and distributed.is_comm_failure(e):
-            raise distributed.peer_failure(e, ctx, hint) from None
-        raise
-    signal.signal(signal.SIGTERM, previous)
-    distributed.teardown()
-    return 0
-
-
-def _on_rank(error: UserError, ctx: Any) -> UserError:
-    """The same error, its message naming the rank that raised it."""
-    return UserError(f"rank {ctx.rank}: {error}", exit_code=error.exit_code, label=error.label)
+    return launch(recipe, run_dir, tag, args.dist_timeout, hooks=[EpochProbe(recipe, run_dir)])
 
 
 def main(argv: list[str] | None = None) -> int:
