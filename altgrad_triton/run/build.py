@@ -52,6 +52,16 @@ from .segments import SegmentObjective, SegmentPlan
 # ---------------------------------------------------------------------------- device
 
 
+def launch_device(recipe: Recipe) -> torch.device:
+    """The device a training process starts on (``run.device``)."""
+    return pick_device(recipe.run.device)
+
+
+def launch_world(recipe: Recipe, world_size: int) -> None:
+    """A one-line error unless ``data.batch_size`` splits evenly over ``world_size`` ranks."""
+    ddp.check_divisible(recipe.data.batch_size, world_size)
+
+
 def pick_device(name: str, key: str = "run.device") -> torch.device:
     """``run.device`` (or the option ``key``): auto (CUDA when there is one), cpu or cuda."""
     if name == "cuda" and not torch.cuda.is_available():
