@@ -95,6 +95,9 @@ def test_config_check():
         horizon.HorizonConfig(truncation=0).check()
     with pytest.raises(UserError, match="method"):
         horizon.HorizonConfig(method="dni").check()
+    # the recipe's own rules (config.recipe.field_problems): non-finite numbers are refused
+    with pytest.raises(UserError, match="threshold: must be a finite number, got inf"):
+        horizon.HorizonConfig(threshold=float("inf")).check()
 
 
 def test_table():

@@ -374,6 +374,20 @@ def _check_value(key: str, value: Any, tp: Any, meta: dict) -> tuple[Any, list[s
     return value, []
 
 
+def field_problems(settings: Any, prefix: str = "") -> list[str]:
+    """Every field of the dataclass ``settings`` checked against its type and the bounds of
+    its ``opt()`` declaration: the recipe's rules, for settings made in code (the horizon
+    experiment's) rather than read from TOML."""
+    hints = typing.get_type_hints(type(settings))
+    problems = []
+    for f in dataclasses.fields(settings):
+        _, found = _check_value(
+            f"{prefix}{f.name}", getattr(settings, f.name), hints[f.name], f.metadata
+        )
+        problems += found
+    return problems
+
+
 def _build(cls: type, data: dict, prefix: str, problems: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config.recipe import SyntheticConfig
+from ..config.recipe import SyntheticConfig, field_problems, opt
 from ..core.boundary import SyntheticBoundary
 from ..core.cells import LSTM
 from ..core.tbptt import segment_step
@@ -59,38 +59,25 @@ VOCAB = len(COPY_VOCABULARY)
 class HorizonConfig:
     """One run of the horizon experiment (every knob; the CLI exposes most of them)."""
 
-    task: Literal["copy", "repeat-copy"] = "copy"
-    method: Literal["bptt", "sg"] = "bptt"
-    truncation: int = 4
-    seed: int = 0
-    hidden: int = 64
-    batch_size: int = 32
-    lr: float = 3e-3
-    clip: float = 1.0
-    budget: int = 20_000  # stream steps per batch column
-    threshold: float = 0.15  # bits per output that pass a level
-    window: int = 400  # stream steps the error is averaged over before a level can pass
-    synthesizer: Literal["linear", "mlp"] = "linear"
-    synth_hidden: int = 128
-    scale: float = 0.3  # 1.0 diverged in probes (docs/results.md)
-    synth_lr: float = 1e-4
+    task: Literal["copy", "repeat-copy"] = opt("copy", "the task")
+    method: Literal["bptt", "sg"] = opt("bptt", "real gradients only, or synthetic ones too")
+    truncation: int = opt(4, "segment length T", ge=1)
+    seed: int = opt(0, "random seed")
+    hidden: int = opt(64, "LSTM units", ge=1)
+    batch_size: int = opt(32, "batch columns", ge=1)
+    lr: float = opt(3e-3, "Adam's learning rate", gt=0)
+    clip: float = opt(1.0, "gradient-norm clip", ge=0)
+    budget: int = opt(20_000, "stream steps per batch column", ge=1)
+    threshold: float = opt(0.15, "bits per output that pass a level", gt=0)
+    window: int = opt(400, "stream steps averaged before a level can pass", ge=1)
+    synthesizer: Literal["linear", "mlp"] = opt("linear", "the synthesizer")
+    synth_hidden: int = opt(128, "the MLP synthesizer's units", ge=1)
+    scale: float = opt(0.3, "synthetic-gradient scale (1.0 diverged: docs/results.md)", ge=0)
+    synth_lr: float = opt(1e-4, "the synthesizer's learning rate", gt=0)
 
     def check(self) -> None:
-        problems = []
-        if self.task not in TASKS:
-            problems.append(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        if self.method not in METHODS:
-            problems.append(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.synthesizer not in ("linear", "mlp"):
-            problems.append(f"synthesizer must be linear or mlp, got {self.synthesizer!r}")
-        for name in ("truncation", "hidden", "batch_size", "budget", "window", "synth_hidden"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "threshold", "synth_lr"):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.scale < 0 or self.clip < 0:
-            problems.append("scale and clip must be >= 0")
+        """The recipe's rules (types, choices, bounds) on every field, as one line."""
+        problems = field_problems(self)
         if problems:
             raise UserError("horizon: " + "; ".join(problems))
 
