@@ -54,6 +54,7 @@ SETTINGS = {
 WALL_CLOCK = {"seconds", "tokens_per_s", "tok_s", "started", "finished", "date", "time"}
 MASKS = [  # what depends on the machine and the moment, not on the code
     (re.compile(r"warning: this machine is busy[^\n]*\n"), ""),
+    (re.compile(r"\| [\d.]+ \|\n"), "| N |\n"),  # altgrad-report's last column: train time
     (re.compile(r"[\d,]+(\.\d+)? tok/s"), "N tok/s"),
     (re.compile(r"eta \S+"), "eta N"),
     (re.compile(r"\b\d+(\.\d+)? ?(s|ms|min|h)\b"), "N s"),

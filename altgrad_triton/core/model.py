@@ -9,6 +9,7 @@ recipe becomes one in ``build.build_model``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -214,6 +215,45 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     bf16 autocast on CUDA, a no-op otherwise (the CPU always computes in float32)."""
     enabled = device.type == "cuda" and dtype == "bfloat16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@dataclass(frozen=True)
+class SegmentObjective:
+    """One segment's forward pass and loss: ``(loss, output, cross-entropy)``; the loss is
+    cross-entropy plus AR/TAR under the compute dtype, divided by the ranks whose gradients
+    DDP sums. Training, evaluation (no AR/TAR) and the truncation probe all call it."""
+
+    ar_alpha: float  # optim.ar_alpha: activation regularisation
+    tar_beta: float  # optim.tar_beta: temporal activation regularisation
+    dtype: str  # run.dtype: "float32" or "bfloat16" (autocast on CUDA)
+    world_size: int = 1  # ranks whose gradients DDP sums
+
+    def __call__(
+        self,
+        net: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        state: State,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, LMOutput, torch.Tensor]:
+        with autocast(device, self.dtype):
+            out = net(inputs, state)  # the model, or its DDP wrapper
+            loss, ce = lm_loss(out, targets, self.ar_alpha, self.tar_beta)
+        if self.world_size > 1:  # this rank's share of the global mean
+            loss = loss / self.world_size
+        return loss, out, ce
+
+    def for_step(
+        self, net: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, device: torch.device
+    ) -> Callable[[State], tuple[torch.Tensor, State, torch.Tensor]]:
+        """The segment as ``tbptt.segment_step``'s ``forward(state) -> (loss, final state,
+        cross-entropy)``."""
+
+        def forward(state: State) -> tuple[torch.Tensor, State, torch.Tensor]:
+            loss, out, ce = self(net, inputs, targets, state, device)
+            return loss, out.state, ce
+
+        return forward
 
 
 def next_tokens_context(

@@ -32,7 +32,7 @@ from torch import nn
 
 from .. import data
 from ..core.carry import Carry, State, join_state
-from ..core.model import RNNLanguageModel, lm_loss
+from ..core.model import RNNLanguageModel, SegmentObjective
 
 SegmentLoss = Callable[[int, State], tuple[torch.Tensor, State]]
 """``segment_loss(j, s_j) -> (L_j, s_{j+1})``: segment j's loss and final state, in a graph."""
@@ -313,12 +313,12 @@ def lm_segment_loss(
     tar_beta: float = 0.0,
 ) -> SegmentLoss:
     """Segment j of ``tokens`` [steps, B]: rows j*bptt .. (j+1)*bptt, with the training loss
-    (cross-entropy + AR/TAR) that the trainer backpropagates."""
+    (cross-entropy + AR/TAR, ``SegmentObjective``) that the trainer backpropagates, in fp32."""
+    objective = SegmentObjective(ar_alpha, tar_beta, "float32")
 
     def segment(j: int, state: State) -> tuple[torch.Tensor, State]:
         inputs, targets = data.get_segment(tokens, j * bptt, bptt)
-        out = model(inputs, state)
-        loss, _ = lm_loss(out, targets, ar_alpha, tar_beta)
+        loss, out, _ = objective(model, inputs, targets, state, tokens.device)
         return loss, out.state
 
     return segment

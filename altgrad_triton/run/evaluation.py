@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import data
-from ..core.model import RNNLanguageModel, autocast, lm_loss
+from ..core.model import RNNLanguageModel, SegmentObjective, autocast
 from ..core.pointer import PointerCache
 from ..progress import EpochProgress, ProgressOption, open_progress
 from . import distributed as ddp
@@ -51,6 +51,7 @@ def evaluate(
     bar per segment, under ``title``, or a call ``progress(done, total)``).
     """
     model.eval()
+    objective = SegmentObjective(0.0, 0.0, dtype)  # cross-entropy alone
     source = data.batchify(tokens, batch_size)
     shared = dist.enabled and batch_size % dist.world_size == 0
     if shared:
@@ -69,11 +70,12 @@ def evaluate(
     with bar or contextlib.nullcontext():
         for done, (start, seq_len) in enumerate(segments, 1):
             inputs, targets = data.get_segment(source, start, seq_len)
-            with autocast(device, dtype):
-                out = model(inputs, state)
-                if pointer is None:
-                    total += lm_loss(out, targets)[1].double() * targets.numel()
-                else:
+            if pointer is None:
+                _, out, ce = objective(model, inputs, targets, state, device)
+                total += ce.double() * targets.numel()
+            else:  # the cache's probabilities under the same autocast as the model's
+                with autocast(device, dtype):
+                    out = model(inputs, state)
                     total += pointer.token_nll(out, targets).double().sum()
             state = out.state
             count += targets.numel()

@@ -7,9 +7,8 @@ resume read ``bptt`` from one place, and the trainer never looks into a recipe.
   drawn from a generator seeded by the run's seed and the epoch (the same on every rank and
   after a resume), a window of ``max_segments`` consecutive ones when the run is capped, and
   each segment's learning rate (scaled by length / bptt for random lengths).
-* ``SegmentObjective``: one segment's forward pass and training loss: cross-entropy plus
-  AR/TAR, under the run's compute dtype, divided by the ranks under torchrun (DDP sums
-  gradients).
+* ``SegmentObjective`` (``core.model``): one segment's forward pass and loss, the same for
+  training, evaluation and the probe.
 """
 
 from __future__ import annotations
@@ -17,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from .. import data
-from ..core.carry import State
-from ..core.model import autocast, lm_loss
+from ..core.model import SegmentObjective
+
+__all__ = ["SegmentObjective", "SegmentPlan"]
 
 
 @dataclass(frozen=True)
@@ -52,28 +51,3 @@ class SegmentPlan:
     def lr(self, epoch_lr: float, seq_len: int) -> float:
         """A segment's learning rate: the epoch's, scaled by len/bptt for random lengths."""
         return epoch_lr * seq_len / self.length if self.random_length else epoch_lr
-
-
-@dataclass(frozen=True)
-class SegmentObjective:
-    """One training segment's loss: ``(loss, final state, cross-entropy)``."""
-
-    ar_alpha: float  # optim.ar_alpha: activation regularisation
-    tar_beta: float  # optim.tar_beta: temporal activation regularisation
-    dtype: str  # run.dtype: "float32" or "bfloat16" (autocast on CUDA)
-    world_size: int = 1  # ranks whose gradients DDP sums
-
-    def __call__(
-        self,
-        net: nn.Module,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        state: State,
-        device: torch.device,
-    ) -> tuple[torch.Tensor, State, torch.Tensor]:
-        with autocast(device, self.dtype):
-            out = net(inputs, state)  # the model, or its DDP wrapper
-            loss, ce = lm_loss(out, targets, self.ar_alpha, self.tar_beta)
-        if self.world_size > 1:  # this rank's share of the global mean
-            loss = loss / self.world_size
-        return loss, out.state, ce

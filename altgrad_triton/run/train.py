@@ -162,7 +162,7 @@ class Trainer:
         inputs, targets = data.get_segment(p.train_data, start, seq_len)
         set_hyperparameters(p.optimizer, lr=p.segments.lr(plan.lr, seq_len))
         step = segment_step(
-            lambda state: p.objective(p.net, inputs, targets, state, p.device),
+            p.objective.for_step(p.net, inputs, targets, p.device),
             self.run_state.carried,
             p.optimizer,
             boundary=p.boundary,
