@@ -1,9 +1,11 @@
 """Triton kernels and their PyTorch references (installed as ``altgrad_triton.kernels``).
 
-One module per kernel family; each pairs ``@triton.jit`` kernels with a plain PyTorch
-reference that is both the CPU path and the test oracle, and exposes one public function
-that takes ``backend="auto" | "torch" | "triton"`` (see ``_dispatch``). Nothing here
-imports from the rest of the package.
+One module per kernel family (``lstm``, grown past one file, is a subpackage with the same
+sections); each pairs ``@triton.jit`` kernels with a plain PyTorch reference that is both
+the CPU path and the test oracle, and exposes one public function that takes
+``backend="auto" | "torch" | "triton"`` (see ``_dispatch``). What several families share
+is in ``_common`` (and ``_scan``, the linear-scan combine functions). Nothing here imports
+from the rest of the package.
 
 The public functions exported here go through the kernel guard (``guard``): while a run
 has one active, a family is checked against its reference on the device the first time it

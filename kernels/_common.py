@@ -2,8 +2,9 @@
 launch rule, the launch options the installed Triton supports, the ticket counters of
 last-arriver reductions and programmatic dependent launch (PDL) where it exists.
 
-Each family file keeps its own kernels, configs and autograd function; the pieces below
-were repeated in each of them before, with small drifts in wording and behaviour.
+Each family keeps its own kernels, configs and autograd function; the pieces below were
+repeated in each of them before, with small drifts in wording and behaviour. The scan
+families' combine functions are in ``_scan``.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ pairs and walk time in order, so with one batch row the whole N-step scan would 
 one or two programs, 109k steps one after another on one SM at the paper's shape (B = 20,
 D = 5,450, U = 50); and its gates cannot express zoneout (f = 0 needs F = +inf; the eval
 scale 1 - p is no sigmoid of anything). What it does share is reused: the scan's
-combine functions (``_compose``, ``_compose_keep_prev``, whose "map before the last step"
-gives c_{n-1} and w_{n+1} without shifting a tile) and the checkpoint-free recompute of c
-in the backward.
+combine functions (``_scan``'s ``_compose`` and ``_compose_keep_prev``, whose "map before
+the last step" gives c_{n-1} and w_{n+1} without shifting a tile) and the checkpoint-free
+recompute of c in the backward.
 
 Design (reduce, carry, fix-up): N is cut into blocks of BLOCK_N rows; a program owns one
 block and BLOCK_U units.
@@ -58,7 +58,7 @@ import triton.language as tl
 from . import arch, tuning
 from ._common import check_tensor, sigmoid, tanh
 from ._dispatch import use_triton
-from .fo_pooling import _compose, _compose_keep_prev
+from ._scan import _compose, _compose_keep_prev
 
 # --------------------------------------------------------------------------- kernels
 

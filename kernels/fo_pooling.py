@@ -22,7 +22,7 @@ the forward saved at the chunk's start (a checkpoint every CHUNK steps: no c seq
 division by f), then runs the reverse scan of the gradient that reaches c_{t-1} through
 step t, w_t = f_t (d_t + w_{t+1}) with d_t = dh_t o_t and w_T = dL/dc_T. Both scans also
 carry "everything but the last step" so that c_{t-1} and w_{t+1} come out of the same scan
-without shifting a tile (see :func:`_compose_keep_prev`). Then g_t = d_t + w_{t+1} and
+without shifting a tile (see ``_scan._compose_keep_prev``). Then g_t = d_t + w_{t+1} and
 
     dZ = g (1 - f) (1 - z^2),  dF = g (c_{t-1} - z) f (1 - f),  dO = dh c_t o (1 - o),
     dc0 = w_0.
@@ -43,25 +43,9 @@ import triton.language as tl
 from . import arch, tuning
 from ._common import check_tensor, launch, sigmoid, tanh
 from ._dispatch import use_triton
+from ._scan import _compose, _compose_keep_prev
 
 # --------------------------------------------------------------------------- kernels
-
-
-@triton.jit
-def _compose(a1, b1, a2, b2):
-    """Two steps of x -> a x + b, the earlier (a1, b1) applied first."""
-    return a1 * a2, a2 * b1 + b2
-
-
-@triton.jit
-def _compose_keep_prev(a1, b1, p1, q1, a2, b2, p2, q2):
-    """Compose two segments of steps, each (a, b) for the whole segment and (p, q) for the
-    segment without its last step (a single step's is the identity (1, 0)).
-
-    The segment-without-its-last-step of L then R is L then (R without its last step), so
-    this is associative, and an inclusive scan yields at each position both the map up to
-    and including it and the map up to the step before: c_t and c_{t-1}, in one scan."""
-    return a1 * a2, a2 * b1 + b2, a1 * p2, p2 * b1 + q2
 
 
 @triton.heuristics(

@@ -21,7 +21,6 @@ import warnings
 
 import pytest
 import torch
-from altgrad_triton.kernels import lstm as lstm_module
 from altgrad_triton.kernels import tuning
 from altgrad_triton.kernels._common import pdl_unavailable
 from altgrad_triton.kernels.lstm import (
@@ -35,6 +34,7 @@ from altgrad_triton.kernels.lstm import (
     lstm_segment_reference,
     lstm_workspace,
 )
+from altgrad_triton.kernels.lstm import launch as lstm_launch
 
 TOL = {  # dtype -> (forward (atol, rtol), gradient (atol, rtol))
     torch.float32: ((1e-5, 1e-5), (1e-5, 1e-4)),
@@ -115,15 +115,16 @@ def _compare(batch, steps, hidden, dtype, **kw):
 
 @pytest.fixture
 def graph_runs(monkeypatch):
-    """Records each graph-mode run: (steps after the first, steps per chunk)."""
+    """Records each graph-mode run: (steps after the first, steps per chunk). Patched in
+    ``lstm.launch``, where ``_run_steps`` looks it up."""
     runs = []
-    real = lstm_module._run_graph
+    real = lstm_launch._run_graph
 
     def spy(stepper, device, start, rest, sign, noop, pdl, graph_steps):
         runs.append((rest, graph_steps))
         return real(stepper, device, start, rest, sign, noop, pdl, graph_steps)
 
-    monkeypatch.setattr(lstm_module, "_run_graph", spy)
+    monkeypatch.setattr(lstm_launch, "_run_graph", spy)
     return runs
 
 

@@ -16,9 +16,10 @@ Under the CPU interpreter programs run one after another, so the ticket protocol
   reference (Triton issue #4362 is an open bug in reverse scans with this combine).
 
 Kernel hooks these tests would want but the kernels lack (so they work around them): a
-per-step callback in ``lstm._run_steps`` (the stress runs one-step segments to get between
-launches, so the backward's two launches per call -- step 0 and the dh0 step -- share one
-fill) and a public way to make a stepper fail (the injection patches ``lstm._Stepper``).
+per-step callback in ``lstm.launch._run_steps`` (the stress runs one-step segments to get
+between launches, so the backward's two launches per call -- step 0 and the dh0 step --
+share one fill) and a public way to make a stepper fail (the injection patches
+``lstm._Stepper``).
 
 Every config is forced, to keep compiles few: about 30 kernels in all, most of them the
 26 fo_pool candidates.
