@@ -74,9 +74,16 @@ def test_every_package_folder_is_declared_so_that_it_ships():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(setuptools["packages"])
     where = {name: ROOT / folder for name, folder in setuptools["package-dir"].items()}
-    found = {
-        ".".join(["altgrad_triton", *init.parent.relative_to(where["altgrad_triton"]).parts])
-        for init in where["altgrad_triton"].rglob("__init__.py")
+    found = {  # every mapped folder's subpackages too (kernels/lstm/ under kernels/)
+        ".".join([name, *init.parent.relative_to(folder).parts])
+        for name, folder in where.items()
+        for init in folder.rglob("__init__.py")
     }
     assert found <= listed, f"not in [tool.setuptools].packages: {sorted(found - listed)}"
-    assert all((where.get(name) or ROOT / name.replace(".", "/")).is_dir() for name in listed)
+
+    def folder(name: str) -> Path:
+        """Where setuptools looks for ``name``: under the longest mapped prefix."""
+        mapped = max((m for m in where if name == m or name.startswith(m + ".")), key=len)
+        return where[mapped].joinpath(*name[len(mapped) :].split(".")[1:])
+
+    assert all(folder(name).is_dir() for name in listed)
