@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError, one_line
+from ..run.values import training_shape
 from .families import Shapes
 from .measure import Budget, Env, Row, free_memory
 
@@ -107,16 +108,16 @@ class TrainSlice:
             "run.max_batches=1",
         ]
         self.recipe = recipes.load(recipe_path, over)
-        r = self.recipe
-        per_segment = int(r.bptt.length * 1.3) + 30
-        corpus = random_corpus(vocab_size, r.data.batch_size * (segments * per_segment + 8))
+        self.shape = shape = training_shape(self.recipe)
+        per_segment = int(shape.bptt * 1.3) + 30
+        corpus = random_corpus(vocab_size, shape.batch_size * (segments * per_segment + 8))
         self.console = Console(file=io.StringIO())
         # the stored tuning winners are the command's to apply (or not: --no-stored-winners)
         self.trainer = Trainer(
-            r, run_dir / "run", console=self.console, corpus=corpus, tuned_configs=False
+            self.recipe, run_dir / "run", console=self.console, corpus=corpus, tuned_configs=False
         )
         plan = self.trainer.parts.plan(1)
-        if r.synthetic.enabled and mode == "synthetic":
+        if self.trainer.parts.boundary is not None and mode == "synthetic":
             plan = dataclasses.replace(plan, mode="synthetic")
         self.plan = plan
         self.env = env
@@ -125,9 +126,7 @@ class TrainSlice:
     def run(self, segments: int) -> tuple[int, int, float, float]:
         """Train ``segments`` segments; (tokens, segments, seconds, mean loss)."""
         t = self.trainer
-        t.recipe = dataclasses.replace(
-            self.recipe, run=dataclasses.replace(self.recipe.run, max_batches=segments)
-        )
+        t.parts.segments = dataclasses.replace(t.parts.segments, max_segments=segments)
         self.env.sync()
         t0 = time.perf_counter()
         sums = t.train_epoch(self.plan)
@@ -169,7 +168,7 @@ def e2e_rows(env: Env, args, shapes: Shapes, budget: Budget) -> list[Row]:
     rows: list[Row] = []
     for label, path, dtypes in shapes.e2e_models:
         backends = ["triton", "torch"] if env.gpu else ["torch"]
-        if env.gpu and recipes.load(path).model.cell == "lstm":
+        if env.gpu and training_shape(recipes.load(path)).cell == "lstm":
             backends.append("cudnn")  # what a user would pick instead of our LSTM kernel
         for dt in dtypes:
             group: list[Row] = []
@@ -224,8 +223,7 @@ def check_cost(env: Env, recipe_path: Path, overrides: Sequence[str], backend: s
             _, _, plain, _ = s.run(1)
             with guarding(make_guard("auto", True, s.console)):
                 _, _, checked, _ = s.run(1)
-            r = s.recipe
-            segments = WT2_TRAIN_TOKENS // (r.data.batch_size * r.bptt.length)
+            segments = WT2_TRAIN_TOKENS // (s.shape.batch_size * s.shape.bptt)
             return checked, plain, segments
         finally:
             s.close()

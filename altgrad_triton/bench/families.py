@@ -95,7 +95,7 @@ class Shapes:
 def plan_shapes(env: Env, quick: bool, args) -> Shapes:
     """The paper's shapes on a GPU (fewer under ``quick``); tiny ones in CPU reference mode."""
     from ..config import recipe as recipes
-    from ..tune import shapes_from_recipe
+    from ..run.shapes import shapes_from_recipe
 
     if not env.gpu:
         return Shapes(
@@ -107,11 +107,9 @@ def plan_shapes(env: Env, quick: bool, args) -> Shapes:
                         ("tiny lstm", args.lstm_recipe, ["float32"])],
             e2e_warm=2, e2e_measure=3,
         )  # fmt: skip
-    state = []
-    for label, path in (("wt2 qrnn", args.qrnn_recipe), ("wt2 lstm", args.lstm_recipe)):
-        s = shapes_from_recipe(recipes.load(path))
-        state.append((label, s.batch, s.state_size))
-    units = recipes.load(args.qrnn_recipe).synthetic.hidden
+    qrnn, lstm = (shapes_from_recipe(recipes.load(p)) for p in (args.qrnn_recipe, args.lstm_recipe))
+    state = [("wt2 qrnn", qrnn.batch, qrnn.state_size), ("wt2 lstm", lstm.batch, lstm.state_size)]
+    units = qrnn.synth_hidden
     if quick:
         return Shapes(
             fo_pool=[(20, 200, 1550), (20, 200, 400)], fo_pool_dtypes=["bfloat16", "float32"],

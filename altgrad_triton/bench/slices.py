@@ -15,15 +15,16 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..files import read_jsonl
+from ..run.folder import RunFolder
 from .measure import Row
 
 
 def slice_row(run_dir: str | Path) -> Row:
     """One run folder as a row: provider = ``run.backend``, metric = last epoch's tokens/s."""
-    run_dir = Path(run_dir)
-    recipe_file, metrics = run_dir / "recipe.toml", run_dir / "metrics.jsonl"
+    run_dir, folder = Path(run_dir), RunFolder(run_dir)
+    recipe_file, metrics = folder.recipe, folder.metrics
     if not recipe_file.exists() or not metrics.exists():
-        raise UserError(f"{run_dir}: not a run folder (needs recipe.toml and metrics.jsonl)")
+        raise UserError(f"{run_dir}: not a run folder (needs {folder.RECIPE} and {folder.METRICS})")
     try:
         recipe = tomllib.loads(recipe_file.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -78,8 +78,8 @@ def _shapes(recipe, name: str, device):
     """The recipe's shapes on a GPU (its corpus's vocabulary when the corpus is on this
     machine), the small ones under the interpreter; and the device's description."""
     from ..kernels.guard import device_name
+    from ..run.shapes import recipe_vocabulary, shapes_from_recipe
     from ..tune import doctor
-    from ..tune.jobs import recipe_vocabulary, shapes_from_recipe
 
     if device.type != "cuda":
         return doctor.SMALL, f"{device_name(device)}, small shapes"

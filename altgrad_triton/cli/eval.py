@@ -77,7 +77,7 @@ def body(argv: list[str] | None = None) -> int:
     console = Console(stderr=True, highlight=False) if args.json else make_console()
     batch_size = args.batch_size
     if batch_size is None:
-        batch_size = run.recipe.data.eval_batch_size if source == "valid split" else 1
+        batch_size = run.values.eval_batch_size if source == "valid split" else 1
     score = run.score(
         tokens,
         batch_size=batch_size,
@@ -141,7 +141,7 @@ def _pointer(run: Any, args: argparse.Namespace) -> Any:
         return None
     from ..core.pointer import published_settings
 
-    default = published_settings(run.recipe.data.corpus)
+    default = published_settings(run.values.corpus)
     return dataclasses.replace(default, **{k: v for k, v in given.items() if v is not None})
 
 

@@ -118,6 +118,7 @@ def body(argv: list[str] | None = None) -> int:
     from ..files import write_text_atomic
     from ..probe.on_run import probe_run
     from ..progress import make_console
+    from ..run.folder import RunFolder
 
     if (args.fit_segments or args.fit_set) and not args.fit:
         flag = "--fit-segments" if args.fit_segments else "--fit-set"
@@ -137,7 +138,7 @@ def body(argv: list[str] | None = None) -> int:
         fit_settings=args.fit_set,
         console=console,
     )
-    out = Path(args.out) if args.out else Path(args.run_dir) / f"probe-{args.split}.json"
+    out = Path(args.out) if args.out else RunFolder(args.run_dir).probe(args.split)
     write_text_atomic(out, json.dumps(report, indent=2))
     for table in tables(report):
         console.print(table)

@@ -40,6 +40,7 @@ def body(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
     from ..experiments import suite
     from ..report import write_report
+    from ..run.folder import RunFolder
 
     runs = suite.plan(args.folder, args.seeds, args.out, args.overrides, args.only)
     print(suite.describe(runs), flush=True)
@@ -48,7 +49,7 @@ def body(argv: list[str] | None = None) -> int:
     failed = suite.execute(runs, echo=lambda s: print(s, flush=True))
     if not args.no_report:
         out = Path(args.out)
-        present = [r.run_dir for r in runs if (r.run_dir / "metrics.jsonl").exists()]
+        present = [r.run_dir for r in runs if RunFolder(r.run_dir).metrics.exists()]
         if present:
             notes: list[str] = []
             md, plots, note = write_report(

@@ -40,6 +40,7 @@ from ..config import recipe as recipes
 from ..config.names import seeded_name
 from ..errors import UserError
 from ..run import folder as rundir
+from ..run.values import run_folder
 
 
 @dataclass(frozen=True)
@@ -108,16 +109,17 @@ def plan(
     names: dict[str, Path] = {}
     for path in find_recipes(folder):
         base = recipes.load(path, overrides)  # validates: a typo fails before any training
-        if base.run.name in names:
+        base_name = run_folder(base).name
+        if base_name in names:
             raise UserError(
-                f"{path}: run.name {base.run.name!r} is also the name of "
-                f"{names[base.run.name]}; give each recipe its own run.name"
+                f"{path}: run.name {base_name!r} is also the name of "
+                f"{names[base_name]}; give each recipe its own run.name"
             )
-        names[base.run.name] = path
-        if only and not fnmatch.fnmatchcase(base.run.name, only):
+        names[base_name] = path
+        if only and not fnmatch.fnmatchcase(base_name, only):
             continue
         for seed in seeds:
-            name = seeded_name(base.run.name, seed)
+            name = seeded_name(base_name, seed)
             extra = (*overrides, f"run.name={name}", f"run.seed={seed}", f"run.out_dir={out}")
             recipes.load(path, extra)
             runs.append(PlannedRun(path, name, seed, out / name, tuple(extra)))

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, get_args, get_type_hints
 
 import torch
@@ -36,6 +37,7 @@ from ..errors import UserError
 from ..progress import EpochProgress, silent_console
 from ..run.build import build_synthesizer
 from ..run.inference import LoadedRun
+from ..run.values import RunValues, run_values
 from .run_stream import boundary_predictor, stream_tokens
 from .truncation import SynthesizerPredictor, evaluation_mode, lm_segment_loss
 
@@ -111,12 +113,17 @@ class Fitted:
     zero_losses: list[float] = field(default_factory=list)  # what g_hat = 0 would score
     cos: list[float] = field(default_factory=list)
 
+    @cached_property
+    def values(self) -> RunValues:
+        """What its recipe says that the fit acts on (the segment length)."""
+        return run_values(self.recipe)
+
     def context(self, tokens: torch.Tensor, model: RNNLanguageModel, j: int) -> Any:
         """Its cDNI context at boundary j (before segment j), None without one."""
         n = self.fit.context_tokens
         if not n:
             return None
-        return next_tokens_context(tokens, model.embedding.weight, j * self.recipe.bptt.length, n)
+        return next_tokens_context(tokens, model.embedding.weight, j * self.values.bptt, n)
 
     def record(self, leaves: State) -> None:
         """Step the synthesizer on the gradient in ``leaves`` (its own, from ``start``) and
@@ -207,7 +214,7 @@ def fit_segment(
 ) -> tuple[float, State]:
     """One real-mode DNI step of every synthesizer at boundary j: the segment's loss and
     the next state (detached)."""
-    segment_loss = lm_segment_loss(model, tokens, fitted[0].recipe.bptt.length, ar_alpha, tar_beta)
+    segment_loss = lm_segment_loss(model, tokens, fitted[0].values.bptt, ar_alpha, tar_beta)
     leaves = [f.boundary.start(state, "real", f.context(tokens, model, j)) for f in fitted]
     loss, final = segment_loss(j, shared_input(leaves))
     loss.backward()  # real mode: what boundary.backward does, once for all of them
@@ -226,19 +233,19 @@ def fit_synthesizers(
 ) -> None:
     """Fit every synthesizer of ``fitted`` over the first ``segments`` segments of
     ``tokens`` [steps, B] from a zero state, the model frozen; they end in eval mode."""
-    o = recipe.optim
+    v = run_values(recipe)
     state = tuple(
         t.to(next(model.parameters()).dtype)
         for t in model.init_state(tokens.shape[1], tokens.device)
     )
     title = "fit " + ",".join(f.fit.label for f in fitted)
-    per_segment = tokens.shape[1] * recipe.bptt.length
+    per_segment = tokens.shape[1] * v.bptt
     started = time.perf_counter()
     for f in fitted:
         f.boundary.synthesizer.train()
     with frozen(model), EpochProgress(console, title, segments, FIT_LOG_EVERY) as bar:
         for j in range(segments):
-            loss, state = fit_segment(fitted, model, tokens, j, state, o.ar_alpha, o.tar_beta)
+            loss, state = fit_segment(fitted, model, tokens, j, state, v.ar_alpha, v.tar_beta)
             rate = (j + 1) * per_segment / (time.perf_counter() - started)
             bar.update(j + 1, loss, rate)
     for f in fitted:
@@ -257,12 +264,13 @@ def fit_on_run(
     split (``segments`` of it; None: one pass) and return each as a predictor over
     ``probe_tokens`` with the state tensors it sees, by name, and the fit's JSON record."""
     tokens = stream_tokens(run, "train")
-    available = (tokens.shape[0] - 1) // run.recipe.bptt.length
+    bptt = run.values.bptt
+    available = (tokens.shape[0] - 1) // bptt
     segments = available if segments is None else segments
     if segments > available:
         raise UserError(
             f"--fit-segments: {segments} is more than one pass over the train split "
-            f"({available} segments of {run.recipe.bptt.length} rows); use at most {available}"
+            f"({available} segments of {bptt} rows); use at most {available}"
         )
     fitted = build_fitted(run.recipe, run.model, kinds, settings)
     started = time.perf_counter()
@@ -280,7 +288,7 @@ def fit_on_run(
         "settings": list(settings),
         "split": "train",
         "segments": segments,
-        "rows_per_segment": run.recipe.bptt.length,
+        "rows_per_segment": bptt,
         "seconds": time.perf_counter() - started,
         "synthesizers": {f.fit.name: f.summary() for f in fitted},
     }

@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..progress import ProgressOption, StepProgress, open_progress
 from ..run.build import build_synthesizer
 from ..run.inference import LoadedRun
+from ..run.values import run_values
 from .fit import fit_on_run
 from .run_stream import boundary_predictor, stream_tokens
 from .truncation import (
@@ -60,13 +61,12 @@ def run_synthesizer(
 ) -> tuple[SynthesizerPredictor | None, tuple[int, ...] | None]:
     """The run's synthesizer, its saved weights loaded, as a predictor (None for a run
     without one), and the state tensors it sees (None: all)."""
-    r = run.recipe
-    if not r.synthetic.enabled or weights is None:
+    if run.values.synthesizer is None or weights is None:
         return None, None
-    boundary, _ = build_synthesizer(r, run.model, run.device, 0)
+    boundary, _ = build_synthesizer(run.recipe, run.model, run.device, 0)
     boundary.synthesizer.load_state_dict(weights)
     boundary.synthesizer.to(next(run.model.parameters()).dtype).eval()
-    return boundary_predictor(boundary, run.model, r, tokens), boundary.joined
+    return boundary_predictor(boundary, run.model, run.recipe, tokens), boundary.joined
 
 
 def probe_run(
@@ -95,7 +95,7 @@ def probe_run(
         run.model.double()
     tokens = stream_tokens(run, split)
     predictor, joined = run_synthesizer(run, synth_weights, tokens)
-    predictors = {} if predictor is None else {run.recipe.synthetic.synthesizer: predictor}
+    predictors = {} if predictor is None else {run.values.synthesizer: predictor}
     joined_by, fit_record = {}, None
     if fit:
         fitted, fit_record = fit_on_run(run, fit, fit_segments, tokens, console, fit_settings or ())
@@ -150,18 +150,18 @@ def probe_lm(
     ``boundaries`` came from in the error (a flag or a recipe key); ``joined_by``: the
     state tensors of the predictors that see others than ``joined``; ``progress``: a bar
     over the segments up to the last boundary (``progress.ProgressOption``)."""
-    bptt = recipe.bptt.length
+    v = run_values(recipe)
+    bptt = v.bptt
     segments = (tokens.shape[0] - 1) // bptt
     horizons = horizons_up_to(max_horizon)
     boundaries = boundaries or default_boundaries(segments, max_horizon)
     check_boundaries(boundaries, segments, bptt, max_horizon, field)
-    o = recipe.optim
     dtype = next(model.parameters()).dtype
     last = max(boundaries)
     bar = open_progress(progress, StepProgress, title, last, max(1, last // PROGRESS_LINES))
     with bar or contextlib.nullcontext():
         probes = probe_stream(
-            lm_segment_loss(model, tokens, bptt, o.ar_alpha, o.tar_beta),
+            lm_segment_loss(model, tokens, bptt, v.ar_alpha, v.tar_beta),
             tuple(t.to(dtype) for t in model.init_state(tokens.shape[1], tokens.device)),
             segments,
             boundaries,

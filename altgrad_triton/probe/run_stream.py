@@ -11,18 +11,18 @@ from ..config.recipe import Recipe
 from ..core.boundary import SyntheticBoundary
 from ..core.model import RNNLanguageModel, next_tokens_context
 from ..run.inference import LoadedRun
+from ..run.values import run_values
 from .truncation import SynthesizerPredictor
 
 
 def stream_tokens(run: LoadedRun, split: str) -> torch.Tensor:
     """The split's ids in the columns the run used: ``data.batch_size`` for train (the
     trajectory the synthesizer was fitted on), ``data.eval_batch_size`` otherwise."""
-    d = run.recipe.data
-    columns = d.batch_size if split == "train" else d.eval_batch_size
+    v = run.values
+    columns = v.batch_size if split == "train" else v.eval_batch_size
     ids = run.split(split)
     data.check_batch_size(len(ids), columns, "batch size")
     return data.batchify(ids, columns).to(run.device)
-
 
 
 def boundary_predictor(
@@ -30,7 +30,8 @@ def boundary_predictor(
 ) -> SynthesizerPredictor:
     """The synthesizer of ``boundary`` as a predictor over ``tokens`` [steps, B] (a
     conditioned one reads the next tokens' embeddings of ``model`` at each boundary)."""
-    n, bptt = recipe.synthetic.context_tokens, recipe.bptt.length
+    v = run_values(recipe)
+    n, bptt = v.context_tokens, v.bptt
     context = None
     if n:
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..config.names import char_level, split_seed
 from ..errors import UserError
 from ..files import read_json, read_jsonl
+from ..run.folder import RunFolder
 from ..run.metrics import bits, perplexity
 
 PROBE_KEYS = ("horizons", "mean")
@@ -83,22 +84,23 @@ def read_run(path: Path) -> Run:
     a file that cannot be read or holds no numbers where they belong is one UserError
     naming it."""
     path = Path(path)
-    metrics = path / "metrics.jsonl"
+    folder = RunFolder(path)
+    metrics = folder.metrics
     if not metrics.exists():
-        raise UserError(f"{path}: not a run directory (no metrics.jsonl)")
+        raise UserError(f"{path}: not a run directory (no {folder.METRICS})")
     recipe = _recipe_of(path)
     corpus = recipe.get("data", {}).get("corpus", "")
     name = recipe.get("run", {}).get("name", "") or path.name
     results = None
     try:
-        if (path / "results.json").exists():
-            results = read_json(path / "results.json", required=("best_val_loss",))
-            _numbers([results], ("best_val_loss", "test_loss", "seconds"), path / "results.json")
+        if folder.results.exists():
+            results = read_json(folder.results, required=("best_val_loss",))
+            _numbers([results], ("best_val_loss", "test_loss", "seconds"), folder.results)
         epochs = read_jsonl(metrics, required=("epoch",))
-        probes = read_jsonl(path / "probe.jsonl", missing_ok=True, required=PROBE_KEYS)
+        probes = read_jsonl(folder.epoch_probes, missing_ok=True, required=PROBE_KEYS)
         probe = None
-        if (path / "probe-train.json").exists():
-            probe = read_json(path / "probe-train.json", required=PROBE_KEYS)
+        if folder.probe("train").exists():
+            probe = read_json(folder.probe("train"), required=PROBE_KEYS)
     except OSError as e:
         raise UserError(f"{e.filename or path}: cannot read ({e.strerror or e})") from None
     if not epochs and metrics.read_text(encoding="utf-8", errors="replace").strip():
@@ -112,7 +114,7 @@ def _recipe_of(path: Path) -> dict:
     """The run's recipe.toml as a dict; empty if it is missing or damaged (the folder name
     then stands in for the run's name)."""
     try:
-        r = tomllib.loads((path / "recipe.toml").read_text(encoding="utf-8"))
+        r = tomllib.loads(RunFolder(path).recipe.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         return {}
     run, data = r.get("run", {}), r.get("data", {})
@@ -152,14 +154,13 @@ def run_dirs(paths: list[str | Path]) -> list[Path]:
     for p in (Path(x).expanduser() for x in paths):
         if not p.exists():
             raise UserError(f"{p}: no such file or directory")
-        if (p / "metrics.jsonl").exists():
+        if RunFolder(p).metrics.exists():
             dirs.append(p)
             continue
-        found = sorted(
-            {m.parent for m in [*p.glob("*/metrics.jsonl"), *p.glob("*/*/metrics.jsonl")]}
-        )
+        name = RunFolder.METRICS
+        found = sorted({m.parent for m in [*p.glob(f"*/{name}"), *p.glob(f"*/*/{name}")]})
         if not found:
-            raise UserError(f"{p}: holds no run directories (no metrics.jsonl inside)")
+            raise UserError(f"{p}: holds no run directories (no {name} inside)")
         dirs += found
     return dirs
 

@@ -1,7 +1,8 @@
-"""The run folder as a whole: whether it holds a run to continue, a fresh start's clean
-slate, and what a failed write left.
+"""The run folder: the name of everything a run keeps there (``RunFolder``), whether it holds
+a run to continue, a fresh start's clean slate, and what a failed write left.
 
-    <run>/recipe.toml  metrics.jsonl  results.json  train.lock (runlock.py)
+    <run>/recipe.toml  metrics.jsonl  results.json  probe.jsonl  probe-<split>.json
+    <run>/train.lock (lock.py)  tensorboard/
     <run>/checkpoints/best/  last/  (their names on disk: ``checkpoint/layout.py``)
 
 A run continues from its last complete checkpoint. A folder without one (a run killed, out
@@ -21,7 +22,9 @@ import errno
 import shlex
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import UserError, one_line
 from ..files import read_json
@@ -29,12 +32,87 @@ from . import lock as runlock
 from .checkpoint import layout
 
 
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder, and the path of each thing a run keeps in it.
+
+    The one place where those names are spelled, so that the trainer that writes a run and
+    every tool that reads one (report, suite, eval, probe, bench) agree, and a name changes
+    in one line. The lock file's name is ``lock.py``'s and the checkpoints' are
+    ``checkpoint/layout.py``'s, each beside the code that writes them; this object hands
+    them out with the rest."""
+
+    path: Path
+
+    RECIPE: ClassVar[str] = "recipe.toml"
+    METRICS: ClassVar[str] = "metrics.jsonl"
+    RESULTS: ClassVar[str] = "results.json"
+    EPOCH_PROBES: ClassVar[str] = "probe.jsonl"
+    TENSORBOARD: ClassVar[str] = "tensorboard"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))  # a str is taken too
+
+    @property
+    def name(self) -> str:
+        """The run's name: its folder's (``run.name``)."""
+        return self.path.name
+
+    @property
+    def recipe(self) -> Path:
+        """The resolved recipe, written as the run starts: what a resume continues with."""
+        return self.path / self.RECIPE
+
+    @property
+    def metrics(self) -> Path:
+        """One JSON line per finished epoch (``metrics.MetricsLog``)."""
+        return self.path / self.METRICS
+
+    @property
+    def old_metrics(self) -> Path:
+        """Where a fresh start sets aside the lines of a run that kept no checkpoint."""
+        return self.path / f"{self.METRICS}.old"
+
+    @property
+    def results(self) -> Path:
+        """The best validation and the test loss, written last: the run is done."""
+        return self.path / self.RESULTS
+
+    @property
+    def epoch_probes(self) -> Path:
+        """The truncation probe's record of every probed epoch (``[probe] every = N``)."""
+        return self.path / self.EPOCH_PROBES
+
+    def probe(self, split: str) -> Path:
+        """altgrad-probe's record of a checkpoint on ``split`` (its default ``--out``)."""
+        return self.path / f"probe-{split}.json"
+
+    @property
+    def lock(self) -> Path:
+        """The file the writer holds locked while it runs (``lock.py``)."""
+        return self.path / runlock.LOCK_FILE
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard's event files (``run.tensorboard``)."""
+        return self.path / self.TENSORBOARD
+
+    @property
+    def checkpoints(self) -> Path:
+        """The folder of the run's checkpoints (``checkpoint/layout.py``)."""
+        return self.path / layout.FOLDER
+
+    def checkpoint(self, tag: str) -> Path:
+        """The folder of checkpoint ``tag`` (``best`` or ``last``)."""
+        return layout.directory(self.path, tag)
+
+
 def resume_tag(run_dir: str | Path) -> str | None:
     """The checkpoint a run continues from: ``last``; ``best`` when only it is complete (a
     run stopped while its first ``last`` was saved, right after the first ``best``, which
     holds the same state); None when the run has no complete checkpoint."""
     for tag in ("last", "best"):
-        if layout.find(layout.directory(run_dir, tag)) is not None:
+        if layout.find(RunFolder(run_dir).checkpoint(tag)) is not None:
             return tag
     return None
 
@@ -42,7 +120,7 @@ def resume_tag(run_dir: str | Path) -> str | None:
 def status(run_dir: str | Path) -> str:
     """``done`` (results.json), ``resume`` (a complete checkpoint) or ``run`` (nothing to
     continue: a fresh start, which takes over what a stopped first save left)."""
-    if (Path(run_dir) / "results.json").exists():
+    if RunFolder(run_dir).results.exists():
         return "done"
     return "resume" if resume_tag(run_dir) else "run"
 
@@ -87,16 +165,17 @@ def claim(run_dir: str | Path, *, resuming: bool, writer: bool = True) -> Iterat
         yield tag
 
 
-RUN_MARKS = ("metrics.jsonl", "results.json", runlock.LOCK_FILE)
+RUN_MARKS = (RunFolder.METRICS, RunFolder.RESULTS, runlock.LOCK_FILE)
 """What a run writes beside its recipe.toml, with its checkpoints: a folder with a
 recipe.toml and one of them is a run's (a recipe.toml alone is a user's recipe)."""
 
 
 def is_run(folder: Path) -> bool:
     """Whether ``folder`` is a run's folder (``RUN_MARKS``, or a checkpoint place)."""
-    if not (folder / "recipe.toml").is_file():
+    run = RunFolder(folder)
+    if not run.recipe.is_file():
         return False
-    places = (folder / layout.FOLDER / name for name in layout.ENTRIES)
+    places = (run.checkpoints / name for name in layout.ENTRIES)
     return any((folder / f).exists() for f in RUN_MARKS) or any(p.exists() for p in places)
 
 
@@ -135,14 +214,15 @@ def check_place(run_dir: Path) -> None:
 def _check_checkpoint_folders(run_dir: Path) -> None:
     """UserError if a folder where a save writes (or removes) a checkpoint holds anything
     a save did not write: refused before the run begins, not at its first save."""
+    checkpoints = RunFolder(run_dir).checkpoints
     for name in layout.ENTRIES:
-        path = run_dir / layout.FOLDER / name
+        path = checkpoints / name
         what = layout.foreign(path)
         if what is not None:
             raise UserError(f"{layout.not_a_checkpoint(path, what)}, then run again")
 
 
-RUN_OWN_FILES = ("recipe.toml", "metrics.jsonl", "results.json")
+RUN_OWN_FILES = (RunFolder.RECIPE, RunFolder.METRICS, RunFolder.RESULTS)
 """The files a run writes in its folder (besides its checkpoints and lock)."""
 
 
@@ -190,7 +270,7 @@ def _resumable(run_dir: Path) -> str:
         again = shlex.join(
             [
                 "altgrad-train",
-                str(run_dir / "recipe.toml"),
+                str(RunFolder(run_dir).recipe),
                 f"run.out_dir={run_dir.parent}",
                 f"run.name={run_dir.name}",
             ]
@@ -215,18 +295,20 @@ def start_afresh(run_dir: Path) -> list[str]:
             f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
             "or pick another run.name=... or run.out_dir=..."
         )
-    if (run_dir / "results.json").exists():
+    folder = RunFolder(run_dir)
+    if folder.results.exists():
         raise UserError(
-            f"{run_dir} holds a finished run (results.json) without a checkpoint to continue; "
-            f"pick another run.name=... or run.out_dir=..., or delete {run_dir} to train it again"
+            f"{run_dir} holds a finished run ({folder.RESULTS}) without a checkpoint to "
+            "continue; pick another run.name=... or run.out_dir=..., or delete "
+            f"{run_dir} to train it again"
         )
     notes = []
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        metrics.replace(run_dir / "metrics.jsonl.old")
+    if folder.metrics.exists():
+        folder.metrics.replace(folder.old_metrics)
         notes.append(
             f"note: {run_dir} holds no complete checkpoint: starting it afresh with a new "
-            "metrics.jsonl (the old one, whose epochs have no checkpoint, is metrics.jsonl.old)"
+            f"{folder.metrics.name} (the old one, whose epochs have no checkpoint, is "
+            f"{folder.old_metrics.name})"
         )
     _remove_own_checkpoints(run_dir)
     return notes
@@ -239,8 +321,9 @@ def _remove_own_checkpoints(run_dir: Path) -> None:
     checkpoints folder itself only once empty. Whatever
     else lives there (a finished run that someone named ``checkpoints`` one level up) is
     not this run's."""
-    folder = run_dir / layout.FOLDER
-    if not (run_dir / "recipe.toml").is_file() or not folder.is_dir() or folder.is_symlink():
+    run = RunFolder(run_dir)
+    folder = run.checkpoints
+    if not run.recipe.is_file() or not folder.is_dir() or folder.is_symlink():
         return
     for name in layout.ENTRIES:
         entry = folder / name
@@ -255,7 +338,7 @@ def kept(run_dir: str | Path) -> str | None:
     (resumes at epoch 3) and best (after epoch 1)``; None if there is none."""
     found = []
     for tag, when in (("last", "resumes at epoch {}"), ("best", "after epoch {}")):
-        path = layout.find(layout.directory(run_dir, tag))
+        path = layout.find(RunFolder(run_dir).checkpoint(tag))
         if path is None:
             continue
         try:  # meta.json's epoch is the next one to run

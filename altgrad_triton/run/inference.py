@@ -11,7 +11,8 @@
 read by ``checkpoint.Checkpointer.load_model``, as a fine-tuning reads its parent. A
 checkpoint is read the same way whoever wrote it (one process or torchrun: the model file
 holds the whole model either way), and the model is built for the device and backend at
-hand, not the ones it was trained on.
+hand, not the ones it was trained on. What the run's recipe says comes from the builders as
+plain values (``LoadedRun.values``), so nothing here reads a recipe key.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +39,14 @@ from ..data import EOS, Vocabulary
 from ..errors import UserError
 from ..kernels.guard import KernelGuard, guarding
 from ..progress import ProgressOption
-from .build import build_model, pick_device, read_corpus
+from .build import build_model, pick_device, recipe_corpus
 from .checkpoint import checks, layout
 from .checkpoint.checkpointer import Checkpointer, MissingCheckpoint
 from .evaluation import evaluate
+from .folder import RunFolder
 from .kernel_check import make_guard
 from .metrics import bits, perplexity
+from .values import RunValues, run_values, with_backend
 
 MIN_TEMPERATURE = 1e-3
 """Below this, logits / temperature can overflow float32 (AWD-LSTM's generate.py floor)."""
@@ -101,9 +105,14 @@ class LoadedRun:
     stopped_inside: tuple[int, int] | None = None  # (epoch, segments): a stop inside an epoch
     guard: KernelGuard | None = None  # checks the kernels while it scores and samples
 
+    @cached_property
+    def values(self) -> RunValues:
+        """What the run's recipe says that using it acts on (corpus, bptt, dtype, ...)."""
+        return run_values(self.recipe)
+
     @property
     def char_level(self) -> bool:
-        return char_level(self.recipe.data.corpus)
+        return char_level(self.values.corpus)
 
     @property
     def epoch(self) -> int | None:
@@ -123,12 +132,12 @@ class LoadedRun:
     # ------------------------------------------------------------------ text
     def split(self, name: str) -> torch.Tensor:
         """The ids of the run's own ``valid`` or ``test`` split (read as the trainer did)."""
-        d = self.recipe.data
-        corpus = read_corpus(d)
+        corpus = recipe_corpus(self.recipe)
         if corpus.vocab != self.vocab:
-            meta = layout.directory(self.run_dir, self.checkpoint) / layout.META
+            meta = RunFolder(self.run_dir).checkpoint(self.checkpoint) / layout.META
+            path = self.values.corpus_path
             raise UserError(
-                f"the corpus at data.path={d.path or '(cache)'!r} has another vocabulary than "
+                f"the corpus at data.path={path or '(cache)'!r} has another vocabulary than "
                 f"{meta} ({checks.vocab_difference(self.vocab, corpus.vocab)}); score that "
                 "text with --text FILE instead"
             )
@@ -137,7 +146,7 @@ class LoadedRun:
     def encode_file(self, path: Path) -> tuple[torch.Tensor, Counter]:
         """A text file's ids, tokenised as the run's corpus was; the tokens that became
         ``<unk>``, with their counts (``data.encode_file``)."""
-        return data.encode_file(Path(path), self.vocab, data.corpus_level(self.recipe.data.corpus))
+        return data.encode_file(Path(path), self.vocab, data.corpus_level(self.values.corpus))
 
     def encode_prompt(self, text: str) -> tuple[torch.Tensor, list[str]]:
         """A prompt's ids, after a line start (``<eos>``, or a newline for characters), and
@@ -178,7 +187,7 @@ class LoadedRun:
         ``title`` (plain lines when stderr is not a terminal); a rich Console, the bar
         there; a function, called as ``progress(segments_done, segments)`` after each
         segment (``progress.ProgressOption``)."""
-        bptt = self.recipe.bptt.length if bptt is None else bptt
+        bptt = self.values.bptt if bptt is None else bptt
         if bptt < 1:
             raise UserError(f"bptt: must be >= 1, got {bptt}")
         data.check_batch_size(len(tokens), batch_size, "batch size")
@@ -189,7 +198,7 @@ class LoadedRun:
                 batch_size,
                 bptt,
                 device=self.device,
-                dtype=self.recipe.run.dtype,
+                dtype=self.values.dtype,
                 pointer=None if pointer is None else PointerCache(pointer),
                 progress=progress,
                 title=title,
@@ -234,13 +243,13 @@ class LoadedRun:
         self.model.eval()
         inputs, state = ids.view(-1, 1), self.model.init_state(1, self.device)
         for i in range(n):
-            with autocast(self.device, self.recipe.run.dtype), guarding(self.guard):
+            with autocast(self.device, self.values.dtype), guarding(self.guard):
                 out = self.model(inputs, state)
             probs = torch.softmax(out.logits[-1, 0].float() / temperature, dim=-1)
             if not bool(torch.isfinite(probs).all()):  # finite weights that overflowed
                 raise UserError(
                     f"{self.run_dir}: the model's next-token probabilities hold NaN or inf "
-                    f"after {i} tokens (run.dtype={self.recipe.run.dtype}, temperature "
+                    f"after {i} tokens (run.dtype={self.values.dtype}, temperature "
                     f"{temperature:g}); try a higher --temperature or --device cpu"
                 )
             inputs = torch.multinomial(probs, 1, generator=generator).view(1, 1)
@@ -275,14 +284,15 @@ def load_run(
     except MissingCheckpoint as e:
         raise e.picked_by(lambda tag: f'checkpoint="{tag}"') from None
     where = pick_device(device, "device")
-    backend = _usable_backend(backend, recipe.run.backend, where, recipe.model.cell)
-    recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, backend=backend))
+    trained = run_values(recipe)
+    backend = _usable_backend(backend, trained.backend, where, trained.cell)
+    recipe = with_backend(recipe, backend)
     with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten: leave no trace
         model = build_model(recipe, len(vocab))
     checks.load_weights(model, saved.weights, path)
     model = model.to(where).eval()
     # the kernel guard's warnings go to stderr: stdout may be JSON or generated text
-    guard = make_guard(backend, recipe.run.kernel_check, Console(stderr=True, highlight=False))
+    guard = make_guard(backend, trained.kernel_check, Console(stderr=True, highlight=False))
     return LoadedRun(
         model,
         vocab,

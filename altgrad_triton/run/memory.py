@@ -6,7 +6,8 @@ compares a lower bound on what training holds at once with what the device has, 
 refuses with one line only when even the lower bound does not fit: no run that could train
 is refused.
 
-The lower bound, in bytes (B = this rank's batch columns, T = ``bptt.length``, V the
+The sizes come from the builders (``values.training_shape``), so this module reads no
+recipe key. The lower bound, in bytes (B = this rank's batch columns, T = ``bptt.length``, V the
 vocabulary, ``a`` the activation dtype's size: 2 for bf16 autocast on CUDA, else 4):
 
 * weights: P parameters x (4 value + 4 gradient + the optimizer's state: 8 for Adam's two
@@ -38,6 +39,8 @@ import torch
 from ..config.recipe import Recipe
 from ..errors import UserError
 from ..kernels.linear_ce import chunk_rows_for
+from .values import layer_sizes as layer_sizes  # its home before the builders handed it out
+from .values import training_shape
 
 
 def optimizer_state_bytes(name: str, momentum: float) -> int:
@@ -61,20 +64,10 @@ class MemoryEstimate:
         return self.weights + self.activations
 
 
-def layer_sizes(recipe: Recipe) -> list[int]:
-    """The width of every recurrent layer's input and output, as ``RNNLanguageModel`` builds
-    them: [emb_size, hidden_size, ..., emb_size when tied, else hidden_size]."""
-    m = recipe.model
-    return (
-        [m.emb_size]
-        + [m.hidden_size] * (m.layers - 1)
-        + [m.emb_size if m.tie_weights else m.hidden_size]
-    )
-
-
 def parameter_count(recipe: Recipe, vocab_size: int) -> int:
     """The parameters of the language model the recipe builds (``RNNLanguageModel``)."""
-    m, sizes = recipe.model, layer_sizes(recipe)
+    m = training_shape(recipe)
+    sizes = m.layer_sizes
     gates = 3 if m.output_gate else 2
     total = vocab_size * m.emb_size  # embedding (the tied decoder shares it)
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
@@ -91,14 +84,13 @@ def estimate(
     recipe: Recipe, vocab_size: int, device_type: str, world_size: int = 1
 ) -> MemoryEstimate:
     """The lower bound of the module docstring for one of ``world_size`` ranks."""
-    m, r = recipe.model, recipe
+    m = training_shape(recipe)
     p = parameter_count(recipe, vocab_size)
-    opt = optimizer_state_bytes(r.optim.name, r.optim.momentum)
-    sizes = layer_sizes(recipe)
+    opt = optimizer_state_bytes(m.optimizer, m.momentum)
     per_layer = 5 if m.cell == "lstm" else (3 if m.output_gate else 2) + 1
-    width = m.emb_size + per_layer * sum(sizes[1:])  # per token, activation dtype
-    tokens = r.bptt.length * (r.data.batch_size // world_size)
-    a = 2 if device_type == "cuda" and r.run.dtype == "bfloat16" else 4
+    width = m.emb_size + per_layer * sum(m.layer_sizes[1:])  # per token, activation dtype
+    tokens = m.bptt * (m.batch_size // world_size)
+    a = 2 if device_type == "cuda" and m.dtype == "bfloat16" else 4
     return MemoryEstimate(
         parameters=p,
         weights=p * (8 + opt),
@@ -139,9 +131,10 @@ def check_memory(
     need = estimate(recipe, vocab_size, device.type, world_size)
     if have is None or need.total <= have[0]:
         return
+    optimizer = training_shape(recipe).optimizer
     raise UserError(
         f"the model does not fit: training needs at least {size(need.total)} "
-        f"({need.parameters:,} parameters with gradients and {recipe.optim.name} state "
+        f"({need.parameters:,} parameters with gradients and {optimizer} state "
         f"{size(need.weights)}, one segment's activations {size(need.activations)}), and "
         f"{have[1]} {size(have[0])}; make model.hidden_size, model.emb_size, model.layers, "
         "data.batch_size or bptt.length smaller"

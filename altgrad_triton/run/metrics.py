@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files import append_line, read_jsonl, trim_epoch_lines
+from .folder import RunFolder
 
 if TYPE_CHECKING:
     from ..core.schedule import EpochPlan
@@ -175,7 +176,7 @@ class MetricsLog:
     def __init__(
         self, run_dir: Path, console: Any, writes: bool = True, vocab_size: int | None = None
     ):
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = RunFolder(run_dir).metrics
         self.console, self.writes, self.vocab_size = console, writes, vocab_size
         self.lowest_sg_loss: float | None = None
 

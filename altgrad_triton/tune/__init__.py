@@ -21,8 +21,9 @@ a launcher asks ``tuning.pick(kernel, key, ...)`` which config to use, and a for
 
 The submodules split the work:
 
-* :mod:`.jobs` -- :class:`RecipeShapes`, :class:`Job`, the per-family jobs and
-  :func:`parse_shape_spec`;
+* :mod:`.jobs` -- :class:`Job`, the per-family jobs and :func:`parse_shape_spec`
+  (:class:`RecipeShapes`, :func:`shapes_from_recipe` and :func:`recipe_vocabulary` are the
+  builders', ``run.shapes``);
 * :mod:`.sweeping` -- :func:`probe_key`, :func:`job_candidates`, :func:`sweep` and
   :func:`tune_all`;
 * :mod:`.store` -- the cache dir, ``winners.json`` (:class:`Winner`) and
@@ -35,6 +36,7 @@ The submodules split the work:
 * :mod:`.fitrecord` -- the check's results recorded per Triton version, which CI reads.
 """
 
+from ..run.shapes import RecipeShapes, recipe_vocabulary, shapes_from_recipe
 from ..run.winners import (
     CACHE_ENV,
     FORMAT,
@@ -52,7 +54,6 @@ from .jobs import (
     FAMILY_KERNELS,
     RUN_DTYPES,
     Job,
-    RecipeShapes,
     authors_scan_jobs,
     dtype_name,
     elementwise_jobs,
@@ -61,9 +62,7 @@ from .jobs import (
     lstm_jobs,
     parse_shape_spec,
     recipe_jobs,
-    recipe_vocabulary,
     sg_loss_jobs,
-    shapes_from_recipe,
 )
 from .sweeping import (
     QUICK_CANDIDATES,

@@ -37,7 +37,8 @@ import torch
 from .. import kernels
 from ..kernels import arch as archs
 from ..kernels import tuning
-from .jobs import RecipeShapes, dtype_name
+from ..run.shapes import RecipeShapes
+from .jobs import dtype_name
 
 ARCHS = archs.ARCHS
 """Every architecture the check compiles for: ("sm_80", "sm_86", "sm_89", "sm_90")."""
@@ -319,7 +320,7 @@ def check_scope(recipe_paths: Sequence[str | os.PathLike[str]], archs_: Sequence
     candidate it offers of every kernel the recipes launch (bf16 and fp32) and, with
     ``families``, of every family at the paper's sizes (:func:`family_specs`)."""
     from ..config import recipe as recipes
-    from .jobs import shapes_from_recipe
+    from ..run.shapes import shapes_from_recipe
 
     shapes = [shapes_from_recipe(recipes.load(str(path), [])) for path in recipe_paths]
     specs: list[CompileSpec] = []

@@ -24,7 +24,7 @@ import torch
 from .. import kernels
 from ..errors import one_line
 from ..kernels import guard
-from .jobs import RecipeShapes
+from ..run.shapes import RecipeShapes
 
 DTYPES = (torch.float32, torch.bfloat16)
 """The storage dtypes a run trains in (``run.dtype``); every family is checked in both."""

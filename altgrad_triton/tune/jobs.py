@@ -1,9 +1,8 @@
-"""Launches to tune: the shapes a recipe implies, one job per kernel launch at a shape,
-and the ``--shapes`` specs."""
+"""Launches to tune: one job per kernel launch at a shape, from the shapes a recipe implies
+(``run.shapes``, the builders') or the ``--shapes`` specs."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,9 @@ import torch
 from .. import kernels
 from ..errors import UserError
 from ..kernels import guard
+from ..run.shapes import RecipeShapes
+from ..run.shapes import recipe_vocabulary as recipe_vocabulary  # at home in the builders
+from ..run.shapes import shapes_from_recipe as shapes_from_recipe
 
 QUICK_LSTM_STEPS = 64
 """Sequence length of LSTM timings under ``--quick`` (the per-step config does not depend
@@ -24,91 +26,6 @@ FAMILY_KERNELS = guard.FAMILY_KERNELS  # the families and the kernel names each 
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-# ----------------------------------------------------------------------------- shapes
-
-
-@dataclass(frozen=True)
-class RecipeShapes:
-    """The launch shapes a recipe implies for training on a GPU."""
-
-    cell: str  # "qrnn" | "lstm"
-    batch: int
-    bptt: int
-    hidden: tuple[int, ...]  # output size of each recurrent layer
-    dtype: torch.dtype  # of the recurrent kernels (run.dtype: autocast bf16 or fp32)
-    state_size: int  # the synthesizer's joined state per batch row (synthetic.join)
-    output_gate: bool = True
-    synthetic: bool = False
-    synthesizer: str = "toolkit"
-    synth_cell: str = "qrnn"
-    synth_hidden: int = 50
-    synth_scan: bool = True  # the authors' synthesizer: synthetic.authors.sequence = "scan"
-    eval_batches: tuple[int, ...] = ()  # validation and test batch sizes (forward only)
-    vocab: int | None = None  # the corpus's vocabulary: the LM head's key (None: not tuned)
-
-    @property
-    def runs_elementwise_kernel(self) -> bool:
-        """Whether the synthesizer is the toolkit's element-wise QRNN, the one on the
-        ``elementwise`` kernels."""
-        return self.synthesizer == "toolkit" and self.synth_cell == "qrnn"
-
-    @property
-    def runs_authors_scan_kernel(self) -> bool:
-        """Whether the synthesizer is the authors' with its layer run as one scan, the one
-        on the ``authors_scan`` kernels."""
-        return self.synthesizer == "authors" and self.synth_scan
-
-    @property
-    def state_elements(self) -> int:
-        """Elements of the joined state for the whole batch: N of the SG loss/synthesizer."""
-        return self.batch * self.state_size
-
-
-def shapes_from_recipe(recipe, vocab: int | None = None) -> RecipeShapes:
-    """Layer sizes and the synthesizer's joined state size, from the model the recipe builds
-    (on ``meta``); ``vocab``: the corpus's vocabulary (:func:`recipe_vocabulary`), for the
-    LM head's jobs.
-
-    The SG loss and the element-wise synthesizer always run in fp32 (the joined state is
-    promoted to fp32 and the boundary runs outside autocast); the recurrent kernels run in
-    ``run.dtype``.
-    """
-    from ..run.build import build_model, synthesizer_state
-
-    with torch.device("meta"):
-        model = build_model(recipe, vocab_size=2)
-    hidden = tuple(int(layer.hidden_size) for layer in model.layers)
-    s = recipe.synthetic
-    _, state_size = synthesizer_state(s, model)
-    return RecipeShapes(
-        cell=recipe.model.cell,
-        batch=recipe.data.batch_size,
-        bptt=recipe.bptt.length,
-        hidden=hidden,
-        dtype=DTYPES[recipe.run.dtype],
-        state_size=state_size,
-        output_gate=recipe.model.output_gate,
-        synthetic=s.enabled,
-        synthesizer=s.synthesizer,
-        synth_cell=s.cell,
-        synth_hidden=s.hidden,
-        synth_scan=s.authors.sequence == "scan",
-        eval_batches=tuple(
-            dict.fromkeys((recipe.data.eval_batch_size, recipe.data.test_batch_size))
-        ),
-        vocab=vocab,
-    )
-
-
-def recipe_vocabulary(recipe) -> int:
-    """The vocabulary size of the recipe's corpus, read as training reads it but never
-    downloaded (a GPU machine may have no network): the LM head's override key. Raises
-    UserError when the corpus is not on this machine."""
-    from ..run.build import read_corpus
-
-    return len(read_corpus(dataclasses.replace(recipe.data, download=False)).vocab)
 
 
 # ----------------------------------------------------------------------------- jobs

@@ -22,7 +22,9 @@ from ...errors import UserError
 from ...kernels import tuning
 from .. import distributed as ddp
 from ..build import Components, apply_recipe_settings
+from ..folder import RunFolder
 from ..metrics import MetricsLog
+from ..values import run_values
 from . import checks, layout, store
 from .contents import Checkpoint, RngStates, RunState, TrainerState, meta, start_averaging
 
@@ -55,7 +57,7 @@ class Checkpointer:
 
     def path(self, tag: str) -> Path:
         """Where checkpoint ``tag`` is saved."""
-        return layout.directory(self.run_dir, tag)
+        return RunFolder(self.run_dir).checkpoint(tag)
 
     def find(self, tag: str) -> Path | None:
         """The complete checkpoint ``tag`` (maybe the one a cut-off save set aside), or None."""
@@ -97,8 +99,8 @@ class Checkpointer:
         one of another run (``checks.check_run_folder``)."""
         if tag not in layout.TAGS:
             raise UserError(f"checkpoint: must be one of {', '.join(layout.TAGS)}, got {tag!r}")
-        if not (self.run_dir / layout.FOLDER).is_dir():
-            why = "no such folder" if not self.run_dir.exists() else "no checkpoints/ in it"
+        if not RunFolder(self.run_dir).checkpoints.is_dir():
+            why = "no such folder" if not self.run_dir.exists() else f"no {layout.FOLDER}/ in it"
             raise UserError(
                 f"{self.run_dir}: not a run directory ({why}); give the folder altgrad-train "
                 "wrote, run.out_dir/run.name"
@@ -136,7 +138,7 @@ class Checkpointer:
         b = parts.boundary
         if b is not None and ckpt.synthesizer is not None:
             b.synthesizer.load_state_dict(ckpt.synthesizer)
-        restore_trainer(ckpt.trainer, parts, run, log, self.dist, recipe.run.seed)
+        restore_trainer(ckpt.trainer, parts, run, log, self.dist, run_values(recipe).seed)
         apply_recipe_settings(recipe, parts.optimizer, b.optimizer if b is not None else None)
 
 

@@ -20,6 +20,8 @@ from ...config.recipe import Recipe, model_shape, to_dict
 from ...data import Vocabulary
 from ...errors import UserError, one_line
 from ..build import Components
+from ..folder import RunFolder
+from ..values import run_values
 from . import layout
 from .contents import Checkpoint
 
@@ -45,12 +47,12 @@ def check_resumable(ckpt: Checkpoint, recipe: Recipe, vocab: Vocabulary) -> None
         raise UserError(
             "cannot resume: the recipe's model differs from the checkpoint's: " + "; ".join(diff)
         )
-    found = ckpt.where or Path(".")
+    found, values = ckpt.where or Path("."), run_values(recipe)
     raw = ckpt.meta.get("vocab")  # None: written before checkpoints recorded it
     saved = None if raw is None else vocabulary_of(raw, ckpt, found)
     if saved is not None and saved != vocab:
         raise UserError(
-            f"cannot resume: the corpus at data.path={recipe.data.path or '(cache)'!r} "
+            f"cannot resume: the corpus at data.path={values.corpus_path or '(cache)'!r} "
             f"has another vocabulary than {found / layout.META} "
             f"({vocab_difference(saved, vocab)}); point data.path at the text the run was "
             "trained on, or if that file was edited, put the run's own back"
@@ -58,9 +60,9 @@ def check_resumable(ckpt: Checkpoint, recipe: Recipe, vocab: Vocabulary) -> None
     run = ckpt.trainer.run
     if run.carried is not None:  # stopped inside an epoch: the carried rows must fit
         saved_batch = run.carried[0].shape[0]
-        if saved_batch != recipe.data.batch_size:
+        if saved_batch != values.batch_size:
             raise UserError(
-                f"cannot resume: data.batch_size={recipe.data.batch_size}, but the "
+                f"cannot resume: data.batch_size={values.batch_size}, but the "
                 f"checkpoint stopped inside epoch {run.epoch} with batch size "
                 f"{saved_batch}; resume with data.batch_size={saved_batch}"
             )
@@ -188,7 +190,7 @@ def check_run_folder(ckpt: Checkpoint, run_dir: Path) -> None:
     records is the one the folder's ``recipe.toml`` describes, by the rule a resume applies
     (``shape_mismatch``). Files copied in from another run would otherwise be read as this
     run's model. A folder without a ``recipe.toml`` (checkpoints alone) is not checked."""
-    path = Path(run_dir) / "recipe.toml"
+    path = RunFolder(run_dir).recipe
     if not path.is_file():
         return
     diff = shape_mismatch(ckpt.meta["model_shape"], model_shape(recipes.load(path)))
