@@ -30,6 +30,8 @@ from pathlib import Path
 from ..config import recipe as recipes
 from ..errors import UserError
 from ..run import folder as rundir
+from ..run.folder import RunFolder
+from ..run.values import run_folder
 from .common import CommandParser, run_main, with_version
 
 
@@ -84,17 +86,19 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
         if args.resume or path is not None:
             raise UserError("--finetune RUN_DIR takes its recipe from RUN_DIR: give no recipe file")
         recipe = finetune_recipe(Path(args.finetune).expanduser(), overrides)
-        return recipe, Path(recipe.run.out_dir) / recipe.run.name
+        return recipe, run_folder(recipe).path
     if args.resume:
         run_dir = Path(args.resume).expanduser()
-        if not (run_dir / "recipe.toml").exists():
-            raise UserError(f"--resume {run_dir}: not a run directory (no recipe.toml there)")
+        if not RunFolder(run_dir).recipe.exists():
+            raise UserError(
+                f"--resume {run_dir}: not a run directory (no {RunFolder.RECIPE} there)"
+            )
         if path is not None:
             raise UserError(
-                f"--resume {run_dir} continues with the run's own recipe.toml: give no recipe "
-                f"({path}); change a key with KEY=VALUE after it (e.g. run.epochs=8)"
+                f"--resume {run_dir} continues with the run's own {RunFolder.RECIPE}: give no "
+                f"recipe ({path}); change a key with KEY=VALUE after it (e.g. run.epochs=8)"
             )
-        recipe = recipes.load(run_dir / "recipe.toml", overrides)
+        recipe = recipes.load(RunFolder(run_dir).recipe, overrides)
         _same_name(run_dir, recipe)
         return recipe, run_dir
     if path is None:
@@ -103,16 +107,19 @@ def resolve(args: argparse.Namespace) -> tuple[recipes.Recipe, Path]:
             "them) or --resume RUN_DIR"
         )
     recipe = recipes.load(path, overrides)
-    return recipe, Path(recipe.run.out_dir) / recipe.run.name
+    return recipe, run_folder(recipe).path
 
 
 def _same_name(run_dir: Path, recipe: recipes.Recipe) -> None:
     """Refuse a resume that renames the run: it continues in ``run_dir`` whatever the name,
     and would write the other name into its recipe.toml."""
-    stored = recipes.load(run_dir / "recipe.toml").run.name
-    if recipe.run.name != stored:
+    stored, asked = (
+        run_folder(recipes.load(RunFolder(run_dir).recipe)).name,
+        run_folder(recipe).name,
+    )
+    if asked != stored:
         raise UserError(
-            f"--resume {run_dir}: run.name={recipe.run.name} would rename the run "
+            f"--resume {run_dir}: run.name={asked} would rename the run "
             f"{stored!r}, which a resume cannot (it continues in {run_dir}); leave run.name out"
         )
 
@@ -120,14 +127,15 @@ def _same_name(run_dir: Path, recipe: recipes.Recipe) -> None:
 def finetune_recipe(parent: Path, overrides: list[str]) -> recipes.Recipe:
     """The parent run's recipe as a fine-tuning: ``run.parent`` (absolute) and the name
     ``<name>-finetune`` set, then the user's overrides."""
-    if not (parent / "recipe.toml").exists():
-        raise UserError(f"--finetune {parent}: not a run directory (no recipe.toml there)")
-    name = recipes.load(parent / "recipe.toml").run.name
+    folder = RunFolder(parent)
+    if not folder.recipe.exists():
+        raise UserError(f"--finetune {parent}: not a run directory (no {folder.RECIPE} there)")
+    name = run_folder(recipes.load(folder.recipe)).name
     own = [
         f"run.parent={json.dumps(str(parent.resolve()))}",
         f"run.name={json.dumps(name + '-finetune')}",
     ]
-    return recipes.load(parent / "recipe.toml", own + overrides)
+    return recipes.load(folder.recipe, own + overrides)
 
 
 def body(argv: list[str] | None = None) -> int:

@@ -26,15 +26,15 @@ from ..config.recipe import Recipe
 from ..errors import UserError
 from ..files import append_line, trim_epoch_lines
 from ..run.build import Components
+from ..run.folder import RunFolder
 from ..run.hooks import RunHook
+from ..run.values import probe_values, run_values
 from .on_run import check_boundaries, probe_lm
 from .run_stream import boundary_predictor
 from .truncation import evaluation_mode
 
 if TYPE_CHECKING:
     from ..run.train import Trainer
-
-FILE = "probe.jsonl"
 
 
 class EpochProbe(RunHook):
@@ -46,10 +46,11 @@ class EpochProbe(RunHook):
     serves = "probe.every"
 
     def __init__(self, recipe: Recipe, run_dir: Path):
-        self.recipe, self.path, self.writes = recipe, Path(run_dir) / FILE, True
+        self.recipe, self.path, self.writes = recipe, RunFolder(run_dir).epoch_probes, True
+        self.settings, self.values = probe_values(recipe), run_values(recipe)
 
     def attach(self, trainer: Trainer) -> None:
-        p, bptt = self.recipe.probe, self.recipe.bptt.length
+        p, bptt = self.settings, self.values.bptt
         self.writes = trainer.dist.is_main
         if not p.every:
             return
@@ -72,7 +73,7 @@ class EpochProbe(RunHook):
             trim_epoch_lines(self.path, trainer.run_state.epoch)
 
     def due(self, epoch: int) -> bool:
-        every = self.recipe.probe.every
+        every = self.settings.every
         return bool(every) and epoch % every == 0
 
     def measure(self, parts: Components, epoch: int, mode: str) -> dict[str, Any]:
@@ -82,7 +83,7 @@ class EpochProbe(RunHook):
         modules: list[nn.Module] = [parts.model]
         if parts.boundary is not None:
             b = parts.boundary
-            predictors = {r.synthetic.synthesizer: boundary_predictor(b, parts.model, r, tokens)}
+            predictors = {self.values.synthesizer: boundary_predictor(b, parts.model, r, tokens)}
             joined, modules = b.joined, [parts.model, b.synthesizer]
         with evaluation_mode(modules):
             record = probe_lm(
@@ -91,8 +92,8 @@ class EpochProbe(RunHook):
                 tokens,
                 predictors,
                 joined,
-                list(r.probe.boundaries),
-                r.probe.max_horizon,
+                list(self.settings.boundaries),
+                self.settings.max_horizon,
                 "probe.boundaries",
             )
         row = {"epoch": epoch, "gradient_mode": mode, "seconds": time.perf_counter() - t0, **record}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from .folder import RunFolder
 from .hooks import RunHook, SegmentDone
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class Board:
     def __init__(self, run_dir: Path, next_step: int):
         writer = _summary_writer()
         self.writer = writer(
-            str(Path(run_dir) / "tensorboard"), purge_step=next_step, flush_secs=FLUSH_SECONDS
+            str(RunFolder(run_dir).tensorboard), purge_step=next_step, flush_secs=FLUSH_SECONDS
         )
 
     def segment(self, step: int, loss: float, lr: float, sg: list[float]) -> None:

@@ -48,6 +48,7 @@ from .evaluation import Evaluation
 from .kernel_check import make_guard
 from .memory import check_memory
 from .segments import SegmentObjective, SegmentPlan
+from .values import training_shape
 
 # ---------------------------------------------------------------------------- device
 
@@ -329,7 +330,8 @@ def build_synthesizer(
         generator,
         init_generator,
     ).to(device)
-    tokens = recipe.data.batch_size * recipe.bptt.length  # per segment
+    shape = training_shape(recipe)
+    tokens = shape.batch_size * shape.bptt  # per segment
     return make_boundary(s, synth, tokens, backend, joined), generator
 
 
@@ -407,8 +409,8 @@ def run_settings(recipe: Recipe) -> RunSettings:
 
 def segment_plan(recipe: Recipe) -> SegmentPlan:
     """The training segments of each epoch (``segments.SegmentPlan``)."""
-    b = recipe.bptt
-    return SegmentPlan(b.length, b.random_length, recipe.run.max_batches, recipe.run.seed)
+    length, random = training_shape(recipe).bptt, recipe.bptt.random_length
+    return SegmentPlan(length, random, recipe.run.max_batches, recipe.run.seed)
 
 
 def segment_objective(recipe: Recipe, world_size: int = 1) -> SegmentObjective:
@@ -461,7 +463,9 @@ def build(
         train_data=ddp.columns(batched, dist).to(device),
         segments=segment_plan(recipe),
         objective=segment_objective(recipe, dist.world_size if dist.enabled else 1),
-        evaluation=Evaluation(recipe.bptt.length, recipe.run.dtype, recipe.run.max_eval_batches),
+        evaluation=Evaluation(
+            training_shape(recipe).bptt, recipe.run.dtype, recipe.run.max_eval_batches
+        ),
         settings=run_settings(recipe),
         boundary=boundary,
         synth_generator=synth_generator,

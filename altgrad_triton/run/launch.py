@@ -18,7 +18,7 @@ from ..config.recipe import Recipe
 from ..errors import UserError
 from . import distributed
 from .build import launch_device, launch_world
-from .checkpoint import layout
+from .folder import RunFolder
 from .hooks import RunHook
 from .train import Trainer, TrainingStopped
 
@@ -44,7 +44,7 @@ def launch(
         trainer.fit()
         return 0
     hint = (
-        f"The last complete checkpoint is in {layout.directory(run_dir, 'last')}; continue "
+        f"The last complete checkpoint is in {RunFolder(run_dir).checkpoint('last')}; continue "
         f"with: torchrun ... -m altgrad_triton.cli.train --resume {run_dir}"
     )
     previous = distributed.install_sigterm_message(ctx, hint)

@@ -51,6 +51,7 @@ from .board import TensorBoard
 from .build import build, describe, set_hyperparameters
 from .checkpoint.checkpointer import Checkpointer
 from .checkpoint.contents import RunState
+from .folder import RunFolder
 from .hooks import Hooks, NtAsgd, RunHook, SegmentDone
 from .metrics import EpochSums, MetricsLog, epoch_row, run_results, summary_rows
 from .stopping import STOP_SIGNALS, StopRequests, TrainingStopped
@@ -97,7 +98,7 @@ class Trainer:
         # the kernel families consult the run's guard while it trains (kernel_check.py)
         with self.stops.write_failures_explained(), guarding(self.parts.guard):
             if self.dist.is_main:
-                write_text_atomic(self.run_dir / "recipe.toml", to_toml(self.recipe))
+                write_text_atomic(RunFolder(self.run_dir).recipe, to_toml(self.recipe))
             with self.hooks.open(self), self.stops.on_signals():
                 while self.run_state.epoch <= self.settings.epochs:
                     if self.hooks.finished(self):
@@ -241,5 +242,5 @@ def write_results(
     """``results.json``: the best validation and the test loss, and the kernels' record."""
     results = run_results(best_val, test, rows, chars)
     results.update(kernel_check.results_fields(kernels))
-    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
+    write_text_atomic(RunFolder(run_dir).results, json.dumps(results, indent=2))
     return results

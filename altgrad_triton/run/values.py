@@ -5,7 +5,8 @@ into a recipe. ``build.py`` hands out a run's components; this module hands out
 * ``run_folder``: where a run lives (``run.out_dir`` / ``run.name``), as a ``RunFolder``;
 * ``training_shape``: the sizes a recipe trains at, before anything is built (the memory
   bound, the kernel shapes, the bench's segment counts);
-* ``run_values``: what scoring, sampling, probing and resuming a run act on.
+* ``run_values``: what scoring, sampling, probing and resuming a run act on;
+* ``probe_values``: the truncation probe per epoch (``[probe]``).
 
 Torch-free, so that altgrad-suite names its runs without importing torch.
 """
@@ -127,3 +128,18 @@ def with_backend(recipe: Recipe, backend: str) -> Recipe:
     """``recipe`` with ``run.backend = backend``: a trained run used where its own backend
     cannot run (``inference.load_run``), whose model and synthesizer are built for it."""
     return dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, backend=backend))
+
+
+@dataclass(frozen=True)
+class ProbeValues:
+    """The truncation probe during training (``probe.per_epoch.EpochProbe``)."""
+
+    every: int  # probe.every: epochs between probes; 0 = off
+    boundaries: tuple[int, ...]  # probe.boundaries: the training split's boundaries probed
+    max_horizon: int  # probe.max_horizon: horizons 1, 2, 4, ... up to it, in segments
+
+
+def probe_values(recipe: Recipe) -> ProbeValues:
+    """The recipe's ``ProbeValues``."""
+    p = recipe.probe
+    return ProbeValues(p.every, tuple(p.boundaries), p.max_horizon)

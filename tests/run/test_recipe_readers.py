@@ -33,15 +33,6 @@ PACKAGE = REPO / "altgrad_triton"
 READERS = ("config/", "run/build.py", "run/values.py", "run/shapes.py")
 """Where the recipe may be read: its own wing, and the builders that hand it out."""
 
-PENDING = (
-    "run/train.py",  # being reworked
-    "probe/per_epoch.py",  # being reworked
-    "cli/train.py",  # being reworked
-)
-"""Modules that still read recipe keys while they are reworked; each leaves this list once
-it takes what the builders hand out."""
-
-
 def recipe_keys() -> dict[str, set[str]]:
     """Each section of ``Recipe`` -> the names of its keys (and sub-sections)."""
     hints = typing.get_type_hints(Recipe)
@@ -80,7 +71,7 @@ def package_modules() -> dict[str, Path]:
 
 
 def may_read(module: str) -> bool:
-    return module.startswith(READERS) or module in PENDING
+    return module.startswith(READERS)
 
 
 def test_only_config_and_the_builders_read_recipe_keys():
@@ -97,9 +88,8 @@ def test_only_config_and_the_builders_read_recipe_keys():
 
 
 def test_the_listed_modules_exist():
-    """A renamed builder or pending module must not leave a stale entry behind."""
+    """A renamed builder must not leave a stale entry behind."""
     modules = package_modules()
-    assert [m for m in PENDING if m not in modules] == []
     assert [r for r in READERS if not any(m.startswith(r) for m in modules)] == []
 
 
