@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
@@ -27,14 +27,11 @@ from ..errors import UserError
 from ..files import append_line, trim_epoch_lines
 from ..run.build import Components
 from ..run.folder import RunFolder
-from ..run.hooks import RunHook
+from ..run.hooks import RunHook, Trainer
 from ..run.values import probe_values, run_values
 from .on_run import check_boundaries, probe_lm
 from .run_stream import boundary_predictor
 from .truncation import evaluation_mode
-
-if TYPE_CHECKING:
-    from ..run.train import Trainer
 
 
 class EpochProbe(RunHook):

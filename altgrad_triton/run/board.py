@@ -15,14 +15,11 @@ checkpoint does not hold writes them once, not twice, when they come again.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import UserError
 from .folder import RunFolder
-from .hooks import RunHook, SegmentDone
-
-if TYPE_CHECKING:
-    from .train import Trainer
+from .hooks import RunHook, SegmentDone, Trainer
 
 FLUSH_SECONDS = 15
 """How often the event file is flushed: how far behind a live view can be."""

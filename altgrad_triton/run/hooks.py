@@ -23,16 +23,27 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from ..config.recipe import Recipe
 from ..core import asgd
 from ..errors import UserError
+from .build import Components
 from .checkpoint import checks
 from .checkpoint.checkpointer import Checkpointer
-from .checkpoint.contents import start_averaging
+from .checkpoint.contents import RunState, start_averaging
+from .distributed import DistContext
 
-if TYPE_CHECKING:
-    from .train import Trainer
+
+class Trainer(Protocol):
+    """What a hook sees of the trainer that calls it (``train.Trainer``)."""
+
+    recipe: Recipe
+    run_dir: Path
+    dist: DistContext
+    console: Any
+    parts: Components
+    run_state: RunState
 
 
 @dataclass(frozen=True)

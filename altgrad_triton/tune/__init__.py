@@ -26,8 +26,9 @@ The submodules split the work:
   builders', ``run.shapes``);
 * :mod:`.sweeping` -- :func:`probe_key`, :func:`job_candidates`, :func:`sweep` and
   :func:`tune_all`;
-* :mod:`.store` -- the cache dir, ``winners.json`` (:class:`Winner`) and
-  :func:`apply_stored_winners`;
+* :mod:`.results` -- what a sweep found (:class:`Trial`, :class:`SweepResult`);
+* ``run.winners`` -- the cache dir, ``winners.json`` (:class:`Winner`) and
+  :func:`apply_stored_winners`, which training reads (re-exported here);
 * :mod:`.tables` -- the rich tables of a sweep;
 * :mod:`.warmup` -- compiles a sweep's kernels on every core before it times them
   (``--jobs``);
@@ -64,11 +65,10 @@ from .jobs import (
     recipe_jobs,
     sg_loss_jobs,
 )
+from .results import SweepResult, Trial
 from .sweeping import (
     QUICK_CANDIDATES,
     QUICK_EVAL_CANDIDATES,
-    SweepResult,
-    Trial,
     gpu_timer,
     job_candidates,
     probe_key,

@@ -7,7 +7,6 @@ import contextlib
 import datetime as _dt
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import torch
 from ..errors import one_line
 from ..run.winners import DeviceId, Winner, kernel_tuning, save_winners
 from .jobs import Job
+from .results import SweepResult, Timing, Trial
 from .tables import format_meta, result_table, winners_table
 
 QUICK_CANDIDATES = 6
@@ -109,31 +109,6 @@ def job_candidates(job: Job, *, quick: bool = False, arch: Any = None) -> list[d
 
 
 # ----------------------------------------------------------------------------- sweeping
-
-Timing = tuple[float, float, float]  # median, p20, p80 in ms
-
-
-@dataclass
-class Trial:
-    meta: dict[str, int]
-    timing: Timing | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.timing is not None
-
-
-@dataclass
-class SweepResult:
-    job: Job
-    trials: list[Trial] = field(default_factory=list)
-    aborted: str | None = None
-
-    @property
-    def winner(self) -> Trial | None:
-        ok = [t for t in self.trials if t.ok]
-        return min(ok, key=lambda t: t.timing[0]) if ok else None
 
 
 def gpu_timer(warmup_ms: float, rep_ms: float) -> Callable[[Callable[[], Any]], Timing]:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .jobs import dtype_name
-
-if TYPE_CHECKING:
-    from .sweeping import SweepResult
+from .results import SweepResult
 
 
 def format_meta(meta: dict[str, int]) -> str:
