@@ -178,10 +178,12 @@ make_shim() {
   ln -s "$ROOT/tests" "$shim/tests" # the tests import tests.helpers
   export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
   # The repo root must not come before the shim: its altgrad_triton/ has no kernels/.
-  # PYTHONSAFEPATH (Python >= 3.11) keeps `python -m`/`-c` from prepending the cwd, and
-  # pytest's pythonpath=["."] (pyproject) is overridden to nothing.
+  # PYTHONSAFEPATH (Python >= 3.11) keeps `python -m`/`-c` from prepending the cwd,
+  # pytest's pythonpath=["."] (pyproject) is overridden to nothing, and its import mode is
+  # append: tests/ is a package, so the default (prepend) would put the repo root, the
+  # package's parent, first in sys.path.
   export PYTHONSAFEPATH=1
-  PYTEST_EXTRA=(-o "pythonpath=")
+  PYTEST_EXTRA=(-o "pythonpath=" --import-mode=append)
   echo "PYTHONPATH shim: $shim"
   "$PY" - "$shim" <<'PYEOF'
 import sys

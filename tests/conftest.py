@@ -66,6 +66,46 @@ def triton_device(monkeypatch):
         yield device
 
 
+@pytest.fixture
+def no_kernel_overrides():
+    """No kernel config override (a stored tuning winner) reaches the test or outlives it:
+    ``pytestmark = pytest.mark.usefixtures("no_kernel_overrides")`` in a module that applies
+    winners."""
+    from altgrad_triton.kernels import tuning
+
+    tuning.clear_overrides()
+    yield
+    tuning.clear_overrides()
+
+
+# The run fixtures below import tests.helpers when used: tests/test_conftest.py runs a copy of
+# this file outside the repository, where no test asks for them.
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    """A tiny corpus (``tests.helpers.tiny_corpus``, 120 training lines) in tmp_path/data."""
+    from tests.helpers import tiny_corpus
+
+    return tiny_corpus(tmp_path / "data", n_train=120)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny run (``tests.helpers.tiny_recipe``) trained for one epoch, one per module."""
+    from tests.helpers import fit_tiny_run
+
+    return fit_tiny_run(tmp_path_factory.mktemp("trained"), run={"epochs": 1})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny run trained for its recipe's two epochs, one per module."""
+    from tests.helpers import fit_tiny_run
+
+    return fit_tiny_run(tmp_path_factory.mktemp("use"))
+
+
 def pytest_runtest_setup(item):
     """``ALTGRAD_TEST_DEADLINE`` (Unix seconds): past it, start no further test, so pytest
     ends on its own and prints its summary (scripts/gpu-check.sh sets it a grace period

@@ -1,6 +1,13 @@
-"""Whole-file writes and JSON-lines reads as a killed run leaves them."""
+"""Whole-file writes and JSON-lines reads as a killed run or a full disk leaves them."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
 
 import pytest
+import torch
 
 from altgrad_triton import files
 from altgrad_triton.errors import UserError
@@ -52,3 +59,31 @@ def test_trimming_a_damaged_metrics_file_is_one_line(tmp_path, row, says):
     with pytest.raises(UserError, match=says.replace("(", r"\(")):
         files.trim_epoch_lines(path, 2)
     files.trim_epoch_lines(tmp_path / "absent.jsonl", 2)  # a missing file stays missing
+
+
+class FillsUp:
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+
+def test_a_disk_that_fills_up_inside_torch_save_is_an_os_error_naming_the_file(tmp_path):
+    """torch.save answers a failed write in the middle of its archive with "unexpected pos",
+    the OSError only its context (seen on a real full tmpfs); write_file finds it."""
+    state = {"x": torch.zeros(100_000)}
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        torch.save(state, FillsUp(io.BytesIO(), 200_000))
+    path = tmp_path / "trainer.pt"
+    with pytest.raises(OSError) as e:
+        files.write_file(path, lambda f: torch.save(state, FillsUp(f, 200_000)))
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(path))

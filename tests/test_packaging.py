@@ -1,9 +1,11 @@
-"""The package as a user installs it: its declared dependencies cover what it imports."""
+"""The package as a user installs it: its declared dependencies cover what it imports, every
+subpackage ships, and the commands are installed scripts."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -87,3 +89,17 @@ def test_every_package_folder_is_declared_so_that_it_ships():
         return where[mapped].joinpath(*name[len(mapped) :].split(".")[1:])
 
     assert all(folder(name).is_dir() for name in listed)
+
+
+def test_the_commands_are_installed_scripts():
+    proc = subprocess.run(
+        [sys.executable, "-m", "altgrad_triton.cli.eval", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "--pointer" in proc.stdout
+    scripts = (ROOT / "pyproject.toml").read_text()
+    assert 'altgrad-eval = "altgrad_triton.cli.eval:main"' in scripts
+    assert 'altgrad-generate = "altgrad_triton.cli.generate:main"' in scripts

@@ -78,8 +78,10 @@ def part_shares(averages) -> str:
         e = by_key[key]
         host = f"{e.cpu_time_total / 1e3:.3f} ms ({_percent(e.cpu_time_total, host_total)})"
         dev_time = getattr(e, "device_time_total", 0.0)
-        dev = "-" if not dev_time else (
-            f"{dev_time / 1e3:.3f} ms ({_percent(dev_time, device_total)})"
+        dev = (
+            "-"
+            if not dev_time
+            else (f"{dev_time / 1e3:.3f} ms ({_percent(dev_time, device_total)})")
         )
         lines.append(f"  {key:<40} host {host:<22} device {dev}  x{e.count}")
     if len(lines) == 1:

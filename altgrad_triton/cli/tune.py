@@ -96,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="--check-configs: also write the results to DIR/<triton version>.json, the "
-        "record tests/test_config_fit.py checks (needs the full check: no recipe, every "
+        "record tests/tune/test_fitrecord.py checks (needs the full check: no recipe, every "
         "architecture); kernels that file already holds with unchanged sources are read "
         "from it, not compiled again (delete it to compile all)",
     )
@@ -235,7 +235,7 @@ def _archs(text: str) -> list[str]:
 def _check_configs(recipe_paths: list[str], archs: list[str], jobs: int | None,
                    record: str | None) -> int:  # fmt: skip
     """``--check-configs``: compile every candidate of each architecture and print the
-    table; with ``record``, write the results where tests/test_config_fit.py reads them."""
+    table; with ``record``, write the results where tests/tune/test_fitrecord.py reads them."""
     import time
 
     from ..progress import make_console

@@ -144,8 +144,7 @@ def where_to_put(name: str, target: Path) -> str:
     """The sentence every failure ends with: which files go into which directory."""
     files = ", ".join(_source(name).expected)
     return (
-        f"put {files} in {target}/ yourself (or give the folder holding them as "
-        "data.path=FOLDER)"
+        f"put {files} in {target}/ yourself (or give the folder holding them as data.path=FOLDER)"
     )
 
 

@@ -25,6 +25,7 @@ from ..run.metrics import bits, perplexity
 PROBE_KEYS = ("horizons", "mean")
 """What a probe record (``probe_run.probe_record``) must hold for the report to read it."""
 
+
 @dataclass
 class Run:
     """One run directory, read."""

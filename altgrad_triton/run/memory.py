@@ -21,7 +21,7 @@ vocabulary, ``a`` the activation dtype's size: 2 for bf16 autocast on CUDA, else
 
 Left out, so that the bound stays below the truth: dropout masks and the other
 intermediate tensors, the synthesizer, the evaluation pass, the activations' gradients
-during the backward pass, and the framework's own overhead. ``tests/test_memory.py`` measures a
+during the backward pass, and the framework's own overhead. ``tests/run/test_memory.py`` measures a
 training step's peak memory against the bound on the CPU.
 
 Available: free memory on the CUDA device (``torch.cuda.mem_get_info``); on the CPU, the

@@ -6,7 +6,7 @@ each kernel's registers, spill bytes and shared memory.
 A candidate over its architecture's shared memory per block raises OutOfResources at its
 first launch; one that spills runs, slowly. Either would be a trap for the tuner, Triton's
 autotuner and a stored winner, so the config generators must not offer one; this module
-is how that is checked (``altgrad-tune --check-configs``, and tests/test_config_fit.py,
+is how that is checked (``altgrad-tune --check-configs``, and tests/tune/test_fitrecord.py,
 which reads the results recorded by ``--record``: :mod:`.fitrecord`).
 
 Shapes matter: Triton specialises integer arguments on divisibility by 16 (and on 1), so a

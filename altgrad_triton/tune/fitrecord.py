@@ -10,7 +10,7 @@ read it by; and, per kernel function, a fingerprint of its source and of the
 compile differently (their own LLVM and ptxas), hence one file per version.
 
 An entry is *current* when its id is one the check would compile now and its function's
-fingerprint is unchanged. tests/test_config_fit.py asserts that the record for the
+fingerprint is unchanged. tests/tune/test_fitrecord.py asserts that the record for the
 installed Triton has a current entry for every spec of the full check, that none would fail
 (shared memory over its architecture's limit, or spills), and compiles a sample again to
 confirm the record still says what the compiler says. When a kernel, its candidates or

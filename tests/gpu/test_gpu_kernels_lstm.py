@@ -12,7 +12,7 @@ check runs PDL where the GPU and Triton have it and CUDA-graph capture always.
 
 Only bf16 at H=1550 autotunes (24 tiles per direction; the bitwise checks reuse its
 winner); the other cases force one config through ``tuning``, to keep compiles few.
-tests/test_kernel_lstm.py also runs on a GPU (``triton_device``): small ragged shapes with
+tests/kernels/test_lstm.py also runs on a GPU (``triton_device``): small ragged shapes with
 NaN-poisoned allocations and the workspace-counter checks. Run both with
 ``TRITON_INTERPRET=0`` exported: tests/conftest.py sets the interpreter otherwise.
 """

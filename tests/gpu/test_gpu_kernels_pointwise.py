@@ -14,7 +14,6 @@ Triton cache, most of it compiling autotune candidates (before the element-wise 
 cut from 12 to 8 candidates each).
 """
 
-
 import pytest
 import torch
 from altgrad_triton.kernels import elementwise as ew_mod

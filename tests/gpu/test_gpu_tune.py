@@ -18,14 +18,8 @@ from altgrad_triton.progress import make_console
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
     pytest.mark.skipif(interpreting(), reason="TRITON_INTERPRET=1: compiled kernels are tested"),
+    pytest.mark.usefixtures("no_kernel_overrides"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def _no_overrides():
-    tuning.clear_overrides()
-    yield
-    tuning.clear_overrides()
 
 
 def test_sweep_store_and_apply_on_this_gpu(tmp_path):

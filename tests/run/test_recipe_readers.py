@@ -33,6 +33,7 @@ PACKAGE = REPO / "altgrad_triton"
 READERS = ("config/", "run/build.py", "run/values.py", "run/shapes.py")
 """Where the recipe may be read: its own wing, and the builders that hand it out."""
 
+
 def recipe_keys() -> dict[str, set[str]]:
     """Each section of ``Recipe`` -> the names of its keys (and sub-sections)."""
     hints = typing.get_type_hints(Recipe)
