@@ -9,7 +9,7 @@
 # patch (tests/kernels/test_interpreter.py; the bf16 LSTM tests are among the kernel tests).
 # numpy < 2.4: Triton 3.6's interpreter calls int() on 1-element arrays, which numpy 2.4
 # refuses (3.7+ squeeze them).
-# Usage: .ci/triton36-leg.sh   (from .ci/run; about N min on a 2-core machine, see below)
+# Usage: .ci/triton36-leg.sh   (from .ci/run; about 100 s on a 2-core machine, install included)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
