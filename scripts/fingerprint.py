@@ -166,7 +166,7 @@ def main() -> int:
                 "--out",
                 str(Path(tmp) / "probe.json"),
             ),
-            "report": ("report", str(runs)),
+            "report": ("report", str(runs), "--out", str(Path(tmp) / "reports")),
             "bad key": ("train", "recipes/wt2.toml", "optim.lrr=1"),
             "bad value": ("train", "recipes/wt2.toml", "optim.lr=-1"),
             "missing run": ("eval", str(Path(tmp) / "nothing")),
