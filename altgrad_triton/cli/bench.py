@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..config.names import BENCH_FAMILIES
 from ..errors import UserError
-from .common import command_parser, run_main
+from .common import command_parser, number_from, run_main
 
 
 def _families(values: list[str]) -> list[str]:
@@ -96,14 +96,19 @@ def _timing_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--budget",
-        type=float,
+        type=number_from(0),
         default=None,
         metavar="SECONDS",
         help="start no new measurement after this many seconds (default: 75 "
         "with --quick on a GPU, else none); skipped rows are listed",
     )
-    p.add_argument("--warmup", type=float, default=None, help="do_bench warmup, ms")
-    p.add_argument("--rep", type=float, default=None, help="do_bench repetition time, ms")
+    p.add_argument("--warmup", type=number_from(0), default=None, help="do_bench warmup, ms")
+    p.add_argument(
+        "--rep",
+        type=number_from(0, inclusive=False),
+        default=None,
+        help="do_bench repetition time, ms",
+    )
 
 
 def _end_to_end_options(p: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -104,6 +105,25 @@ def with_version(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``parser`` with a ``--version`` option."""
     parser.add_argument("--version", action=_VersionAction)
     return parser
+
+
+def number_from(low: float, *, inclusive: bool = True) -> Callable[[str], float]:
+    """An option type: a finite number from ``low`` up (above ``low`` unless ``inclusive``).
+    float() alone takes "nan", "inf" and negative times, which the timers then act on."""
+    sign = ">=" if inclusive else ">"
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {sign} {low:g}, got {text!r}"
+            )
+        return value
+
+    return number
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -21,11 +21,24 @@ from ..errors import UserError
 from .common import command_parser, run_main
 
 
+def seed(text: str) -> int:
+    """One word after --seeds, which takes every word up to the next option: an override
+    written after the seeds is named as one, not called a bad integer."""
+    if "=" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is an override, not a seed; write overrides before --seeds"
+        )
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be integers, got {text!r}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = command_parser("altgrad-suite", __doc__)
     p.add_argument("folder", help="recipe folder (or one recipe file)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--seeds", nargs="+", type=seed, default=[1, 2, 3])
     p.add_argument("--out", default="runs/evidence", help="folder of the run directories")
     p.add_argument(
         "--only", metavar="PATTERN", help="only recipes whose run.name matches, e.g. 'wt2-*-t10'"

@@ -22,9 +22,12 @@ holds a run, and takes over one that a run left without a complete checkpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import recipe as recipes
@@ -146,8 +149,41 @@ def body(argv: list[str] | None = None) -> int:
         if writer:
             sys.stdout.write(recipes.to_toml(recipe))
         return 0
-    with rundir.claim(run_dir, resuming=bool(args.resume), writer=writer) as tag:
+    with (
+        stops_outside_training(run_dir, plain="RANK" not in os.environ),
+        rundir.claim(run_dir, resuming=bool(args.resume), writer=writer) as tag,
+    ):
         return train(args, recipe, run_dir, tag)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # as run.stopping's
+
+
+@contextlib.contextmanager
+def stops_outside_training(run_dir: Path, *, plain: bool) -> Iterator[None]:
+    """Ctrl-C, SIGTERM or SIGHUP while a plain (not torchrun) run starts (imports, data, the
+    build) or tests its best checkpoint at the end: one ``stopped:`` line and 128 + the
+    signal's number. Without this a SIGTERM there ended the process without a word. While
+    the run trains, the trainer's own handlers stand in for these (``run.stopping``); under
+    torchrun, ``run.launch`` has its own policy."""
+    if not plain:
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise UserError(
+            f"interrupted by {signal.Signals(signum).name} outside training (while starting, "
+            f"or testing at the end); nothing was saved then, and {run_dir} keeps what it had",
+            exit_code=128 + signum,
+            label="stopped",
+        )
+
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def train(args: argparse.Namespace, recipe: recipes.Recipe, run_dir: Path, tag: str | None) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..kernels.arch import ARCHS
-from .common import command_parser, run_main
+from .common import command_parser, number_from, run_main
 
 
 def _sweep_options(p: argparse.ArgumentParser) -> None:
@@ -31,8 +31,13 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
         "over <= 64 steps, short do_bench (warmup 10 ms, rep 40 ms)",
     )
     p.add_argument("--cache-dir", default=None, help="where winners.json lives")
-    p.add_argument("--warmup", type=float, default=None, help="do_bench warmup, ms (25)")
-    p.add_argument("--rep", type=float, default=None, help="do_bench repetition time, ms (100)")
+    p.add_argument("--warmup", type=number_from(0), default=None, help="do_bench warmup, ms (25)")
+    p.add_argument(
+        "--rep",
+        type=number_from(0, inclusive=False),
+        default=None,
+        help="do_bench repetition time, ms (100)",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",

@@ -75,6 +75,12 @@ def locate(text: str | Path) -> Path:
     found = packaged(str(text))
     if found is not None:
         return found
+    if path.is_dir():
+        raise UserError(
+            f"{text}: a folder, not a recipe file (altgrad-suite runs a folder's recipes)"
+        )
+    if path.exists():
+        raise UserError(f"{text}: not a regular file; a recipe is a TOML file")
     raise UserError(unknown(str(text)))
 
 

@@ -419,6 +419,21 @@ def segment_objective(recipe: Recipe, world_size: int = 1) -> SegmentObjective:
     return SegmentObjective(o.ar_alpha, o.tar_beta, recipe.run.dtype, world_size)
 
 
+def warn_one_segment(recipe: Recipe, rows: int, console: Any) -> None:
+    """A warning when a training batch column (``rows`` tokens) holds no more than one segment:
+    each epoch is then a single segment, one optimizer step, and no boundary is ever
+    truncated, so a synthesizer has nothing to stand in for; training still runs."""
+    bptt = training_shape(recipe).bptt
+    if rows - 1 <= bptt:  # a column's last token is only a target
+        console.print(
+            f"warning: bptt.length={bptt} is not shorter than a training batch column "
+            f"({rows} tokens at data.batch_size={recipe.data.batch_size}): each epoch is one "
+            "segment, so no segment boundary is ever crossed; lower data.batch_size or "
+            "bptt.length",
+            markup=False,
+        )
+
+
 def build(
     recipe: Recipe,
     dist: ddp.DistContext,
@@ -453,6 +468,7 @@ def build(
     if dist.rank > 0:
         torch.manual_seed(ddp.rank_seed(recipe.run.seed, dist.rank))
     batched = data.batchify(corpus.train, recipe.data.batch_size)
+    warn_one_segment(recipe, batched.shape[0], console)
     return Components(
         device=device,
         corpus=corpus,

@@ -15,7 +15,7 @@ from altgrad_triton.cli import bench as bench_cli
 from altgrad_triton.config.recipe import to_toml
 from altgrad_triton.errors import UserError
 from altgrad_triton.run.train import Trainer
-from tests.helpers import tiny_corpus, tiny_recipe
+from tests.helpers import one_error_line, run_command, tiny_corpus, tiny_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,6 +119,16 @@ def test_bad_options_are_one_line_errors(capsys):
     assert bench_cli.main(["--csv", "x.csv", "--no-csv"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+@pytest.mark.parametrize(
+    "option, value, allowed",
+    [("--budget", "-1", ">= 0"), ("--warmup", "nan", ">= 0"), ("--rep", "0", "> 0"),
+     ("--rep", "inf", "> 0")],
+)  # fmt: skip
+def test_timer_options_must_be_finite_and_in_range(option, value, allowed, capsys):
+    line = one_error_line(*run_command(bench_cli.main, capsys, option, value)[::2])
+    assert f"{option}: must be a finite number {allowed}, got '{value}'" in line
 
 
 def _python():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from altgrad_triton.cli import suite as suite_cli
-from tests.helpers import assert_user_error, suite_folder
+from tests.helpers import assert_user_error, one_error_line, run_command, suite_folder
 
 
 @pytest.fixture
@@ -44,6 +44,12 @@ def test_overrides_may_follow_the_options(folder, tmp_path, capsys):
 def test_missing_folder_is_one_line_error(tmp_path, capsys):
     assert suite_cli.main([str(tmp_path / "none"), "--dry-run"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_an_override_after_the_seeds_is_named_as_one(folder, capsys):
+    code, _, err = run_command(suite_cli.main, capsys, folder, "--seeds", "1", "run.epochs=2")
+    line = one_error_line(code, err)
+    assert "'run.epochs=2' is an override, not a seed; write overrides before --seeds" in line
 
 
 def test_a_suite_refuses_a_repeated_seed(tmp_path):

@@ -235,6 +235,28 @@ def test_a_second_writer_on_a_running_run_folder_is_refused_naming_the_first(
 # ---------------------------------------------------------------------------- resume
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_while_starting_stops_with_one_line(signum, recipe_folder, monkeypatch, capsys):
+    """Before the trainer's own handlers: a SIGTERM used to end the process without a word."""
+    started = []
+
+    def train(args, recipe, run_dir, tag):  # the signal lands while the run is starting
+        started.append(run_dir)
+        os.kill(os.getpid(), signum)
+        time.sleep(5)
+        raise AssertionError("the signal did not stop the start")
+
+    monkeypatch.setattr(train_cli, "train", train)
+    monkeypatch.delenv("RANK", raising=False)
+    code, _, err = call(train_cli.main, capsys, recipe_folder / "tiny.toml")
+    name = signal.Signals(signum).name
+    assert code == 128 + signum and err.strip().splitlines() == [
+        f"stopped: interrupted by {name} outside training (while starting, or testing at the "
+        f"end); nothing was saved then, and {started[0]} keeps what it had"
+    ]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers put back
+
+
 def test_train_then_refuse_existing_run_then_resume(tmp_path):
     data = tiny_corpus(tmp_path / "data")
     common = [

@@ -66,6 +66,13 @@ def test_bad_shape_specs_are_one_line_errors(capsys):
     assert tune_cli.main([str(WT2), "--kernels", "bogus", "--dry-run"]) == 2
 
 
+def test_timer_options_must_be_finite_and_in_range(capsys):
+    assert tune_cli.main([str(WT2), "--warmup", "-1", "--dry-run"]) == 2
+    assert "--warmup: must be a finite number >= 0, got '-1'" in capsys.readouterr().err
+    assert tune_cli.main([str(WT2), "--rep", "nan", "--dry-run"]) == 2
+    assert "--rep: must be a finite number > 0, got 'nan'" in capsys.readouterr().err
+
+
 def test_dry_run_names_the_architecture_it_counts_candidates_for(capsys, monkeypatch):
     """Without a GPU the candidates are those every supported architecture offers, and the
     caption says so; --arch counts one architecture's (an sm_86 offers fewer LSTM tiles at

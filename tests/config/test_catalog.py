@@ -52,6 +52,14 @@ def test_an_unknown_name_lists_close_matches():
     assert "wt2/alt-rb5" in msg and "altgrad-recipes ls" in msg
 
 
+def test_a_folder_or_a_device_is_not_a_recipe_file(tmp_path):
+    with pytest.raises(UserError, match="a folder, not a recipe file .altgrad-suite runs"):
+        catalog.locate(tmp_path)
+    with pytest.raises(UserError, match="/dev/null: not a regular file; a recipe is a TOML file"):
+        catalog.locate("/dev/null")
+    assert catalog.locate("recipes/wt2").name == "wt2.toml"  # a name beside a folder still works
+
+
 def test_extends_falls_back_to_a_packaged_recipe(tmp_path):
     mine = tmp_path / "mine.toml"
     mine.write_text('extends = "wt2-small.toml"\nrun.name = "mine"\n')

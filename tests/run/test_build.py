@@ -192,3 +192,25 @@ def test_training_and_a_trained_run_read_the_corpus_through_one_call(tmp_path, m
     assert len(calls) == 2 and calls[0] == calls[1]
     assert calls[0] == ((r.data.corpus, r.data.path, None), {"download": False})
     assert torch.equal(split, trained.valid)
+
+
+def test_a_column_of_one_segment_is_warned_about(tmp_path):
+    """Columns of 20 tokens (80 tokens over batch 4) with bptt 19: each epoch is one segment."""
+    (tmp_path / "c").mkdir()
+    for split in ("train", "valid", "test"):
+        (tmp_path / "c" / f"{split}.txt").write_text(" ".join(["a b c d"] * 19) + "\n")
+    r = tiny_recipe(tmp_path / "c", tmp_path / "runs", bptt={"length": 19})
+    console = _Printed()
+    build.warn_one_segment(r, 20, console)
+    assert console.lines == [
+        "warning: bptt.length=19 is not shorter than a training batch column (20 tokens at "
+        "data.batch_size=4): each epoch is one segment, so no segment boundary is ever "
+        "crossed; lower data.batch_size or bptt.length"
+    ]
+    build.warn_one_segment(tiny_recipe(tmp_path / "c", tmp_path / "runs"), 20, console)
+    assert len(console.lines) == 1  # bptt 8: columns of 20 tokens hold three segments
+    console.lines.clear()
+    parts = build.build(r, build.ddp.SINGLE, console=console)  # 77 tokens: 19 rows
+    assert parts.train_data.shape[0] == 19
+    warned = [x for x in console.lines if "bptt.length" in x]
+    assert len(warned) == 1 and "(19 tokens at data.batch_size=4)" in warned[0]

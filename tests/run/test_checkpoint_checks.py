@@ -20,7 +20,7 @@ from altgrad_triton.errors import UserError
 from altgrad_triton.run.checkpoint import checks, layout
 from altgrad_triton.run.checkpoint.checkpointer import Checkpointer
 from altgrad_triton.run.train import Trainer
-from tests.helpers import assert_one_line_error, interrupt_at, tiny_recipe
+from tests.helpers import assert_one_line_error, interrupt_at, tiny_recipe, tree_snapshot
 from tests.helpers import run_command as call
 
 SYNTH = {"enabled": True, "synthesizer": "toolkit", "hidden": 6}
@@ -269,3 +269,30 @@ def test_checkpoints_swapped_in_from_another_run_are_one_line_from_every_reader(
     assert_one_line_error(call(train_cli.main, capsys, "--finetune", k, *ft), says)
     code, _, err = call(train_cli.main, capsys, "--resume", k, "run.epochs=3")
     assert code == 2 and "model.hidden_size: checkpoint 24 vs recipe 16" in err
+
+
+@pytest.mark.parametrize("damage", ["another run's", "corrupt"])
+def test_a_resume_from_last_refuses_a_best_that_is_not_the_runs(damage, corpus_dir, tmp_path):
+    """A resume would have replaced that best/ at its next best epoch, without a word."""
+    run = {"max_batches": 4, "max_eval_batches": 2, "epochs": 1}
+    r = tiny_recipe(corpus_dir, tmp_path / "runs", run=run)
+    Trainer(r, tmp_path / "runs" / "tiny").fit()
+    best = tmp_path / "runs" / "tiny" / "checkpoints" / "best"
+    if damage == "corrupt":
+        (best / "model.safetensors").write_bytes(b"\0" * 100)
+        why = "checkpoint is corrupt or incomplete"
+    else:
+        other = tiny_recipe(corpus_dir, tmp_path / "o", run=run, model={"hidden_size": 24})
+        Trainer(other, tmp_path / "o" / "tiny").fit()
+        shutil.rmtree(best)
+        shutil.copytree(tmp_path / "o" / "tiny" / "checkpoints" / "best", best)
+        why = "model.hidden_size: checkpoint 24 vs recipe 16"
+    before = tree_snapshot(best)
+    resumed = Trainer(
+        tiny_recipe(corpus_dir, tmp_path / "runs", run={**run, "epochs": 3}), best.parents[1]
+    )
+    with pytest.raises(UserError) as e:
+        resumed.restore("last")
+    assert f"cannot resume: {best} is not this run's best checkpoint (" in str(e.value)
+    assert why in str(e.value) and "move it out of the run folder" in str(e.value)
+    assert tree_snapshot(best) == before

@@ -134,12 +134,32 @@ class Checkpointer:
         ckpt = self.load(tag)
         checks.check_resumable(ckpt, recipe, parts.corpus.vocab)
         checks.check_shapes(ckpt, parts)
+        if tag == "last":
+            self.check_best(recipe, parts)
         parts.model.load_state_dict(ckpt.training_weights)
         b = parts.boundary
         if b is not None and ckpt.synthesizer is not None:
             b.synthesizer.load_state_dict(ckpt.synthesizer)
         restore_trainer(ckpt.trainer, parts, run, log, self.dist, run_values(recipe).seed)
         apply_recipe_settings(recipe, parts.optimizer, b.optimizer if b is not None else None)
+
+    def check_best(self, recipe: Recipe, parts: Components) -> None:
+        """UserError when a resume from 'last' finds a 'best' it could not continue from
+        (damaged, or another run's): the run would replace it without a word at its next
+        best epoch, or test it as its own at the end. Checked as a resume from it would be."""
+        if self.find("best") is None:
+            return
+        try:
+            best = self.load("best")
+            checks.check_resumable(best, recipe, parts.corpus.vocab)
+            checks.check_shapes(best, parts)
+        except UserError as e:
+            why = str(e).removeprefix("cannot resume: ")
+            raise UserError(
+                f"cannot resume: {self.path('best')} is not this run's best checkpoint ({why}); "
+                "the run would replace it at its next best epoch or test it as its own: move "
+                "it out of the run folder, then resume again"
+            ) from None
 
 
 def _rng_states(parts: Components, all_cuda: bool) -> RngStates:
