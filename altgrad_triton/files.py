@@ -27,15 +27,18 @@ from .errors import UserError
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never a
-    part: a temporary file beside it, flushed to disk, then renamed over it."""
+    part: a temporary file beside it, flushed to disk, then renamed over it. A failure is an
+    OSError naming ``path``, the file the user knows, not the temporary one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write_file(tmp, lambda f: f.write(text.encode()))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)  # a full disk gets its space back
+        if isinstance(e, OSError) and e.filename == str(tmp):
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     return path
 

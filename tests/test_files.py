@@ -34,6 +34,17 @@ def test_atomic_write_failing_midway_keeps_the_old_file(tmp_path, monkeypatch):
     assert path.read_text() == "old"
 
 
+def test_a_failed_atomic_write_names_the_file_not_its_temporary(tmp_path, monkeypatch):
+    def full(path, write):  # what write_file raises: an OSError naming the file it opened
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(files, "write_file", full)
+    with pytest.raises(OSError) as e:
+        files.write_text_atomic(tmp_path / "r.toml", "x")
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(tmp_path / "r.toml"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_jsonl_skips_a_torn_last_line_only(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"a": 1}\n\n{"a": 2}\n{"a": ')

@@ -180,6 +180,10 @@ def body(argv: list[str] | None = None) -> int:
         raise UserError(f"{' and '.join(alone)} are separate runs: give one of them")
     if args.train_slice is not None and args.train_slice <= 0:
         raise UserError(f"--train-slice must be > 0 seconds, got {args.train_slice:g}")
+    if args.csv is not None:
+        from ..run.folder import check_output
+
+        check_output(args.csv, "--csv", folder=False)
     from .. import bench
 
     return bench.run(args)

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..config.recipe import MAX_THREADS
 from ..errors import UserError
 from ..files import write_text_atomic
+from ..run.folder import check_output
 from .common import command_parser, run_main
 
 
@@ -91,6 +92,7 @@ def body(argv: list[str] | None = None) -> int:
     for c in configs:
         c.check()
     out = Path(args.out)
+    check_output(out, "--out", folder=True)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     _run_missing(configs, results, args.probe)

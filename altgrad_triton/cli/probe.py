@@ -118,13 +118,15 @@ def body(argv: list[str] | None = None) -> int:
     from ..files import write_text_atomic
     from ..probe.on_run import probe_run
     from ..progress import make_console
-    from ..run.folder import RunFolder
+    from ..run.folder import RunFolder, check_output
 
     if (args.fit_segments or args.fit_set) and not args.fit:
         flag = "--fit-segments" if args.fit_segments else "--fit-set"
         raise UserError(f"{flag}: only with --fit KINDS")
     device = "cpu" if args.float64 and args.device == "auto" else args.device
     run, synth = load(args.run_dir, args.checkpoint, device)
+    out = Path(args.out) if args.out else RunFolder(args.run_dir).probe(args.split)
+    check_output(out, "--out", folder=False)
     console = make_console(wide_tables=True)
     report = probe_run(
         run,
@@ -138,7 +140,6 @@ def body(argv: list[str] | None = None) -> int:
         fit_settings=args.fit_set,
         console=console,
     )
-    out = Path(args.out) if args.out else RunFolder(args.run_dir).probe(args.split)
     write_text_atomic(out, json.dumps(report, indent=2))
     for table in tables(report):
         console.print(table)

@@ -42,6 +42,12 @@ def parser() -> argparse.ArgumentParser:
 def body(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from ..report import write_report
+    from ..run.folder import check_output
+
+    check_output(args.out, "--out", folder=True)
+    for option, path in (("--markdown", args.markdown), ("--plots-dir", args.plots_dir)):
+        if path:
+            check_output(path, option, folder=option == "--plots-dir")
 
     notes: list[str] = []
     md, plots, note = write_report(

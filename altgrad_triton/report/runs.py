@@ -170,7 +170,8 @@ def find_runs(paths: list[str | Path], notes: list[str] | None = None) -> list[R
     """The runs of ``run_dirs(paths)``, each once: a folder named twice, or a copy of a run
     (the same recipe.toml, see ``fingerprint``), is one seed, not two. With ``notes``, each
     duplicate dropped and each broken run left out is a line there (the other runs are
-    still read); without, a broken run is a UserError. A UserError if no run is readable."""
+    still read), and so is a run whose recipe.toml cannot be read (named by its folder); without,
+    a broken run is a UserError. A UserError if no run is readable."""
     runs: list[Run] = []
     broken: list[UserError] = []
     seen: dict[object, Path] = {}
@@ -192,6 +193,12 @@ def find_runs(paths: list[str | Path], notes: list[str] | None = None) -> list[R
             continue
         seen.update((k, d) for k in keys if k is not None)
         runs.append(run)
+        recipe = RunFolder(d).recipe
+        if notes is not None and keys[1] is None and recipe.exists():
+            notes.append(
+                f"{recipe}: not a readable recipe; the run is named by its folder, its "
+                "corpus unknown"
+            )
     if broken and not runs:
         more = f" (and {len(broken) - 1} more broken runs)" if len(broken) > 1 else ""
         raise UserError(f"{broken[0]}{more}")

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import shlex
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +210,31 @@ def check_place(run_dir: Path) -> None:
             f"run.name={run_dir.name}: the run folder {run_dir} would be a checkpoint (it holds "
             f"{held}), which a save replaces whole; give another run.name=... or {allowed}"
         )
+
+
+def check_output(path: str | Path, option: str, *, folder: bool) -> None:
+    """Before a command's work, that it can write its output ``path`` (a ``folder``, or a
+    file) there: a UserError inside a run's ``checkpoints/`` or a checkpoint (a save replaces
+    those whole, and a resume refuses one holding what a save did not write); the OSError,
+    naming the place, that the write would meet (a file in the way, ``/proc/x``, a read-only
+    disk), now rather than after minutes of work. Nothing is created: the nearest existing
+    folder is tried with a temporary folder."""
+    here = Path(path).expanduser().resolve()
+    for place in (here, *here.parents):
+        if (place.name == layout.FOLDER and is_run(place.parent)) or _checkpoint_file(place):
+            raise UserError(
+                f"{option} {path}: inside {place}, which altgrad-train manages (a save "
+                "replaces a checkpoint whole); write it outside the checkpoints"
+            )
+    if not folder and here.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    existing = next(p for p in (here if folder else here.parent, *here.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(existing))
+    try:
+        Path(tempfile.mkdtemp(dir=existing, prefix=".altgrad-write-test-")).rmdir()
+    except OSError as e:  # named by the user's path, not the test folder's
+        raise OSError(e.errno, f"cannot write in {existing} ({e.strerror})", str(path)) from None
 
 
 def _check_checkpoint_folders(run_dir: Path) -> None:

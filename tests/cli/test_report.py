@@ -108,6 +108,16 @@ def test_report_outputs_that_cannot_be_written_are_one_line(report_runs, tmp_pat
     assert_machine_fault(proc, "No space left on device")
 
 
+def test_a_report_into_a_runs_checkpoints_is_refused_before_it_is_made(report_runs, tmp_path):
+    ckpt = report_runs / "a-s1" / "checkpoints" / "best"
+    ckpt.mkdir(parents=True)
+    for name in ("meta.json", "model.safetensors"):
+        (ckpt / name).write_text("{}")
+    proc = report_of(str(report_runs), "--out", str(ckpt.parent))
+    assert_user_error(proc, f"--out {ckpt.parent}: inside", "which altgrad-train manages")
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["best"]
+
+
 def test_a_read_only_output_disk_is_one_line_exit_1(report_runs, tmp_path, monkeypatch, capsys):
     from altgrad_triton.cli import report as report_cli
     from altgrad_triton.report import write

@@ -58,6 +58,20 @@ def test_a_recipe_toml_that_is_not_utf8_leaves_the_folder_name(tmp_path):
     assert report.read_run(d).name == "a-s1"
 
 
+def test_a_run_with_an_unreadable_recipe_is_tabulated_with_a_note(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs, "a-s1", "wikitext-2-small", [5.0])
+    d = fake_run(runs, "b-s1", "wikitext-2-small", [5.0])
+    (d / "recipe.toml").write_text("[run\n")
+    notes: list[str] = []
+    found = report.find_runs([runs], notes)
+    assert [(r.name, r.corpus) for r in found] == [("a-s1", "wikitext-2-small"), ("b-s1", "")]
+    assert notes == [
+        f"{d / 'recipe.toml'}: not a readable recipe; the run is named by its folder, its "
+        "corpus unknown"
+    ]
+
+
 def test_torn_last_line_is_ignored(tmp_path):
     d = fake_run(tmp_path, "a-s1", "wikitext-2-small", [5.0, 4.0], finished=False)
     with open(d / "metrics.jsonl", "a") as f:

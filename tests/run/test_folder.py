@@ -323,3 +323,39 @@ def test_a_full_disk_at_start_exits_1_a_forbidden_folder_2(tmp_path, monkeypatch
     ):
         pass
     assert e.value.exit_code == code
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def test_an_output_inside_the_checkpoints_is_refused_and_beside_them_is_not(tmp_path):
+    run = tmp_path / "run"
+    finished_run(run)
+    (run / "checkpoints" / "best" / "model.safetensors").write_bytes(b"")
+    for place, folder in (
+        (run / "checkpoints", True),
+        (run / "checkpoints" / "best" / "p.json", False),
+    ):
+        with pytest.raises(UserError, match="which altgrad-train manages"):
+            rundir.check_output(place, "--out", folder=folder)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    rundir.check_output(run / "report", "--out", folder=True)  # beside them: fine
+    rundir.check_output(tmp_path / "new" / "deeper" / "t.json", "--out", folder=False)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing created
+
+
+def test_an_output_that_cannot_be_written_fails_before_the_work(tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(NotADirectoryError):
+        rundir.check_output(tmp_path / "f" / "out", "--out", folder=True)
+    with pytest.raises(IsADirectoryError):
+        rundir.check_output(tmp_path, "--markdown", folder=False)
+
+    def read_only(**kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", kwargs["dir"] / ".x")
+
+    monkeypatch.setattr(rundir.tempfile, "mkdtemp", read_only)
+    with pytest.raises(OSError) as e:
+        rundir.check_output(tmp_path / "o", "--out", folder=True)
+    assert e.value.errno == errno.EROFS and e.value.filename == str(tmp_path / "o")
+    assert e.value.strerror == f"cannot write in {tmp_path} (Read-only file system)"
