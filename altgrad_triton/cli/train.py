@@ -34,7 +34,7 @@ from ..config import recipe as recipes
 from ..errors import UserError
 from ..run import folder as rundir
 from ..run.folder import RunFolder
-from ..run.values import run_folder
+from ..run.values import parent_folder, run_folder
 from .common import CommandParser, run_main, with_version
 
 
@@ -149,6 +149,12 @@ def body(argv: list[str] | None = None) -> int:
         if writer:
             sys.stdout.write(recipes.to_toml(recipe))
         return 0
+    parent = None if args.resume else parent_folder(recipe)  # a resume may not need it
+    if parent is not None and not parent.checkpoints.is_dir():  # now, not after the data
+        raise UserError(
+            f"run.parent={parent.path}: not a run directory (no {parent.checkpoints.name}/ "
+            "there); give the folder of the run to fine-tune, its run.out_dir/run.name"
+        )
     with (
         stops_outside_training(run_dir, plain="RANK" not in os.environ),
         rundir.claim(run_dir, resuming=bool(args.resume), writer=writer) as tag,

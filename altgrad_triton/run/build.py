@@ -48,7 +48,7 @@ from .evaluation import Evaluation
 from .kernel_check import make_guard
 from .memory import check_memory
 from .segments import SegmentObjective, SegmentPlan
-from .values import training_shape
+from .values import parent_folder, training_shape
 
 # ---------------------------------------------------------------------------- device
 
@@ -388,7 +388,7 @@ class RunSettings:
 
 
 def run_settings(recipe: Recipe) -> RunSettings:
-    r = recipe
+    r, parent = recipe, parent_folder(recipe)
     return RunSettings(
         name=r.run.name,
         epochs=r.run.epochs,
@@ -400,7 +400,7 @@ def run_settings(recipe: Recipe) -> RunSettings:
         tensorboard=r.run.tensorboard,
         nt_asgd=r.optim.name == "nt-asgd",
         nonmono=r.optim.nonmono,
-        parent=Path(r.run.parent) if r.run.parent else None,
+        parent=None if parent is None else parent.path,
         asks={"probe.every": "altgrad_triton.probe.per_epoch.EpochProbe(recipe, run_dir)"}
         if r.probe.every
         else {},

@@ -2,7 +2,8 @@
 here once and handed over as values, so that no module above (or beside) the builders looks
 into a recipe. ``build.py`` hands out a run's components; this module hands out
 
-* ``run_folder``: where a run lives (``run.out_dir`` / ``run.name``), as a ``RunFolder``;
+* ``run_folder``: where a run lives (``run.out_dir`` / ``run.name``), as a ``RunFolder``, and
+  ``parent_folder`` the run a fine-tuning starts from (``run.parent``);
 * ``training_shape``: the sizes a recipe trains at, before anything is built (the memory
   bound, the kernel shapes, the bench's segment counts);
 * ``run_values``: what scoring, sampling, probing and resuming a run act on;
@@ -24,6 +25,11 @@ from .folder import RunFolder
 def run_folder(recipe: Recipe) -> RunFolder:
     """The folder the recipe's run writes: ``run.out_dir`` / ``run.name``."""
     return RunFolder(Path(recipe.run.out_dir) / recipe.run.name)
+
+
+def parent_folder(recipe: Recipe) -> RunFolder | None:
+    """The run a fine-tuning starts from (``run.parent``), or None."""
+    return RunFolder(Path(recipe.run.parent)) if recipe.run.parent else None
 
 
 # ---------------------------------------------------------------------------- sizes

@@ -361,6 +361,13 @@ def test_finetune_makes_a_new_run_that_records_its_parent(run_dir, tmp_path, cap
     assert_one_line_error(
         call(train_cli.main, capsys, "--finetune", tmp_path / "nowhere"), "not a run directory"
     )
+    recipe = str(run_dir / "recipe.toml")  # run.parent in a recipe: checked before the data
+    assert_one_line_error(
+        call(train_cli.main, capsys, recipe, *common, f"run.parent={tmp_path / 'nowhere'}",
+             "optim.name=nt-asgd", "run.name=x"),
+        f"run.parent={tmp_path / 'nowhere'}: not a run directory (no checkpoints/ there)",
+    )  # fmt: skip
+    assert not (out_dir / "x").exists()
     code, out, err = call(
         train_cli.main, capsys, "--finetune", run_dir, *common, "optim.name=nt-asgd", "optim.lr=1"
     )
