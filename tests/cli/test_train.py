@@ -257,6 +257,13 @@ def test_a_signal_while_starting_stops_with_one_line(signum, recipe_folder, monk
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers put back
 
 
+def test_the_command_and_the_trainer_stop_on_the_same_signals():
+    """cli/train.py spells them without importing torch (run.stopping does)."""
+    from altgrad_triton.run import stopping
+
+    assert train_cli.STOP_SIGNALS == stopping.STOP_SIGNALS
+
+
 def test_train_then_refuse_existing_run_then_resume(tmp_path):
     data = tiny_corpus(tmp_path / "data")
     common = [
