@@ -105,7 +105,7 @@ def failing_writes(monkeypatch, module, name: str, cause: int, when: int) -> Non
     monkeypatch.setattr(module, name, writer)
 
 
-SUITE_BASE = """
+_SUITE_BASE = """
 [run]
 name = "base"
 epochs = 1
@@ -128,7 +128,7 @@ def suite_folder(root: Path) -> Path:
     and ``sub/b.toml`` extending it (runs exp-a and exp-b)."""
     f = root / "recipes"
     (f / "sub").mkdir(parents=True)
-    (f / "_base.toml").write_text(SUITE_BASE)
+    (f / "_base.toml").write_text(_SUITE_BASE)
     (f / "a.toml").write_text('extends = "_base.toml"\nrun.name = "exp-a"\n')
     (f / "sub" / "b.toml").write_text(
         'extends = "../_base.toml"\nrun.name = "exp-b"\nbptt.length = 10\n'
